@@ -1,0 +1,3 @@
+from localllm.cli.main import main
+
+raise SystemExit(main())

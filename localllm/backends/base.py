@@ -1,0 +1,94 @@
+"""The one protocol every backend implements, and the capabilities and options it declares.
+
+A front end reads ``capabilities`` to decide what to offer (a stop button, a pull command, JSON output) and renders
+``options`` once as CLI flags and once as TUI widgets; it never imports a backend's library itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from localllm.core.chunks import Chunk
+from localllm.core.errors import BackendUnavailable
+from localllm.core.messages import Message
+from localllm.core.model import ModelRef
+from localllm.core.options import GenerationOptions
+from localllm.core.plan import LoadPlan
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    stream: bool = True
+    cancel: bool = True
+    """Closing the chunk iterator stops decoding promptly."""
+    tokenize: bool = False
+    """Exact token counts from the model's own tokenizer (otherwise counts are estimates)."""
+    json_schema: bool = False
+    embeddings: bool = False
+    pull: bool = False
+    list_models: bool = False
+
+
+@dataclass(frozen=True)
+class BackendOption:
+    """A backend setting declared once; the CLI renders it as ``--name`` and the TUI as a widget."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Token:
+    id: int
+    piece: str
+
+
+class Backend:
+    """Base class of the backends. ``chat`` yields TextChunk pieces, then one FinalChunk; closing it cancels."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    options: ClassVar[tuple[BackendOption, ...]] = ()
+
+    def __init__(self, **option_values: Any) -> None:
+        known = {option.name: option for option in self.options}
+        unknown = set(option_values) - set(known)
+        if unknown:
+            raise BackendUnavailable(f"backend {self.name} has no option {sorted(unknown)[0]!r}",
+                                     hint=f"its options: {', '.join(known) or 'none'}")
+        self.option_values = {name: option_values.get(name, option.default) for name, option in known.items()}
+
+    def load(self, model: ModelRef, plan: LoadPlan) -> None:
+        raise NotImplementedError
+
+    def load_tokenizer(self, model: ModelRef) -> None:
+        """Load only what tokenizing needs; backends without a lighter path load the whole model."""
+        raise BackendUnavailable(f"backend {self.name} cannot tokenize locally", hint="use --backend llama.cpp")
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        raise NotImplementedError
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        """Tokens the rendered chat prompt takes, counted exactly where ``capabilities.tokenize``."""
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[Token]:
+        raise BackendUnavailable(f"backend {self.name} cannot tokenize locally", hint="use --backend llama.cpp")
+
+    @property
+    def context_window(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free the model. Safe to call twice."""
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,174 @@
+"""llama.cpp in-process, through llama-cpp-python.
+
+The chat prompt is rendered from the GGUF's own chat template with llama-cpp-python's Jinja2ChatFormatter, which
+renders in jinja2's ImmutableSandboxedEnvironment: a model file is untrusted input and its template never runs
+outside that sandbox. Rendering here, rather than inside create_chat_completion, gives the exact prompt token count
+before any decoding starts, so an over-long prompt is refused instead of being cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from localllm.backends.base import Backend, BackendOption, Capabilities, Token
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
+from localllm.core.messages import Message
+from localllm.core.model import ModelRef
+from localllm.core.options import GenerationOptions
+from localllm.core.plan import LoadPlan
+
+# Used only for a GGUF that carries no chat template (base models); ChatML is the most widely trained format.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _import_llama_cpp():
+    try:
+        import llama_cpp
+    except ImportError:
+        raise BackendUnavailable(
+            "llama-cpp-python is not installed",
+            hint='pip install "localllm[llama]" (it builds llama.cpp from source the first time)',
+        ) from None
+    return llama_cpp
+
+
+class LlamaCppBackend(Backend):
+    name = "llama.cpp"
+    capabilities = Capabilities(stream=True, cancel=True, tokenize=True, json_schema=True, embeddings=True)
+    options = (
+        BackendOption("n_batch", int, 512, "tokens evaluated per batch while reading the prompt"),
+        BackendOption("flash_attn", bool, False, "use flash attention (less memory for long contexts)"),
+        BackendOption("use_mmap", bool, True, "map the model file instead of reading it into memory"),
+    )
+
+    def __init__(self, **option_values: Any) -> None:
+        super().__init__(**option_values)
+        self._llm = None
+        self._formatter = None
+        self._eos_token_id: int | None = None
+
+    # -- loading ---------------------------------------------------------------------------------------------------
+    def _open(self, model: ModelRef, **params: Any) -> None:
+        llama_cpp = _import_llama_cpp()
+        self.close()
+        try:
+            self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
+        except ValueError as exc:  # "Failed to load model from file: ..."
+            raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}",
+                                   hint="the file may be damaged, or too new for this llama-cpp-python") from None
+        self._make_formatter(llama_cpp)
+
+    def load(self, model: ModelRef, plan: LoadPlan) -> None:
+        n_gpu_layers = -1 if plan.n_gpu_layers > plan.n_layers else plan.n_gpu_layers
+        self._open(
+            model,
+            n_ctx=plan.n_ctx,
+            n_gpu_layers=n_gpu_layers,
+            n_threads=plan.n_threads,
+            n_batch=self.option_values["n_batch"],
+            flash_attn=self.option_values["flash_attn"],
+            use_mmap=self.option_values["use_mmap"],
+        )
+
+    def load_tokenizer(self, model: ModelRef) -> None:
+        self._open(model, vocab_only=True)
+
+    def _make_formatter(self, llama_cpp) -> None:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        llm = self._llm
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        template = llm.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
+        self._eos_token_id = eos_id if eos_id != -1 else None
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                              stop_token_ids=[eos_id] if eos_id != -1 else None)
+
+    def _require_loaded(self):
+        if self._llm is None:
+            raise GenerationError("no model is loaded", hint="load a model first")
+        return self._llm
+
+    # -- tokens ----------------------------------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        return self._require_loaded().n_ctx()
+
+    def _render(self, messages: Sequence[Message]):
+        formatted = self._formatter(messages=[m.as_dict() for m in messages])
+        tokens = self._require_loaded().tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return formatted, tokens
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self._render(messages)[1])
+
+    def tokenize(self, text: str) -> list[Token]:
+        llm = self._require_loaded()
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return [Token(i, llm.detokenize([i]).decode("utf-8", errors="replace")) for i in ids]
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        llm = self._require_loaded()
+        formatted, prompt = self._render(messages)
+        window = llm.n_ctx()
+        if len(prompt) >= window:
+            raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
+                                  hint="shorten it, raise -o ctx=N, or use `localllm summarize` for long documents",
+                                  prompt_tokens=len(prompt), window=window)
+        generated = 0
+
+        def count_tokens(_tokens, _logits) -> bool:
+            # llama-cpp-python calls each stopping criterion once per sampled token (an end-of-generation token
+            # included) and once more after its loop ends; ``_stream`` takes that last call off.
+            nonlocal generated
+            generated += 1
+            return False
+
+        criteria = [count_tokens]
+        if formatted.stopping_criteria is not None:
+            criteria.extend(formatted.stopping_criteria)
+        import llama_cpp
+
+        stream = llm.create_completion(
+            prompt=prompt,
+            max_tokens=options.max_tokens or -1,
+            temperature=options.temperature,
+            top_p=options.top_p,
+            top_k=options.top_k,
+            min_p=options.min_p,
+            repeat_penalty=options.repeat_penalty,
+            seed=options.seed,
+            stop=[*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])],
+            stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
+            stream=True,
+        )
+        return self._stream(stream, len(prompt), lambda: max(generated - 1, 0))
+
+    @staticmethod
+    def _stream(stream, prompt_tokens: int, generated) -> Iterator[Chunk]:
+        watch = Stopwatch()
+        finish = "stop"
+        with contextlib.closing(stream):
+            for part in stream:
+                choice = part["choices"][0]
+                if choice["text"]:
+                    watch.mark_token()
+                    yield TextChunk(choice["text"])
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+        yield FinalChunk(finish, Usage(prompt_tokens, generated()), watch.timings())
+
+    def close(self) -> None:
+        if self._llm is not None:
+            llm, self._llm = self._llm, None
+            llm.close()

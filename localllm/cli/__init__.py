@@ -1,0 +1,1 @@
+"""The plain-terminal front end: `localllm COMMAND ...`."""

@@ -1,0 +1,190 @@
+"""`localllm run` and `localllm chat`: streaming answers in the plain terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from localllm.cli.output import human_bytes, note, print_json
+from localllm.core.chunks import FinalChunk, Response, TextChunk
+from localllm.core.errors import LocalLLMError
+from localllm.core.options import GenerationOptions, apply_assignments, preset
+from localllm.core.settings import Settings
+from localllm.tasks.loading import LoadedModel
+
+
+def options_from(args: argparse.Namespace, settings: Settings) -> GenerationOptions:
+    return apply_assignments(preset(args.preset or settings.preset), args.option)
+
+
+def read_stdin() -> str | None:
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    from localllm.tasks.prompting import decode_input
+
+    decoded = decode_input(sys.stdin.buffer.read())
+    if decoded.binary:
+        note("note: stdin looks like binary data; it was decoded as UTF-8 anyway")
+    if decoded.replaced:
+        note(f"note: stdin is not valid UTF-8: {decoded.replaced} byte(s) were replaced with U+FFFD")
+    return decoded.text
+
+
+def describe_plan(loaded: LoadedModel) -> str:
+    plan = loaded.plan
+    return (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict}, context {plan.n_ctx}, "
+            f"{plan.n_threads} threads, predicted memory {human_bytes(plan.memory.total)}")
+
+
+def stats_line(final: FinalChunk | None) -> str:
+    if final is None:
+        return "stopped"
+    rate = final.tokens_per_second
+    first = final.timings.first_token_s
+    parts = [f"{final.usage.prompt_tokens} prompt tokens", f"{final.usage.completion_tokens} generated"]
+    if rate is not None:
+        parts.append(f"{rate:.1f} tokens/s")
+    if first is not None:
+        parts.append(f"first token after {first:.2f} s")
+    parts.append(f"finish: {final.finish_reason}")
+    return ", ".join(parts)
+
+
+def stream_to_stdout(response: Response) -> str:
+    """Print chunks as they arrive; Ctrl-C stops decoding and leaves the partial answer on screen."""
+    last = ""
+    try:
+        for chunk in response:
+            if isinstance(chunk, TextChunk) and chunk.text:
+                sys.stdout.write(chunk.text)
+                sys.stdout.flush()
+                last = chunk.text
+    finally:
+        response.close()
+        if last and not last.endswith("\n"):
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    return response.partial_text
+
+
+def run_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.ask import ask, open_for
+    from localllm.tasks.prompting import build_messages
+
+    options = options_from(args, settings)
+    document = read_stdin()
+    messages = build_messages(" ".join(args.prompt), document, args.system)
+    with open_for(settings, messages, options, model=args.model, backend=args.backend or "auto",
+                  piped=document is not None) as loaded:
+        if args.verbose:
+            note(describe_plan(loaded))
+        response = ask(loaded, messages, options)
+        if args.json:
+            text = response.text()
+            final = response.final
+            print_json({
+                "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
+                "finish_reason": final.finish_reason if final else "cancelled",
+                "usage": {"prompt_tokens": final.usage.prompt_tokens,
+                          "completion_tokens": final.usage.completion_tokens} if final else None,
+                "tokens_per_second": final.tokens_per_second if final else None,
+                "first_token_s": final.timings.first_token_s if final else None,
+            })
+            return 0
+        try:
+            stream_to_stdout(response)
+        except KeyboardInterrupt:
+            note("[stopped]")
+            return 130
+        if args.verbose:
+            note(stats_line(response.final))
+    return 0
+
+
+CHAT_HELP = """\
+/exit               leave (Ctrl-D too)
+/reset              forget the conversation
+/system TEXT        set the system prompt (empty TEXT clears it)
+/set KEY VALUE      change a decoding option, e.g. /set temperature 0.2
+/stats              tokens and speed so far
+/help               this list
+Ctrl-C stops an answer and keeps what was written."""
+
+
+def chat_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.chat import ChatSession
+    from localllm.tasks.loading import load_model
+
+    options = options_from(args, settings)
+    interactive = sys.stdin.isatty()
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        session = ChatSession(loaded, options, system=args.system)
+        if interactive or args.verbose:
+            note(describe_plan(loaded))
+            note("type /help for commands, /exit to leave")
+        while True:
+            try:
+                line = input("> " if interactive else "")
+            except EOFError:
+                return 0
+            except KeyboardInterrupt:
+                print(file=sys.stderr)
+                return 130
+            text = line.strip()
+            if not text:
+                continue
+            if text.startswith("/"):
+                if _chat_command(text, session):
+                    return 0
+                continue
+            try:
+                response = session.send(text)
+            except LocalLLMError as exc:
+                from localllm.cli.output import error_line
+
+                print(error_line(exc.message, exc.hint), file=sys.stderr)
+                continue
+            if session.dropped:
+                note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
+                     f"{loaded.plan.n_ctx}-token window")
+            try:
+                stream_to_stdout(response)
+            except KeyboardInterrupt:
+                note("[stopped]")
+            if args.verbose:
+                note(stats_line(response.final))
+
+
+def _chat_command(text: str, session) -> bool:
+    """Handle a /command; True means leave the chat."""
+    name, _, rest = text.partition(" ")
+    rest = rest.strip()
+    if name in ("/exit", "/quit", "/bye"):
+        return True
+    if name == "/reset":
+        session.reset()
+        note("conversation cleared")
+    elif name == "/system":
+        session.system = rest or None
+        note(f"system prompt {'set' if rest else 'cleared'}")
+    elif name == "/set":
+        key, _, value = rest.partition(" ")
+        if not key or not value:
+            note("usage: /set KEY VALUE, e.g. /set temperature 0.2")
+            return False
+        try:
+            session.set_option(key, value.strip())
+            note(f"{key} = {getattr(session.options, key.replace('-', '_'))}")
+        except LocalLLMError as exc:
+            from localllm.cli.output import error_line
+
+            note(error_line(exc.message, exc.hint))
+    elif name == "/stats":
+        stats = session.stats
+        note(f"{stats.turns} turn(s), {stats.prompt_tokens} prompt tokens, {stats.completion_tokens} generated; "
+             f"last answer: {stats_line(stats.last)}")
+    elif name == "/help":
+        note(CHAT_HELP)
+    else:
+        note(f"unknown command {name}; /help lists them")
+    return False

@@ -1,0 +1,126 @@
+"""Entry point: parse arguments, dispatch to a command module, turn errors into one line.
+
+Only argparse and localllm's small core modules are imported here, so `localllm --help` stays fast; each command
+imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from localllm import __version__
+from localllm.backends import BACKEND_NAMES
+from localllm.core.errors import LocalLLMError
+from localllm.core.options import OPTION_TYPES, PRESETS
+
+EPILOG = """\
+examples:
+  localllm run "What is a GGUF file?"
+  cat notes.txt | localllm run "List the action items"
+  localllm run -m smollm2-135m -s "Answer in French" --preset precise "Name three rivers"
+  localllm chat
+  localllm show smollm2-135m
+  localllm hw
+"""
+
+
+def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
+    parser.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+    parser.add_argument("-b", "--backend", choices=BACKEND_NAMES, help="backend (default: auto)")
+    if generation:
+        parser.add_argument("-s", "--system", help="system prompt")
+        parser.add_argument("--preset", choices=tuple(PRESETS), help="decoding preset (default: balanced)")
+        parser.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                            help=f"decoding option, repeatable; keys: {', '.join(OPTION_TYPES)}")
+        parser.add_argument("-v", "--verbose", action="store_true",
+                            help="print the plan and tokens/s on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="localllm", description="Run large language models on your own machine.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"localllm {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="answer one prompt (piped text becomes a document in the prompt)")
+    run.add_argument("prompt", nargs="*", help="the prompt; piped stdin is added as a delimited document")
+    _model_args(run, generation=True)
+    run.add_argument("--json", action="store_true", help="print the answer and its statistics as JSON")
+
+    chat = commands.add_parser("chat", help="chat in the terminal (/exit /reset /system /set /stats /help)")
+    _model_args(chat, generation=True)
+
+    listing = commands.add_parser("list", aliases=["ls"], help="installed models")
+    listing.add_argument("--json", action="store_true")
+
+    show = commands.add_parser("show", help="a model's metadata and this machine's load plan")
+    show.add_argument("model", help="model name, NAME:QUANT, or path to a .gguf file")
+    show.add_argument("--ctx", type=int, help="plan for this context window")
+    show.add_argument("-b", "--backend", choices=BACKEND_NAMES)
+    show.add_argument("--json", action="store_true")
+
+    hw = commands.add_parser("hw", help="hardware report and the backend localllm would choose")
+    hw.add_argument("--json", action="store_true")
+
+    tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
+    tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
+    _model_args(tokenize, generation=False)
+    tokenize.add_argument("--json", action="store_true")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from localllm.core.settings import Settings
+
+    settings = Settings.load()
+    if args.command == "run":
+        from localllm.cli.generate import run_command
+
+        return run_command(args, settings)
+    if args.command == "chat":
+        from localllm.cli.generate import chat_command
+
+        return chat_command(args, settings)
+    from localllm.cli import reports
+
+    handler = {"list": reports.list_command, "ls": reports.list_command, "show": reports.show_command,
+               "hw": reports.hw_command, "tokenize": reports.tokenize_command}[args.command]
+    return handler(args, settings)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return _dispatch(args)
+    except LocalLLMError as exc:
+        if args.debug:
+            raise
+        from localllm.cli.output import error_line
+
+        print(error_line(exc.message, exc.hint), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (head, less) went away; nothing more to say. Point stdout at devnull so exit is quiet.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # anything unforeseen still ends in one line unless --debug
+        if args.debug:
+            raise
+        from localllm.cli.output import error_line
+
+        print(error_line(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback"),
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,55 @@
+"""Writing to the terminal: one-line errors, notes on stderr, sizes, and a rich Console that honours NO_COLOR."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+
+def use_color(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    color = use_color(stream)
+    # Piped output keeps whole lines (no folding at 80 columns) so that grep and cut see one row per line.
+    return Console(file=stream, no_color=not color, color_system="auto" if color else None, highlight=False,
+                   width=None if stream.isatty() else 1000)
+
+
+def error_line(message: str, hint: str | None = None) -> str:
+    return f"error: {message}" + (f" — hint: {hint}" if hint else "")
+
+
+def note(text: str) -> None:
+    """A remark for the person at the terminal; stdout stays clean for pipes."""
+    prefix = "\x1b[2m" if use_color(sys.stderr) else ""
+    suffix = "\x1b[0m" if prefix else ""
+    print(f"{prefix}{text}{suffix}", file=sys.stderr, flush=True)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+def human_bytes(count: int | float) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def human_count(count: int) -> str:
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= threshold:
+            return f"{count / threshold:.1f}{suffix}"
+    return str(count)

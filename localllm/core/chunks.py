@@ -1,0 +1,127 @@
+"""Streaming output: an iterator of typed chunks, wrapped in a Response that records what happened.
+
+A backend's ``chat`` yields ``TextChunk`` pieces and then exactly one ``FinalChunk``. Closing the iterator (or the
+Response) stops decoding: that is how Ctrl-C, Esc in the TUI and a stop button cancel a generation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Seconds measured around the backend call; ``first_token_s`` is the time to the first text chunk."""
+
+    first_token_s: float | None
+    total_s: float
+    decode_s: float
+
+    def tokens_per_second(self, completion_tokens: int) -> float | None:
+        # The first token's time is prompt processing; decode speed counts the tokens after it.
+        if completion_tokens < 2 or self.decode_s <= 0:
+            return None
+        return (completion_tokens - 1) / self.decode_s
+
+
+@dataclass(frozen=True)
+class FinalChunk:
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.timings.tokens_per_second(self.usage.completion_tokens)
+
+
+Chunk = Union[TextChunk, FinalChunk]
+
+
+@dataclass
+class Stopwatch:
+    """Measures a generation: call ``mark_token`` on every text chunk, ``timings`` at the end."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first: float | None = None
+
+    def mark_token(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def timings(self) -> Timings:
+        end = time.perf_counter()
+        first_token_s = None if self.first is None else self.first - self.started
+        decode_s = 0.0 if self.first is None else end - self.first
+        return Timings(first_token_s=first_token_s, total_s=end - self.started, decode_s=decode_s)
+
+
+class Response:
+    """A streamed answer: iterate it for chunks, or call ``text()`` to drain it.
+
+    After the stream ends, ``final`` holds the backend's FinalChunk (finish reason, token counts, timings).
+    ``close()`` stops decoding and keeps what was generated so far.
+    """
+
+    def __init__(self, chunks: Iterator[Chunk], on_done: Callable[["Response"], None] | None = None) -> None:
+        self._chunks = chunks
+        self._parts: list[str] = []
+        self._on_done = on_done
+        self.final: FinalChunk | None = None
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            for chunk in self._chunks:
+                if isinstance(chunk, FinalChunk):
+                    self.final = chunk
+                else:
+                    self._parts.append(chunk.text)
+                yield chunk
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        # Runs once, whether the stream ended, failed or was stopped: a chat records the (partial) answer here.
+        if self._on_done is not None:
+            on_done, self._on_done = self._on_done, None
+            on_done(self)
+
+    def text_chunks(self) -> Iterator[str]:
+        for chunk in self:
+            if isinstance(chunk, TextChunk):
+                yield chunk.text
+
+    def text(self) -> str:
+        for _ in self:
+            pass
+        return self.partial_text
+
+    @property
+    def partial_text(self) -> str:
+        return "".join(self._parts)
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        self._done()

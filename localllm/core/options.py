@@ -1,0 +1,123 @@
+"""Decoding options, named presets and the ``-o key=value`` parser.
+
+The keys are the decoding strategies users know from Hugging Face's "how to generate" guide: greedy decoding
+(temperature 0), temperature sampling, top-k, top-p (nucleus), min-p, a repeat penalty, a seed, a token budget and
+stop strings. Every backend maps these same fields onto its own names.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from localllm.core.errors import UsageError
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    temperature: float = 0.7
+    top_k: int = 40
+    top_p: float = 0.9
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    seed: int | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    ctx: int | None = None
+    """Requested context window in tokens; None lets the planner choose."""
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+    def with_overrides(self, **changes: Any) -> "GenerationOptions":
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, GenerationOptions] = {
+    # Greedy: the same prompt gives the same answer; best for facts, extraction and code.
+    "precise": GenerationOptions(temperature=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0),
+    "balanced": GenerationOptions(),
+    "creative": GenerationOptions(temperature=1.0, top_k=100, top_p=0.95, min_p=0.02, repeat_penalty=1.05),
+}
+
+OPTION_TYPES: dict[str, type] = {
+    "temperature": float,
+    "top_k": int,
+    "top_p": float,
+    "min_p": float,
+    "repeat_penalty": float,
+    "seed": int,
+    "max_tokens": int,
+    "stop": str,
+    "ctx": int,
+}
+assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)}
+
+_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 5.0),
+    "top_k": (0, 1_000_000),
+    "top_p": (0.0, 1.0),
+    "min_p": (0.0, 1.0),
+    "repeat_penalty": (0.0, 10.0),
+    "max_tokens": (1, 10_000_000),
+    "ctx": (16, 10_000_000),
+}
+
+
+def preset(name: str) -> GenerationOptions:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(
+            f"unknown preset {name!r}", hint=f"choose one of: {', '.join(PRESETS)}"
+        ) from None
+
+
+def coerce_option(key: str, raw: str) -> Any:
+    """Turn ``raw`` text into the typed value of option ``key``, or raise a UsageError saying what is wrong."""
+    if key not in OPTION_TYPES:
+        close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UsageError(f"unknown option {key!r}", hint=hint + f"options are: {', '.join(OPTION_TYPES)}")
+    kind = OPTION_TYPES[key]
+    if kind is str:
+        return raw
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise UsageError(
+            f"option {key} needs {'an integer' if kind is int else 'a number'}, got {raw!r}",
+            hint=f"for example: -o {key}={'42' if kind is int else '0.5'}",
+        ) from None
+    low, high = _RANGES.get(key, (float("-inf"), float("inf")))
+    if not low <= value <= high:
+        raise UsageError(f"option {key}={raw} is out of range", hint=f"use a value from {low:g} to {high:g}")
+    return value
+
+
+def apply_assignments(options: GenerationOptions, assignments: list[str]) -> GenerationOptions:
+    """Apply ``key=value`` strings in order; ``stop`` may be given several times and accumulates."""
+    changes: dict[str, Any] = {}
+    stops = list(options.stop)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UsageError(f"option {item!r} is not key=value", hint="for example: -o temperature=0.2")
+        value = coerce_option(key, raw.strip() if key != "stop" else raw)
+        if key == "stop":
+            stops.append(value)
+        else:
+            changes[key] = value
+    if stops != list(options.stop):
+        changes["stop"] = tuple(stops)
+    return replace(options, **changes)
+
+
+def describe(options: GenerationOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in fields(options)}
+
+
+__all__ = ["GenerationOptions", "PRESETS", "OPTION_TYPES", "preset", "coerce_option", "apply_assignments", "describe"]

@@ -1,0 +1,131 @@
+"""Settings: one typed object, read once from the config file and the environment, then passed in.
+
+Precedence: command-line flags (applied by the front end) > ``LOCALLLM_<FIELD>`` environment variables > the
+config file (``<config_dir>/config.toml``) > the defaults below. ``LOCALLLM_HOME`` moves every path under one folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from localllm.core.errors import ConfigError
+
+APP_NAME = "localllm"
+
+
+@dataclass(frozen=True)
+class Paths:
+    data_dir: Path
+    """Downloaded models, conversations and manifests."""
+    config_dir: Path
+    """config.toml and prompt overrides."""
+    cache_dir: Path
+    """Caches that can be deleted at any time (GGUF metadata)."""
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> "Paths":
+        env = os.environ if environ is None else environ
+        home = env.get("LOCALLLM_HOME")
+        if home:
+            root = Path(home).expanduser()
+            return cls(data_dir=root / "data", config_dir=root / "config", cache_dir=root / "cache")
+        import platformdirs
+
+        return cls(
+            data_dir=Path(platformdirs.user_data_dir(APP_NAME)),
+            config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
+            cache_dir=Path(platformdirs.user_cache_dir(APP_NAME)),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    paths: Paths
+    model: str = "smollm2-135m"
+    """The model used when a command is given no -m."""
+    backend: str = "auto"
+    """auto, or a backend name such as llama.cpp."""
+    preset: str = "balanced"
+    """Decoding preset: precise (greedy), balanced or creative."""
+    ctx: int = 8192
+    """Default context window in tokens; the planner caps it by the model's trained context and free memory."""
+    threads: int | None = None
+    """CPU threads for generation; None means the number of physical cores."""
+    gpu_headroom_mb: int = 512
+    """GPU memory left free when the planner offloads layers."""
+    model_dirs: tuple[str, ...] = field(default_factory=tuple)
+    """Extra folders searched for .gguf files."""
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        paths = Paths.from_environment(env)
+        values: dict[str, Any] = {}
+        config_file = paths.config_file
+        if config_file.is_file():
+            values.update(_read_config(config_file))
+        for f in _setting_fields():
+            raw = env.get(f"LOCALLLM_{f.name.upper()}")
+            if raw:
+                values[f.name] = _coerce(f.name, raw, f"environment variable LOCALLLM_{f.name.upper()}")
+        return cls(paths=paths, **values)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _setting_fields():
+    return [f for f in fields(Settings) if f.name != "paths"]
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    default = next(f for f in _setting_fields() if f.name == name).default
+    if name == "model_dirs":
+        if isinstance(value, str):
+            value = [part for part in value.split(os.pathsep) if part]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: model_dirs must be a list of folder paths", hint='model_dirs = ["~/models"]')
+        return tuple(value)
+    if name in ("ctx", "threads", "gpu_headroom_mb"):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {name} must be an integer, got {value!r}", hint=f"{name} = 4096") from None
+        if number <= 0:
+            raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = 4096")
+        return number
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {name} must be a string, got {value!r}", hint=f'{name} = "{default}"')
+    return value
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        # The decoder's message already names the line and column, e.g. "Expected '=' ... (at line 3, column 7)".
+        raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax, or move the file away to use defaults") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})", hint="check its permissions and encoding") from None
+    known = {f.name for f in _setting_fields()}
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"{path}: unknown setting {key!r}", hint=hint)
+        values[key] = _coerce(key, value, str(path))
+    return values

@@ -1,0 +1,151 @@
+"""The load planner: a pure function from (hardware, model metadata, request) to a LoadPlan.
+
+Memory model (bytes):
+- weights: the GGUF's tensor bytes; llama.cpp maps them from the file.
+- KV cache: n_layer × n_ctx × n_head_kv × (k_dim + v_dim) × 2 (f16 cells, llama.cpp's default).
+- compute: the working set of one micro-batch. llama.cpp reserves room for logits of every token in the batch, but
+  localllm asks for the last token's logits only, so that part is reserved and never touched on the CPU; it is counted
+  on a GPU, where a reservation is real memory.
+
+GPU offload fills the GPUs layer by layer (each layer's weights plus its KV cache) after setting aside headroom and
+the compute buffer, as Ollama's estimator does; the output head goes last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from localllm.core.model import ModelInfo
+from localllm.core.plan import LoadPlan, MemoryEstimate
+from localllm.hardware.report import HardwareReport
+
+KV_BYTES_PER_VALUE = 2  # f16
+N_UBATCH = 512
+MIN_CTX = 512
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    ctx: int | None = None
+    """Context the user asked for; None lets the planner choose (default_ctx capped by training and memory)."""
+    default_ctx: int = 8192
+    n_gpu_layers: int | None = None
+    """Force a layer count (-1 for all); None lets the planner decide."""
+    threads: int | None = None
+    gpu_headroom: int = 512 * MIB
+    backend: str = "llama.cpp"
+
+
+def kv_cache_bytes(info: ModelInfo, n_ctx: int, layers: int | None = None) -> int:
+    layers = info.block_count if layers is None else layers
+    return layers * n_ctx * info.head_count_kv * (info.key_length + info.value_length) * KV_BYTES_PER_VALUE
+
+
+def compute_bytes(info: ModelInfo, n_ctx: int, *, on_gpu: bool) -> int:
+    n_ubatch = min(N_UBATCH, n_ctx)
+    attention_scores = n_ubatch * n_ctx * info.head_count * 4
+    activations = n_ubatch * (3 * info.feed_forward_length + 4 * info.embedding_length) * 4
+    logits = (n_ubatch if on_gpu else 1) * info.vocab_size * 4
+    return attention_scores + activations + logits
+
+
+def _estimate(info: ModelInfo, n_ctx: int, report: HardwareReport, request: PlanRequest) -> tuple[MemoryEstimate, int]:
+    """Memory for ``n_ctx`` and the number of GPU layers (``block_count + 1`` = everything offloaded)."""
+    weights = info.weights_bytes
+    kv = kv_cache_bytes(info, n_ctx)
+    offload_possible = bool(report.gpus) and (report.llama_cpp.gpu_offload or request.backend != "llama.cpp")
+    if not offload_possible or request.n_gpu_layers == 0:
+        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False), gpu=0), 0
+
+    compute = compute_bytes(info, n_ctx, on_gpu=True)
+    usable = sum(max(g.free_bytes - request.gpu_headroom, 0) for g in report.gpus) - compute
+    layer_cost = info.layer_bytes + kv_cache_bytes(info, n_ctx, layers=1)
+    if request.n_gpu_layers is not None:
+        wanted = info.block_count + 1 if request.n_gpu_layers < 0 else request.n_gpu_layers
+        layers = min(wanted, info.block_count + 1)
+    elif usable <= 0 or layer_cost <= 0:
+        layers = 0
+    else:
+        layers = min(info.block_count, usable // layer_cost)
+        if layers == info.block_count and usable - layers * layer_cost >= info.non_layer_bytes:
+            layers += 1
+    if layers == 0:
+        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False), gpu=0), 0
+    on_gpu_blocks = min(layers, info.block_count)
+    gpu = on_gpu_blocks * layer_cost + compute + (info.non_layer_bytes if layers > info.block_count else 0)
+    return MemoryEstimate(weights, kv, compute, gpu=gpu), layers
+
+
+def _fits(memory: MemoryEstimate, report: HardwareReport) -> bool:
+    if report.unified_memory:
+        # Apple Silicon: GPU memory is RAM, so everything comes out of one pool.
+        return memory.total <= report.ram_available and memory.gpu <= report.gpu_free
+    return memory.cpu <= report.ram_available and memory.gpu <= report.gpu_free
+
+
+def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = PlanRequest()) -> LoadPlan:
+    reasons: list[str] = []
+    trained = info.context_length or request.default_ctx
+    if request.ctx is not None:
+        n_ctx = request.ctx
+        if n_ctx > trained:
+            reasons.append(f"context {n_ctx} is beyond the {trained} the model was trained on; quality may drop")
+    else:
+        n_ctx = min(request.default_ctx, trained)
+        reasons.append(f"context {n_ctx}: the default {request.default_ctx} capped by the trained {trained}"
+                       if n_ctx < request.default_ctx else f"context {n_ctx}: the default (the model allows {trained})")
+
+    memory, layers = _estimate(info, n_ctx, report, request)
+    fits = _fits(memory, report)
+    if not fits and request.ctx is None:
+        chosen = n_ctx
+        while not fits and chosen > MIN_CTX:
+            chosen = max(chosen // 2, MIN_CTX)
+            memory, layers = _estimate(info, chosen, report, request)
+            fits = _fits(memory, report)
+        if fits:
+            reasons.append(f"context lowered to {chosen} so that it fits in free memory")
+            n_ctx = chosen
+
+    suggestion = None
+    if not fits:
+        smaller = next((c for c in _halvings(n_ctx) if _fits(_estimate(info, c, report, request)[0], report)), None)
+        if smaller is not None:
+            suggestion = f"a context of {smaller} tokens fits: -o ctx={smaller}"
+        else:
+            suggestion = "the weights alone do not fit: choose a smaller quant or a smaller model"
+
+    if not report.gpus:
+        reasons.append("no GPU: every layer runs on the CPU")
+    elif not report.llama_cpp.gpu_offload and request.backend == "llama.cpp":
+        reasons.append("llama-cpp-python was built without GPU support: every layer runs on the CPU")
+    elif layers > info.block_count:
+        reasons.append(f"all {info.block_count} layers and the output head fit in GPU memory")
+    elif layers > 0:
+        reasons.append(f"{layers} of {info.block_count} layers fit in GPU memory; the rest run on the CPU")
+    elif report.gpus:
+        reasons.append("not one layer fits in free GPU memory: every layer runs on the CPU")
+
+    placement = "none" if not fits else ("gpu" if layers > info.block_count else "partial" if layers else "cpu")
+    return LoadPlan(
+        backend=request.backend,
+        n_ctx=n_ctx,
+        n_gpu_layers=layers,
+        n_layers=info.block_count,
+        n_threads=request.threads or report.cpu.physical_cores or 1,
+        memory=memory,
+        placement=placement,
+        fits=fits,
+        ram_available=report.ram_available,
+        gpu_available=report.gpu_free,
+        reasons=tuple(reasons),
+        suggestion=suggestion,
+    )
+
+
+def _halvings(n_ctx: int):
+    value = n_ctx
+    while value > MIN_CTX:
+        value = max(value // 2, MIN_CTX)
+        yield value

@@ -1,0 +1,1 @@
+"""Models on disk: the catalog, installed and packaged models, and GGUF metadata."""

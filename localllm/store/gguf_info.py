@@ -1,0 +1,171 @@
+"""Read a GGUF file's metadata without loading its weights, and cache it by path, size and modification time."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from localllm.core.errors import InvalidModelFile, ModelNotFound
+from localllm.core.model import ModelInfo
+
+GGUF_MAGIC = b"GGUF"
+_CACHE_VERSION = 1
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail fast with a clear message for a missing, unreadable or non-GGUF file."""
+    if not path.exists():
+        raise ModelNotFound(f"no such file: {path}", hint="check the path, or run `localllm list` to see models")
+    if not path.is_file():
+        raise InvalidModelFile(f"{path} is not a file", hint="pass the path of a .gguf file")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise InvalidModelFile(f"cannot read {path}: {exc.strerror}", hint="check the file's permissions") from None
+    if magic != GGUF_MAGIC:
+        raise InvalidModelFile(
+            f"{path} is not a GGUF model file (it starts with {magic!r}, not b'GGUF')",
+            hint="localllm runs GGUF files; convert other formats with llama.cpp's convert_hf_to_gguf.py",
+        )
+
+
+def read_model_info(path: Path) -> ModelInfo:
+    """Parse the header with the gguf package's reader; raise InvalidModelFile if it is damaged or truncated."""
+    check_gguf_file(path)
+    from gguf import GGUFReader, LlamaFileType
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, IndexError or struct errors on damaged headers
+        raise InvalidModelFile(
+            f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})",
+            hint="the file may be truncated or damaged; download it again",
+        ) from None
+
+    def value(key: str, default: Any = None) -> Any:
+        field = reader.fields.get(key)
+        if field is None:
+            return default
+        return field.contents()
+
+    file_size = path.stat().st_size
+    tensor_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    if tensor_end > file_size:
+        raise InvalidModelFile(
+            f"{path} is truncated: its tensors need {tensor_end:,} bytes but the file has {file_size:,}",
+            hint="the download was cut short; download it again",
+        )
+
+    arch = value("general.architecture") or "unknown"
+    block_count = int(value(f"{arch}.block_count", 0) or 0)
+    layer_total = 0
+    other_total = 0
+    parameters = 0
+    for tensor in reader.tensors:
+        parameters += int(tensor.n_elements)
+        if tensor.name.startswith("blk."):
+            layer_total += int(tensor.n_bytes)
+        else:
+            other_total += int(tensor.n_bytes)
+
+    per_layer, remainder = divmod(layer_total, block_count) if block_count else (0, layer_total)
+    embedding = int(value(f"{arch}.embedding_length", 0) or 0)
+    heads = _first_int(value(f"{arch}.attention.head_count", 0))
+    heads_kv = _first_int(value(f"{arch}.attention.head_count_kv", heads)) or heads
+    head_dim = embedding // heads if heads else 0
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = int(value(f"{arch}.vocab_size", 0) or 0) or (len(tokens.data) if tokens is not None else 0)
+    file_type = value("general.file_type")
+    quant = None
+    if file_type is not None:
+        try:
+            quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+        except ValueError:
+            quant = f"type {file_type}"
+    return ModelInfo(
+        path=str(path),
+        file_size=file_size,
+        architecture=arch,
+        name=value("general.name"),
+        quant=quant,
+        context_length=int(value(f"{arch}.context_length", 0) or 0),
+        block_count=block_count,
+        embedding_length=embedding,
+        feed_forward_length=_first_int(value(f"{arch}.feed_forward_length", 0)),
+        head_count=heads,
+        head_count_kv=heads_kv,
+        key_length=int(value(f"{arch}.attention.key_length", head_dim) or head_dim),
+        value_length=int(value(f"{arch}.attention.value_length", head_dim) or head_dim),
+        vocab_size=vocab,
+        layer_bytes=per_layer,
+        non_layer_bytes=other_total + remainder,
+        parameters=parameters,
+        tokenizer_model=value("tokenizer.ggml.model"),
+        tokenizer_pre=value("tokenizer.ggml.pre"),
+        chat_template=value("tokenizer.chat_template"),
+        size_label=value("general.size_label"),
+        license=value("general.license"),
+    )
+
+
+def _first_int(raw: Any) -> int:
+    # Some architectures store per-layer head counts as an array; the planner uses the first (largest layers alike).
+    if isinstance(raw, list):
+        return int(raw[0]) if raw else 0
+    return int(raw or 0)
+
+
+class ModelInfoCache:
+    """A JSON file of ModelInfo keyed by resolved path, size and mtime, so listing many models stays fast."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.file = cache_dir / "gguf-info.json"
+        self._entries: dict[str, dict[str, Any]] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        if self._entries is None:
+            try:
+                data = json.loads(self.file.read_text(encoding="utf-8"))
+                self._entries = data["entries"] if data.get("version") == _CACHE_VERSION else {}
+            except (OSError, ValueError, KeyError, TypeError):
+                self._entries = {}
+        return self._entries
+
+    @staticmethod
+    def _key(path: Path) -> str:
+        stat = path.stat()
+        return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+    def get(self, path: Path) -> ModelInfo:
+        check_gguf_file(path)
+        key = self._key(path)
+        entries = self._load()
+        cached = entries.get(key)
+        if cached is not None:
+            try:
+                return ModelInfo.from_dict(cached)
+            except TypeError:
+                pass
+        info = read_model_info(path)
+        entries[key] = info.to_dict()
+        self._dirty = True
+        self.save()
+        return info
+
+    def save(self) -> None:
+        if not self._dirty or self._entries is None:
+            return
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.file.parent, prefix=".gguf-info.")
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"version": _CACHE_VERSION, "entries": self._entries}, handle)
+            os.replace(tmp, self.file)
+            self._dirty = False
+        except OSError:
+            pass  # a cache that cannot be written only costs speed

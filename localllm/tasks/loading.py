@@ -1,0 +1,83 @@
+"""Resolve a model, plan it for this machine, refuse what will not fit, and load it into a backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from localllm.backends import backend_class
+from localllm.backends.base import Backend
+from localllm.backends.choice import BackendChoice, choose_backend
+from localllm.core.errors import WontFit
+from localllm.core.model import ModelInfo, ModelRef
+from localllm.core.plan import LoadPlan
+from localllm.core.settings import Settings
+from localllm.hardware.detect import detect_hardware
+from localllm.hardware.planner import PlanRequest, plan_load
+from localllm.hardware.report import HardwareReport
+from localllm.store.gguf_info import ModelInfoCache
+from localllm.store.locate import resolve_model
+
+GIB = 1024**3
+
+
+@dataclass
+class LoadedModel:
+    ref: ModelRef
+    info: ModelInfo
+    plan: LoadPlan
+    choice: BackendChoice
+    backend: Backend
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "LoadedModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def describe_model(settings: Settings, name: str) -> tuple[ModelRef, ModelInfo]:
+    ref = resolve_model(name, settings)
+    return ref, ModelInfoCache(settings.paths.cache_dir).get(ref.path)
+
+
+def plan_for(settings: Settings, info: ModelInfo, report: HardwareReport, *, ctx: int | None = None,
+             backend: str = "llama.cpp") -> LoadPlan:
+    return plan_load(report, info, PlanRequest(
+        ctx=ctx, default_ctx=settings.ctx, threads=settings.threads,
+        gpu_headroom=settings.gpu_headroom_mb * 1024 * 1024, backend=backend,
+    ))
+
+
+def refusal(plan: LoadPlan, info: ModelInfo) -> WontFit:
+    need = plan.memory.total / GIB
+    have = (plan.ram_available + plan.gpu_available) / GIB
+    return WontFit(
+        f"{info.name or info.path} needs about {need:.1f} GiB at a {plan.n_ctx}-token context, "
+        f"but this machine has {have:.1f} GiB free (RAM + GPU)",
+        hint=plan.suggestion,
+        plan=plan,
+    )
+
+
+def load_model(settings: Settings, name: str | None = None, *, backend: str = "auto", ctx: int | None = None,
+               needed_ctx: int | None = None, report: HardwareReport | None = None) -> LoadedModel:
+    """Everything between a model name and a backend ready to generate. Raises WontFit before loading.
+
+    ``needed_ctx`` is an estimate of the window the input needs: when it exceeds the default window and no ``ctx``
+    was asked for, the window grows (by powers of two, up to what the model was trained on) instead of failing.
+    """
+    ref, info = describe_model(settings, name or settings.model)
+    trained = info.context_length or settings.ctx
+    if ctx is None and needed_ctx and needed_ctx > min(settings.ctx, trained):
+        ctx = min(trained, 1 << (needed_ctx - 1).bit_length())
+    report = report or detect_hardware()
+    choice = choose_backend(backend, settings.backend, report)
+    plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
+    if not plan.fits:
+        raise refusal(plan, info)
+    instance = backend_class(choice.name)()
+    instance.load(ref, plan)
+    return LoadedModel(ref, info, plan, choice, instance)
