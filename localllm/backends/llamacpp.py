@@ -9,6 +9,7 @@ before any decoding starts, so an over-long prompt is refused instead of being c
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,10 +58,16 @@ class LlamaCppBackend(Backend):
     def _open(self, model: ModelRef, **params: Any) -> None:
         llama_cpp = _import_llama_cpp()
         self.close()
+        # llama.cpp's log lines reach Python's sys.stderr through llama-cpp-python's callback; keep them for the
+        # error message instead of letting them interleave with the answer.
+        log = io.StringIO()
         try:
-            self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
+            with contextlib.redirect_stderr(log):
+                self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
         except ValueError as exc:  # "Failed to load model from file: ..."
-            raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}",
+            lines = [line for line in log.getvalue().splitlines() if line.strip()]
+            detail = f" ({lines[-1].strip()})" if lines else ""
+            raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}{detail}",
                                    hint="the file may be damaged, or too new for this llama-cpp-python") from None
         self._make_formatter(llama_cpp)
 
@@ -114,7 +121,8 @@ class LlamaCppBackend(Backend):
     def tokenize(self, text: str) -> list[Token]:
         llm = self._require_loaded()
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        return [Token(i, llm.detokenize([i]).decode("utf-8", errors="replace")) for i in ids]
+        # A piece can be part of a multi-byte character: show its bytes as escapes rather than U+FFFD.
+        return [Token(i, llm.detokenize([i]).decode("utf-8", errors="backslashreplace")) for i in ids]
 
     # -- generation ------------------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:

@@ -12,7 +12,7 @@ from localllm.core.errors import InvalidModelFile, ModelNotFound
 from localllm.core.model import ModelInfo
 
 GGUF_MAGIC = b"GGUF"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 
 
 def check_gguf_file(path: Path) -> None:
@@ -34,26 +34,27 @@ def check_gguf_file(path: Path) -> None:
 
 
 def read_model_info(path: Path) -> ModelInfo:
-    """Parse the header with the gguf package's reader; raise InvalidModelFile if it is damaged or truncated."""
+    """Parse the header; raise InvalidModelFile if it is damaged or the file is shorter than its tensors need."""
     check_gguf_file(path)
-    from gguf import GGUFReader, LlamaFileType
+    from gguf.constants import LlamaFileType
+
+    from localllm.store.gguf_header import ArrayLength, GGUFFormatError, read_header
 
     try:
-        reader = GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError, IndexError or struct errors on damaged headers
+        header = read_header(path)
+    except (GGUFFormatError, OSError, ValueError) as exc:
         raise InvalidModelFile(
-            f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})",
+            f"{path} is not a readable GGUF file ({exc})",
             hint="the file may be truncated or damaged; download it again",
         ) from None
+    fields = header.fields
 
     def value(key: str, default: Any = None) -> Any:
-        field = reader.fields.get(key)
-        if field is None:
-            return default
-        return field.contents()
+        found = fields.get(key, default)
+        return default if isinstance(found, ArrayLength) else found
 
     file_size = path.stat().st_size
-    tensor_end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
+    tensor_end = max((t.offset + t.n_bytes for t in header.tensors), default=0)
     if tensor_end > file_size:
         raise InvalidModelFile(
             f"{path} is truncated: its tensors need {tensor_end:,} bytes but the file has {file_size:,}",
@@ -62,23 +63,15 @@ def read_model_info(path: Path) -> ModelInfo:
 
     arch = value("general.architecture") or "unknown"
     block_count = int(value(f"{arch}.block_count", 0) or 0)
-    layer_total = 0
-    other_total = 0
-    parameters = 0
-    for tensor in reader.tensors:
-        parameters += int(tensor.n_elements)
-        if tensor.name.startswith("blk."):
-            layer_total += int(tensor.n_bytes)
-        else:
-            other_total += int(tensor.n_bytes)
-
+    layer_total = sum(t.n_bytes for t in header.tensors if t.name.startswith("blk."))
+    other_total = sum(t.n_bytes for t in header.tensors) - layer_total
     per_layer, remainder = divmod(layer_total, block_count) if block_count else (0, layer_total)
     embedding = int(value(f"{arch}.embedding_length", 0) or 0)
-    heads = _first_int(value(f"{arch}.attention.head_count", 0))
-    heads_kv = _first_int(value(f"{arch}.attention.head_count_kv", heads)) or heads
+    heads = _first_int(fields.get(f"{arch}.attention.head_count", 0))
+    heads_kv = _first_int(fields.get(f"{arch}.attention.head_count_kv", heads)) or heads
     head_dim = embedding // heads if heads else 0
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    vocab = int(value(f"{arch}.vocab_size", 0) or 0) or (len(tokens.data) if tokens is not None else 0)
+    tokens = fields.get("tokenizer.ggml.tokens")
+    vocab = int(value(f"{arch}.vocab_size", 0) or 0) or (tokens.count if isinstance(tokens, ArrayLength) else 0)
     file_type = value("general.file_type")
     quant = None
     if file_type is not None:
@@ -95,7 +88,7 @@ def read_model_info(path: Path) -> ModelInfo:
         context_length=int(value(f"{arch}.context_length", 0) or 0),
         block_count=block_count,
         embedding_length=embedding,
-        feed_forward_length=_first_int(value(f"{arch}.feed_forward_length", 0)),
+        feed_forward_length=_first_int(fields.get(f"{arch}.feed_forward_length", 0)),
         head_count=heads,
         head_count_kv=heads_kv,
         key_length=int(value(f"{arch}.attention.key_length", head_dim) or head_dim),
@@ -103,7 +96,7 @@ def read_model_info(path: Path) -> ModelInfo:
         vocab_size=vocab,
         layer_bytes=per_layer,
         non_layer_bytes=other_total + remainder,
-        parameters=parameters,
+        parameters=sum(t.n_elements for t in header.tensors),
         tokenizer_model=value("tokenizer.ggml.model"),
         tokenizer_pre=value("tokenizer.ggml.pre"),
         chat_template=value("tokenizer.chat_template"),
@@ -113,9 +106,10 @@ def read_model_info(path: Path) -> ModelInfo:
 
 
 def _first_int(raw: Any) -> int:
-    # Some architectures store per-layer head counts as an array; the planner uses the first (largest layers alike).
-    if isinstance(raw, list):
-        return int(raw[0]) if raw else 0
+    # Some architectures store per-layer counts as an array, which the header reader keeps as its length only;
+    # such a model is planned with the embedding-derived defaults (0 here means "unknown").
+    if not isinstance(raw, (int, float)):
+        return 0
     return int(raw or 0)
 
 
