@@ -78,7 +78,7 @@ def preset(name: str) -> GenerationOptions:
 def coerce_option(key: str, raw: str) -> Any:
     """Turn ``raw`` text into the typed value of option ``key``, or raise a UsageError saying what is wrong."""
     if key not in OPTION_TYPES:
-        close = difflib.get_close_matches(key, OPTION_TYPES, n=1)
+        close = [k for k in OPTION_TYPES if k.startswith(key)] or difflib.get_close_matches(key, OPTION_TYPES, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UsageError(f"unknown option {key!r}", hint=hint + f"options are: {', '.join(OPTION_TYPES)}")
     kind = OPTION_TYPES[key]

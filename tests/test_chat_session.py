@@ -1,0 +1,53 @@
+"""Chat sessions on the real model: history, trimming to the window with a count of what was left out."""
+
+import pytest
+from conftest import settings_for
+
+from localllm.core.errors import UsageError
+from localllm.core.options import preset
+from localllm.tasks.chat import ChatSession
+from localllm.tasks.loading import load_model
+
+
+def test_history_grows_and_resets(loaded):
+    session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=8), system="Answer briefly.")
+    replies, texts = [], []
+    for prompt in ("Hello!", "Hello!"):
+        replies.append(session.send(prompt))
+        texts.append(replies[-1].text())
+    assert [m.role for m in session.history] == ["user", "assistant", "user", "assistant"]
+    assert session.history[1].content == texts[0] and session.history[3].content == texts[1]
+    assert session.stats.turns == 2
+    assert session.stats.completion_tokens == sum(r.final.usage.completion_tokens for r in replies) <= 16
+    assert replies[1].final.usage.prompt_tokens > replies[0].final.usage.prompt_tokens  # the first exchange was sent too
+    session.reset()
+    assert session.history == [] and session.dropped == 0
+
+
+def test_stopped_answer_is_kept(loaded):
+    session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=200))
+    response = session.send("Tell me a long story.")
+    for index, _ in enumerate(response):
+        if index == 3:
+            break
+    response.close()
+    assert session.history[-1].role == "assistant" and session.history[-1].content == response.partial_text != ""
+
+
+def test_set_option_and_fixed_context(loaded):
+    session = ChatSession(loaded, preset("balanced"))
+    session.set_option("temperature", "0.2")
+    assert session.options.temperature == 0.2
+    with pytest.raises(UsageError):
+        session.set_option("ctx", "4096")
+
+
+def test_old_turns_are_left_out_and_counted_when_the_window_fills(tmp_path):
+    with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
+        session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.")
+        for turn in range(6):
+            session.send(f"Turn {turn}: " + "tell me about rivers and lakes " * 16).text()
+        assert session.dropped >= 2
+        messages = session.fitted_messages("last question")
+        assert messages[0].role == "system" and messages[1].role == "user"
+        assert small.backend.count_prompt_tokens(messages) + 16 <= 512

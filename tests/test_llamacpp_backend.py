@@ -1,0 +1,77 @@
+"""The llama.cpp backend on the real bundled SmolLM2 model: streaming, options, counting, stopping, overflow."""
+
+import pytest
+
+from localllm.core.chunks import FinalChunk, Response, TextChunk
+from localllm.core.errors import ContextOverflow
+from localllm.core.messages import Message
+from localllm.core.options import preset
+
+QUESTION = [Message("user", "Name three colours.")]
+
+
+def greedy(**changes):
+    return preset("precise").with_overrides(**changes)
+
+
+def test_stream_is_text_chunks_then_one_final_chunk(loaded):
+    chunks = list(loaded.backend.chat(QUESTION, greedy(max_tokens=12)))
+    assert all(isinstance(c, TextChunk) for c in chunks[:-1]) and len(chunks) > 2
+    final = chunks[-1]
+    assert isinstance(final, FinalChunk)
+    assert final.usage.prompt_tokens == loaded.backend.count_prompt_tokens(QUESTION)
+    assert final.usage.completion_tokens == 12 and final.finish_reason == "length"
+    assert final.timings.first_token_s is not None and final.tokens_per_second > 0
+
+
+def test_greedy_is_deterministic_and_seeded_sampling_repeats(loaded):
+    first = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=16))).text()
+    second = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=16))).text()
+    assert first and first == second
+    creative = preset("creative").with_overrides(max_tokens=16, seed=1234)
+    assert Response(loaded.backend.chat(QUESTION, creative)).text() == \
+        Response(loaded.backend.chat(QUESTION, creative)).text()
+
+
+def test_stop_string_ends_the_answer(loaded):
+    unstopped = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=24))).text()
+    word = unstopped.split()[2]
+    response = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=24, stop=(word,))))
+    text = response.text()
+    assert word not in text and unstopped.startswith(text.rstrip())
+    assert response.final.finish_reason == "stop"
+
+
+def test_chat_template_comes_from_the_gguf(loaded):
+    formatted, tokens = loaded.backend._render([Message("system", "Be brief."), *QUESTION])
+    assert formatted.prompt.startswith("<|im_start|>system\nBe brief.<|im_end|>")
+    assert formatted.prompt.endswith("<|im_start|>assistant\n")
+    assert len(tokens) == loaded.backend.count_prompt_tokens([Message("system", "Be brief."), *QUESTION])
+
+
+def test_closing_the_stream_stops_decoding(loaded):
+    response = Response(loaded.backend.chat([Message("user", "Write a long story about a dragon.")],
+                                            greedy(max_tokens=400)))
+    pieces = []
+    for chunk in response:
+        pieces.append(chunk)
+        if len(pieces) == 5:
+            response.close()
+            break
+    assert response.final is None and len(response.partial_text) > 0
+    # The backend is ready for the next request at once.
+    assert Response(loaded.backend.chat(QUESTION, greedy(max_tokens=4))).text()
+
+
+def test_prompt_longer_than_window_is_refused_not_cut(loaded):
+    long = [Message("user", "word " * 3000)]
+    with pytest.raises(ContextOverflow) as err:
+        list(loaded.backend.chat(long, greedy(max_tokens=4)))
+    assert err.value.prompt_tokens > err.value.window == 2048
+
+
+def test_tokenize_round_trip(loaded):
+    tokens = loaded.backend.tokenize("Hello world, ünïcode")
+    assert tokens[0].piece == "Hello" and len(tokens) >= 5
+    ids = [t.id for t in tokens]
+    assert loaded.backend._llm.detokenize(ids).decode() == "Hello world, ünïcode"

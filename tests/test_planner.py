@@ -1,0 +1,126 @@
+"""The planner on synthetic machines and on the real bundled model's metadata."""
+
+import pytest
+
+from localllm.core.model import ModelInfo
+from localllm.hardware.planner import MIB, PlanRequest, kv_cache_bytes, plan_load
+from localllm.hardware.report import CPUInfo, GPUInfo, HardwareReport, LlamaCppBuild
+from localllm.store.gguf_info import read_model_info
+
+GB = 10**9
+GIB = 1024**3
+
+
+def model(name, *, size, layers, embd, heads, kv_heads, ff, vocab, ctx, non_layer) -> ModelInfo:
+    head_dim = embd // heads
+    return ModelInfo(
+        path=f"/models/{name}.gguf", file_size=size, architecture="llama", name=name, quant="Q4_K_M",
+        context_length=ctx, block_count=layers, embedding_length=embd, feed_forward_length=ff, head_count=heads,
+        head_count_kv=kv_heads, key_length=head_dim, value_length=head_dim, vocab_size=vocab,
+        layer_bytes=(size - non_layer) // layers, non_layer_bytes=non_layer, parameters=0,
+        tokenizer_model="gpt2", tokenizer_pre="llama-bpe", chat_template=None,
+    )
+
+
+# Shapes from the models' published configs; sizes of their Q4_K_M / Q8_0 GGUF files.
+LLAMA_8B = model("llama-3.1-8b", size=int(4.92 * GB), layers=32, embd=4096, heads=32, kv_heads=8, ff=14336,
+                 vocab=128256, ctx=131072, non_layer=int(0.73 * GB))
+LLAMA_70B = model("llama-3.1-70b", size=int(42.5 * GB), layers=80, embd=8192, heads=64, kv_heads=8, ff=28672,
+                  vocab=128256, ctx=131072, non_layer=int(1.45 * GB))
+QWEN_14B_Q8 = model("qwen2.5-14b", size=int(15.7 * GB), layers=48, embd=5120, heads=40, kv_heads=8, ff=13824,
+                    vocab=152064, ctx=32768, non_layer=int(1.6 * GB))
+
+
+def machine(ram_total, ram_free, gpus=(), offload=True, cores=8) -> HardwareReport:
+    return HardwareReport(
+        os="test", cpu=CPUInfo("test cpu", "x86_64", cores, cores * 2, ("AVX2",)), ram_total=ram_total,
+        ram_available=ram_free, gpus=tuple(gpus),
+        llama_cpp=LlamaCppBuild(installed=True, version="0.3.36", gpu_offload=offload),
+    )
+
+
+LAPTOP_8GB = machine(8 * GIB, int(6.5 * GIB), cores=4)
+M2_16GB = machine(16 * GIB, 12 * GIB, [GPUInfo("apple", "Apple M2 GPU", int(16 * GIB * 2 / 3),
+                                               int(16 * GIB * 2 / 3), unified_memory=True)])
+RTX_4090 = machine(64 * GIB, 58 * GIB, [GPUInfo("nvidia", "RTX 4090", 24 * GIB, int(23.3 * GIB))], cores=16)
+SERVER_2X80 = machine(512 * GIB, 480 * GIB, [GPUInfo("nvidia", "H100", 80 * GIB, int(79 * GIB), index=i)
+                                             for i in range(2)], cores=64)
+
+
+def test_cpu_laptop_runs_8b_on_cpu_with_physical_cores():
+    plan = plan_load(LAPTOP_8GB, LLAMA_8B)
+    assert plan.fits and plan.placement == "cpu" and plan.n_gpu_layers == 0
+    assert plan.n_threads == 4
+    assert plan.memory.total <= LAPTOP_8GB.ram_available
+    assert plan.verdict == "CPU only"
+
+
+def test_cpu_laptop_refuses_70b_and_says_why():
+    plan = plan_load(LAPTOP_8GB, LLAMA_70B)
+    assert not plan.fits and plan.verdict == "will not fit"
+    assert "smaller quant" in plan.suggestion
+
+
+def test_default_context_is_capped_by_memory_when_not_asked_for():
+    tight = machine(8 * GIB, int(5.5 * GIB), cores=4)
+    plan = plan_load(tight, LLAMA_8B, PlanRequest(default_ctx=8192))
+    assert plan.fits and plan.n_ctx < 8192
+    assert any("lowered" in reason for reason in plan.reasons)
+
+
+def test_explicit_context_that_does_not_fit_is_refused_with_one_that_does():
+    plan = plan_load(LAPTOP_8GB, LLAMA_8B, PlanRequest(ctx=131072))
+    assert not plan.fits
+    assert "-o ctx=" in plan.suggestion
+    smaller = int(plan.suggestion.rsplit("=", 1)[1])
+    assert plan_load(LAPTOP_8GB, LLAMA_8B, PlanRequest(ctx=smaller)).fits
+
+
+def test_m2_unified_memory_offloads_8b_but_not_a_14b_q8():
+    plan = plan_load(M2_16GB, LLAMA_8B)
+    assert plan.fits and plan.placement == "gpu" and plan.n_gpu_layers == 33
+    assert plan.memory.total <= M2_16GB.ram_available
+    assert not plan_load(M2_16GB, QWEN_14B_Q8).fits
+
+
+def test_rtx_4090_fits_8b_whole_and_70b_in_part():
+    whole = plan_load(RTX_4090, LLAMA_8B)
+    assert whole.placement == "gpu" and whole.verdict == "fits on GPU"
+    part = plan_load(RTX_4090, LLAMA_70B)
+    assert part.fits and part.placement == "partial"
+    assert 20 < part.n_gpu_layers < 80
+    assert part.memory.gpu <= RTX_4090.gpu_free
+    assert part.verdict == f"partial offload ({part.n_gpu_layers} of 80 layers)"
+
+
+def test_two_80gb_gpus_hold_70b_entirely():
+    plan = plan_load(SERVER_2X80, LLAMA_70B)
+    assert plan.placement == "gpu" and plan.n_gpu_layers == 81
+
+
+def test_gpu_with_cpu_only_build_plans_cpu_and_says_so():
+    report = machine(64 * GIB, 58 * GIB, [GPUInfo("nvidia", "RTX 4090", 24 * GIB, 23 * GIB)], offload=False)
+    plan = plan_load(report, LLAMA_8B)
+    assert plan.placement == "cpu" and any("without GPU support" in r for r in plan.reasons)
+
+
+def test_forced_gpu_layers_are_respected():
+    plan = plan_load(RTX_4090, LLAMA_8B, PlanRequest(n_gpu_layers=10))
+    assert plan.n_gpu_layers == 10 and plan.placement == "partial"
+    assert plan_load(RTX_4090, LLAMA_8B, PlanRequest(n_gpu_layers=0)).placement == "cpu"
+
+
+def test_more_context_costs_more_memory():
+    small = plan_load(SERVER_2X80, LLAMA_8B, PlanRequest(ctx=4096)).memory
+    large = plan_load(SERVER_2X80, LLAMA_8B, PlanRequest(ctx=32768)).memory
+    assert large.kv_cache == 8 * small.kv_cache
+    assert large.compute > small.compute
+
+
+def test_bundled_model_estimates_match_llama_cpp(bundled_model):
+    """llama.cpp logs 92.10 MiB of mapped weights and a 45.00 MiB f16 KV cache for this model at n_ctx 2048."""
+    info = read_model_info(bundled_model)
+    assert kv_cache_bytes(info, 2048) == 45 * MIB
+    assert info.weights_bytes == pytest.approx(92.10 * MIB, rel=0.001)
+    plan = plan_load(LAPTOP_8GB, info, PlanRequest(ctx=2048))
+    assert plan.fits and plan.memory.weights + plan.memory.kv_cache < plan.memory.total < 300 * MIB
