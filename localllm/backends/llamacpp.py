@@ -127,6 +127,7 @@ class LlamaCppBackend(Backend):
     # -- generation ------------------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         llm = self._require_loaded()
+        watch = Stopwatch()  # time to first token counts the prompt's rendering and tokenizing too
         formatted, prompt = self._render(messages)
         window = llm.n_ctx()
         if len(prompt) >= window:
@@ -160,11 +161,10 @@ class LlamaCppBackend(Backend):
             stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
             stream=True,
         )
-        return self._stream(stream, len(prompt), lambda: max(generated - 1, 0))
+        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0))
 
     @staticmethod
-    def _stream(stream, prompt_tokens: int, generated) -> Iterator[Chunk]:
-        watch = Stopwatch()
+    def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated) -> Iterator[Chunk]:
         finish = "stop"
         with contextlib.closing(stream):
             for part in stream:

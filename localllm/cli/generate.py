@@ -45,7 +45,7 @@ def stats_line(final: FinalChunk | None) -> str:
     if rate is not None:
         parts.append(f"{rate:.1f} tokens/s")
     if first is not None:
-        parts.append(f"first token after {first:.2f} s")
+        parts.append(f"first token after {first:.3f} s")
     parts.append(f"finish: {final.finish_reason}")
     return ", ".join(parts)
 
