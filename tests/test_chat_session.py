@@ -19,7 +19,8 @@ def test_history_grows_and_resets(loaded):
     assert session.history[1].content == texts[0] and session.history[3].content == texts[1]
     assert session.stats.turns == 2
     assert session.stats.completion_tokens == sum(r.final.usage.completion_tokens for r in replies) <= 16
-    assert replies[1].final.usage.prompt_tokens > replies[0].final.usage.prompt_tokens  # the first exchange was sent too
+    # the second prompt carries the first exchange
+    assert replies[1].final.usage.prompt_tokens > replies[0].final.usage.prompt_tokens
     session.reset()
     assert session.history == [] and session.dropped == 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localllm.cli.output import human_bytes, note, print_json
+from localllm.cli.output import error_line, human_bytes, note, print_json
 from localllm.core.chunks import FinalChunk, Response, TextChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import GenerationOptions, apply_assignments, preset
@@ -117,6 +117,11 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
 
     options = options_from(args, settings)
     interactive = sys.stdin.isatty()
+    if interactive:
+        try:
+            import readline  # noqa: F401  (line editing and history for input())
+        except ImportError:
+            pass
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
         session = ChatSession(loaded, options, system=args.system)
         if interactive or args.verbose:
@@ -140,8 +145,6 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 response = session.send(text)
             except LocalLLMError as exc:
-                from localllm.cli.output import error_line
-
                 print(error_line(exc.message, exc.hint), file=sys.stderr)
                 continue
             if session.dropped:
@@ -176,8 +179,6 @@ def _chat_command(text: str, session) -> bool:
             session.set_option(key, value.strip())
             note(f"{key} = {getattr(session.options, key.replace('-', '_'))}")
         except LocalLLMError as exc:
-            from localllm.cli.output import error_line
-
             note(error_line(exc.message, exc.hint))
     elif name == "/stats":
         stats = session.stats

@@ -11,6 +11,7 @@ import sys
 
 from localllm import __version__
 from localllm.backends import BACKEND_NAMES
+from localllm.cli.output import error_line
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import OPTION_TYPES, PRESETS
 
@@ -103,8 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     except LocalLLMError as exc:
         if args.debug:
             raise
-        from localllm.cli.output import error_line
-
         print(error_line(exc.message, exc.hint), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -119,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen still ends in one line unless --debug
         if args.debug:
             raise
-        from localllm.cli.output import error_line
-
         print(error_line(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback"),
               file=sys.stderr)
         return 1

@@ -116,8 +116,4 @@ def apply_assignments(options: GenerationOptions, assignments: list[str]) -> Gen
     return replace(options, **changes)
 
 
-def describe(options: GenerationOptions) -> dict[str, Any]:
-    return {f.name: getattr(options, f.name) for f in fields(options)}
-
-
-__all__ = ["GenerationOptions", "PRESETS", "OPTION_TYPES", "preset", "coerce_option", "apply_assignments", "describe"]
+__all__ = ["GenerationOptions", "PRESETS", "OPTION_TYPES", "preset", "coerce_option", "apply_assignments"]

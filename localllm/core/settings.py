@@ -119,7 +119,8 @@ def _read_config(path: Path) -> dict[str, Any]:
         # The decoder's message already names the line and column, e.g. "Expected '=' ... (at line 3, column 7)".
         raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax, or move the file away to use defaults") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config file ({exc})", hint="check its permissions and encoding") from None
+        raise ConfigError(f"{path}: cannot read the config file ({exc})",
+                          hint="check its permissions and encoding") from None
     known = {f.name for f in _setting_fields()}
     values = {}
     for key, value in data.items():

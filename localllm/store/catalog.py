@@ -70,7 +70,8 @@ def load_catalog(path: Path | None = None) -> tuple[CatalogModel, ...]:
 
 def _require(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in entry:
-        raise ConfigError(f"{where}: missing key {key!r}", hint="see the first [[model]] in models.toml for the schema")
+        raise ConfigError(f"{where}: missing key {key!r}",
+                          hint="see the first [[model]] in models.toml for the schema")
     value = entry[key]
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ConfigError(f"{where}: {key} has the wrong type ({type(value).__name__})", hint="see models.toml's header")
