@@ -74,7 +74,8 @@ def _require(entry: dict[str, Any], key: str, kind: type | tuple[type, ...], whe
                           hint="see the first [[model]] in models.toml for the schema")
     value = entry[key]
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} has the wrong type ({type(value).__name__})", hint="see models.toml's header")
+        raise ConfigError(f"{where}: {key} has the wrong type ({type(value).__name__})",
+                          hint="see models.toml's header")
     return value
 
 
