@@ -124,3 +124,25 @@ def test_bundled_model_estimates_match_llama_cpp(bundled_model):
     assert info.weights_bytes == pytest.approx(92.10 * MIB, rel=0.001)
     plan = plan_load(LAPTOP_8GB, info, PlanRequest(ctx=2048))
     assert plan.fits and plan.memory.weights + plan.memory.kv_cache < plan.memory.total < 300 * MIB
+
+
+def test_refusal_names_a_smaller_catalog_quant_that_fits(tmp_path):
+    from pathlib import Path
+
+    from conftest import settings_for
+
+    from localllm.core.model import ModelRef
+    from localllm.tasks.loading import plan_for, refusal, smaller_quant_that_fits
+
+    q8 = model("qwen2.5-1.5b-instruct", size=1894532128, layers=28, embd=1536, heads=12, kv_heads=2, ff=8960,
+               vocab=151936, ctx=32768, non_layer=int(0.33 * GB))
+    settings = settings_for(tmp_path)
+    small_machine = machine(4 * GIB, int(1.6 * GIB), cores=2)
+    plan = plan_for(settings, q8, small_machine, ctx=4096)
+    assert not plan.fits
+    ref = ModelRef("qwen2.5-1.5b-instruct", Path(q8.path), "localllm", "Q8_0")
+    quant = smaller_quant_that_fits(settings, ref, q8, small_machine, plan)
+    assert quant == "qwen2.5-1.5b-instruct:q4_k_m"
+    error = refusal(plan, q8, quant)
+    assert "needs about" in error.message and "1.6 GiB free" in error.message
+    assert "qwen2.5-1.5b-instruct:q4_k_m fits" in error.hint

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from localllm.backends import backend_class
 from localllm.backends.base import Backend
@@ -14,6 +14,7 @@ from localllm.core.settings import Settings
 from localllm.hardware.detect import detect_hardware
 from localllm.hardware.planner import PlanRequest, plan_load
 from localllm.hardware.report import HardwareReport
+from localllm.store.catalog import find_model, load_catalog
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import resolve_model
 
@@ -51,13 +52,33 @@ def plan_for(settings: Settings, info: ModelInfo, report: HardwareReport, *, ctx
     ))
 
 
-def refusal(plan: LoadPlan, info: ModelInfo) -> WontFit:
+def smaller_quant_that_fits(settings: Settings, ref: ModelRef, info: ModelInfo, report: HardwareReport,
+                            plan: LoadPlan) -> str | None:
+    """The largest catalog quant of the same model that would fit, judged by scaling the weights to its size."""
+    entry = find_model(ref.name, load_catalog())
+    if entry is None or info.file_size <= 0:
+        return None
+    for quant in sorted(entry.quants, key=lambda q: q.size, reverse=True):
+        if quant.size >= info.file_size:
+            continue
+        scale = quant.size / info.file_size
+        scaled = replace(info, layer_bytes=int(info.layer_bytes * scale),
+                         non_layer_bytes=int(info.non_layer_bytes * scale))
+        if plan_for(settings, scaled, report, ctx=plan.n_ctx, backend=plan.backend).fits:
+            return f"{entry.name}:{quant.quant.lower()}"
+    return None
+
+
+def refusal(plan: LoadPlan, info: ModelInfo, smaller_quant: str | None = None) -> WontFit:
     need = plan.memory.total / GIB
     have = (plan.ram_available + plan.gpu_available) / GIB
+    hint = plan.suggestion
+    if smaller_quant:
+        hint = f"{hint}; or the smaller quant {smaller_quant} fits" if hint else f"{smaller_quant} fits"
     return WontFit(
         f"{info.name or info.path} needs about {need:.1f} GiB at a {plan.n_ctx}-token context, "
         f"but this machine has {have:.1f} GiB free (RAM + GPU)",
-        hint=plan.suggestion,
+        hint=hint,
         plan=plan,
     )
 
@@ -77,7 +98,7 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     choice = choose_backend(backend, settings.backend, report)
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
     if not plan.fits:
-        raise refusal(plan, info)
+        raise refusal(plan, info, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name)()
     instance.load(ref, plan)
     return LoadedModel(ref, info, plan, choice, instance)
