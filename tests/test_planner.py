@@ -143,6 +143,6 @@ def test_refusal_names_a_smaller_catalog_quant_that_fits(tmp_path):
     ref = ModelRef("qwen2.5-1.5b-instruct", Path(q8.path), "localllm", "Q8_0")
     quant = smaller_quant_that_fits(settings, ref, q8, small_machine, plan)
     assert quant == "qwen2.5-1.5b-instruct:q4_k_m"
-    error = refusal(plan, q8, quant)
-    assert "needs about" in error.message and "1.6 GiB free" in error.message
+    error = refusal(plan, ref.name, quant)
+    assert error.message.startswith("qwen2.5-1.5b-instruct needs about") and "1.6 GiB free" in error.message
     assert "qwen2.5-1.5b-instruct:q4_k_m fits" in error.hint

@@ -69,14 +69,14 @@ def smaller_quant_that_fits(settings: Settings, ref: ModelRef, info: ModelInfo, 
     return None
 
 
-def refusal(plan: LoadPlan, info: ModelInfo, smaller_quant: str | None = None) -> WontFit:
+def refusal(plan: LoadPlan, name: str, smaller_quant: str | None = None) -> WontFit:
     need = plan.memory.total / GIB
     have = (plan.ram_available + plan.gpu_available) / GIB
     hint = plan.suggestion
     if smaller_quant:
         hint = f"{hint}; or the smaller quant {smaller_quant} fits" if hint else f"{smaller_quant} fits"
     return WontFit(
-        f"{info.name or info.path} needs about {need:.1f} GiB at a {plan.n_ctx}-token context, "
+        f"{name} needs about {need:.1f} GiB at a {plan.n_ctx}-token context, "
         f"but this machine has {have:.1f} GiB free (RAM + GPU)",
         hint=hint,
         plan=plan,
@@ -98,7 +98,7 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     choice = choose_backend(backend, settings.backend, report)
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
     if not plan.fits:
-        raise refusal(plan, info, smaller_quant_that_fits(settings, ref, info, report, plan))
+        raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name)()
     instance.load(ref, plan)
     return LoadedModel(ref, info, plan, choice, instance)
