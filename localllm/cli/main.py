@@ -23,6 +23,8 @@ examples:
   localllm chat
   localllm show smollm2-135m
   localllm hw
+  localllm catalog --fits
+  localllm pull qwen2.5-1.5b-instruct
 """
 
 
@@ -67,6 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     hw = commands.add_parser("hw", help="hardware report and the backend localllm would choose")
     hw.add_argument("--json", action="store_true")
 
+    catalog = commands.add_parser("catalog", help="known models, each quant's size and whether it fits this machine")
+    catalog.add_argument("--use", choices=("chat", "code", "summarize"), help="only models for this use")
+    catalog.add_argument("--fits", action="store_true", help="only quants that fit this machine")
+    catalog.add_argument("--json", action="store_true")
+
+    pull = commands.add_parser("pull", help="download a model: NAME[:QUANT] from the catalog or hf://OWNER/REPO/FILE")
+    pull.add_argument("model", help="e.g. qwen2.5-1.5b-instruct:q4_k_m, or hf://OWNER/REPO/FILE.gguf")
+    pull.add_argument("--max-rate", help="bandwidth cap, e.g. 5M (bytes per second; K, M, G or Ki, Mi, Gi)")
+    pull.add_argument("--force", action="store_true", help="download even if the model will not fit this machine")
+
+    rm = commands.add_parser("rm", help="delete a model localllm downloaded (never another tool's files)")
+    rm.add_argument("model")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+
+    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them")
+    downloads.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
+    downloads.add_argument("--json", action="store_true")
+
+    verify = commands.add_parser("verify", help="re-hash installed models against their recorded sha256")
+    verify.add_argument("model", nargs="?")
+    verify.add_argument("--json", action="store_true")
+
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
     _model_args(tokenize, generation=False)
@@ -86,6 +110,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command in ("catalog", "pull", "rm", "downloads", "verify"):
+        from localllm.cli import models
+
+        return getattr(models, f"{args.command}_command")(args, settings)
     from localllm.cli import reports
 
     handler = {"list": reports.list_command, "ls": reports.list_command, "show": reports.show_command,

@@ -68,6 +68,10 @@ class Settings:
     """GPU memory left free when the planner offloads layers."""
     model_dirs: tuple[str, ...] = field(default_factory=tuple)
     """Extra folders searched for .gguf files."""
+    discover: bool = True
+    """List and run models that Ollama, LM Studio, GPT4All and the Hugging Face cache already downloaded."""
+    min_free_disk_mb: int = 1024
+    """Disk space that must stay free after a download; `pull` refuses before the first byte otherwise."""
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -99,12 +103,18 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: model_dirs must be a list of folder paths", hint='model_dirs = ["~/models"]')
         return tuple(value)
-    if name in ("ctx", "threads", "gpu_headroom_mb"):
+    if name == "discover":
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: discover must be true or false, got {value!r}", hint="discover = false")
+        return value
+    if name in ("ctx", "threads", "gpu_headroom_mb", "min_free_disk_mb"):
         try:
             number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: {name} must be an integer, got {value!r}", hint=f"{name} = 4096") from None
-        if number <= 0:
+        if number < 0 or (number == 0 and name in ("ctx", "threads")):
             raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = 4096")
         return number
     if not isinstance(value, str):

@@ -6,7 +6,10 @@ import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from localllm.core.model import ModelInfo
 
 from localllm.core.errors import ConfigError
 
@@ -22,6 +25,22 @@ class CatalogQuant:
     """Hugging Face repository that serves ``file``."""
     package: str | None = None
     """Python package whose folder ships ``file``; such a model needs no download."""
+    approximate: bool = False
+    """The size is rounded (as a model card shows it); `pull` takes the exact size from the Hub."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape numbers from the model's config.json, enough for the planner to judge a quant before download."""
+
+    layers: int
+    embedding: int
+    heads: int
+    kv_heads: int
+    feed_forward: int
+    vocab: int
+    head_dim: int | None = None
+    tied_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -35,6 +54,7 @@ class CatalogModel:
     licence: str
     context_length: int
     quants: tuple[CatalogQuant, ...]
+    arch: Architecture | None = None
 
     def quant(self, name: str) -> CatalogQuant | None:
         return next((q for q in self.quants if q.quant.lower() == name.lower()), None)
@@ -94,11 +114,27 @@ def _parse_model(entry: dict[str, Any], index: int, path: Path) -> CatalogModel:
             size=_require(raw, "size", int, q_where),
             repo=raw.get("repo"),
             package=raw.get("package"),
+            approximate=bool(raw.get("approximate", False)),
         )
         if (quant.repo is None) == (quant.package is None):
             raise ConfigError(f"{q_where}: give exactly one of repo or package", hint="repo = \"owner/name\"")
         quants.append(quant)
+    arch = None
+    if "arch" in entry:
+        raw_arch = entry["arch"]
+        a_where = f"{where}, arch"
+        arch = Architecture(
+            layers=_require(raw_arch, "layers", int, a_where),
+            embedding=_require(raw_arch, "embedding", int, a_where),
+            heads=_require(raw_arch, "heads", int, a_where),
+            kv_heads=_require(raw_arch, "kv_heads", int, a_where),
+            feed_forward=_require(raw_arch, "feed_forward", int, a_where),
+            vocab=_require(raw_arch, "vocab", int, a_where),
+            head_dim=raw_arch.get("head_dim"),
+            tied_embeddings=bool(raw_arch.get("tied_embeddings", False)),
+        )
     return CatalogModel(
+        arch=arch,
         name=_require(entry, "name", str, where),
         title=_require(entry, "title", str, where),
         family=_require(entry, "family", str, where),
@@ -112,3 +148,28 @@ def _parse_model(entry: dict[str, Any], index: int, path: Path) -> CatalogModel:
 
 def find_model(name: str, catalog: tuple[CatalogModel, ...]) -> CatalogModel | None:
     return next((m for m in catalog if m.name == name.lower()), None)
+
+
+def estimated_info(model: CatalogModel, quant: CatalogQuant) -> "ModelInfo | None":
+    """A ModelInfo built from the catalog alone (shape numbers and file size), for verdicts before download.
+
+    Weights outside the blocks (token embeddings, and the output head unless tied) are estimated at the file's
+    average bits per weight; the rest is spread evenly over the blocks.
+    """
+    from localllm.core.model import ModelInfo
+
+    arch = model.arch
+    if arch is None:
+        return None
+    bytes_per_weight = quant.size / (model.parameters * 1e9)
+    outside = int(arch.vocab * arch.embedding * bytes_per_weight * (1 if arch.tied_embeddings else 2))
+    outside = min(outside, quant.size // 2)
+    head_dim = arch.head_dim or arch.embedding // arch.heads
+    return ModelInfo(
+        path=f"catalog:{model.name}:{quant.quant.lower()}", file_size=quant.size, architecture=model.family,
+        name=model.title, quant=quant.quant, context_length=model.context_length, block_count=arch.layers,
+        embedding_length=arch.embedding, feed_forward_length=arch.feed_forward, head_count=arch.heads,
+        head_count_kv=arch.kv_heads, key_length=head_dim, value_length=head_dim, vocab_size=arch.vocab,
+        layer_bytes=(quant.size - outside) // arch.layers, non_layer_bytes=outside + (quant.size - outside) % arch.layers,
+        parameters=int(model.parameters * 1e9), tokenizer_model=None, tokenizer_pre=None, chat_template=None,
+    )

@@ -47,7 +47,7 @@ _STRING, _ARRAY = 8, 9
 
 
 class _Cursor:
-    def __init__(self, buffer: mmap.mmap) -> None:
+    def __init__(self, buffer) -> None:
         self.buffer = buffer
         self.pos = 0
 
@@ -96,29 +96,34 @@ class _Cursor:
 
 
 def read_header(path: Path) -> GGUFHeader:
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+        return parse_header(buffer)
+
+
+def parse_header(buffer) -> GGUFHeader:
+    """Parse a GGUF header from bytes or an mmap; the buffer may end anywhere after the tensor descriptions."""
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
-        cursor = _Cursor(buffer)
-        if buffer[:4] != b"GGUF":
-            raise GGUFFormatError("not a GGUF file")
-        cursor.pos = 4
-        version = cursor.unpack("<I")
-        if version < 2:
-            raise GGUFFormatError(f"GGUF version {version} is too old (version 2 or newer is needed)")
-        tensor_count, kv_count = cursor.unpack("<Q"), cursor.unpack("<Q")
-        fields: dict[str, Any] = {}
-        for _ in range(kv_count):
-            key = cursor.string()
-            fields[key] = cursor.value(cursor.unpack("<I"))
-        raw_tensors = []
-        for _ in range(tensor_count):
-            name = cursor.string()
-            dims = [cursor.unpack("<Q") for _ in range(cursor.unpack("<I"))]
-            kind, offset = cursor.unpack("<I"), cursor.unpack("<Q")
-            raw_tensors.append((name, dims, kind, offset))
-        alignment = int(fields.get("general.alignment", 32) or 32)
-        data_offset = -(-cursor.pos // alignment) * alignment
+    cursor = _Cursor(buffer)
+    if bytes(buffer[:4]) != b"GGUF":
+        raise GGUFFormatError("not a GGUF file")
+    cursor.pos = 4
+    version = cursor.unpack("<I")
+    if version < 2:
+        raise GGUFFormatError(f"GGUF version {version} is too old (version 2 or newer is needed)")
+    tensor_count, kv_count = cursor.unpack("<Q"), cursor.unpack("<Q")
+    fields: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = cursor.string()
+        fields[key] = cursor.value(cursor.unpack("<I"))
+    raw_tensors = []
+    for _ in range(tensor_count):
+        name = cursor.string()
+        dims = [cursor.unpack("<Q") for _ in range(cursor.unpack("<I"))]
+        kind, offset = cursor.unpack("<I"), cursor.unpack("<Q")
+        raw_tensors.append((name, dims, kind, offset))
+    alignment = int(fields.get("general.alignment", 32) or 32)
+    data_offset = -(-cursor.pos // alignment) * alignment
     tensors = []
     for name, dims, kind, offset in raw_tensors:
         n_elements = 1

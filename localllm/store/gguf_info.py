@@ -36,9 +36,7 @@ def check_gguf_file(path: Path) -> None:
 def read_model_info(path: Path) -> ModelInfo:
     """Parse the header; raise InvalidModelFile if it is damaged or the file is shorter than its tensors need."""
     check_gguf_file(path)
-    from gguf.constants import LlamaFileType
-
-    from localllm.store.gguf_header import ArrayLength, GGUFFormatError, read_header
+    from localllm.store.gguf_header import GGUFFormatError, read_header
 
     try:
         header = read_header(path)
@@ -47,12 +45,6 @@ def read_model_info(path: Path) -> ModelInfo:
             f"{path} is not a readable GGUF file ({exc})",
             hint="the file may be truncated or damaged; download it again",
         ) from None
-    fields = header.fields
-
-    def value(key: str, default: Any = None) -> Any:
-        found = fields.get(key, default)
-        return default if isinstance(found, ArrayLength) else found
-
     file_size = path.stat().st_size
     tensor_end = max((t.offset + t.n_bytes for t in header.tensors), default=0)
     if tensor_end > file_size:
@@ -60,6 +52,20 @@ def read_model_info(path: Path) -> ModelInfo:
             f"{path} is truncated: its tensors need {tensor_end:,} bytes but the file has {file_size:,}",
             hint="the download was cut short; download it again",
         )
+    return info_from_header(header, str(path), file_size)
+
+
+def info_from_header(header, where: str, file_size: int) -> ModelInfo:
+    """The planner's view of a parsed header; ``where`` is a path or, for a remote file, its URL."""
+    from gguf.constants import LlamaFileType
+
+    from localllm.store.gguf_header import ArrayLength
+
+    fields = header.fields
+
+    def value(key: str, default: Any = None) -> Any:
+        found = fields.get(key, default)
+        return default if isinstance(found, ArrayLength) else found
 
     arch = value("general.architecture") or "unknown"
     block_count = int(value(f"{arch}.block_count", 0) or 0)
@@ -80,7 +86,7 @@ def read_model_info(path: Path) -> ModelInfo:
         except ValueError:
             quant = f"type {file_type}"
     return ModelInfo(
-        path=str(path),
+        path=where,
         file_size=file_size,
         architecture=arch,
         name=value("general.name"),

@@ -10,6 +10,9 @@ from localllm.core.errors import ModelNotFound
 from localllm.core.model import ModelRef
 from localllm.core.settings import Settings
 from localllm.store.catalog import CatalogModel, find_model, load_catalog
+from localllm.store.manifest import read_manifest
+
+LOCALLLM_SOURCE = "localllm"
 
 
 def package_file(package: str, file: str) -> Path | None:
@@ -52,28 +55,45 @@ def _folder_models(folder: Path, source: str) -> list[ModelRef]:
     ]
 
 
-def installed_models(settings: Settings) -> list[ModelRef]:
-    """Every model localllm can run without a download, packaged ones first."""
+def localllm_models(models_dir: Path) -> list[ModelRef]:
+    """Models `localllm pull` installed: MODELS/<name>/<file>.gguf, named by the manifest beside each file."""
+    refs = []
+    for ref in _folder_models(models_dir, LOCALLLM_SOURCE):
+        manifest = read_manifest(ref.path)
+        refs.append(ModelRef(manifest.name, ref.path, LOCALLLM_SOURCE, manifest.quant) if manifest else ref)
+    return refs
+
+
+def installed_models(settings: Settings, *, discover: bool | None = None) -> list[ModelRef]:
+    """Every model localllm can run without a download: packaged, pulled, in model_dirs, then other tools'."""
     refs = packaged_models(load_catalog())
-    refs += _folder_models(settings.paths.models_dir, "localllm")
+    refs += localllm_models(settings.paths.models_dir)
     for folder in settings.model_dirs:
         refs += _folder_models(Path(folder).expanduser(), f"folder {folder}")
+    if settings.discover if discover is None else discover:
+        from localllm.store.discover import discovered_models
+
+        seen = {ref.path.resolve() for ref in refs}
+        refs += [ref for ref in discovered_models() if ref.path.resolve() not in seen]
     return refs
 
 
 def looks_like_path(name: str) -> bool:
-    return name.endswith(".gguf") or "/" in name or "\\" in name or name.startswith(".")
+    return name.endswith(".gguf") or name.startswith((".", "/", "~")) or "\\" in name
 
 
 def resolve_model(name: str, settings: Settings) -> ModelRef:
     """Turn ``-m`` into a model file: a path, ``NAME`` or ``NAME:QUANT``; unknown names get suggestions."""
+    installed = installed_models(settings)
+    exact = [ref for ref in installed if ref.name == name.lower()]
+    if exact:
+        return exact[0]
     if looks_like_path(name) or Path(name).is_file():
         path = Path(name).expanduser()
         if not path.exists():
             raise ModelNotFound(f"no such model file: {path}", hint="check the path, or run `localllm list`")
         return ModelRef(path.stem.lower(), path, "file")
     base, _, quant = name.lower().partition(":")
-    installed = installed_models(settings)
     matches = [ref for ref in installed if ref.name == base and (not quant or (ref.quant or "").lower() == quant)]
     if matches:
         return matches[0]
@@ -85,7 +105,7 @@ def resolve_model(name: str, settings: Settings) -> ModelRef:
             raise ModelNotFound(f"{entry.name} has no quant {quant!r}", hint=f"its quants are: {quants}")
         raise ModelNotFound(
             f"{name} is in the catalog but not installed",
-            hint=f"download a .gguf of it ({quants}) and pass its path with -m, or add its folder to model_dirs",
+            hint=f"`localllm pull {name}` downloads it (quants: {quants})",
         )
     known = sorted({ref.name for ref in installed} | {m.name for m in catalog})
     close = difflib.get_close_matches(base, known, n=3, cutoff=0.5)

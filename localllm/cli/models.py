@@ -1,0 +1,168 @@
+"""`localllm catalog`, `pull`, `rm`, `downloads` and `verify`."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from localllm.cli.output import console, human_bytes, note, print_json
+from localllm.core.errors import UsageError
+from localllm.core.settings import Settings
+
+
+def parse_rate(text: str | None) -> int | None:
+    """``5M`` → 5,000,000 bytes/s; K, M, G are powers of 1000, Ki, Mi, Gi of 1024."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?)?B?(?:/s)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise UsageError(f"--max-rate {text!r} is not a rate", hint="for example --max-rate 5M (5 MB/s)")
+    number, unit = float(match.group(1)), (match.group(2) or "").upper()
+    factor = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "KI": 1024, "MI": 1024**2, "GI": 1024**3}[unit]
+    value = int(number * factor)
+    if value <= 0:
+        raise UsageError("--max-rate must be above zero", hint="for example --max-rate 5M")
+    return value
+
+
+def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.hardware.detect import detect_hardware
+    from localllm.tasks.models import catalog_rows
+
+    rows = catalog_rows(settings, detect_hardware(), use=args.use, fits_only=args.fits)
+    if args.json:
+        print_json([row.to_dict() for row in rows])
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("NAME", "QUANT", "PARAMS", "USES", "DOWNLOAD", "MEMORY", "CTX", "VERDICT", ""):
+        table.add_column(column)
+    for row in rows:
+        plan = row.plan
+        table.add_row(row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B", ",".join(row.model.uses),
+                      ("~" if row.quant.approximate else "") + human_bytes(row.quant.size),
+                      human_bytes(plan.memory.total) if plan else "?", str(plan.n_ctx) if plan else "?", row.verdict,
+                      "installed" if row.installed else "")
+    console().print(table)
+    return 0
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr: bytes, speed and time left."""
+
+    def __init__(self, label: str) -> None:
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
+                                 transient=False)
+        self.task = self.progress.add_task(label, total=None)
+
+    def __call__(self, done: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total)
+
+    def __enter__(self) -> "_ProgressBar":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+
+def pull_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.hardware.detect import detect_hardware
+    from localllm.tasks.models import pull, resolve_pull
+
+    max_rate = parse_rate(args.max_rate)
+    report = detect_hardware()
+    target = resolve_pull(settings, args.model, report)
+    note(f"{target.name}: {target.remote.repo}/{target.remote.path} ({human_bytes(target.remote.size)}), "
+         f"{target.why}")
+
+    def on_plan(plan) -> None:
+        note(f"will it fit? {plan.verdict}: about {human_bytes(plan.memory.total)} with {plan.n_ctx} tokens of "
+             f"context; {human_bytes(plan.ram_available)} RAM and {human_bytes(plan.gpu_available)} GPU free")
+
+    with _ProgressBar(target.name) as bar:
+        result = pull(settings, target, report, force=args.force, progress=bar, max_rate=max_rate,
+                      on_wait=lambda who: note(f"{who} is downloading this model; waiting for it to finish"),
+                      on_plan=on_plan)
+    if result.already_installed:
+        note(f"{target.name} is already installed and intact: {result.path}")
+    else:
+        resumed = f", resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else ""
+        note(f"installed {target.name} ({human_bytes(result.path.stat().st_size)}, sha256 verified{resumed}): "
+             f"{result.path}")
+    print(result.path)
+    return 0
+
+
+def rm_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.models import find_installed, remove, removable
+
+    refs = find_installed(settings, args.model)
+    owned = [ref for ref in refs if removable(ref) is None]
+    if not owned:
+        from localllm.core.errors import LocalLLMError
+
+        raise LocalLLMError(f"not removed: {removable(refs[0])}", hint="remove it with the tool that owns it")
+    if not args.yes:
+        listing = ", ".join(f"{ref.path} ({human_bytes(ref.path.stat().st_size)})" for ref in owned)
+        if not sys.stdin.isatty():
+            raise UsageError(f"this would delete {listing}", hint="pass -y to confirm")
+        answer = input(f"delete {listing}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            note("nothing deleted")
+            return 1
+    for ref in owned:
+        freed = remove(ref)
+        note(f"deleted {ref.path} ({human_bytes(freed)})")
+    for ref in refs:
+        if ref not in owned:
+            note(f"kept: {removable(ref)}")
+    return 0
+
+
+def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.models import clean_downloads, partial_downloads
+
+    if args.action == "clean":
+        removed = clean_downloads(settings)
+        for item in removed:
+            note(f"removed the partial download of {item.target.name} ({human_bytes(item.have)})")
+        if not removed:
+            note("no partial downloads to remove")
+        return 0
+    items = partial_downloads(settings)
+    if args.json:
+        print_json([{"file": str(item.target), "have": item.have, "size": item.size, "source": item.source,
+                     "started": item.started, "active": item.active} for item in items])
+        return 0
+    if not items:
+        console().print("no partial downloads")
+        return 0
+    for item in items:
+        share = f"{100 * item.have / item.size:.1f} %" if item.size else "?"
+        state = f"downloading now ({item.active})" if item.active else "paused: `localllm pull` resumes it"
+        console().print(f"{item.target.name}: {human_bytes(item.have)} of {human_bytes(item.size)} ({share}) "
+                        f"from {item.source}, started {item.started}, {state}")
+    return 0
+
+
+def verify_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.models import verify
+
+    results = verify(settings, args.model)
+    if args.json:
+        print_json([{"name": r.ref.name, "path": str(r.ref.path), "status": r.status, "detail": r.detail}
+                    for r in results])
+    else:
+        if not results:
+            console().print("no models installed by localllm to verify")
+        for result in results:
+            console().print(f"{result.status:12} {result.ref.name} ({result.ref.path})"
+                            + (f": {result.detail}" if result.detail else ""))
+    return 1 if any(r.status in ("mismatch", "size differs") for r in results) else 0

