@@ -170,6 +170,7 @@ def estimated_info(model: CatalogModel, quant: CatalogQuant) -> "ModelInfo | Non
         name=model.title, quant=quant.quant, context_length=model.context_length, block_count=arch.layers,
         embedding_length=arch.embedding, feed_forward_length=arch.feed_forward, head_count=arch.heads,
         head_count_kv=arch.kv_heads, key_length=head_dim, value_length=head_dim, vocab_size=arch.vocab,
-        layer_bytes=(quant.size - outside) // arch.layers, non_layer_bytes=outside + (quant.size - outside) % arch.layers,
+        layer_bytes=(quant.size - outside) // arch.layers,
+        non_layer_bytes=outside + (quant.size - outside) % arch.layers,
         parameters=int(model.parameters * 1e9), tokenizer_model=None, tokenizer_pre=None, chat_template=None,
     )

@@ -306,8 +306,36 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _fetch_range(client, remote: HubFile, wanted: int, sleep: Callable[[float], None]) -> bytearray:
+    """The first ``wanted`` bytes, retrying transient failures as the main transfer does."""
+    import httpx
+
+    for attempt in range(len(RETRY_DELAYS) + 1):
+        data = bytearray()
+        try:
+            with client.stream("GET", remote.url, headers={"Range": f"bytes=0-{wanted - 1}"}) as response:
+                if response.status_code not in (200, 206):
+                    failure = _http_failure(response.status_code, response.headers, remote.url)
+                    if failure is not None:
+                        raise failure
+                    raise httpx.HTTPStatusError(f"HTTP {response.status_code}", request=response.request,
+                                                response=response)
+                for block in response.iter_bytes(CHUNK):
+                    data.extend(block)
+                    if len(data) >= wanted:
+                        return data
+            if len(data) >= min(wanted, remote.size):
+                return data
+        except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+            if attempt == len(RETRY_DELAYS):
+                raise TransferFailed(f"cannot read the header of {remote.url}: {exc}",
+                                     hint="try again later") from None
+            sleep(RETRY_DELAYS[attempt])
+    raise TransferFailed(f"the server sent too few bytes of {remote.url}", hint="try again later")
+
+
 def remote_model_info(target: Path, remote: HubFile, headers: dict[str, str] | None = None, *,
-                      timeout: float = 30.0):
+                      timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep):
     """The remote GGUF's header, so "will it fit?" is answered from the file's real metadata before the download.
 
     The header comes from the partial file when a resumable one holds it; otherwise the first few MiB are fetched
@@ -325,23 +353,15 @@ def remote_model_info(target: Path, remote: HubFile, headers: dict[str, str] | N
     resumable = _resumable(target, remote)
     if resumable:
         try:
-            return parse(partial_path(target).read_bytes()[: 256 * CHUNK])
+            with partial_path(target).open("rb") as handle:
+                return parse(handle.read(256 * CHUNK))
         except GGUFFormatError:
             pass
     length = 2 * CHUNK
     with httpx.Client(follow_redirects=True, timeout=timeout, headers=headers or {}) as client:
         while True:
             wanted = min(length, remote.size)
-            data = bytearray()
-            with client.stream("GET", remote.url, headers={"Range": f"bytes=0-{wanted - 1}"}) as response:
-                if response.status_code not in (200, 206):
-                    failure = _http_failure(response.status_code, response.headers, remote.url)
-                    raise failure or HubError(f"the Hub answered {response.status_code} for {remote.url}",
-                                              hint="try again later")
-                for block in response.iter_bytes(CHUNK):
-                    data.extend(block)
-                    if len(data) >= wanted:
-                        break
+            data = _fetch_range(client, remote, wanted, sleep)
             data = bytes(data[:wanted])
             try:
                 info = parse(data)
