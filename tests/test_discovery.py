@@ -111,8 +111,8 @@ def test_catalog_verdicts_match_the_planner(home):
 
 
 def test_catalog_estimate_agrees_with_the_real_header(bundled_model):
-    from localllm.hardware.planner import PlanRequest, plan_load
     from localllm.hardware.detect import detect_hardware
+    from localllm.hardware.planner import PlanRequest, plan_load
     from localllm.store.catalog import estimated_info, find_model, load_catalog
     from localllm.store.gguf_info import read_model_info
 

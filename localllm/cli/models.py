@@ -53,8 +53,14 @@ class _ProgressBar:
     """A rich progress bar on stderr: bytes, speed and time left."""
 
     def __init__(self, label: str) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
@@ -101,7 +107,7 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rm_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.tasks.models import find_installed, remove, removable
+    from localllm.tasks.models import find_installed, removable, remove
 
     refs = find_installed(settings, args.model)
     owned = [ref for ref in refs if removable(ref) is None]
