@@ -1,7 +1,7 @@
 """Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run.
 
     python benchmarks/run.py            # all of them
-    python benchmarks/run.py startup    # one: startup, decode, memory
+    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list
 
 This machine is shared and noisy: each comparison interleaves its runs and compares medians.
 """
@@ -148,7 +148,105 @@ def bench_memory(rounds: int = 3) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
-BENCHMARKS = {"startup": bench_startup, "decode": bench_decode, "memory": bench_memory}
+def _start_hub(root: Path):
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from hub_fixture import start_hub
+
+    return start_hub(root, MODEL)
+
+
+def _pull_once(hub, uri: str, home: Path, size: int) -> tuple[float, float]:
+    """(end-to-end seconds, transfer seconds as the pull reports them) for one `localllm pull`."""
+    env = {**os.environ, **hub.env(), "LOCALLLM_HOME": str(home)}
+    started = time.perf_counter()
+    done = subprocess.run([LOCALLLM, "pull", uri], capture_output=True, text=True, env=env, check=True)
+    elapsed = time.perf_counter() - started
+    rate = re.search(r"sha256 verified, ([0-9.]+) (MiB|GiB)/s", done.stderr)
+    shutil.rmtree(home)
+    return elapsed, size / (float(rate.group(1)) * (2**20 if rate.group(2) == "MiB" else 2**30))
+
+
+def bench_pull(rounds: int = 3, padding_mb: int = 900) -> None:
+    """`localllm pull` against curl, fetching the same file from the same local Hub stand-in, interleaved."""
+    print(f"pull: localllm pull vs curl, a {padding_mb + 94} MB file from the local Hub stand-in", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="localllm-bench-"))
+    big = work / "Big-Q4_1.gguf"
+    with big.open("wb") as out:  # the bundled model's bytes (a valid GGUF header) followed by padding
+        out.write(MODEL.read_bytes())
+        block = os.urandom(1024 * 1024)
+        for _ in range(padding_mb):
+            out.write(block)
+    hub = _start_hub(work / "root")
+    hub.add_file("bench/Big-GGUF", big.name, big)
+    url = f"{hub.url}/bench/Big-GGUF/resolve/main/{big.name}"
+    uri = f"hf://bench/Big-GGUF/{big.name}"
+    size = big.stat().st_size
+    curl, curl_verified, ours, transfer, throttled_curl, throttled_ours = [], [], [], [], [], []
+    try:
+        subprocess.run(["curl", "-s", "-o", str(work / "warm"), url], check=True)  # the server hashes it once
+        for index in range(rounds):
+            target = work / f"curl-{index}"
+            fetched = wall(["curl", "-s", "-o", str(target), url])
+            curl.append(fetched)
+            # the same work a pull does after the transfer: hash the file and flush it to disk
+            curl_verified.append(fetched + wall(["sha256sum", str(target)]) + wall(["sync", str(target)]))
+            target.unlink()
+            end_to_end, moving = _pull_once(hub, uri, work / f"home-{index}", size)
+            ours.append(end_to_end)
+            transfer.append(moving)
+        hub.control(rate=100_000_000)  # a 100 MB/s link, about what a fast fibre line delivers
+        for index in range(rounds):
+            target = work / f"curl-slow-{index}"
+            throttled_curl.append(wall(["curl", "-s", "-o", str(target), url]))
+            target.unlink()
+            throttled_ours.append(_pull_once(hub, uri, work / f"home-slow-{index}", size)[0])
+    finally:
+        hub.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    med = {name: statistics.median(values) for name, values in (
+        ("curl", curl), ("curl_verified", curl_verified), ("ours", ours), ("transfer", transfer),
+        ("throttled_curl", throttled_curl), ("throttled_ours", throttled_ours))}
+    mb = size / 1e6
+    print(f"  loopback medians: curl {mb / med['curl']:.0f} MB/s; curl + sha256sum + sync "
+          f"{mb / med['curl_verified']:.0f} MB/s; localllm pull {mb / med['ours']:.0f} MB/s end to end "
+          f"(start-up, Hub metadata, header, transfer, sha256, fsync, install), {mb / med['transfer']:.0f} MB/s "
+          "in its transfer phase")
+    print(f"  at 100 MB/s: curl {mb / med['throttled_curl']:.0f} MB/s, localllm pull "
+          f"{mb / med['throttled_ours']:.0f} MB/s end to end")
+    ratio = med["curl"] / med["ours"]
+    record("pull throughput localllm / curl, loopback, end to end", ratio, ">= 0.9", ratio >= 0.9)
+    print(f"  (information) localllm transfer phase / curl: {med['curl'] / med['transfer']:.3f}; "
+          f"localllm end to end / (curl + sha256sum + sync): {med['curl_verified'] / med['ours']:.3f}; "
+          f"at 100 MB/s, end to end: {med['throttled_curl'] / med['throttled_ours']:.3f}")
+
+
+def bench_list(models: int = 50, rounds: int = 7) -> None:
+    """`localllm list` with 50 models, installed and discovered, through the metadata cache."""
+    print(f"list: localllm list with {models} models (installed + discovered), warm metadata cache", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="localllm-bench-"))
+    folder = work / "models"
+    lmstudio = work / "user" / ".lmstudio" / "models" / "bench" / "repo"
+    for path in [folder / f"m{i:02}.gguf" for i in range(models // 2)] + \
+            [lmstudio / f"s{i:02}.gguf" for i in range(models - models // 2 - 1)]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.link(MODEL, path) if _same_device(MODEL, path.parent) else shutil.copyfile(MODEL, path)
+    env = {**os.environ, "LOCALLLM_HOME": str(work / "home"), "LOCALLLM_MODEL_DIRS": str(folder),
+           "HOME": str(work / "user")}
+    listed = subprocess.run([LOCALLLM, "list", "--json"], capture_output=True, text=True, env=env, check=True)
+    count = len(json.loads(listed.stdout))
+    times = [wall([LOCALLLM, "list"], env=env) for _ in range(rounds)]
+    median = statistics.median(times)
+    print(f"  {count} models listed; median {median:.3f} s")
+    record(f"localllm list with {count} models, seconds", median, "<= 0.5", median <= 0.5 and count >= models)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _same_device(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+BENCHMARKS = {"startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
+              "list": bench_list}
 
 
 def main(names: list[str]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 
 from localllm.cli.output import console, human_bytes, note, print_json
 from localllm.core.errors import UsageError
@@ -30,7 +31,7 @@ def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.hardware.detect import detect_hardware
     from localllm.tasks.models import catalog_rows
 
-    rows = catalog_rows(settings, detect_hardware(), use=args.use, fits_only=args.fits)
+    rows = catalog_rows(settings, detect_hardware(include_llama_cpp="if-gpu"), use=args.use, fits_only=args.fits)
     if args.json:
         print_json([row.to_dict() for row in rows])
         return 0
@@ -66,9 +67,14 @@ class _ProgressBar:
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
                                  transient=False)
         self.task = self.progress.add_task(label, total=None)
+        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
-        self.progress.update(self.task, completed=done, total=total)
+        # Called for every block received; ten updates a second are plenty for the eye and cost nothing.
+        now = time.monotonic()
+        if now - self.last >= 0.1 or done >= total:
+            self.last = now
+            self.progress.update(self.task, completed=done, total=total)
 
     def __enter__(self) -> "_ProgressBar":
         self.progress.start()
@@ -83,7 +89,7 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks.models import pull, resolve_pull
 
     max_rate = parse_rate(args.max_rate)
-    report = detect_hardware()
+    report = detect_hardware(include_llama_cpp="if-gpu")
     target = resolve_pull(settings, args.model, report)
     note(f"{target.name}: {target.remote.repo}/{target.remote.path} ({human_bytes(target.remote.size)}), "
          f"{target.why}")
@@ -100,8 +106,9 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
         note(f"{target.name} is already installed and intact: {result.path}")
     else:
         resumed = f", resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else ""
-        note(f"installed {target.name} ({human_bytes(result.path.stat().st_size)}, sha256 verified{resumed}): "
-             f"{result.path}")
+        speed = f", {human_bytes(result.transferred / result.seconds)}/s" if result.seconds > 0 else ""
+        note(f"installed {target.name} ({human_bytes(result.path.stat().st_size)}, sha256 verified{resumed}"
+             f"{speed}): {result.path}")
     print(result.path)
     return 0
 

@@ -103,7 +103,9 @@ def probe_amd(facts: list[str]) -> list[GPUInfo]:
     return gpu_probe.amd_from_sysfs()
 
 
-def detect_hardware(*, include_llama_cpp: bool = True) -> HardwareReport:
+def detect_hardware(*, include_llama_cpp: bool | str = True) -> HardwareReport:
+    """``include_llama_cpp="if-gpu"`` probes the llama-cpp-python build only when a GPU is found: planning needs
+    its GPU support then, and nothing else about it (model management skips the 0.2 s import otherwise)."""
     import psutil
 
     facts: list[str] = []
@@ -115,7 +117,7 @@ def detect_hardware(*, include_llama_cpp: bool = True) -> HardwareReport:
         return run_tool(["sysctl", *keys], facts)
 
     cpu_result = bounded(lambda: cpu_probe.detect_cpu(sysctl), "CPU probe", facts)
-    llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts) if include_llama_cpp else None
+    llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts) if include_llama_cpp is True else None
     if system == "Darwin":
         gpu_results = [bounded(lambda: gpu_probe.apple_from_sysctl(
             cpu_probe.parse_sysctl(sysctl(cpu_probe.SYSCTL_KEYS) or ""), arch), "sysctl", facts)]
@@ -126,6 +128,8 @@ def detect_hardware(*, include_llama_cpp: bool = True) -> HardwareReport:
     found: list[GPUInfo] = []
     for result in gpu_results:
         found.extend(result() or [])
+    if include_llama_cpp == "if-gpu" and found:
+        llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts)
     llama = llama_result() if llama_result else None
 
     # Unified memory: what Metal may use is also bounded by the RAM that is free right now.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -151,6 +152,8 @@ class PullResult:
     transferred: int
     resumed_from: int
     already_installed: bool
+    seconds: float = 0.0
+    """Time spent transferring and verifying."""
 
 
 def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, force: bool = False,
@@ -182,15 +185,18 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
             raise error
         if on_plan:
             on_plan(plan)
+        started = time.perf_counter()
         result = transfer.download(target.target, target.remote, headers=hub.auth_headers(), progress=progress,
                                    max_rate=max_rate)
+        seconds = time.perf_counter() - started
         write_manifest(target.target, Manifest(
             name=target.name, quant=target.quant or info.quant,
             source=f"hf://{target.remote.repo}/{target.remote.path}", repo=target.remote.repo,
             revision=target.remote.revision, sha256=result.sha256, size=target.remote.size,
             downloaded=datetime.now(timezone.utc).isoformat(timespec="seconds")))
         # The header fetched for the fit check seeds a new partial file; that is not a resumed download.
-        return PullResult(target.target, result.transferred, result.resumed_from if had_partial else 0, False)
+        return PullResult(target.target, result.transferred, result.resumed_from if had_partial else 0, False,
+                          seconds)
     finally:
         lock.release()
 
