@@ -70,7 +70,7 @@ def test_invalid_utf8_on_stdin_is_replaced_and_reported(shared_home):
 @pytest.mark.parametrize("args, stdin, code, fragment", [
     (("run",), "", 2, "nothing to ask"),
     (("run", "   "), "  \n", 2, "nothing to ask"),
-    (("run", "-m", "smolm2", "hi"), None, 1, "did you mean smollm2-135m"),
+    (("run", "-m", "smolm2", "hi"), None, 1, "smollm2-135m"),
     (("run", "-m", "/nonexistent/model.gguf", "hi"), None, 1, "no such model file"),
     (("run", "-o", "temp=1", "hi"), None, 2, "did you mean 'temperature'"),
     (("run", "-o", "top_k=many", "hi"), None, 2, "needs an integer"),
