@@ -77,6 +77,10 @@ class Backend:
         """Tokens the rendered chat prompt takes, counted exactly where ``capabilities.tokenize``."""
         raise NotImplementedError
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes on its own (no chat template, no special tokens)."""
+        raise NotImplementedError
+
     def tokenize(self, text: str) -> list[Token]:
         raise BackendUnavailable(f"backend {self.name} cannot tokenize locally", hint="use --backend llama.cpp")
 

@@ -118,6 +118,9 @@ class LlamaCppBackend(Backend):
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._render(messages)[1])
 
+    def count_tokens(self, text: str) -> int:
+        return len(self._require_loaded().tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
     def tokenize(self, text: str) -> list[Token]:
         llm = self._require_loaded()
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)

@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("model", nargs="?")
     verify.add_argument("--json", action="store_true")
 
+    summarize = commands.add_parser("summarize", help="summarize files or piped text of any length")
+    summarize.add_argument("files", nargs="*", help="files to summarize; - for stdin (default: stdin)")
+    summarize.add_argument("--style", choices=("tldr", "bullets", "executive", "detailed"), default="bullets")
+    summarize.add_argument("--words", type=int, help="about how many words the summary should have")
+    summarize.add_argument("--plan", action="store_true", help="show the chunk plan only; nothing is generated")
+    summarize.add_argument("--json", action="store_true", help="the summary, per-chunk notes and token counts")
+    _model_args(summarize, generation=True)
+
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
     _model_args(tokenize, generation=False)
@@ -110,6 +118,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "summarize":
+        from localllm.cli.tasks import summarize_command
+
+        return summarize_command(args, settings)
     if args.command in ("catalog", "pull", "rm", "downloads", "verify"):
         from localllm.cli import models
 

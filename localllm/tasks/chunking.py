@@ -1,0 +1,164 @@
+"""Split a document at its structure and pack the pieces into chunks that fit a token budget.
+
+Pieces are spans (start, end) into the document's text: paragraphs and headings for prose, top-level definitions
+for code, rows for tables. A piece larger than the budget is split at sentences, then lines, then words.
+Token counts come from the model's own tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from localllm.tasks.documents import Document
+
+TokenCounter = Callable[[str], int]
+
+_BLANK_LINES = re.compile(r"\n[ \t]*\n")
+_HEADING = re.compile(r"^(#{1,6} |\S.*\n(?:=+|-+)[ \t]*$)", re.MULTILINE)
+_CODE_DEFINITION = re.compile(
+    r"^(?:@|def |async def |class |function |async function |export |func |fn |pub |impl |struct |enum |trait |"
+    r"interface |type |public |private |protected |static |const |let |var |module |package |sub |#include )")
+_SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
+_LINE_END = re.compile(r"\n")
+_SPACES = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Piece:
+    start: int
+    end: int
+    heading: bool = False
+
+
+@dataclass(frozen=True)
+class Chunk:
+    document: int
+    """Index of the document in the task's input list."""
+    start: int
+    end: int
+    tokens: int
+
+
+def _paragraphs(text: str, base: int = 0) -> Iterator[Piece]:
+    position = 0
+    for match in _BLANK_LINES.finditer(text):
+        if text[position:match.start()].strip():
+            yield Piece(base + position, base + match.start())
+        position = match.end()
+    if text[position:].strip():
+        yield Piece(base + position, base + len(text))
+
+
+def prose_pieces(text: str) -> Iterator[Piece]:
+    """Paragraphs; a Markdown heading starts a piece of its own, marked so packing prefers to start a chunk there."""
+    headings = [m.start() for m in _HEADING.finditer(text)]
+    bounds = sorted({0, *headings, len(text)})
+    for start, end in zip(bounds, bounds[1:]):
+        first = True
+        for piece in _paragraphs(text[start:end], start):
+            yield Piece(piece.start, piece.end, heading=first and start in headings)
+            first = False
+
+
+def code_pieces(text: str) -> Iterator[Piece]:
+    """Top-level definitions: a new piece starts at an unindented definition line or after a blank line."""
+    start = 0
+    position = 0
+    previous_blank = previous_decorator = False
+    for line in text.splitlines(keepends=True):
+        unindented = bool(line[:1].strip())
+        new_definition = unindented and (_CODE_DEFINITION.match(line) or previous_blank)
+        if position > start and new_definition and not previous_decorator:
+            if text[start:position].strip():
+                yield Piece(start, position)
+            start = position
+        if line.strip():
+            previous_decorator = line.startswith("@")
+        previous_blank = not line.strip()
+        position += len(line)
+    if text[start:].strip():
+        yield Piece(start, len(text))
+
+
+def row_pieces(text: str) -> Iterator[Piece]:
+    position = 0
+    for line in text.splitlines(keepends=True):
+        if line.strip():
+            yield Piece(position, position + len(line.rstrip("\n")))
+        position += len(line)
+
+
+def pieces_of(document: Document) -> Iterator[Piece]:
+    if document.kind == "code":
+        return code_pieces(document.text)
+    if document.kind == "rows":
+        return row_pieces(document.text)
+    return prose_pieces(document.text)
+
+
+def _interior_cuts(body: str) -> list[int]:
+    """Cut points strictly inside ``body``: at sentence ends, else line ends, else spaces, else every quarter."""
+    for pattern in (_SENTENCE_END, _LINE_END, _SPACES):
+        cuts = [m.end() for m in pattern.finditer(body) if 0 < m.end() < len(body)]
+        if cuts:
+            return cuts
+    step = max(len(body) // 4, 1)
+    return list(range(step, len(body), step))
+
+
+def _split_span(text: str, start: int, end: int, budget: int, count: TokenCounter) -> Iterator[tuple[int, int, int]]:
+    """Split an oversized span into parts of at most ``budget`` tokens, each recursion on a strictly smaller span."""
+    body = text[start:end]
+    bounds = [0, *_interior_cuts(body), len(body)]
+    part_start, part_tokens = 0, 0
+    for left, right in zip(bounds, bounds[1:]):
+        tokens = count(body[left:right])
+        if tokens > budget and right - left > 1:
+            if part_tokens:
+                yield start + part_start, start + left, part_tokens
+            yield from _split_span(text, start + left, start + right, budget, count)
+            part_start, part_tokens = right, 0
+        elif part_tokens and part_tokens + tokens > budget:
+            yield start + part_start, start + left, part_tokens
+            part_start, part_tokens = left, tokens
+        else:
+            part_tokens += tokens
+    if part_tokens:
+        yield start + part_start, end, part_tokens
+
+
+def chunk_document(document: Document, index: int, budget: int, count: TokenCounter) -> list[Chunk]:
+    """Greedy packing of whole pieces into chunks of at most ``budget`` tokens (by the tokenizer's count of each
+    piece; the caller still checks each final prompt, since pieces joined can tokenize a little differently)."""
+    chunks: list[Chunk] = []
+    start = end = None
+    tokens = 0
+    separator = count("\n\n")
+
+    def flush() -> None:
+        nonlocal start, end, tokens
+        if start is not None and tokens:
+            chunks.append(Chunk(index, start, end, tokens))
+        start, end, tokens = None, None, 0
+
+    for piece in pieces_of(document):
+        piece_tokens = count(document.text[piece.start:piece.end])
+        if piece_tokens > budget:
+            flush()
+            for part_start, part_end, part_tokens in _split_span(document.text, piece.start, piece.end, budget,
+                                                                 count):
+                chunks.append(Chunk(index, part_start, part_end, part_tokens))
+            continue
+        joined = tokens + separator + piece_tokens if start is not None else piece_tokens
+        # Start a new chunk at a heading once the current one is three quarters full: sections stay together.
+        if start is not None and (joined > budget or (piece.heading and tokens > budget * 3 // 4)):
+            flush()
+            joined = piece_tokens
+        if start is None:
+            start = piece.start
+        end = piece.end
+        tokens = joined
+    flush()
+    return chunks
