@@ -1,7 +1,7 @@
 """Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run.
 
     python benchmarks/run.py            # all of them
-    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list
+    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list, summarize, plan-memory
 
 This machine is shared and noisy: each comparison interleaves its runs and compares medians.
 """
@@ -245,8 +245,78 @@ def _same_device(a: Path, b: Path) -> bool:
     return a.stat().st_dev == b.stat().st_dev
 
 
+def _docs_text(tokens_wanted: int) -> str:
+    """Real prose (this Python's standard-library docstrings), repeated to the wanted length (~4 chars a token)."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from test_summarize import long_document
+
+    base = long_document(10**9)
+    return (base * (tokens_wanted * 4 // len(base) + 1))[: tokens_wanted * 4]
+
+
+def bench_summarize(rounds: int = 2, tokens: int = 8000) -> None:
+    """Summarize time at N and 2N tokens of input (map-reduce at the default 8192 window)."""
+    print(f"summarize: time at {tokens} and {2 * tokens} tokens of input", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="localllm-bench-"))
+    env = {**os.environ, "LOCALLLM_HOME": str(work / "home")}
+    files = {}
+    for size in (tokens, 2 * tokens):
+        files[size] = work / f"doc-{size}.md"
+        files[size].write_text(_docs_text(size))
+    plans = {size: json.loads(subprocess.run([LOCALLLM, "summarize", str(path), "--plan", "--json"],
+                                             capture_output=True, text=True, env=env, check=True).stdout)
+             for size, path in files.items()}
+    times: dict[int, list[float]] = {size: [] for size in files}
+    for _ in range(rounds):
+        for size, path in files.items():
+            times[size].append(wall([LOCALLLM, "summarize", str(path), "--words", "60"], env=env))
+    small, large = (statistics.median(times[size]) for size in files)
+    print(f"  input tokens {plans[tokens]['input_tokens']} and {plans[2 * tokens]['input_tokens']}; calls "
+          f"{plans[tokens]['calls']} and {plans[2 * tokens]['calls']}; medians {small:.1f} s and {large:.1f} s")
+    record("summarize time(2N) / time(N), N = 8000 tokens", large / small, "<= 2.2", large / small <= 2.2)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+PEAK_RSS_PROBE = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+print(done.returncode, done.stdout[-300:], done.stderr[-300:], file=sys.stderr)
+"""
+
+
+def bench_plan_memory(megabytes: int = 50) -> None:
+    """`summarize --plan` on a 50 MB text file: peak RSS growth against the file size, and the tokenizing rate."""
+    print(f"plan memory: summarize --plan on a {megabytes} MB text file", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="localllm-bench-"))
+    env = {**os.environ, "LOCALLLM_HOME": str(work / "home")}
+    big, tiny = work / "big.md", work / "tiny.md"
+    base = _docs_text(60_000)
+    with big.open("w") as out:
+        written = 0
+        while written < megabytes * 10**6:
+            out.write(base)
+            written += len(base)
+    tiny.write_text(base[:2000])
+    size = big.stat().st_size
+
+    def peak(path: Path) -> tuple[int, float]:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", PEAK_RSS_PROBE, LOCALLLM, "summarize", str(path), "--plan",
+                               "--json"], capture_output=True, text=True, env=env, check=True)
+        return int(done.stdout.split()[0]), time.perf_counter() - started
+
+    baseline, _ = peak(tiny)
+    big_peak, seconds = peak(big)
+    growth = big_peak - baseline
+    print(f"  file {size / 1e6:.1f} MB; peak RSS {big_peak / 2**20:.0f} MiB against {baseline / 2**20:.0f} MiB for a "
+          f"tiny file; growth {growth / 2**20:.0f} MiB; {seconds:.1f} s, tokenizing at {size / seconds / 1e6:.2f} MB/s")
+    record("summarize --plan peak RSS growth / file size", growth / size, "<= 3", growth / size <= 3)
+    shutil.rmtree(work, ignore_errors=True)
+
+
 BENCHMARKS = {"startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
-              "list": bench_list}
+              "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory}
 
 
 def main(names: list[str]) -> int:

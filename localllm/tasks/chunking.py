@@ -23,6 +23,7 @@ _CODE_DEFINITION = re.compile(
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _LINE_END = re.compile(r"\n")
 _SPACES = re.compile(r"\s+")
+_NON_SPACE = re.compile(r"\S")
 
 
 @dataclass(frozen=True)
@@ -41,14 +42,19 @@ class Chunk:
     tokens: int
 
 
-def _paragraphs(text: str, base: int = 0) -> Iterator[Piece]:
-    position = 0
-    for match in _BLANK_LINES.finditer(text):
-        if text[position:match.start()].strip():
-            yield Piece(base + position, base + match.start())
+def _paragraphs(text: str, start: int, end: int) -> Iterator[Piece]:
+    """Paragraphs of text[start:end], found in place (a large input is never copied)."""
+    position = start
+    for match in _BLANK_LINES.finditer(text, start, end):
+        if not _blank(text, position, match.start()):
+            yield Piece(position, match.start())
         position = match.end()
-    if text[position:].strip():
-        yield Piece(base + position, base + len(text))
+    if not _blank(text, position, end):
+        yield Piece(position, end)
+
+
+def _blank(text: str, start: int, end: int) -> bool:
+    return _NON_SPACE.search(text, start, end) is None
 
 
 def prose_pieces(text: str) -> Iterator[Piece]:
@@ -57,7 +63,7 @@ def prose_pieces(text: str) -> Iterator[Piece]:
     bounds = sorted({0, *headings, len(text)})
     for start, end in zip(bounds, bounds[1:]):
         first = True
-        for piece in _paragraphs(text[start:end], start):
+        for piece in _paragraphs(text, start, end):
             yield Piece(piece.start, piece.end, heading=first and start in headings)
             first = False
 

@@ -123,10 +123,14 @@ class Summarizer:
         answer = self.options.max_tokens or words_to_tokens(self.words)
         count = self.backend.count_tokens
         separator = count("\n\n")
-        input_tokens = sum(count(d.text) for d in documents) + separator * (len(documents) - 1)
         single_overhead = self.backend.count_prompt_tokens(self.single_messages("", source))
-        if single_overhead + input_tokens + answer + MARGIN_TOKENS <= self.window:
-            return SummaryPlan(self.window, input_tokens, answer, self.window - single_overhead - answer, True, (), 1)
+        room = self.window - single_overhead - answer - MARGIN_TOKENS
+        # A text can hold more tokens than bytes only in odd cases; below ~6 bytes a token per window it is worth
+        # counting whole. Larger inputs are counted piece by piece as they are chunked, never in one call.
+        if sum(len(d.text) for d in documents) <= max(room, 0) * 6:
+            input_tokens = sum(count(d.text) for d in documents) + separator * (len(documents) - 1)
+            if input_tokens <= room:
+                return SummaryPlan(self.window, input_tokens, answer, room, True, (), 1)
         overhead = self.backend.count_prompt_tokens(self.part_messages("", source, 99, 99))
         budget = self.window - overhead - PART_NOTE_TOKENS - MARGIN_TOKENS
         if budget < 64:
@@ -134,6 +138,7 @@ class Summarizer:
                                   hint="raise the window with -o ctx=N", window=self.window)
         chunks = tuple(chunk for index, document in enumerate(documents)
                        for chunk in chunk_document(document, index, budget, count))
+        input_tokens = sum(chunk.tokens for chunk in chunks)
         return SummaryPlan(self.window, input_tokens, answer, budget, False, chunks,
                            len(chunks) + self._combine_calls(len(chunks), source, answer))
 
