@@ -53,6 +53,8 @@ class LlamaCppBackend(Backend):
         self._llm = None
         self._formatter = None
         self._eos_token_id: int | None = None
+        self._grammars: dict[str, Any] = {}
+        self.grammar_warnings: list[str] = []
 
     # -- loading ---------------------------------------------------------------------------------------------------
     def _open(self, model: ModelRef, **params: Any) -> None:
@@ -151,6 +153,7 @@ class LlamaCppBackend(Backend):
             criteria.extend(formatted.stopping_criteria)
         import llama_cpp
 
+        grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
         stream = llm.create_completion(
             prompt=prompt,
             max_tokens=options.max_tokens or -1,
@@ -162,9 +165,28 @@ class LlamaCppBackend(Backend):
             seed=options.seed,
             stop=[*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])],
             stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
+            grammar=grammar,
             stream=True,
         )
         return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0))
+
+    def _grammar(self, schema) -> Any:
+        """A GBNF grammar from the JSON schema. llama-cpp-python's response_format quietly falls back to generic
+        JSON when a schema cannot be converted; here the fallback is explicit and recorded, and the caller
+        validates every answer against the schema either way."""
+        import json
+
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            except Exception as exc:  # the converter raises plain exceptions for unsupported constructs
+                self.grammar_warnings.append(f"the JSON schema could not be compiled into a grammar ({exc}); "
+                                             "answers are constrained to JSON and validated against the schema")
+                self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return self._grammars[key]
 
     @staticmethod
     def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated) -> Iterator[Chunk]:

@@ -99,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--json", action="store_true", help="the summary, per-chunk notes and token counts")
     _model_args(summarize, generation=True)
 
+    classify = commands.add_parser("classify", help="label each row (JSONL/CSV) or a text file; JSONL out")
+    classify.add_argument("file", help="JSONL, CSV or a text file; - for stdin")
+    classify.add_argument("--labels", required=True, help="comma-separated labels, e.g. bug,feature,question")
+    classify.add_argument("--field", help="the column or key that holds the text (for JSONL/CSV)")
+    _model_args(classify, generation=True)
+
+    sentiment = commands.add_parser("sentiment", help="sentiment and a score for each row or a text file")
+    sentiment.add_argument("file")
+    sentiment.add_argument("--field")
+    _model_args(sentiment, generation=True)
+
+    extract = commands.add_parser("extract", help="fill a JSON schema's fields from text; always valid JSON")
+    extract.add_argument("file")
+    extract.add_argument("--schema", required=True, help="a JSON schema file")
+    extract.add_argument("--field")
+    _model_args(extract, generation=True)
+
+    ner = commands.add_parser("ner", help="persons, organisations, places and dates named in a text")
+    ner.add_argument("file")
+    ner.add_argument("--field")
+    _model_args(ner, generation=True)
+
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
     _model_args(tokenize, generation=False)
@@ -118,10 +140,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
-    if args.command == "summarize":
-        from localllm.cli.tasks import summarize_command
+    if args.command in ("summarize", "classify", "sentiment", "extract", "ner"):
+        from localllm.cli import tasks
 
-        return summarize_command(args, settings)
+        return getattr(tasks, f"{args.command}_command")(args, settings)
     if args.command in ("catalog", "pull", "rm", "downloads", "verify"):
         from localllm.cli import models
 

@@ -79,3 +79,67 @@ def _plan_only(args: argparse.Namespace, settings: Settings, documents, options)
             out.print(f"  chunk {number}: {documents[chunk.document].name} characters {chunk.start}-{chunk.end}, "
                       f"{chunk.tokens} tokens")
     return 0
+
+
+def _batch(args: argparse.Namespace, settings: Settings, messages_for, schema: dict, key: str | None,
+           pick=lambda value: value) -> int:
+    """Run a JSON task over the rows of args.file; JSONL out (one JSON value for a single text file)."""
+    import json
+
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rows import read_rows
+    from localllm.tasks.structured import ask_json, run_rows
+
+    options = task_options(args)
+    rows = list(read_rows(args.file, getattr(args, "field", None)))
+    single_text = len(rows) == 1 and "file" in rows[0].record and rows[0].problem is None
+    done = failed = tokens_in = tokens_out = calls = 0
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        backend = loaded.backend
+        for result in run_rows(rows, lambda text: ask_json(backend, messages_for(text), schema, options), pick):
+            if result.answer is not None:
+                tokens_in += result.answer.prompt_tokens
+                tokens_out += result.answer.completion_tokens
+                calls += result.answer.attempts
+            if result.error is not None:
+                failed += 1
+                note(f"row {result.row.number}: {result.error}")
+            else:
+                done += 1
+            if single_text and result.error is None:
+                print_json(result.value)
+            elif not single_text:
+                sys.stdout.write(json.dumps(result.to_record(key), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+        for warning in getattr(backend, "grammar_warnings", []):
+            note(f"note: {warning}")
+    note(f"{len(rows)} row(s): {done} done, {failed} failed; {calls} call(s), {tokens_in} tokens in, "
+         f"{tokens_out} out")
+    return 1 if failed else 0
+
+
+def classify_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.structured import classify_messages, label_schema, parse_labels
+
+    labels = parse_labels(args.labels)
+    return _batch(args, settings, lambda text: classify_messages(settings, text, labels), label_schema(labels),
+                  "label", pick=lambda value: value["label"])
+
+
+def sentiment_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.structured import SENTIMENT_SCHEMA, sentiment_messages
+
+    return _batch(args, settings, lambda text: sentiment_messages(settings, text), SENTIMENT_SCHEMA, None)
+
+
+def extract_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.structured import extract_messages, load_schema
+
+    schema = load_schema(args.schema)
+    return _batch(args, settings, lambda text: extract_messages(settings, text, schema), schema, "extracted")
+
+
+def ner_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.structured import NER_SCHEMA, ner_messages
+
+    return _batch(args, settings, lambda text: ner_messages(settings, text), NER_SCHEMA, "entities")

@@ -8,7 +8,8 @@ stop strings. Every backend maps these same fields onto its own names.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from localllm.core.errors import UsageError
@@ -26,6 +27,8 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     ctx: int | None = None
     """Requested context window in tokens; None lets the planner choose."""
+    json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
+    """Constrain the answer to JSON matching this schema (tasks set it; it is not a -o key)."""
 
     @property
     def greedy(self) -> bool:
@@ -53,7 +56,7 @@ OPTION_TYPES: dict[str, type] = {
     "stop": str,
     "ctx": int,
 }
-assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)}
+assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema"}
 
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 5.0),

@@ -135,36 +135,43 @@ def _split_span(text: str, start: int, end: int, budget: int, count: TokenCounte
         yield start + part_start, end, part_tokens
 
 
+def _counted_pieces(document: Document, budget: int, count: TokenCounter) -> list[tuple[Piece, int]]:
+    """Every piece with its token count; pieces over the budget are split first. Spans only: no text is kept."""
+    counted = []
+    for piece in pieces_of(document):
+        tokens = count(document.text[piece.start:piece.end])
+        if tokens <= budget:
+            counted.append((piece, tokens))
+            continue
+        for part_start, part_end, part_tokens in _split_span(document.text, piece.start, piece.end, budget, count):
+            counted.append((Piece(part_start, part_end), part_tokens))
+    return counted
+
+
 def chunk_document(document: Document, index: int, budget: int, count: TokenCounter) -> list[Chunk]:
-    """Greedy packing of whole pieces into chunks of at most ``budget`` tokens (by the tokenizer's count of each
-    piece; the caller still checks each final prompt, since pieces joined can tokenize a little differently)."""
+    """Pack whole pieces into chunks of at most ``budget`` tokens, balanced: as few chunks as the budget allows,
+    each near the same size (a greedy fill would leave a tiny last chunk). Counts are the tokenizer's count of each
+    piece; the caller still checks each final prompt, since joined pieces can tokenize a little differently."""
+    counted = _counted_pieces(document, budget, count)
+    if not counted:
+        return []
+    separator = count("\n\n")
+    total = sum(tokens for _, tokens in counted) + separator * (len(counted) - 1)
+    target = min(budget, -(-total // -(-total // budget)))
     chunks: list[Chunk] = []
     start = end = None
     tokens = 0
-    separator = count("\n\n")
-
-    def flush() -> None:
-        nonlocal start, end, tokens
-        if start is not None and tokens:
-            chunks.append(Chunk(index, start, end, tokens))
-        start, end, tokens = None, None, 0
-
-    for piece in pieces_of(document):
-        piece_tokens = count(document.text[piece.start:piece.end])
-        if piece_tokens > budget:
-            flush()
-            for part_start, part_end, part_tokens in _split_span(document.text, piece.start, piece.end, budget,
-                                                                 count):
-                chunks.append(Chunk(index, part_start, part_end, part_tokens))
-            continue
+    for piece, piece_tokens in counted:
         joined = tokens + separator + piece_tokens if start is not None else piece_tokens
-        # Start a new chunk at a heading once the current one is three quarters full: sections stay together.
-        if start is not None and (joined > budget or (piece.heading and tokens > budget * 3 // 4)):
-            flush()
-            joined = piece_tokens
+        # A chunk closes at the target size (never over the budget); at a heading once three quarters full, so
+        # sections stay together.
+        if start is not None and (joined > budget or tokens >= target or
+                                  (piece.heading and tokens > target * 3 // 4)):
+            chunks.append(Chunk(index, start, end, tokens))
+            start, joined = None, piece_tokens
         if start is None:
             start = piece.start
         end = piece.end
         tokens = joined
-    flush()
+    chunks.append(Chunk(index, start, end, tokens))
     return chunks

@@ -1,0 +1,80 @@
+"""Rows for batch tasks: JSONL or CSV records with a named text field, or a whole text file as one row."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localllm.core.errors import UsageError
+from localllm.tasks.documents import InputError, read_document
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    """1-based line (JSONL) or record (CSV) number, for error messages."""
+    record: dict[str, Any]
+    text: str | None
+    problem: str | None = None
+    """Why this row cannot be processed; the batch goes on with the others."""
+
+
+def _load_bytes(path: str) -> tuple[bytes, str]:
+    if path == "-":
+        return sys.stdin.buffer.read(), "stdin"
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"no such file: {path}", hint="check the path")
+    try:
+        return file.read_bytes(), file.name
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
+
+
+def read_rows(path: str, field: str | None) -> Iterator[Row]:
+    """Rows of a JSONL or CSV file (``field`` names the text), or one row holding a whole text file."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        document = read_document(path)
+        yield Row(1, {"file": document.name}, document.text)
+        return
+    if not field:
+        raise UsageError(f"{path} holds rows: name the text column with --field", hint="e.g. --field text")
+    data, name = _load_bytes(path)
+    if b"\x00" in data[:8192]:
+        raise InputError(f"{name} looks like a binary file", hint="pass a CSV or JSONL file")
+    text = data.decode("utf-8", errors="replace")
+    if suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(io.StringIO(text), dialect="excel-tab" if suffix == ".tsv" else "excel")
+        if reader.fieldnames is None:
+            raise InputError(f"{name} is empty", hint="there is nothing to work on")
+        if field not in reader.fieldnames:
+            raise UsageError(f"{name} has no column {field!r}",
+                             hint=f"its columns: {', '.join(c for c in reader.fieldnames if c)}")
+        for number, record in enumerate(reader, start=1):
+            value = record.get(field)
+            yield Row(number, dict(record), value, None if value else f"row {number} has an empty {field!r}")
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Row(number, {}, None, f"line {number} is not JSON ({exc.msg})")
+            continue
+        if not isinstance(record, dict):
+            yield Row(number, {"value": record}, None, f"line {number} is not a JSON object")
+            continue
+        value = record.get(field)
+        if not isinstance(value, str) or not value.strip():
+            keys = ", ".join(record) or "none"
+            yield Row(number, record, None, f"line {number} has no text in {field!r} (its keys: {keys})")
+            continue
+        yield Row(number, record, value)
