@@ -160,7 +160,8 @@ def test_cli_input_errors_are_one_line(shared_home, tmp_path):
 
 
 def test_code_is_split_at_top_level_definitions():
-    code = "import os\n\n\ndef a():\n    return 1\n\n\nclass B:\n    def m(self):\n        pass\n\n@dec\ndef c():\n    pass\n"
+    code = ("import os\n\n\ndef a():\n    return 1\n\n\nclass B:\n    def m(self):\n        pass\n\n"
+            "@dec\ndef c():\n    pass\n")
     pieces = [code[p.start:p.end] for p in code_pieces(code)]
     assert pieces == ["import os\n\n\n", "def a():\n    return 1\n\n\n", "class B:\n    def m(self):\n        pass\n\n",
                       "@dec\ndef c():\n    pass\n"]

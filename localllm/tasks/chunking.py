@@ -61,7 +61,7 @@ def prose_pieces(text: str) -> Iterator[Piece]:
     """Paragraphs; a Markdown heading starts a piece of its own, marked so packing prefers to start a chunk there."""
     headings = [m.start() for m in _HEADING.finditer(text)]
     bounds = sorted({0, *headings, len(text)})
-    for start, end in zip(bounds, bounds[1:]):
+    for start, end in zip(bounds, bounds[1:], strict=False):
         first = True
         for piece in _paragraphs(text, start, end):
             yield Piece(piece.start, piece.end, heading=first and start in headings)
@@ -119,7 +119,7 @@ def _split_span(text: str, start: int, end: int, budget: int, count: TokenCounte
     body = text[start:end]
     bounds = [0, *_interior_cuts(body), len(body)]
     part_start, part_tokens = 0, 0
-    for left, right in zip(bounds, bounds[1:]):
+    for left, right in zip(bounds, bounds[1:], strict=False):
         tokens = count(body[left:right])
         if tokens > budget and right - left > 1:
             if part_tokens:
