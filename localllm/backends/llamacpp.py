@@ -110,11 +110,11 @@ class LlamaCppBackend(Backend):
     def context_window(self) -> int:
         return self._require_loaded().n_ctx()
 
-    def _render(self, messages: Sequence[Message]):
+    def _render(self, messages: Sequence[Message], answer_prefix: str | None = None):
         formatted = self._formatter(messages=[m.as_dict() for m in messages])
         tokens = self._require_loaded().tokenize(
-            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
-        )
+            (formatted.prompt + (answer_prefix or "")).encode("utf-8"), add_bos=not formatted.added_special,
+            special=True)
         return formatted, tokens
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
@@ -133,7 +133,7 @@ class LlamaCppBackend(Backend):
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         llm = self._require_loaded()
         watch = Stopwatch()  # time to first token counts the prompt's rendering and tokenizing too
-        formatted, prompt = self._render(messages)
+        formatted, prompt = self._render(messages, options.answer_prefix)
         window = llm.n_ctx()
         if len(prompt) >= window:
             raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
@@ -168,7 +168,7 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
             stream=True,
         )
-        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0))
+        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0), options.answer_prefix)
 
     def _grammar(self, schema) -> Any:
         """A GBNF grammar from the JSON schema. llama-cpp-python's response_format quietly falls back to generic
@@ -189,8 +189,11 @@ class LlamaCppBackend(Backend):
         return self._grammars[key]
 
     @staticmethod
-    def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated) -> Iterator[Chunk]:
+    def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None
+                ) -> Iterator[Chunk]:
         finish = "stop"
+        if prefix:
+            yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream):
             for part in stream:
                 choice = part["choices"][0]

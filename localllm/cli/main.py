@@ -121,6 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
     ner.add_argument("--field")
     _model_args(ner, generation=True)
 
+    ask = commands.add_parser("ask", help="answer a question from documents only, citing passages")
+    ask.add_argument("inputs", nargs="+", metavar="FILE ... QUESTION", help="the documents, then the question")
+    ask.add_argument("--json", action="store_true", help="the answer with the passages sent and their scores")
+    _model_args(ask, generation=True)
+
+    code = commands.add_parser("code", help="explain, fix, convert, document, test or generate code")
+    actions = code.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("explain", "explain FILE[:START-END]"), ("fix", "fix FILE with its error or traceback"),
+                         ("convert", "convert FILE to another language"), ("doc", "document FILE"),
+                         ("test", "write tests for FILE"), ("gen", "generate code from a description")):
+        sub = actions.add_parser(action, help=text)
+        if action == "gen":
+            sub.add_argument("description", nargs="+", help="what the code should do")
+            sub.add_argument("--lang", default="python", help="language (default: python)")
+        else:
+            sub.add_argument("target", metavar="FILE[:START-END]")
+        if action == "fix":
+            sub.add_argument("--error", help="file with the error or traceback (default: stdin)")
+        if action == "convert":
+            sub.add_argument("--to", required=True, help="target language")
+        sub.add_argument("--write", metavar="PATH", help="write the answer's code block to a new file")
+        sub.add_argument("--force", action="store_true", help="let --write replace an existing file")
+        _model_args(sub, generation=True)
+
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
     _model_args(tokenize, generation=False)
@@ -140,7 +164,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
-    if args.command in ("summarize", "classify", "sentiment", "extract", "ner"):
+    if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask"):
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)

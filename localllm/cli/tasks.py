@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from localllm.cli.output import console, note, print_json
+from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions, apply_assignments, preset
 from localllm.core.settings import Settings
 
@@ -143,3 +144,98 @@ def ner_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks.structured import NER_SCHEMA, ner_messages
 
     return _batch(args, settings, lambda text: ner_messages(settings, text), NER_SCHEMA, "entities")
+
+
+def code_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.cli.generate import stream_to_stdout
+    from localllm.core.chunks import Response
+    from localllm.tasks import code
+    from localllm.tasks.loading import load_model
+
+    options = task_options(args)
+    options = options.with_overrides(max_tokens=options.max_tokens or code.ANSWER_TOKENS)
+    action = args.action
+    if args.write and action == "explain":
+        raise UsageError("explain writes no code; --write applies to fix, convert, doc, test and gen",
+                         hint="drop --write")
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        backend = loaded.backend
+        if action == "gen":
+            description = " ".join(args.description).strip()
+            if not description:
+                raise UsageError("describe the code to write", hint='localllm code gen "a CLI that ..." --lang python')
+            language = code.language_for(name=args.lang)
+            messages = code.code_messages(settings, "gen", None, language=language, request=description)
+            fence = language.fence
+        else:
+            source = code.read_code(args.target)
+            language = code.language_for(str(source.path))
+            target = code.language_for(name=args.to) if action == "convert" else None
+            error = _error_text(args) if action == "fix" else ""
+            lines = code.traceback_lines(error, source.path) if error else None
+
+            def build(part):
+                return code.code_messages(settings, action, part, language=language, target=target, error=error)
+
+            sent = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines)
+            note(f"sent {sent.what}" + ("" if sent is source else " (the definitions around the error)"))
+            messages = build(sent)
+            fence = (target or language).fence
+        if action != "explain":
+            options = options.with_overrides(answer_prefix=f"```{fence}\n")
+        response = Response(backend.chat(messages, options))
+        text = stream_to_stdout(response)
+    if args.write:
+        written = code.write_code(text, args.write, force=args.force)
+        note(f"wrote the code block to {written} (it was not run)")
+    return 0
+
+
+def _error_text(args: argparse.Namespace) -> str:
+    from pathlib import Path
+
+    if args.error:
+        path = Path(args.error)
+        if not path.is_file():
+            raise UsageError(f"no such file: {args.error}", hint="pass the file that holds the error or traceback")
+        return path.read_text(encoding="utf-8", errors="replace")
+    if sys.stdin is not None and not sys.stdin.isatty():
+        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        if text.strip():
+            return text
+    raise UsageError("code fix needs the error: --error FILE, or the traceback on stdin",
+                     hint="python app.py 2>&1 | localllm code fix app.py")
+
+
+def ask_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.cli.generate import stream_to_stdout
+    from localllm.core.chunks import Response
+    from localllm.tasks.ask_docs import ANSWER_TOKENS, ask_messages, plan_ask
+    from localllm.tasks.loading import load_model
+
+    if len(args.inputs) < 2:
+        raise UsageError("name the documents, then the question", hint='localllm ask docs/*.md "How do I ...?"')
+    *paths, question = args.inputs
+    documents = read_inputs(paths)
+    options = task_options(args)
+    options = options.with_overrides(max_tokens=options.max_tokens or ANSWER_TOKENS)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        plan = plan_ask(settings, loaded.backend, documents, question, answer_tokens=options.max_tokens)
+        how = (f"{len(plan.passages)} of {plan.candidates} passages, ranked by BM25" if plan.retrieved
+               else f"the documents whole ({plan.candidates} passages)")
+        note(f"sent {how}: {', '.join(p.id for p in plan.passages)}")
+        response = Response(loaded.backend.chat(ask_messages(settings, plan.passages, question), options))
+        if args.json:
+            answer = response.text().strip()
+        else:
+            stream_to_stdout(response)
+    final = response.final
+    if args.json:
+        print_json({"answer": answer, "retrieved": plan.retrieved, "candidates": plan.candidates,
+                    "sources": [{"id": p.id, "file": p.document, "lines": [p.first_line, p.last_line],
+                                 "score": p.score} for p in plan.passages],
+                    "prompt_tokens": final.usage.prompt_tokens if final else None,
+                    "completion_tokens": final.usage.completion_tokens if final else None})
+    elif args.verbose and final:
+        note(f"1 call, {final.usage.prompt_tokens} tokens in, {final.usage.completion_tokens} out")
+    return 0

@@ -29,6 +29,8 @@ class GenerationOptions:
     """Requested context window in tokens; None lets the planner choose."""
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
     """Constrain the answer to JSON matching this schema (tasks set it; it is not a -o key)."""
+    answer_prefix: str | None = None
+    """The answer starts with this text and the model continues it, e.g. an opening code fence (tasks set it)."""
 
     @property
     def greedy(self) -> bool:
@@ -56,7 +58,7 @@ OPTION_TYPES: dict[str, type] = {
     "stop": str,
     "ctx": int,
 }
-assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema"}
+assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema", "answer_prefix"}
 
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 5.0),
