@@ -177,7 +177,8 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
             def build(part):
                 return code.code_messages(settings, action, part, language=language, target=target, error=error)
 
-            sent = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines)
+            sent = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines,
+                                   answer_tokens=options.max_tokens)
             note(f"sent {sent.what}" + ("" if sent is source else " (the definitions around the error)"))
             messages = build(sent)
             fence = (target or language).fence

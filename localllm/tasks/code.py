@@ -138,14 +138,15 @@ def relevant_part(source: CodeSource, lines: list[int]) -> CodeSource:
     return CodeSource(source.path, body, first, last, source.total_lines)
 
 
-def fit_source(source: CodeSource, count_prompt, build, window: int, lines: list[int] | None = None) -> CodeSource:
+def fit_source(source: CodeSource, count_prompt, build, window: int, lines: list[int] | None = None,
+               answer_tokens: int = ANSWER_TOKENS) -> CodeSource:
     """The source itself when its prompt fits; else the definitions around ``lines``; else an error that says how
     to narrow it."""
-    if count_prompt(build(source)) + ANSWER_TOKENS <= window:
+    if count_prompt(build(source)) + answer_tokens <= window:
         return source
     if lines:
         narrowed = relevant_part(source, lines)
-        if count_prompt(build(narrowed)) + ANSWER_TOKENS <= window:
+        if count_prompt(build(narrowed)) + answer_tokens <= window:
             return narrowed
     tokens = count_prompt(build(source))
     raise ContextOverflow(
