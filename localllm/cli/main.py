@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="the answer with the passages sent and their scores")
     _model_args(ask, generation=True)
 
+    translate = commands.add_parser("translate", help="translate files or piped text of any length")
+    translate.add_argument("files", nargs="*", help="files to translate; - for stdin (default: stdin)")
+    translate.add_argument("--to", required=True, help="target language, e.g. German or de")
+    _model_args(translate, generation=True)
+
+    reply = commands.add_parser("reply", help="draft a reply to a customer message")
+    reply.add_argument("file", help="the customer's message; - for stdin")
+    reply.add_argument("--tone", default="polite", choices=("polite", "friendly", "formal", "apologetic", "firm"))
+    _model_args(reply, generation=True)
+
     code = commands.add_parser("code", help="explain, fix, convert, document, test or generate code")
     actions = code.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (("explain", "explain FILE[:START-END]"), ("fix", "fix FILE with its error or traceback"),
@@ -164,7 +174,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
-    if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask"):
+    if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply"):
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)

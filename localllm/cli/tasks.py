@@ -240,3 +240,42 @@ def ask_command(args: argparse.Namespace, settings: Settings) -> int:
     elif args.verbose and final:
         note(f"1 call, {final.usage.prompt_tokens} tokens in, {final.usage.completion_tokens} out")
     return 0
+
+
+def translate_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rewrite import CallLog, translate
+
+    documents = read_inputs(args.files)
+    options = task_options(args)
+    log = CallLog()
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        translate(settings, loaded.backend, documents, args.to, options, write, log, progress=note)
+    note(log.line())
+    return 0
+
+
+def reply_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.cli.generate import stream_to_stdout
+    from localllm.core.chunks import Response
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.prompting import check_fits
+    from localllm.tasks.rewrite import reply_messages
+
+    (document,) = read_inputs([args.file])
+    options = task_options(args)
+    options = options.with_overrides(max_tokens=options.max_tokens or 400)
+    messages = reply_messages(settings, document.text, args.tone)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        tokens = loaded.backend.count_prompt_tokens(messages)
+        check_fits(tokens, loaded.backend.context_window, options.max_tokens, loaded.info.context_length, True)
+        response = Response(loaded.backend.chat(messages, options))
+        stream_to_stdout(response)
+    if args.verbose and response.final:
+        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
+    return 0
