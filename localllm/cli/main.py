@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="the answer with the passages sent and their scores")
     _model_args(ask, generation=True)
 
+    feedback = commands.add_parser("feedback", help="top themes in feedback rows, with counts and quotes")
+    feedback.add_argument("file", help="JSONL or CSV of feedback")
+    feedback.add_argument("--field", help="the column or key that holds the text")
+    feedback.add_argument("--top", type=int, default=5, help="how many themes to show (default 5)")
+    feedback.add_argument("--json", action="store_true", help="every theme with its count, rows and quotes")
+    _model_args(feedback, generation=True)
+
     translate = commands.add_parser("translate", help="translate files or piped text of any length")
     translate.add_argument("files", nargs="*", help="files to translate; - for stdin (default: stdin)")
     translate.add_argument("--to", required=True, help="target language, e.g. German or de")
@@ -174,7 +181,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
-    if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply"):
+    if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply",
+                        "feedback"):
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)

@@ -279,3 +279,34 @@ def reply_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.verbose and response.final:
         note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
     return 0
+
+
+def feedback_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.feedback import analyse
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rows import read_rows
+
+    if args.top < 1:
+        raise UsageError("--top must be at least 1", hint="e.g. --top 5")
+    rows = list(read_rows(args.file, args.field))
+    for number, problem in ((r.number, r.problem) for r in rows if r.problem):
+        note(f"row {number}: {problem}")
+    options = task_options(args)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        result = analyse(settings, loaded.backend, rows, options, progress=note)
+    top = result.top(args.top)
+    if args.json:
+        print_json({"rows_analysed": result.analysed, "rows_failed": [{"row": n, "error": e} for n, e in result.failed],
+                    "themes": [{"theme": t.name, "count": len(t.rows), "rows": sorted(t.rows),
+                                "quotes": result.quotes(t)} for t in result.top(len(result.themes))],
+                    "top": [t.name for t in top], "calls": result.calls, "tokens_in": result.tokens_in,
+                    "tokens_out": result.tokens_out})
+        return 0
+    lines = [f"Top {len(top)} themes in {result.analysed} rows:", ""]
+    for rank, theme in enumerate(top, start=1):
+        share = 100 * len(theme.rows) / result.analysed
+        lines.append(f"{rank}. **{theme.name}**: {len(theme.rows)} rows ({share:.0f} %)")
+        lines.extend(f'   > "{quote}"' for quote in result.quotes(theme))
+    sys.stdout.write("\n".join(lines) + "\n")
+    note(f"{result.calls} call(s), {result.tokens_in} tokens in, {result.tokens_out} out")
+    return 0
