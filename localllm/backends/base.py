@@ -77,6 +77,13 @@ class Backend:
         """Tokens the rendered chat prompt takes, counted exactly where ``capabilities.tokenize``."""
         raise NotImplementedError
 
+    def load_for_embeddings(self, model: ModelRef, plan: LoadPlan) -> None:
+        raise BackendUnavailable(f"backend {self.name} cannot compute embeddings", hint="use --backend llama.cpp")
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One normalised vector per text; a text longer than the window is an error, never cut."""
+        raise BackendUnavailable(f"backend {self.name} cannot compute embeddings", hint="use --backend llama.cpp")
+
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes on its own (no chat template, no special tokens)."""
         raise NotImplementedError

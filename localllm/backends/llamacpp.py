@@ -85,6 +85,23 @@ class LlamaCppBackend(Backend):
             use_mmap=self.option_values["use_mmap"],
         )
 
+    def load_for_embeddings(self, model: ModelRef, plan: LoadPlan) -> None:
+        llama_cpp = _import_llama_cpp()
+        self._open(model, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_ctx=plan.n_ctx,
+                   n_batch=plan.n_ctx, n_ubatch=plan.n_ctx, n_threads=plan.n_threads,
+                   n_gpu_layers=-1 if plan.n_gpu_layers > plan.n_layers else plan.n_gpu_layers)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        llm = self._require_loaded()
+        window = llm.n_ctx()
+        for index, text in enumerate(texts, start=1):
+            tokens = self.count_tokens(text) + 1
+            if tokens > window:
+                raise ContextOverflow(f"text {index} has {tokens} tokens, over the {window}-token window",
+                                      hint="split it, or raise -o ctx=N", prompt_tokens=tokens, window=window)
+        # truncate=False: llama-cpp-python would otherwise cut long inputs without a word.
+        return [list(map(float, vector)) for vector in llm.embed(list(texts), normalize=True, truncate=False)]
+
     def load_tokenizer(self, model: ModelRef) -> None:
         self._open(model, vocab_only=True)
 

@@ -138,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--to", required=True, help="target language, e.g. German or de")
     _model_args(translate, generation=True)
 
+    simplify = commands.add_parser("simplify", help="rewrite files or piped text in plain language")
+    simplify.add_argument("files", nargs="*", help="files; - for stdin (default: stdin)")
+    simplify.add_argument("--level", default="beginner", choices=("beginner", "intermediate", "expert"))
+    _model_args(simplify, generation=True)
+
+    write = commands.add_parser("write", help="write a story, script, docs, manual, blog or social post")
+    write.add_argument("kind", choices=("story", "script", "docs", "manual", "blog", "social"))
+    write.add_argument("--topic", required=True)
+    write.add_argument("--audience", help="who it is for (default: general readers)")
+    write.add_argument("--words", type=int, default=300, help="about how many words (default 300)")
+    _model_args(write, generation=True)
+
+    embed = commands.add_parser("embed", help="dense vectors for a text, a file, or each row (--field)")
+    embed.add_argument("input", nargs="?", help="text, or a file (default: stdin)")
+    embed.add_argument("--field", help="for JSONL/CSV: the column or key to embed, one vector per row")
+    embed.add_argument("--json", action="store_true")
+    _model_args(embed, generation=True)
+
     reply = commands.add_parser("reply", help="draft a reply to a customer message")
     reply.add_argument("file", help="the customer's message; - for stdin")
     reply.add_argument("--tone", default="polite", choices=("polite", "friendly", "formal", "apologetic", "firm"))
@@ -182,7 +200,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return chat_command(args, settings)
     if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply",
-                        "feedback"):
+                        "feedback", "simplify", "write", "embed"):
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)

@@ -242,21 +242,55 @@ def ask_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def translate_command(args: argparse.Namespace, settings: Settings) -> int:
+def _stdout_writer(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _rewrite(args: argparse.Namespace, settings: Settings, run) -> int:
     from localllm.tasks.loading import load_model
-    from localllm.tasks.rewrite import CallLog, translate
+    from localllm.tasks.rewrite import CallLog
 
     documents = read_inputs(args.files)
     options = task_options(args)
     log = CallLog()
-
-    def write(text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        translate(settings, loaded.backend, documents, args.to, options, write, log, progress=note)
+        run(loaded.backend, documents, options, log)
     note(log.line())
+    return 0
+
+
+def translate_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.rewrite import translate
+
+    return _rewrite(args, settings, lambda backend, documents, options, log: translate(
+        settings, backend, documents, args.to, options, _stdout_writer, log, progress=note))
+
+
+def simplify_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.rewrite import simplify
+
+    return _rewrite(args, settings, lambda backend, documents, options, log: simplify(
+        settings, backend, documents, args.level, options, _stdout_writer, log, progress=note))
+
+
+def write_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.cli.generate import stream_to_stdout
+    from localllm.core.chunks import Response
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rewrite import write_messages
+    from localllm.tasks.summarize import words_to_tokens
+
+    messages = write_messages(settings, args.kind, args.topic, args.audience, args.words)
+    options = task_options(args)
+    if not args.preset:
+        options = options.with_overrides(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05)  # writing wants variety
+    options = options.with_overrides(max_tokens=options.max_tokens or words_to_tokens(args.words) * 2)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        response = Response(loaded.backend.chat(messages, options))
+        stream_to_stdout(response)
+    if args.verbose and response.final:
+        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
     return 0
 
 
@@ -309,4 +343,40 @@ def feedback_command(args: argparse.Namespace, settings: Settings) -> int:
         lines.extend(f'   > "{quote}"' for quote in result.quotes(theme))
     sys.stdout.write("\n".join(lines) + "\n")
     note(f"{result.calls} call(s), {result.tokens_in} tokens in, {result.tokens_out} out")
+    return 0
+
+
+def embed_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Vectors for a text, a file, piped text, or each row of a JSONL/CSV file (--field)."""
+    import json
+    from pathlib import Path
+
+    from localllm.tasks.loading import load_model
+
+    if args.input and Path(args.input).is_file():
+        from localllm.tasks.rows import read_rows
+
+        rows = list(read_rows(args.input, args.field))
+        for row in rows:
+            if row.problem:
+                raise UsageError(row.problem, hint="fix the row, or leave it out")
+        texts = [row.text or "" for row in rows]
+        labels = [row.number for row in rows]
+    elif args.input:
+        texts, labels = [args.input], [1]
+    else:
+        (document,) = read_inputs(["-"])
+        texts, labels = [document.text], [1]
+    options = task_options(args)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx, embeddings=True) as loaded:
+        vectors = loaded.backend.embed(texts)
+        name = loaded.ref.name
+    if args.json:
+        print_json({"model": name, "dimensions": len(vectors[0]) if vectors else 0,
+                    "vectors": [{"row": label, "embedding": vector} for label, vector in zip(labels, vectors,
+                                                                                             strict=True)]})
+    else:
+        for vector in vectors:
+            sys.stdout.write(json.dumps([round(value, 6) for value in vector]) + "\n")
+    note(f"{len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} dimensions from {name}")
     return 0

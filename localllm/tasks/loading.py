@@ -84,7 +84,8 @@ def refusal(plan: LoadPlan, name: str, smaller_quant: str | None = None) -> Wont
 
 
 def load_model(settings: Settings, name: str | None = None, *, backend: str = "auto", ctx: int | None = None,
-               needed_ctx: int | None = None, report: HardwareReport | None = None) -> LoadedModel:
+               needed_ctx: int | None = None, report: HardwareReport | None = None,
+               embeddings: bool = False) -> LoadedModel:
     """Everything between a model name and a backend ready to generate. Raises WontFit before loading.
 
     ``needed_ctx`` is an estimate of the window the input needs: when it exceeds the default window and no ``ctx``
@@ -100,5 +101,8 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name)()
-    instance.load(ref, plan)
+    if embeddings:
+        instance.load_for_embeddings(ref, plan)
+    else:
+        instance.load(ref, plan)
     return LoadedModel(ref, info, plan, choice, instance)
