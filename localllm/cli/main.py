@@ -133,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_argument("--json", action="store_true", help="every theme with its count, rows and quotes")
     _model_args(feedback, generation=True)
 
+    segment = commands.add_parser("segment", help="named customer segments with descriptions and members")
+    segment.add_argument("file", help="JSONL or CSV of customers")
+    segment.add_argument("--field", help="the column or key that describes each customer")
+    segment.add_argument("--segments", type=int, default=4, help="at most this many segments (default 4)")
+    segment.add_argument("--json", action="store_true")
+    _model_args(segment, generation=True)
+
+    recommend = commands.add_parser("recommend", help="ranked catalogue items for a customer profile, with reasons")
+    recommend.add_argument("--catalog", required=True, help="CSV or JSONL, one item per row")
+    recommend.add_argument("--profile", required=True, help='e.g. "likes hiking, budget under 100"')
+    recommend.add_argument("--top", type=int, default=3, help="how many items (default 3)")
+    recommend.add_argument("--json", action="store_true")
+    _model_args(recommend, generation=True)
+
     translate = commands.add_parser("translate", help="translate files or piped text of any length")
     translate.add_argument("files", nargs="*", help="files to translate; - for stdin (default: stdin)")
     translate.add_argument("--to", required=True, help="target language, e.g. German or de")
@@ -200,7 +214,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return chat_command(args, settings)
     if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply",
-                        "feedback", "simplify", "write", "embed"):
+                        "feedback", "simplify", "write", "embed", "segment",
+                        "recommend"):
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)

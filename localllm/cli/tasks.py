@@ -380,3 +380,48 @@ def embed_command(args: argparse.Namespace, settings: Settings) -> int:
             sys.stdout.write(json.dumps([round(value, 6) for value in vector]) + "\n")
     note(f"{len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} dimensions from {name}")
     return 0
+
+
+def segment_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.grouping import segment
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rows import read_rows
+
+    rows = list(read_rows(args.file, args.field))
+    for row in rows:
+        if row.problem:
+            note(f"row {row.number}: {row.problem}")
+    options = task_options(args)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        segments, tally = segment(settings, loaded.backend, rows, args.segments, options, progress=note)
+    if args.json:
+        print_json({"segments": [{"name": s.name, "description": s.description, "count": len(s.rows),
+                                  "rows": sorted(s.rows)} for s in segments],
+                    "rows_analysed": sum(len(s.rows) for s in segments), "calls": tally.calls,
+                    "tokens_in": tally.tokens_in, "tokens_out": tally.tokens_out})
+    else:
+        for item in segments:
+            sys.stdout.write(f"## {item.name} ({len(item.rows)} rows)\n{item.description}\n"
+                             f"rows: {', '.join(map(str, sorted(item.rows)))}\n\n")
+        note(f"{tally.calls} call(s), {tally.tokens_in} tokens in, {tally.tokens_out} out")
+    return 0
+
+
+def recommend_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks.grouping import recommend
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.rows import read_records
+
+    catalogue = read_records(args.catalog)
+    options = task_options(args)
+    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        picks, tally = recommend(settings, loaded.backend, catalogue, args.profile, args.top, options, progress=note)
+    if args.json:
+        print_json({"picks": [{"row": p.row.number, "item": p.row.record, "reason": p.reason} for p in picks],
+                    "calls": tally.calls, "tokens_in": tally.tokens_in, "tokens_out": tally.tokens_out})
+        return 0
+    for rank, pick in enumerate(picks, start=1):
+        label = next(iter(pick.row.record.values()), f"row {pick.row.number}")
+        sys.stdout.write(f"{rank}. **{label}** (row {pick.row.number}): {pick.reason}\n")
+    note(f"{tally.calls} call(s), {tally.tokens_in} tokens in, {tally.tokens_out} out")
+    return 0

@@ -43,7 +43,7 @@ class FeedbackResult:
         return [self.texts[number] for number in sorted(theme.rows, key=lambda n: len(self.texts[n]))[:count]]
 
 
-def _rows_text(rows: Sequence[Row]) -> str:
+def rows_text(rows: Sequence[Row]) -> str:
     return "\n".join(f"row {row.number}: {' '.join((row.text or '').split())}" for row in rows)
 
 
@@ -65,10 +65,10 @@ def merge_schema(names: Sequence[str]) -> dict:
                             "items": {"enum": list(names)}}}}}}}
 
 
-def batches(settings: Settings, backend: Backend, rows: Sequence[Row], window: int) -> list[list[Row]]:
-    """Consecutive rows packed so that each batch's prompt leaves room for its answer."""
-    room = window - THEME_ANSWER_TOKENS
-    overhead = backend.count_prompt_tokens(_theme_messages(settings, []))
+def batches(backend: Backend, rows: Sequence[Row], overhead: int, answer_tokens: int) -> list[list[Row]]:
+    """Consecutive rows packed so that each batch's prompt (``overhead`` plus its rows) leaves room for the answer."""
+    window = backend.context_window
+    room = window - answer_tokens
     packed: list[list[Row]] = []
     current: list[Row] = []
     used = overhead
@@ -88,7 +88,7 @@ def batches(settings: Settings, backend: Backend, rows: Sequence[Row], window: i
 
 
 def _theme_messages(settings: Settings, rows: Sequence[Row]) -> list[Message]:
-    return [Message("user", prompts.render("feedback-themes", settings, rows=_rows_text(rows)))]
+    return [Message("user", prompts.render("feedback-themes", settings, rows=rows_text(rows)))]
 
 
 def analyse(settings: Settings, backend: Backend, rows: Sequence[Row], options: GenerationOptions,
@@ -100,7 +100,8 @@ def analyse(settings: Settings, backend: Backend, rows: Sequence[Row], options: 
     result = FeedbackResult(analysed=len(usable), themes=[], texts={r.number: (r.text or "").strip() for r in usable},
                             failed=failed)
     found: dict[str, Theme] = {}
-    groups = batches(settings, backend, usable, backend.context_window)
+    groups = batches(backend, usable, backend.count_prompt_tokens(_theme_messages(settings, [])),
+                     THEME_ANSWER_TOKENS)
     for index, batch in enumerate(groups, start=1):
         numbers = [row.number for row in batch]
         assigned: set[int] = set()

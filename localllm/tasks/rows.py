@@ -37,14 +37,24 @@ def _load_bytes(path: str) -> tuple[bytes, str]:
         raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
 
 
-def read_rows(path: str, field: str | None) -> Iterator[Row]:
+def read_records(path: str) -> list[Row]:
+    """Rows whose text is the whole record (``key=value; ...``), for catalogues where every column matters."""
+    if Path(path).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".tsv"):
+        raise UsageError(f"{path} is not a CSV or JSONL file", hint="the catalogue needs one row per item")
+    rows = []
+    for row in read_rows(path, field=None, whole_record=True):
+        rows.append(row)
+    return rows
+
+
+def read_rows(path: str, field: str | None, *, whole_record: bool = False) -> Iterator[Row]:
     """Rows of a JSONL or CSV file (``field`` names the text), or one row holding a whole text file."""
     suffix = Path(path).suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".csv", ".tsv"):
         document = read_document(path)
         yield Row(1, {"file": document.name}, document.text)
         return
-    if not field:
+    if not field and not whole_record:
         raise UsageError(f"{path} holds rows: name the text column with --field", hint="e.g. --field text")
     data, name = _load_bytes(path)
     if b"\x00" in data[:8192]:
@@ -54,6 +64,10 @@ def read_rows(path: str, field: str | None) -> Iterator[Row]:
         reader = csv.DictReader(io.StringIO(text), dialect="excel-tab" if suffix == ".tsv" else "excel")
         if reader.fieldnames is None:
             raise InputError(f"{name} is empty", hint="there is nothing to work on")
+        if whole_record:
+            for number, record in enumerate(reader, start=1):
+                yield Row(number, dict(record), _record_text(record))
+            return
         if field not in reader.fieldnames:
             raise UsageError(f"{name} has no column {field!r}",
                              hint=f"its columns: {', '.join(c for c in reader.fieldnames if c)}")
@@ -72,9 +86,16 @@ def read_rows(path: str, field: str | None) -> Iterator[Row]:
         if not isinstance(record, dict):
             yield Row(number, {"value": record}, None, f"line {number} is not a JSON object")
             continue
+        if whole_record:
+            yield Row(number, record, _record_text(record))
+            continue
         value = record.get(field)
         if not isinstance(value, str) or not value.strip():
             keys = ", ".join(record) or "none"
             yield Row(number, record, None, f"line {number} has no text in {field!r} (its keys: {keys})")
             continue
         yield Row(number, record, value)
+
+
+def _record_text(record: dict[str, Any]) -> str:
+    return "; ".join(f"{key}={value}" for key, value in record.items() if value not in (None, ""))
