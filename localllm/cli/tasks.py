@@ -186,6 +186,8 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
             options = options.with_overrides(answer_prefix=f"```{fence}\n")
         response = Response(backend.chat(messages, options))
         text = stream_to_stdout(response)
+    if args.verbose and response.final:
+        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
     if args.write:
         written = code.write_code(text, args.write, force=args.force)
         note(f"wrote the code block to {written} (it was not run)")
@@ -370,6 +372,7 @@ def embed_command(args: argparse.Namespace, settings: Settings) -> int:
     options = task_options(args)
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx, embeddings=True) as loaded:
         vectors = loaded.backend.embed(texts)
+        tokens_in = sum(loaded.backend.count_tokens(text) for text in texts)
         name = loaded.ref.name
     if args.json:
         print_json({"model": name, "dimensions": len(vectors[0]) if vectors else 0,
@@ -378,7 +381,8 @@ def embed_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for vector in vectors:
             sys.stdout.write(json.dumps([round(value, 6) for value in vector]) + "\n")
-    note(f"{len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} dimensions from {name}")
+    note(f"{len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} dimensions from {name}, "
+         f"{tokens_in} tokens in")
     return 0
 
 
