@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--force", action="store_true", help="let --write replace an existing file")
         _model_args(sub, generation=True)
 
+    tui = commands.add_parser("tui", help="the terminal app (also what `localllm` alone opens)")
+    tui.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
     _model_args(tokenize, generation=False)
@@ -205,6 +208,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     from localllm.core.settings import Settings
 
     settings = Settings.load()
+    if args.command == "tui":
+        from localllm.core.options import preset
+        from localllm.tui.app import LocalLLMApp
+
+        LocalLLMApp(settings, preset(settings.preset), args.model).run()
+        return 0
     if args.command == "run":
         from localllm.cli.generate import run_command
 
@@ -234,8 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            args.command, args.model = "tui", None
+        else:
+            parser.print_help()
+            return 0
     try:
         return _dispatch(args)
     except LocalLLMError as exc:

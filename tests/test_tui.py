@@ -1,0 +1,129 @@
+"""The Textual app on the real bundled model, driven with Pilot: an answer streams in, Esc stops a long one, a
+conversation survives a restart, and a deleted one is gone."""
+
+import asyncio
+import time
+
+from conftest import settings_for
+
+from localllm.core.options import preset
+from localllm.store.conversations import ConversationStore
+from localllm.tui.app import LocalLLMApp
+from localllm.tui.chat import ChatPane, ConversationItem
+from localllm.tui.prompt import PromptArea
+
+
+async def wait_until(pilot, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def ask(pilot, pane: ChatPane, text: str) -> None:
+    await wait_until(pilot, lambda: pane.session is not None)
+    pane.query_one("#prompt", PromptArea).insert(text)
+    await pilot.press("enter")
+    await wait_until(pilot, lambda: pane.generating)
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
+    settings = settings_for(tmp_path)
+    options = preset("precise").with_overrides(max_tokens=24)
+
+    async def first_session():
+        app = LocalLLMApp(settings, options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await ask(pilot, pane, "Name a river in Europe.")
+            await wait_until(pilot, lambda: not pane.generating)
+            status = str(pane.query_one("#status").render())
+            assert "tokens/s" in status and "context" in status
+            assert len(pane.query_one("#conversations").children) == 1
+
+    async def second_session():
+        app = LocalLLMApp(settings, options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None)
+            sidebar = pane.query_one("#conversations")
+            assert len(sidebar.children) == 1
+            sidebar.focus()
+            await pilot.press("down", "enter")
+            await wait_until(pilot, lambda: pane.conversation_id is not None)
+            assert [m.role for m in pane.session.history] == ["user", "assistant"]
+            assert len(pane.query_one("#log").children) == 2
+
+    run(first_session())
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    (conversation,) = store.list()
+    messages = store.messages(conversation.id)
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[0].content == "Name a river in Europe." and messages[1].content.strip()
+    assert not messages[1].stopped and conversation.title == "Name a river in Europe."
+    store.close()
+    run(second_session())
+
+
+def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
+    settings = settings_for(tmp_path)
+    options = preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0)
+
+    async def session():
+        app = LocalLLMApp(settings, options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await ask(pilot, pane, "Write a very long story about a dragon.")
+            await pilot.pause(0.5)
+            started = time.monotonic()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.generating, timeout=10)
+            assert time.monotonic() - started < 5
+            assert "stopped" in str(pane.query_one("#status").render())
+
+    run(session())
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    (conversation,) = store.list()
+    answer = store.messages(conversation.id)[-1]
+    assert answer.role == "assistant" and answer.stopped and answer.content.strip()
+    store.close()
+
+
+def test_a_deleted_conversation_is_gone(tmp_path):
+    settings = settings_for(tmp_path)
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    doomed = store.create("Old chat")
+    store.add_message(doomed.id, "user", "hello")
+    store.close()
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            sidebar = pane.query_one("#conversations")
+            await wait_until(pilot, lambda: len(sidebar.children) == 1)
+            assert isinstance(sidebar.children[0], ConversationItem)
+            sidebar.focus()
+            await pilot.press("down", "delete")
+            await wait_until(pilot, lambda: len(sidebar.children) == 0)
+
+    run(session())
+    reopened = ConversationStore.in_data_dir(settings.paths.data_dir)
+    assert reopened.list() == []
+    reopened.close()
+
+
+def test_hardware_pane_reports_the_backend(tmp_path):
+    async def session():
+        app = LocalLLMApp(settings_for(tmp_path), preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("f5")
+            report = app.query_one("#hardware-report")
+            await wait_until(pilot, lambda: "Backend" in report.source)
+            assert "llama.cpp" in report.source and "RAM" in report.source
+
+    run(session())
