@@ -20,11 +20,14 @@ async def wait_until(pilot, condition, timeout=60.0):
         await pilot.pause(0.05)
 
 
-async def ask(pilot, pane: ChatPane, text: str) -> None:
+async def ask(pilot, pane: ChatPane, text: str) -> int:
+    """Send ``text``; returns the number of finished turns before it (a short answer may end before we look)."""
     await wait_until(pilot, lambda: pane.session is not None)
+    before = pane.session.stats.turns
     pane.query_one("#prompt", PromptArea).insert(text)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: pane.generating)
+    await wait_until(pilot, lambda: pane.generating or pane.session.stats.turns > before)
+    return before
 
 
 def run(coroutine):
@@ -39,8 +42,8 @@ def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
         app = LocalLLMApp(settings, options)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
-            await ask(pilot, pane, "Name a river in Europe.")
-            await wait_until(pilot, lambda: not pane.generating)
+            before = await ask(pilot, pane, "Name a river in Europe.")
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before)
             status = str(pane.query_one("#status").render())
             assert "tokens/s" in status and "context" in status
             assert len(pane.query_one("#conversations").children) == 1
