@@ -41,6 +41,21 @@ def resolve_requests(hub):
     return [r for r in hub.stats()["requests"] if "/resolve/" in r["path"]]
 
 
+def kill_pull_part_way(home, hub, at_least: int):
+    """Start a throttled pull, SIGKILL it once its partial file holds ``at_least`` bytes; return that file."""
+    hub.control(rate=15_000_000)
+    env = {**os.environ, **hub.env(), "LOCALLLM_HOME": str(home)}
+    process = subprocess.Popen([cli_executable(), "pull", URI], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    partial = installed_path(home).with_name(FILE + ".partial")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < at_least):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return partial
+
+
 def test_full_pull_verifies_installs_and_answers(home, hub, bundled_sha256):
     done = pull(home, hub, URI)
     assert done.returncode == 0, done.stderr_text
@@ -73,16 +88,7 @@ def test_catalog_name_without_quant_picks_one_and_says_why(home, hub, bundled_mo
 
 
 def test_sigkill_half_way_then_pull_resumes(home, hub, bundled_model, bundled_sha256):
-    hub.control(rate=15_000_000)
-    env = {**os.environ, **hub.env(), "LOCALLLM_HOME": str(home)}
-    process = subprocess.Popen([cli_executable(), "pull", URI], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    partial = installed_path(home).with_name(FILE + ".partial")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 40 * SIZE_MIB):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    partial = kill_pull_part_way(home, hub, 40 * SIZE_MIB)
     have = partial.stat().st_size
     total = bundled_model.stat().st_size
     assert 40 * SIZE_MIB <= have < total
@@ -190,16 +196,7 @@ def test_offline_mode_is_a_clear_error(home, hub):
 
 
 def test_downloads_clean_and_rm(home, hub):
-    hub.control(rate=15_000_000)
-    env = {**os.environ, **hub.env(), "LOCALLLM_HOME": str(home)}
-    process = subprocess.Popen([cli_executable(), "pull", URI], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    partial = installed_path(home).with_name(FILE + ".partial")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < 10 * SIZE_MIB):
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    partial = kill_pull_part_way(home, hub, 10 * SIZE_MIB)
     shown = run_cli("downloads", home=home)
     assert FILE in shown.stdout_text and "paused" in shown.stdout_text
     cleaned = run_cli("downloads", "clean", home=home)
