@@ -6,9 +6,7 @@ large input does not copy it.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,23 +97,14 @@ def pdf_to_text(data: bytes, name: str) -> str:
 
 def rows_to_text(text: str, name: str) -> tuple[str, list[str]]:
     """One line per row, ``row N: field=value; ...``, so rows stay whole when a document is split."""
+    from localllm.tasks.rows import parse_rows  # rows reads whole documents through this module
+
     lines, warnings = [], []
-    if Path(name).suffix.lower() in (".jsonl", ".ndjson"):
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                warnings.append(f"{name} line {number} is not JSON ({exc.msg}); skipped")
-                continue
-            fields = record.items() if isinstance(record, dict) else [("value", record)]
-            lines.append(f"row {number}: " + "; ".join(f"{k}={v}" for k, v in fields))
-    else:
-        dialect = "excel-tab" if Path(name).suffix.lower() == ".tsv" else "excel"
-        reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-        for number, record in enumerate(reader, start=1):
-            lines.append(f"row {number}: " + "; ".join(f"{k}={v}" for k, v in record.items() if v))
+    for row in parse_rows(text, name, None, whole_record=True):
+        if row.problem is not None:
+            warnings.append(f"{name} {row.problem}; skipped")
+        else:
+            lines.append(f"row {row.number}: {row.text}")
     return "\n".join(lines), warnings
 
 

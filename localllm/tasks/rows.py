@@ -41,10 +41,7 @@ def read_records(path: str) -> list[Row]:
     """Rows whose text is the whole record (``key=value; ...``), for catalogues where every column matters."""
     if Path(path).suffix.lower() not in (".jsonl", ".ndjson", ".csv", ".tsv"):
         raise UsageError(f"{path} is not a CSV or JSONL file", hint="the catalogue needs one row per item")
-    rows = []
-    for row in read_rows(path, field=None, whole_record=True):
-        rows.append(row)
-    return rows
+    return list(read_rows(path, field=None, whole_record=True))
 
 
 def read_rows(path: str, field: str | None, *, whole_record: bool = False) -> Iterator[Row]:
@@ -59,7 +56,12 @@ def read_rows(path: str, field: str | None, *, whole_record: bool = False) -> It
     data, name = _load_bytes(path)
     if b"\x00" in data[:8192]:
         raise InputError(f"{name} looks like a binary file", hint="pass a CSV or JSONL file")
-    text = data.decode("utf-8", errors="replace")
+    yield from parse_rows(data.decode("utf-8", errors="replace"), name, field, whole_record=whole_record)
+
+
+def parse_rows(text: str, name: str, field: str | None, *, whole_record: bool = False) -> Iterator[Row]:
+    """Rows of CSV/TSV or JSONL text (by ``name``'s suffix); a row that cannot be used carries its problem."""
+    suffix = Path(name).suffix.lower()
     if suffix in (".csv", ".tsv"):
         reader = csv.DictReader(io.StringIO(text), dialect="excel-tab" if suffix == ".tsv" else "excel")
         if reader.fieldnames is None:
