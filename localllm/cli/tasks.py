@@ -17,6 +17,13 @@ def task_options(args: argparse.Namespace) -> GenerationOptions:
     return apply_assignments(base, args.option)
 
 
+def note_single_call(response) -> None:
+    """The context accounting of a one-call task, on stderr."""
+    if response.final is not None:
+        usage = response.final.usage
+        note(f"1 call, {usage.prompt_tokens} tokens in, {usage.completion_tokens} out")
+
+
 def read_inputs(paths: list[str]):
     from localllm.tasks.documents import read_documents
 
@@ -186,8 +193,8 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
             options = options.with_overrides(answer_prefix=f"```{fence}\n")
         response = Response(backend.chat(messages, options))
         text = stream_to_stdout(response)
-    if args.verbose and response.final:
-        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
+    if args.verbose:
+        note_single_call(response)
     if args.write:
         written = code.write_code(text, args.write, force=args.force)
         note(f"wrote the code block to {written} (it was not run)")
@@ -239,8 +246,8 @@ def ask_command(args: argparse.Namespace, settings: Settings) -> int:
                                  "score": p.score} for p in plan.passages],
                     "prompt_tokens": final.usage.prompt_tokens if final else None,
                     "completion_tokens": final.usage.completion_tokens if final else None})
-    elif args.verbose and final:
-        note(f"1 call, {final.usage.prompt_tokens} tokens in, {final.usage.completion_tokens} out")
+    elif args.verbose:
+        note_single_call(response)
     return 0
 
 
@@ -291,8 +298,8 @@ def write_command(args: argparse.Namespace, settings: Settings) -> int:
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
         response = Response(loaded.backend.chat(messages, options))
         stream_to_stdout(response)
-    if args.verbose and response.final:
-        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
+    if args.verbose:
+        note_single_call(response)
     return 0
 
 
@@ -312,8 +319,8 @@ def reply_command(args: argparse.Namespace, settings: Settings) -> int:
         check_fits(tokens, loaded.backend.context_window, options.max_tokens, loaded.info.context_length, True)
         response = Response(loaded.backend.chat(messages, options))
         stream_to_stdout(response)
-    if args.verbose and response.final:
-        note(f"1 call, {response.final.usage.prompt_tokens} tokens in, {response.final.usage.completion_tokens} out")
+    if args.verbose:
+        note_single_call(response)
     return 0
 
 
