@@ -1,0 +1,77 @@
+"""The one loaded model the app's panes share: loaded once, on first use, from a worker thread.
+
+Each pane that loaded its own copy would hold the weights twice or thrice; and a llama.cpp context must not run two
+generations at once, so ``use()`` hands it to one caller at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from localllm.core.settings import Settings
+from localllm.tasks.loading import LoadedModel
+
+
+class SharedModel:
+    def __init__(self, settings: Settings, name: str | None = None, ctx: int | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.ctx = ctx
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+        self._use_lock = threading.Lock()
+        self._listeners: list[Callable[[LoadedModel], None]] = []
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    @property
+    def busy(self) -> bool:
+        return self._use_lock.locked()
+
+    def on_loaded(self, listener: Callable[[LoadedModel], None]) -> None:
+        """Call ``listener`` (from the loading thread) each time a model is loaded or switched."""
+        self._listeners.append(listener)
+
+    def get(self) -> LoadedModel:
+        """The loaded model, loading it first if needed. Blocks: call from a worker thread."""
+        with self._load_lock:
+            if self._loaded is None:
+                from localllm.tasks.loading import load_model
+
+                self._loaded = load_model(self.settings, self.name, ctx=self.ctx)
+                self._announce()
+            return self._loaded
+
+    def switch(self, name: str, ctx: int | None = None) -> LoadedModel:
+        """Load ``name`` in place of the current model; the old one is freed first so both never sit in memory."""
+        from localllm.tasks.loading import load_model
+
+        with self._load_lock, self._use_lock:
+            if self._loaded is not None:
+                self._loaded.close()
+                self._loaded = None
+            self.name, self.ctx = name, ctx if ctx is not None else self.ctx
+            self._loaded = load_model(self.settings, name, ctx=self.ctx)
+            self._announce()
+            return self._loaded
+
+    @contextmanager
+    def use(self) -> Iterator[LoadedModel]:
+        """The model, for one generation at a time across all panes."""
+        loaded = self.get()
+        with self._use_lock:
+            yield self._loaded or loaded
+
+    def _announce(self) -> None:
+        for listener in self._listeners:
+            listener(self._loaded)
+
+    def close(self) -> None:
+        with self._load_lock:
+            if self._loaded is not None:
+                self._loaded.close()
+                self._loaded = None
