@@ -1,0 +1,315 @@
+"""The code pane: an editor, an action (explain, fix, convert, document, test, generate), the answer streamed as
+Markdown, and its first code block saved to a new file. The prompts are the ones `localllm code` sends."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import on, work
+from textual.app import ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, Markdown, Select, Static, TextArea
+
+from localllm.core.chunks import Response, TextChunk
+from localllm.core.errors import LocalLLMError, UsageError
+from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
+from localllm.core.settings import Settings
+from localllm.tasks import code
+from localllm.tui.shared_model import SharedModel
+
+ACTIONS = {
+    "explain": ("Explain", ""),
+    "fix": ("Fix", "the error message or traceback"),
+    "convert": ("Convert", "the language to convert to, e.g. JavaScript"),
+    "doc": ("Document", ""),
+    "test": ("Write tests", ""),
+    "gen": ("Generate", "what the code should do (in the editor's language, Python when no file is open)"),
+}
+ANSWER_PLACEHOLDER = "*The answer appears here.*"
+FLUSH_SECONDS = 0.05
+"""A call_from_thread round trip costs milliseconds; the worker sends text at most this often."""
+
+
+@dataclass(frozen=True)
+class CodeRequest:
+    messages: list[Message]
+    options: GenerationOptions
+    sent: str
+    """What part of the source went into the prompt, for the status line."""
+
+
+def check_inputs(action: str, source: code.CodeSource | None, detail: str) -> None:
+    """What an action lacks, found before a model is touched."""
+    if action == "gen":
+        if not detail.strip():
+            raise UsageError("describe the code to write", hint="type what it should do in the box by the action")
+        return
+    if source is None:
+        raise UsageError(f"{action} needs code", hint="open a file, or type code in the editor")
+    if action == "fix" and not detail.strip():
+        raise UsageError("fix needs the error", hint="paste the error message or traceback in the box by the action")
+    if action == "convert":
+        if not detail.strip():
+            raise UsageError("convert needs a target language", hint="type it by the action, e.g. JavaScript")
+        code.language_for(name=detail.strip())
+
+
+def build_request(settings: Settings, backend, options: GenerationOptions, action: str, source: code.CodeSource | None,
+                  detail: str) -> CodeRequest:
+    """The messages and options of one code action, as `localllm code ACTION` builds them."""
+    check_inputs(action, source, detail)
+    options = options.with_overrides(max_tokens=options.max_tokens or code.ANSWER_TOKENS)
+    detail = detail.strip()
+    language = code.language_for(str(source.path) if source is not None else None)
+    if action == "gen":
+        if source is None:
+            language = code.language_for(name="python")
+        messages = code.code_messages(settings, "gen", None, language=language, request=detail)
+        sent, fence = "the description", language.fence
+    else:
+        target = code.language_for(name=detail) if action == "convert" else None
+        error = detail if action == "fix" else ""
+        lines = code.traceback_lines(error, source.path) if error else None
+
+        def build(part: code.CodeSource) -> list[Message]:
+            return code.code_messages(settings, action, part, language=language, target=target, error=error)
+
+        chosen = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines,
+                                 answer_tokens=options.max_tokens)
+        messages = build(chosen)
+        sent = chosen.what + ("" if chosen is source else " (the definitions around the error)")
+        fence = (target or language).fence
+    if action != "explain":
+        options = options.with_overrides(answer_prefix=f"```{fence}\n")
+    return CodeRequest(messages, options, sent)
+
+
+def suggested_path(source: Path | None, action: str, detail: str) -> Path | None:
+    """A new file's name for the answer's code, next to the source; None for explain, which writes no code."""
+    if action == "explain":
+        return None
+    folder = source.parent if source is not None else Path.cwd()
+    suffix = source.suffix if source is not None else ".py"
+    stem = source.stem if source is not None else "generated"
+    if action == "convert":
+        wanted = code.language_for(name=detail.strip()).name if detail.strip() else ""
+        suffix = next((ext for ext, entry in code.LANGUAGES.items() if entry[0] == wanted), ".txt")
+        name = f"{stem}{suffix}"
+    else:
+        name = {"fix": f"{stem}_fixed{suffix}", "doc": f"{stem}_documented{suffix}", "test": f"test_{stem}{suffix}",
+                "gen": f"{stem}{suffix}"}[action]
+    candidate = folder / name
+    number = 2
+    while candidate.exists():
+        candidate = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
+        number += 1
+    return candidate
+
+
+class CodePane(Vertical):
+    DEFAULT_CSS = """
+    CodePane Horizontal { height: auto; }
+    CodePane #code-main { height: 1fr; }
+    CodePane #code-editor { width: 1fr; }
+    CodePane #code-answer { width: 1fr; border-left: solid $primary-background; padding: 0 1; }
+    CodePane #code-path, CodePane #code-save-path { width: 1fr; }
+    CodePane #code-action { width: 22; }
+    CodePane #code-detail { width: 1fr; height: 4; }
+    CodePane #code-status { height: 1; background: $primary-background; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run action", id="code.run"),
+        Binding("ctrl+o", "open", "Open file", id="code.open"),
+        Binding("ctrl+s", "save", "Save code", id="code.save"),
+        Binding("escape", "stop", "Stop", id="code.stop"),
+    ]
+
+    def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
+        super().__init__(id="code-pane")
+        self.settings = settings
+        self.options = options
+        self.shared = shared
+        self.path: Path | None = None
+        self.source: code.CodeSource | None = None
+        self.answer = ""
+        self.generating = False
+        self._stop = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            yield Input(placeholder="file to open (FILE or FILE:START-END), Enter opens it", id="code-path")
+            yield Button("Open", id="code-open")
+        with Horizontal(id="code-main"):
+            yield TextArea.code_editor("", id="code-editor", placeholder="open a file, or type code here")
+            with VerticalScroll(id="code-answer"):
+                yield Markdown(ANSWER_PLACEHOLDER, id="code-result")
+        with Horizontal():
+            yield Select([(label, name) for name, (label, _) in ACTIONS.items()], value="explain", allow_blank=False,
+                         id="code-action")
+            yield TextArea("", id="code-detail", placeholder="(explain needs nothing more)")
+            yield Button("Run", id="code-run", variant="primary")
+        with Horizontal():
+            yield Input(placeholder="new file for the answer's code block (an existing file is never overwritten)",
+                        id="code-save-path")
+            yield Button("Save", id="code-save")
+        yield Static("open a file and choose an action", id="code-status")
+
+    def palette_commands(self) -> list[SystemCommand]:
+        """The pane's actions for the command palette."""
+        return [SystemCommand("Code: run action", "Run the chosen action on the editor's code", self.action_run),
+                SystemCommand("Code: open file", "Open the file named in the path box", self.action_open),
+                SystemCommand("Code: save code", "Save the answer's first code block to a new file",
+                              self.action_save),
+                SystemCommand("Code: stop", "Stop the answer being written", self.action_stop)]
+
+    def _status(self, text: str) -> None:
+        self.query_one("#code-status", Static).update(text)
+
+    def _error(self, exc: LocalLLMError) -> None:
+        self.app.notify(f"{exc.message}\n{exc.hint}" if exc.hint else exc.message, title="error", severity="error")
+
+    # -- files -----------------------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#code-path")
+    @on(Button.Pressed, "#code-open")
+    def action_open(self) -> None:
+        box = self.query_one("#code-path", Input)
+        spec = box.value.strip()
+        if not spec:
+            box.focus()
+            return
+        try:
+            source = code.read_code(os.path.expanduser(spec))
+        except LocalLLMError as exc:
+            self._error(exc)
+            return
+        editor = self.query_one("#code-editor", TextArea)
+        fence = code.language_for(str(source.path)).fence
+        editor.language = fence if fence in editor.available_languages else None
+        editor.load_text(source.text)
+        self.path, self.source = source.path, source
+        self._status(f"{source.what} · {code.language_for(str(source.path)).name}")
+        editor.focus()
+
+    def _current_source(self) -> code.CodeSource | None:
+        """The editor's text, which the user may have changed since opening the file."""
+        text = self.query_one("#code-editor", TextArea).text
+        if not text.strip():
+            return None
+        lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+        if self.source is not None and text == self.source.text:
+            return self.source
+        start = self.source.start_line if self.source is not None else 1
+        total = max(self.source.total_lines if self.source is not None else 0, start + lines - 1)
+        return code.CodeSource(self.path or Path("untitled.py"), text, start, start + lines - 1, total)
+
+    @on(Select.Changed, "#code-action")
+    def _action_chosen(self, event: Select.Changed) -> None:
+        detail = ACTIONS[str(event.value)][1]
+        self.query_one("#code-detail", TextArea).placeholder = detail or f"({event.value} needs nothing more)"
+
+    # -- running ---------------------------------------------------------------------------------------------------
+    @on(Button.Pressed, "#code-run")
+    async def action_run(self) -> None:
+        if self.generating:
+            self.app.notify("an answer is being written: Esc stops it", severity="warning")
+            return
+        action = str(self.query_one("#code-action", Select).value)
+        detail = self.query_one("#code-detail", TextArea).text
+        source = self._current_source()
+        try:
+            check_inputs(action, source, detail)
+        except LocalLLMError as exc:
+            self._error(exc)
+            return
+        result = self.query_one("#code-result", Markdown)
+        self.generating = True
+        self.answer = ""
+        self._stop.clear()
+        self._status(f"{ACTIONS[action][0]}: waiting for the model…")
+        self.query_one("#code-answer", VerticalScroll).focus()
+        await result.update("")
+        # The stream runs an asyncio task, so it is made here on the event loop, not in the worker thread.
+        self.generate(action, source, detail, result, Markdown.get_stream(result))
+
+    def action_stop(self) -> None:
+        if self.generating:
+            self._stop.set()
+
+    @work(thread=True, exclusive=True, group="code")
+    def generate(self, action: str, source: code.CodeSource | None, detail: str, result: Markdown, stream) -> None:
+        response, request, error = None, None, None
+        try:
+            with self.shared.use() as loaded:
+                request = build_request(self.settings, loaded.backend, self.options, action, source, detail)
+                self.app.call_from_thread(self._status, f"{ACTIONS[action][0]}: sent {request.sent}")
+                response = Response(loaded.backend.chat(request.messages, request.options))
+                pending, last = [], time.monotonic()
+                for chunk in response:
+                    if self._stop.is_set():
+                        response.close()
+                        break
+                    if isinstance(chunk, TextChunk) and chunk.text:
+                        pending.append(chunk.text)
+                        if time.monotonic() - last >= FLUSH_SECONDS:
+                            self.app.call_from_thread(stream.write, "".join(pending))
+                            pending, last = [], time.monotonic()
+        except LocalLLMError as exc:
+            error = exc
+        self.app.call_from_thread(self._finish, action, detail, result, stream, response, request, error)
+
+    async def _finish(self, action: str, detail: str, result: Markdown, stream, response, request, error) -> None:
+        await stream.stop()
+        self.generating = False
+        if error is not None:
+            await result.update(f"*{error.message}*")
+            self._status(f"error: {error.message}")
+            self._error(error)
+            return
+        self.answer = response.partial_text
+        await result.update(self.answer)  # one final render, so code fences look right after streaming
+        final = response.final
+        parts = [f"{ACTIONS[action][0]}: sent {request.sent}"]
+        if final is not None:
+            parts.append(f"{final.usage.prompt_tokens} tokens in, {final.usage.completion_tokens} out")
+            if final.tokens_per_second:
+                parts.append(f"{final.tokens_per_second:.0f} tokens/s")
+        else:
+            parts.append("stopped")
+        self._status(" · ".join(parts))
+        save_box = self.query_one("#code-save-path", Input)
+        if not save_box.value.strip():
+            try:
+                suggestion = suggested_path(self.path, action, detail)
+            except LocalLLMError:
+                suggestion = None
+            if suggestion is not None and code.first_code_block(self.answer) is not None:
+                save_box.value = str(suggestion)
+
+    # -- saving ----------------------------------------------------------------------------------------------------
+    @on(Input.Submitted, "#code-save-path")
+    @on(Button.Pressed, "#code-save")
+    def action_save(self) -> None:
+        box = self.query_one("#code-save-path", Input)
+        if self.generating:
+            self.app.notify("the answer is still being written", severity="warning")
+            return
+        if not self.answer:
+            self._error(LocalLLMError("there is no answer to save yet", hint="run an action first"))
+            return
+        if not box.value.strip():
+            self._error(UsageError("name a new file to save the code to", hint="type a path in the save box"))
+            box.focus()
+            return
+        try:
+            written = code.write_code(self.answer, box.value.strip(), force=False)
+        except LocalLLMError as exc:
+            self._error(exc)
+            return
+        self.app.notify(f"wrote the code block to {written} (it was not run)", title="saved")
+        self._status(f"saved {written}")

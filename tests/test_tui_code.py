@@ -1,0 +1,213 @@
+"""The code pane on the real bundled model, driven with Pilot: open a file, run an action, save the answer's code
+to a new file and never over an existing one; bad paths become notifications."""
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from conftest import settings_for
+from textual.app import App
+from textual.widgets import Footer, Input, Markdown, Select, TextArea
+
+from localllm.core.errors import UsageError
+from localllm.core.options import preset
+from localllm.tasks import code
+from localllm.tui.code import CodePane, build_request, suggested_path
+from localllm.tui.shared_model import SharedModel
+
+BUGGY = '''def total(items):
+    """The sum of the items' prices."""
+    return sum(item.price for item in item)
+'''
+ERROR = '''Traceback (most recent call last):
+  File "cart.py", line 3, in total
+    return sum(item.price for item in item)
+NameError: name 'item' is not defined
+'''
+
+
+class CodeApp(App):
+    """The code pane alone, with a real shared model; notifications are recorded for the assertions."""
+
+    def __init__(self, settings, options) -> None:
+        super().__init__()
+        self.shared = SharedModel(settings)
+        self.pane = CodePane(settings, options, self.shared)
+        self.notes: list[tuple[str, str]] = []
+
+    def compose(self):
+        yield self.pane
+        yield Footer()
+
+    def notify(self, message, *, title="", severity="information", **kwargs) -> None:
+        self.notes.append((severity, f"{title}: {message}"))
+        super().notify(message, title=title, severity=severity, **kwargs)
+
+    def on_unmount(self) -> None:
+        self.shared.close()
+
+
+async def wait_until(pilot, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def open_file(pilot, pane: CodePane, path: str) -> None:
+    box = pane.query_one("#code-path", Input)
+    box.value = path
+    box.focus()
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
+    source = tmp_path / "cart.py"
+    source.write_text(BUGGY)
+    taken = tmp_path / "taken.py"
+    taken.write_text("# keep me\n")
+    options = preset("precise").with_overrides(max_tokens=48)
+
+    async def session():
+        app = CodeApp(settings_for(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            await open_file(pilot, pane, str(source))
+            editor = pane.query_one("#code-editor", TextArea)
+            assert editor.text == BUGGY and editor.language == "python"
+            pane.query_one("#code-action", Select).value = "fix"
+            pane.query_one("#code-detail", TextArea).load_text(ERROR)
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: not pane.generating and pane.answer)
+            assert pane.answer.startswith("```python\n")
+            assert pane.query_one("#code-result", Markdown).source == pane.answer
+            status = str(pane.query_one("#code-status").render())
+            assert "all of cart.py, 3 lines" in status and "tokens in" in status
+            suggestion = pane.query_one("#code-save-path", Input).value
+            assert suggestion == str(tmp_path / "cart_fixed.py")
+
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            written = tmp_path / "cart_fixed.py"
+            assert written.read_text().strip() and "```" not in written.read_text()
+            assert ("information", f"saved: wrote the code block to {written} (it was not run)") in app.notes
+
+            pane.query_one("#code-save-path", Input).value = str(taken)
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert taken.read_text() == "# keep me\n"
+            assert app.notes[-1][0] == "error" and "exists; it was left as it was" in app.notes[-1][1]
+            assert source.read_text() == BUGGY
+
+    asyncio.run(session())
+
+
+def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
+    options = preset("precise").with_overrides(max_tokens=32)
+
+    async def session():
+        app = CodeApp(settings_for(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#code-action", Select).value = "gen"
+            pane.query_one("#code-detail", TextArea).load_text("a function that reverses a string")
+            await pilot.click("#code-run")
+            await wait_until(pilot, lambda: not pane.generating and pane.answer)
+            assert pane.answer.startswith("```python\n")
+
+            pane.query_one("#code-editor", TextArea).load_text("print(sum(range(10)))\n")
+            pane.query_one("#code-action", Select).value = "explain"
+            generated = pane.answer
+            await pilot.click("#code-run")
+            await wait_until(pilot, lambda: not pane.generating and pane.answer != generated)
+            assert pane.answer.strip()
+            assert "Explain: sent all of untitled.py" in str(pane.query_one("#code-status").render())
+
+    asyncio.run(session())
+
+
+def test_a_missing_file_or_missing_input_is_a_notification(tmp_path):
+    async def session():
+        app = CodeApp(settings_for(tmp_path), preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            await open_file(pilot, pane, str(tmp_path / "nowhere.py"))
+            assert app.notes[-1][0] == "error" and "no such file" in app.notes[-1][1]
+            assert pane.query_one("#code-editor", TextArea).text == ""
+
+            pane.query_one("#code-action", Select).value = "fix"
+            await pilot.press("ctrl+r")
+            assert "fix needs code" in app.notes[-1][1] and not pane.generating
+
+            pane.query_one("#code-editor", TextArea).load_text("x = 1 / 0\n")
+            await pilot.press("ctrl+r")
+            assert "fix needs the error" in app.notes[-1][1] and not pane.generating
+
+            await pilot.press("ctrl+s")
+            assert "no answer to save" in app.notes[-1][1]
+
+    asyncio.run(session())
+
+
+def test_requests_are_the_cli_prompts_with_a_prefilled_fence_except_explain(loaded, tmp_path):
+    settings = settings_for(tmp_path)
+    source = code.CodeSource(Path("cart.py"), BUGGY, 1, 3, 3)
+    options = preset("precise")
+    explain = build_request(settings, loaded.backend, options, "explain", source, "")
+    assert explain.options.answer_prefix is None and explain.options.max_tokens == code.ANSWER_TOKENS
+    assert explain.messages == code.code_messages(settings, "explain", source, language=code.language_for("cart.py"))
+    fix = build_request(settings, loaded.backend, options, "fix", source, ERROR)
+    assert fix.options.answer_prefix == "```python\n" and ERROR.strip() in fix.messages[0].content
+    convert = build_request(settings, loaded.backend, options.with_overrides(max_tokens=64), "convert", source, "go")
+    assert convert.options.answer_prefix == "```go\n" and convert.options.max_tokens == 64
+    gen = build_request(settings, loaded.backend, options, "gen", None, "reverse a string")
+    assert gen.sent == "the description" and "reverse a string" in gen.messages[0].content
+    with pytest.raises(UsageError, match="unknown language"):
+        build_request(settings, loaded.backend, options, "convert", source, "klingon")
+
+
+def test_suggested_paths_never_name_an_existing_file(tmp_path):
+    source = tmp_path / "app.py"
+    source.write_text("x = 1\n")
+    assert suggested_path(source, "explain", "") is None
+    assert suggested_path(source, "test", "") == tmp_path / "test_app.py"
+    assert suggested_path(source, "convert", "javascript") == tmp_path / "app.js"
+    (tmp_path / "app_fixed.py").write_text("")
+    assert suggested_path(source, "fix", "") == tmp_path / "app_fixed_2.py"
+
+
+def test_snapshot_with_a_file_open(tmp_path, monkeypatch, snap_compare):
+    (tmp_path / "cart.py").write_text(BUGGY)
+    monkeypatch.chdir(tmp_path)
+    app = CodeApp(settings_for(tmp_path), preset("precise"))
+
+    async def open_cart(pilot):
+        await open_file(pilot, app.pane, "cart.py")
+        app.pane.query_one("#code-action", Select).value = "fix"
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=open_cart)
+
+
+def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
+    options = preset("precise").with_overrides(max_tokens=2000, repeat_penalty=1.0)
+
+    async def session():
+        app = CodeApp(settings_for(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#code-action", Select).value = "gen"
+            pane.query_one("#code-detail", TextArea).load_text("a long Python program: a text adventure game")
+            await pilot.press("ctrl+r")
+            result = pane.query_one("#code-result", Markdown)
+            await wait_until(pilot, lambda: pane.generating and len(result.source) > 40)
+            await pilot.press("escape")
+            started = time.monotonic()
+            await wait_until(pilot, lambda: not pane.generating, timeout=10)
+            assert time.monotonic() - started < 5
+            assert "stopped" in str(pane.query_one("#code-status").render())
+            assert pane.answer.startswith("```python\n") and result.source == pane.answer
+
+    asyncio.run(session())
