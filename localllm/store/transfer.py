@@ -36,6 +36,10 @@ class TransferFailed(LocalLLMError):
     """The transfer kept failing after its retries; the partial file stays for a later resume."""
 
 
+class TransferCancelled(LocalLLMError):
+    """The caller asked the transfer to stop; the partial file stays for a later resume, as after a kill."""
+
+
 @dataclass(frozen=True)
 class PartialRecord:
     url: str
@@ -258,8 +262,12 @@ def _open(manager, url: str, headers: dict[str, str]):
 
 def download(target: Path, remote: HubFile, *, headers: dict[str, str] | None = None,
              progress: ProgressCallback | None = None, max_rate: int | None = None,
-             timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> TransferResult:
-    """Fetch ``remote`` into ``target`` (the caller holds the TransferLock). Resumes a matching partial file."""
+             timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+             cancel: threading.Event | None = None) -> TransferResult:
+    """Fetch ``remote`` into ``target`` (the caller holds the TransferLock). Resumes a matching partial file.
+
+    Setting ``cancel`` stops the transfer after the block in hand: what arrived so far stays in the partial file.
+    """
     import urllib3
 
     partial = partial_path(target)
@@ -277,6 +285,7 @@ def download(target: Path, remote: HubFile, *, headers: dict[str, str] | None = 
     try:
         os.lseek(fd, offset, os.SEEK_SET)
         while offset < remote.size:
+            _stop_if_cancelled(cancel, writer, offset, remote.size)
             request_headers = dict(headers or {})
             if offset:
                 request_headers["Range"] = f"bytes={offset}-"
@@ -312,6 +321,7 @@ def download(target: Path, remote: HubFile, *, headers: dict[str, str] | None = 
                     failures = 0
                     if progress:
                         progress(offset, remote.size)
+                    _stop_if_cancelled(cancel, writer, offset, remote.size)
                     limiter.consumed(count)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 if writer.error is not None:
@@ -343,6 +353,14 @@ def download(target: Path, remote: HubFile, *, headers: dict[str, str] | None = 
     record_path(target).unlink(missing_ok=True)
     _fsync_dir(target.parent)
     return TransferResult(path=target, transferred=transferred, resumed_from=resumed_from, sha256=actual)
+
+
+def _stop_if_cancelled(cancel: threading.Event | None, writer: _HashingWriter, offset: int, size: int) -> None:
+    if cancel is None or not cancel.is_set():
+        return
+    writer.close()  # every block received is on disk before the partial file is left for a resume
+    raise TransferCancelled(f"the download was cancelled at {offset:,} of {size:,} bytes",
+                            hint="pull it again to resume from there, or `localllm downloads clean` to drop it")
 
 
 def _resumable(target: Path, remote: HubFile) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from localllm.core.errors import LocalLLMError, ModelNotFound, UsageError, WontFit
-from localllm.core.model import ModelRef
+from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.plan import LoadPlan
 from localllm.core.settings import Settings
 from localllm.hardware.report import HardwareReport
@@ -21,6 +22,7 @@ from localllm.store.catalog import USES, CatalogModel, CatalogQuant, estimated_i
 from localllm.store.locate import LOCALLLM_SOURCE, installed_models, localllm_models
 from localllm.store.manifest import Manifest, manifest_path, read_manifest, write_manifest
 from localllm.tasks.loading import plan_for, refusal
+from localllm.tasks.reports import list_installed
 
 MIB = 1024 * 1024
 
@@ -62,6 +64,30 @@ def catalog_rows(settings: Settings, report: HardwareReport, *, use: str | None 
                 continue
             rows.append(CatalogRow(model, quant, plan, (model.name, quant.quant.lower()) in installed))
     return rows
+
+
+# -- installed ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InstalledRow:
+    """A model that runs without a download, with its metadata and its verdict for this machine."""
+
+    ref: ModelRef
+    info: ModelInfo | None
+    plan: LoadPlan | None
+    problem: str | None = None
+    """Why its metadata could not be read, when it could not."""
+
+    @property
+    def verdict(self) -> str:
+        if self.plan is not None:
+            return self.plan.verdict
+        return f"unreadable: {self.problem}" if self.problem else "unknown"
+
+
+def installed_rows(settings: Settings, report: HardwareReport) -> list[InstalledRow]:
+    """`localllm list`'s rows (installed and discovered, through the metadata cache), each planned for ``report``."""
+    return [InstalledRow(item.ref, item.info, plan_for(settings, item.info, report) if item.info else None,
+                         item.problem) for item in list_installed(settings)]
 
 
 # -- pull -----------------------------------------------------------------------------------------------------------
@@ -159,8 +185,11 @@ class PullResult:
 def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, force: bool = False,
          progress: transfer.ProgressCallback | None = None, max_rate: int | None = None,
          on_wait: Callable[[str], None] | None = None,
-         on_plan: Callable[[LoadPlan], None] | None = None) -> PullResult:
+         on_plan: Callable[[LoadPlan], None] | None = None,
+         cancel: threading.Event | None = None) -> PullResult:
     """Check disk and fit, then download, verify and install, all under the file's lock.
+
+    Setting ``cancel`` stops the download with TransferCancelled and keeps the partial file, so a later pull resumes.
 
     A second process pulling the same file waits for the first and then finds the model installed.
     The fit is judged from the file's own header, fetched before the download (and kept as its first bytes).
@@ -187,7 +216,7 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
             on_plan(plan)
         started = time.perf_counter()
         result = transfer.download(target.target, target.remote, headers=hub.auth_headers(), progress=progress,
-                                   max_rate=max_rate)
+                                   max_rate=max_rate, cancel=cancel)
         seconds = time.perf_counter() - started
         write_manifest(target.target, Manifest(
             name=target.name, quant=target.quant or info.quant,

@@ -1,0 +1,446 @@
+"""The models pane: installed and discovered models with their fit verdicts, the catalog with search as you type,
+pull with a live progress bar that can be cancelled (the partial file stays, so a later pull resumes), delete with
+a confirmation, and the selected model's metadata."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
+
+from localllm.core.errors import LocalLLMError
+from localllm.core.settings import Settings
+from localllm.hardware.report import HardwareReport
+
+HUB_PREFIX = "hf://"
+READING = "reading the models…"
+
+
+def size_text(count: float) -> str:
+    from rich.filesize import decimal
+
+    return decimal(int(count))
+
+
+def plain(text: str):
+    """Text shown as typed: a path or a model name with brackets is not Rich markup."""
+    from rich.text import Text
+
+    return Text(text)
+
+
+class ConfirmDelete(ModalScreen[bool]):
+    """Asks before a file is deleted; answers True only for an explicit yes."""
+
+    DEFAULT_CSS = """
+    ConfirmDelete { align: center middle; }
+    ConfirmDelete #confirm-box { width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2; }
+    ConfirmDelete #confirm-buttons { height: auto; margin-top: 1; }
+    ConfirmDelete Button { margin-right: 2; }
+    """
+    BINDINGS = [
+        Binding("y", "answer(True)", "Delete", id="models.confirm_delete"),
+        Binding("n,escape", "answer(False)", "Keep", id="models.keep"),
+    ]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Label(plain(self.question), id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Delete (y)", variant="error", id="confirm-yes")
+                yield Button("Keep (n)", variant="primary", id="confirm-no")
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()  # the safe answer is the default
+
+    @on(Button.Pressed)
+    def pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class ModelsPane(Vertical):
+    DEFAULT_CSS = """
+    ModelsPane .heading { text-style: bold; padding: 0 1; }
+    ModelsPane #models-lists { width: 1fr; }
+    ModelsPane #installed { height: 1fr; }
+    ModelsPane #catalog { height: 2fr; }
+    ModelsPane #metadata-box { width: 36; border-left: solid $primary-background; padding: 0 1; }
+    ModelsPane #pull-row { height: 1; display: none; padding: 0 1; }
+    ModelsPane #pull-row.active { display: block; }
+    ModelsPane #pull-label { width: auto; margin-right: 1; }
+    ModelsPane #pull-stats { width: auto; margin-left: 1; }
+    ModelsPane #partials { height: auto; padding: 0 1; color: $text-muted; }
+    ModelsPane #models-status { height: 1; background: $primary-background; padding: 0 1; }
+    """
+    BINDINGS = [
+        Binding("p", "pull", "Pull", id="models.pull"),
+        Binding("x,escape", "cancel_pull", "Cancel pull", id="models.cancel"),
+        Binding("d,delete", "delete", "Delete", id="models.delete"),
+        Binding("u", "use", "Use in chat", id="models.use"),
+        Binding("slash", "search", "Search", id="models.search"),
+        Binding("ctrl+r", "refresh", "Refresh", id="models.refresh"),
+    ]
+
+    class UseModel(Message):
+        """Asks the app to load this model for chat; ``name`` resolves to exactly the file chosen."""
+
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+    def __init__(self, settings: Settings, *, report: HardwareReport | None = None) -> None:
+        """``report`` fixes the hardware the verdicts are judged against; by default it is detected."""
+        super().__init__(id="models-pane")
+        self.settings = settings
+        self.report = report
+        self.installed: list = []
+        self.catalog: list = []
+        self.partials: list = []
+        self.selected: tuple[str, int] | None = None
+        """("installed" or "catalog", row index) of the row the metadata shows."""
+        self.pulling: str | None = None
+        self._cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(id="models-lists"):
+                yield Label("Installed and discovered", classes="heading", id="installed-heading")
+                yield DataTable(id="installed", cursor_type="row", zebra_stripes=True)
+                yield Label("Catalog", classes="heading", id="catalog-heading")
+                yield Input(placeholder="search the catalog (or hf://OWNER/REPO/FILE.gguf, then p to pull)",
+                            id="catalog-search")
+                yield DataTable(id="catalog", cursor_type="row", zebra_stripes=True)
+            with VerticalScroll(id="metadata-box"):
+                yield Static("Loading…", id="metadata")
+        yield Static("", id="partials")
+        with Horizontal(id="pull-row"):
+            yield Label("", id="pull-label")
+            yield ProgressBar(id="pull-progress", show_eta=True)
+            yield Label("", id="pull-stats")
+        yield Static(READING, id="models-status")
+
+    def on_mount(self) -> None:
+        self.query_one("#installed", DataTable).add_columns("NAME", "SIZE", "QUANT", "VERDICT", "WHERE")
+        self.query_one("#catalog", DataTable).add_columns("NAME", "QUANT", "PARAMS", "DOWNLOAD", "VERDICT", "")
+        self.action_refresh()
+
+    # -- listing ---------------------------------------------------------------------------------------------------
+    def action_refresh(self) -> None:
+        self.load_rows()
+
+    @work(thread=True, exclusive=True, group="models-list")
+    def load_rows(self) -> None:
+        from localllm.tasks.models import (
+            catalog_rows,
+            installed_rows,
+            partial_downloads,
+        )
+
+        try:
+            if self.report is None:
+                from localllm.hardware.detect import detect_hardware
+
+                self.report = detect_hardware(include_llama_cpp="if-gpu")
+            installed = installed_rows(self.settings, self.report)
+            catalog = catalog_rows(self.settings, self.report)
+            partials = partial_downloads(self.settings)
+        except LocalLLMError as exc:
+            self.app.call_from_thread(self._error, exc)
+            return
+        self.app.call_from_thread(self._show_rows, installed, catalog, partials)
+
+    def _show_rows(self, installed: list, catalog: list, partials: list) -> None:
+        self.installed, self.catalog, self.partials = installed, catalog, partials
+        table = self.query_one("#installed", DataTable)
+        table.clear()
+        for index, row in enumerate(installed):
+            size = size_text(row.info.file_size) if row.info else "-"
+            quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
+            table.add_row(*map(plain, (row.ref.name, size, quant, row.verdict, row.ref.source)), key=str(index))
+        self._fill_catalog()
+        self._show_partials()
+        self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed)})")
+        self.query_one("#catalog-heading", Label).update(f"Catalog ({len(catalog)} files)")
+        if str(self.query_one("#models-status", Static).render()) == READING:
+            self._status("/ search · p pull · x cancel a pull · d delete · u use in chat · ctrl+r refresh")
+        if self.selected is None and installed:
+            self.selected = ("installed", 0)
+        self._show_metadata()
+
+    def _show_partials(self) -> None:
+        lines = []
+        for item in self.partials:
+            share = f"{100 * item.have / item.size:.0f} %" if item.size else "?"
+            state = f"downloading ({item.active})" if item.active else "paused: pull it again to resume"
+            lines.append(f"partial: {item.target.name} {size_text(item.have)} of {size_text(item.size)} ({share}), "
+                         f"{state}")
+        self.query_one("#partials", Static).update(plain("\n".join(lines)))
+
+    @on(Input.Changed, "#catalog-search")
+    def filter_catalog(self) -> None:
+        self._fill_catalog()
+
+    @on(Input.Submitted, "#catalog-search")
+    def search_done(self) -> None:
+        if self.query_one("#catalog-search", Input).value.strip().startswith(HUB_PREFIX):
+            self.action_pull()
+        self.query_one("#catalog", DataTable).focus()  # where p, x and the arrow keys act
+
+    def action_search(self) -> None:
+        self.query_one("#catalog-search", Input).focus()
+
+    def _fill_catalog(self) -> None:
+        terms = self.query_one("#catalog-search", Input).value.lower().split()
+        table = self.query_one("#catalog", DataTable)
+        table.clear()
+        for index, row in enumerate(self.catalog):
+            text = " ".join((row.model.name, row.quant.quant, row.model.title, *row.model.uses)).lower()
+            if all(term in text for term in terms if not term.startswith(HUB_PREFIX)):
+                cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
+                         ("~" if row.quant.approximate else "") + size_text(row.quant.size), row.verdict,
+                         "installed" if row.installed else "")
+                table.add_row(*map(plain, cells), key=str(index))
+
+    # -- metadata --------------------------------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted)
+    def highlighted(self, event: DataTable.RowHighlighted) -> None:
+        # Refilling a table moves its cursor too; only the table the user is in changes the selection.
+        if event.data_table.has_focus:
+            self._select(event.data_table)
+
+    def on_descendant_focus(self, event) -> None:
+        if isinstance(event.widget, DataTable):
+            self._select(event.widget)
+
+    def _select(self, table: DataTable) -> None:
+        if table.id not in ("installed", "catalog") or not table.row_count:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        if key is not None:
+            self.selected = (table.id, int(key))
+            self._show_metadata()
+
+    def _selected_row(self, kind: str):
+        if self.selected is None or self.selected[0] != kind:
+            return None
+        rows = self.installed if kind == "installed" else self.catalog
+        return rows[self.selected[1]] if self.selected[1] < len(rows) else None
+
+    def _show_metadata(self) -> None:
+        view = plain("Nothing selected.")
+        if (row := self._selected_row("installed")) is not None:
+            view = metadata_view(*installed_metadata(row))
+        elif (row := self._selected_row("catalog")) is not None:
+            view = metadata_view(*catalog_metadata(row))
+        self.query_one("#metadata", Static).update(view)
+
+    # -- use -------------------------------------------------------------------------------------------------------
+    def action_use(self) -> None:
+        row = self._selected_row("installed")
+        if row is not None:
+            self.post_message(self.UseModel(self.name_for(row.ref)))
+            self._status(f"switching the chat to {row.ref.name}")
+            return
+        row = self._selected_row("catalog")
+        if row is not None and row.installed:
+            self.post_message(self.UseModel(f"{row.model.name}:{row.quant.quant.lower()}"))
+            self._status(f"switching the chat to {row.model.name}:{row.quant.quant.lower()}")
+            return
+        self.app.notify("select an installed model first (pull a catalog model to install it)", severity="warning")
+
+    def name_for(self, ref) -> str:
+        """The model's name when that name finds this very file, else its path (two files can share a name)."""
+        first = next((row.ref for row in self.installed if row.ref.name == ref.name), None)
+        return ref.name if first is not None and first.path == ref.path else str(ref.path)
+
+    # -- pull ------------------------------------------------------------------------------------------------------
+    def action_pull(self) -> None:
+        if self.pulling:
+            self.app.notify(f"{self.pulling} is being pulled: wait, or cancel it with x", severity="warning")
+            return
+        typed = self.query_one("#catalog-search", Input).value.strip()
+        row = self._selected_row("catalog")
+        if typed.startswith(HUB_PREFIX):
+            spec = typed
+        elif row is not None:
+            spec = f"{row.model.name}:{row.quant.quant.lower()}"
+        else:
+            self.app.notify("choose a catalog row, or type hf://OWNER/REPO/FILE.gguf", severity="warning")
+            return
+        self.pulling = spec
+        self._cancel.clear()
+        self._status(f"pulling {spec}: checking the Hub, disk space and fit…")
+        self.pull(spec)
+
+    def action_cancel_pull(self) -> None:
+        if self.pulling:
+            self._cancel.set()
+            self._status(f"cancelling {self.pulling}…")
+
+    @work(thread=True, exclusive=True, group="models-pull")
+    def pull(self, spec: str) -> None:
+        from localllm.store.transfer import TransferCancelled
+        from localllm.tasks.models import pull, resolve_pull
+
+        meter = PullMeter(lambda done, total, rate: self.app.call_from_thread(self._progress, done, total, rate))
+        try:
+            if self.report is None:
+                from localllm.hardware.detect import detect_hardware
+
+                self.report = detect_hardware(include_llama_cpp="if-gpu")
+            target = resolve_pull(self.settings, spec, self.report)
+            self.app.call_from_thread(self._pull_started, target.name, target.remote.size, target.why)
+            result = pull(self.settings, target, self.report, progress=meter, cancel=self._cancel,
+                          on_wait=lambda who: self.app.call_from_thread(
+                              self._status, f"{who} is pulling this model; waiting for it"))
+        except TransferCancelled as exc:
+            self.app.call_from_thread(self._pull_ended, f"{exc.message}: pull it again to resume", "warning")
+        except LocalLLMError as exc:
+            self.app.call_from_thread(self._pull_ended, None, None)
+            self.app.call_from_thread(self._error, exc)
+        else:
+            done = (f"{target.name} was already installed" if result.already_installed
+                    else f"installed {target.name} ({size_text(result.path.stat().st_size)}, sha256 verified)")
+            self.app.call_from_thread(self._pull_ended, done, "information")
+
+    def _pull_started(self, name: str, size: int, why: str) -> None:
+        self.query_one("#pull-label", Label).update(plain(name))
+        self.query_one("#pull-progress", ProgressBar).update(total=size, progress=0)
+        self.query_one("#pull-row").add_class("active")
+        self._status(f"pulling {name} ({size_text(size)}): {why} · x cancels")
+
+    def _progress(self, done: int, total: int, rate: float | None) -> None:
+        self.query_one("#pull-progress", ProgressBar).update(total=total, progress=done)
+        speed = f" · {size_text(rate)}/s" if rate else ""
+        self.query_one("#pull-stats", Label).update(f"{size_text(done)} of {size_text(total)}{speed}")
+
+    def _pull_ended(self, message: str | None, severity: str | None) -> None:
+        self.pulling = None
+        self.query_one("#pull-row").remove_class("active")
+        if message:
+            self._status(message)
+            self.app.notify(message, title="pull", severity=severity)
+        self.load_rows()
+
+    # -- delete ----------------------------------------------------------------------------------------------------
+    def action_delete(self) -> None:
+        from localllm.tasks.models import removable
+
+        row = self._selected_row("installed")
+        if row is None:
+            self.app.notify("select an installed model to delete", severity="warning")
+            return
+        reason = removable(row.ref)
+        if reason:
+            self._status(f"not deleted: {reason}")
+            self.app.notify(reason, title="not deleted", severity="warning")
+            return
+        size = size_text(row.ref.path.stat().st_size) if row.ref.path.exists() else "?"
+        question = f"Delete {row.ref.name} ({size})?\n{row.ref.path}"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.delete(row.ref)
+            else:
+                self._status(f"kept {row.ref.name}")
+
+        self.app.push_screen(ConfirmDelete(question), answered)
+
+    @work(thread=True, group="models-delete")
+    def delete(self, ref) -> None:
+        from localllm.tasks.models import remove
+
+        try:
+            freed = remove(ref)
+        except (LocalLLMError, OSError) as exc:
+            error = exc if isinstance(exc, LocalLLMError) else LocalLLMError(f"cannot delete {ref.path}: {exc}")
+            self.app.call_from_thread(self._error, error)
+            return
+        self.app.call_from_thread(self._status, f"deleted {ref.path} ({size_text(freed)})")
+        self.selected = None
+        self.load_rows()
+
+    # -- messages --------------------------------------------------------------------------------------------------
+    def _status(self, text: str) -> None:
+        self.query_one("#models-status", Static).update(plain(text))
+
+    def _error(self, exc: LocalLLMError) -> None:
+        self._status(f"error: {exc.message}")
+        self.app.notify(exc.hint or exc.message, title=exc.message[:60], severity="error")
+
+
+class PullMeter:
+    """Turns the transfer's per-block callback into at most ten updates a second, with the speed of this run."""
+
+    def __init__(self, report) -> None:
+        self.report = report
+        self.last = 0.0
+        self.start: tuple[float, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = (now, done)  # a resumed pull's speed counts only the bytes of this run
+        if now - self.last < 0.1 and done < total:
+            return
+        self.last = now
+        elapsed = now - self.start[0]
+        self.report(done, total, (done - self.start[1]) / elapsed if elapsed > 0 else None)
+
+
+def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
+    ref, info = row.ref, row.info
+    fields = [("where", ref.source), ("file", str(ref.path))]
+    if info is None:
+        return ref.name, fields + [("problem", row.problem or "unknown")]
+    params = f"{info.parameters / 1e9:.2f} B" if info.parameters >= 1e8 else f"{info.parameters / 1e6:.0f} M"
+    fields += [("size", size_text(info.file_size)), ("architecture", info.architecture),
+               ("parameters", params + (f" ({info.size_label})" if info.size_label else "")),
+               ("quant", info.quant or "-"), ("context", f"{info.context_length} tokens (trained)"),
+               ("tokenizer", info.tokenizer_kind),
+               ("chat template", "yes" if info.chat_template else "no (ChatML fallback)"),
+               ("licence", info.license or "-"), ("verdict", row.verdict)]
+    if row.plan is not None:
+        fields.append(("memory", f"about {size_text(row.plan.memory.total)} at {row.plan.n_ctx} tokens"))
+    return ref.name, fields
+
+
+def catalog_metadata(row) -> tuple[str, list[tuple[str, str]]]:
+    model, quant, plan = row.model, row.quant, row.plan
+    source = f"hf://{quant.repo}/{quant.file}" if quant.repo else f"pip package {quant.package}"
+    fields = [("name", f"{model.name}:{quant.quant.lower()}"), ("uses", ", ".join(model.uses)),
+              ("parameters", f"{model.parameters:g} B"), ("quant", quant.quant),
+              ("download", size_text(quant.size)), ("context", f"{model.context_length} tokens (trained)"),
+              ("licence", model.licence), ("source", source), ("verdict", row.verdict)]
+    if plan is not None:
+        fields.append(("memory", f"about {size_text(plan.memory.total)} at {plan.n_ctx} tokens"))
+    fields.append(("installed", "yes (u uses it)" if row.installed else "no (p pulls it)"))
+    return model.title, fields
+
+
+def metadata_view(title: str, fields: list[tuple[str, str]]):
+    """A two-column grid: long values (paths, URIs) wrap inside their own column."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for key, value in fields:
+        grid.add_row(key, Text(value))
+    return Group(Text(title, style="bold"), Text(""), grid)

