@@ -176,6 +176,23 @@ def test_pull_shows_progress_cancels_part_way_then_resumes_and_installs(tmp_path
     assert partial_downloads(settings) == []
 
 
+def test_a_hub_error_becomes_a_notification_not_a_crash(tmp_path, hub):
+    async def session():
+        app = ModelsApp(settings_for(tmp_path, discover=False))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            await wait_until(pilot, lambda: pane.query_one("#catalog", DataTable).row_count > 0)
+            await pilot.press("slash")
+            pane.query_one("#catalog-search", Input).insert_text_at_cursor(f"hf://{Q8_REPO}/absent.gguf")  # pasted
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: pane.pulling is None and "error" in status(pane))
+            assert "has no file 'absent.gguf'" in status(pane)
+            assert any(n.severity == "error" for n in app._notifications)
+            assert not pane.query_one("#pull-row").has_class("active")
+
+    asyncio.run(session())
+
+
 def test_a_cancelled_pull_keeps_its_partial_and_the_next_pull_resumes_it(tmp_path, hub, bundled_model):
     """The cancel hook of the task layer, without the pane: set from the progress callback, so no timing is involved."""
     import threading

@@ -20,7 +20,6 @@ from localllm.core.settings import Settings
 from localllm.hardware.report import HardwareReport
 
 HUB_PREFIX = "hf://"
-READING = "reading the models…"
 
 
 def size_text(count: float) -> str:
@@ -114,6 +113,8 @@ class ModelsPane(Vertical):
         """("installed" or "catalog", row index) of the row the metadata shows."""
         self.pulling: str | None = None
         self._cancel = threading.Event()
+        self._listed = False
+        self._catalog_shown: list[int] | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -131,7 +132,7 @@ class ModelsPane(Vertical):
             yield Label("", id="pull-label")
             yield ProgressBar(id="pull-progress", show_eta=True)
             yield Label("", id="pull-stats")
-        yield Static(READING, id="models-status")
+        yield Static("reading the models…", id="models-status")
 
     def on_mount(self) -> None:
         self.query_one("#installed", DataTable).add_columns("NAME", "SIZE", "QUANT", "VERDICT", "WHERE")
@@ -144,11 +145,7 @@ class ModelsPane(Vertical):
 
     @work(thread=True, exclusive=True, group="models-list")
     def load_rows(self) -> None:
-        from localllm.tasks.models import (
-            catalog_rows,
-            installed_rows,
-            partial_downloads,
-        )
+        from localllm.tasks.models import catalog_rows, installed_rows, partial_downloads
 
         try:
             if self.report is None:
@@ -171,11 +168,12 @@ class ModelsPane(Vertical):
             size = size_text(row.info.file_size) if row.info else "-"
             quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
             table.add_row(*map(plain, (row.ref.name, size, quant, row.verdict, row.ref.source)), key=str(index))
-        self._fill_catalog()
+        self._fill_catalog(force=True)
         self._show_partials()
         self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed)})")
         self.query_one("#catalog-heading", Label).update(f"Catalog ({len(catalog)} files)")
-        if str(self.query_one("#models-status", Static).render()) == READING:
+        if not self._listed:
+            self._listed = True
             self._status("/ search · p pull · x cancel a pull · d delete · u use in chat · ctrl+r refresh")
         if self.selected is None and installed:
             self.selected = ("installed", 0)
@@ -188,7 +186,9 @@ class ModelsPane(Vertical):
             state = f"downloading ({item.active})" if item.active else "paused: pull it again to resume"
             lines.append(f"partial: {item.target.name} {size_text(item.have)} of {size_text(item.size)} ({share}), "
                          f"{state}")
-        self.query_one("#partials", Static).update(plain("\n".join(lines)))
+        partials = self.query_one("#partials", Static)
+        partials.update(plain("\n".join(lines)))
+        partials.display = bool(lines)
 
     @on(Input.Changed, "#catalog-search")
     def filter_catalog(self) -> None:
@@ -203,17 +203,22 @@ class ModelsPane(Vertical):
     def action_search(self) -> None:
         self.query_one("#catalog-search", Input).focus()
 
-    def _fill_catalog(self) -> None:
-        terms = self.query_one("#catalog-search", Input).value.lower().split()
+    def _fill_catalog(self, *, force: bool = False) -> None:
+        terms = [t for t in self.query_one("#catalog-search", Input).value.lower().split()
+                 if not t.startswith(HUB_PREFIX)]
+        matching = [index for index, row in enumerate(self.catalog)
+                    if all(term in catalog_text(row) for term in terms)]
+        if matching == self._catalog_shown and not force:
+            return  # most keystrokes leave the rows as they were: rebuilding the table each time would lag
+        self._catalog_shown = matching
         table = self.query_one("#catalog", DataTable)
         table.clear()
-        for index, row in enumerate(self.catalog):
-            text = " ".join((row.model.name, row.quant.quant, row.model.title, *row.model.uses)).lower()
-            if all(term in text for term in terms if not term.startswith(HUB_PREFIX)):
-                cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
-                         ("~" if row.quant.approximate else "") + size_text(row.quant.size), row.verdict,
-                         "installed" if row.installed else "")
-                table.add_row(*map(plain, cells), key=str(index))
+        for index in matching:
+            row = self.catalog[index]
+            cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
+                     ("~" if row.quant.approximate else "") + size_text(row.quant.size), row.verdict,
+                     "installed" if row.installed else "")
+            table.add_row(*map(plain, cells), key=str(index))
 
     # -- metadata --------------------------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted)
@@ -370,9 +375,15 @@ class ModelsPane(Vertical):
             error = exc if isinstance(exc, LocalLLMError) else LocalLLMError(f"cannot delete {ref.path}: {exc}")
             self.app.call_from_thread(self._error, error)
             return
-        self.app.call_from_thread(self._status, f"deleted {ref.path} ({size_text(freed)})")
+        self.app.call_from_thread(self._deleted, ref, freed)
+
+    def _deleted(self, ref, freed: int) -> None:
+        self._status(f"deleted {ref.path} ({size_text(freed)})")
         self.selected = None
         self.load_rows()
+
+    def on_unmount(self) -> None:
+        self._cancel.set()  # a pull still running stops and keeps its partial file for the next start
 
     # -- messages --------------------------------------------------------------------------------------------------
     def _status(self, text: str) -> None:
@@ -400,6 +411,11 @@ class PullMeter:
         self.last = now
         elapsed = now - self.start[0]
         self.report(done, total, (done - self.start[1]) / elapsed if elapsed > 0 else None)
+
+
+def catalog_text(row) -> str:
+    """What the search box matches: name, quant, title and uses."""
+    return " ".join((row.model.name, row.quant.quant, row.model.title, *row.model.uses)).lower()
 
 
 def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
