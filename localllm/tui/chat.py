@@ -1,15 +1,17 @@
-"""The chat pane: conversations in a sidebar, answers streamed as Markdown, Esc to stop, a status bar with the
-model, its speed, a context meter and a warning when earlier messages no longer fit."""
+"""The chat pane: conversations in a sidebar, answers streamed as Markdown, Esc to stop, regenerate, edit and
+resend, a system prompt and decoding parameters per conversation, a model switcher, export, and a status bar with
+the model, its speed, a context meter and a warning when earlier messages no longer fit."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Label, ListItem, ListView, Markdown, Static
+from textual.widgets import Static
 
 from localllm.core.chunks import TextChunk
 from localllm.core.errors import LocalLLMError
@@ -18,191 +20,392 @@ from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import ConversationStore
 from localllm.tasks.chat import ChatSession
+from localllm.tui.answer import ChatMessage, TextBuffer
+from localllm.tui.dialogs import AskLongText, AskText, Confirm, PickOne
+from localllm.tui.events import SettingsChanged
+from localllm.tui.params import ParameterPanel
 from localllm.tui.prompt import PromptArea
+from localllm.tui.shared_model import SharedModel
+from localllm.tui.sidebar import ConversationList
 
-
-class ConversationItem(ListItem):
-    def __init__(self, conversation_id: int, title: str) -> None:
-        super().__init__(Label(title))
-        self.conversation_id = conversation_id
+DRAIN_INTERVAL_S = 1 / 30
+SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
 class ChatPane(Vertical):
     DEFAULT_CSS = """
-    ChatPane #conversations { width: 28; border-right: solid $primary-background; }
     ChatPane #log { height: 1fr; padding: 0 1; }
     ChatPane #prompt { height: 5; }
     ChatPane #status { height: 1; background: $primary-background; padding: 0 1; }
-    ChatPane .user { background: $boost; margin: 1 0 0 0; }
     """
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
+        Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
+        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
+        Binding("ctrl+o", "toggle_parameters", "Parameters", id="chat.parameters"),
+        Binding("ctrl+l", "pick_model", "Model", id="chat.model"),
+        Binding("ctrl+b", "edit_system", "System prompt", id="chat.system", show=False),
+        Binding("ctrl+t", "rename_conversation", "Rename chat", id="chat.rename", show=False),
+        Binding("ctrl+s", "export_conversation", "Export", id="chat.export", show=False),
+        Binding("ctrl+f", "search", "Search chats", id="chat.search", show=False),
         Binding("delete", "delete_conversation", "Delete chat", id="chat.delete", show=False),
     ]
+    COMMANDS = {
+        # action → what the command palette says
+        "new_conversation": "Chat: start a new conversation",
+        "regenerate": "Chat: regenerate the last answer",
+        "edit_last": "Chat: edit and resend the last prompt",
+        "copy_last": "Chat: copy the last answer",
+        "copy_last_code": "Chat: copy the last answer's first code block",
+        "toggle_parameters": "Chat: show or hide the parameter panel",
+        "pick_model": "Chat: switch the model",
+        "edit_system": "Chat: set this conversation's system prompt",
+        "rename_conversation": "Chat: rename this conversation",
+        "export_conversation": "Chat: export this conversation to Markdown",
+        "delete_conversation": "Chat: delete the highlighted conversation",
+        "search": "Chat: search conversations",
+        "stop": "Chat: stop the answer being written",
+    }
 
-    def __init__(self, settings: Settings, options: GenerationOptions, model: str | None = None) -> None:
+    def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
         super().__init__(id="chat-pane")
         self.settings = settings
         self.options = options
-        self.model_name = model
+        self.shared = shared
         self.store = ConversationStore.in_data_dir(settings.paths.data_dir)
-        self.loaded = None
         self.session: ChatSession | None = None
         self.conversation_id: int | None = None
         self.generating = False
         self._stop = threading.Event()
+        self._buffer = TextBuffer()
+        self._answer: ChatMessage | None = None
+        self._last_ids: list[int] = []
+        """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            yield ListView(id="conversations")
+            yield ConversationList(self.store, id="sidebar")
             with Vertical():
                 yield VerticalScroll(id="log")
                 yield PromptArea(id="prompt")
                 yield Static("loading the model…", id="status")
+            yield ParameterPanel(self.options, self.settings.preset, id="params")
 
     def on_mount(self) -> None:
-        self.refresh_sidebar()
+        self.shared.on_loaded(lambda loaded: self.app.call_from_thread(self._model_ready, loaded))
+        self.set_interval(DRAIN_INTERVAL_S, self._drain)
         self.load_model()
 
     # -- model -----------------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="model")
-    def load_model(self) -> None:
-        from localllm.tasks.loading import load_model
-
+    def load_model(self, name: str | None = None) -> None:
         try:
-            loaded = load_model(self.settings, self.model_name, ctx=self.options.ctx)
+            loaded = self.shared.switch(name, self.options.ctx) if name else self.shared.get()
         except LocalLLMError as exc:
             self.app.call_from_thread(self._status, f"error: {exc.message}")
             self.app.call_from_thread(self.app.notify, exc.hint or exc.message, title="model", severity="error")
             return
-        self.loaded = loaded
-        self.session = ChatSession(loaded, self.options)
-        self.app.call_from_thread(self._status, self._status_text())
+        if self.session is None or self.session.model is not loaded:
+            self.app.call_from_thread(self._model_ready, loaded)
+
+    def _model_ready(self, loaded) -> None:
+        if self.session is not None and self.session.model is loaded:
+            return
+        history, system = (self.session.history, self.session.system) if self.session else ([], None)
+        self.session = ChatSession(loaded, self.options, system=system, history=history)
+        self._status(self._status_text())
 
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
 
     def _status_text(self, rate: float | None = None) -> str:
-        if self.loaded is None:
+        if self.session is None:
             return "loading the model…"
-        window = self.loaded.plan.n_ctx
+        loaded = self.session.model
+        window = loaded.plan.n_ctx
         used = 0
-        if self.session is not None and self.session.history:
-            used = self.loaded.backend.count_prompt_tokens(self.session._messages(self.session.history))
-        parts = [self.loaded.ref.name, self.loaded.choice.name, f"context {used}/{window}"]
+        if self.session.history:
+            used = loaded.backend.count_prompt_tokens(self.session._messages(self.session.history))
+        parts = [loaded.ref.name, loaded.choice.name, f"context {used}/{window}"]
         if rate:
             parts.insert(2, f"{rate:.0f} tokens/s")
-        if self.session is not None and self.session.dropped:
+        if self.session.dropped:
             parts.append(f"⚠ {self.session.dropped} earlier message(s) left out to fit the window")
         return " · ".join(parts)
 
-    # -- conversations ---------------------------------------------------------------------------------------------
-    def refresh_sidebar(self) -> None:
-        sidebar = self.query_one("#conversations", ListView)
-        sidebar.clear()
-        for conversation in self.store.list():
-            sidebar.append(ConversationItem(conversation.id, conversation.title))
-
-    @on(ListView.Selected, "#conversations")
-    def open_conversation(self, event: ListView.Selected) -> None:
-        if self.generating or not isinstance(event.item, ConversationItem):
+    def action_pick_model(self) -> None:
+        if self.generating:
             return
-        self.conversation_id = event.item.conversation_id
+        self.app.notify("listing models…")
+        self.list_models()
+
+    @work(thread=True, exclusive=True, group="list-models")
+    def list_models(self) -> None:
+        from localllm.hardware.detect import detect_hardware
+        from localllm.tasks.loading import plan_for
+        from localllm.tasks.reports import list_installed
+
+        report = detect_hardware()
+        choices = []
+        for row in list_installed(self.settings):
+            if row.info is None:
+                choices.append((row.ref.name, f"{row.ref.name} · {row.problem}", False))
+                continue
+            plan = plan_for(self.settings, row.info, report, ctx=self.options.ctx)
+            size = row.info.file_size / 1024**3
+            # Models found in other tools' folders are named by path: their short names may clash.
+            own = row.ref.source == "localllm" or row.ref.source.startswith("package")
+            choices.append((row.ref.name if own else str(row.ref.path),
+                            f"{row.ref.name} · {size:.2f} GiB · {row.ref.source} · {plan.verdict}", plan.fits))
+        self.app.call_from_thread(self.app.push_screen, PickOne("Switch the model", choices), self._switch_to)
+
+    def _switch_to(self, name: str | None) -> None:
+        if name:
+            self.session = None
+            self._status(f"loading {name}…")
+            self.load_model(name)
+            self.app.post_message(SettingsChanged(model=name))
+
+    @on(ParameterPanel.Applied)
+    def parameters_applied(self, event: ParameterPanel.Applied) -> None:
+        self.options = event.options
+        if self.session is not None:
+            self.session.options = event.options
+        saved = {name: getattr(event.options, name) for name in SAVED_OPTIONS}
+        self.app.post_message(SettingsChanged(preset=event.preset, ctx=event.options.ctx, options=saved))
+        if event.ctx_changed and self.shared.loaded is not None:
+            self.session = None
+            self._status("loading the model with the new context size…")
+            self.load_model(self.shared.name or self.settings.model)
+        self.app.notify("parameters applied")
+
+    def action_toggle_parameters(self) -> None:
+        self.query_one(ParameterPanel).toggle_class("open")
+
+    # -- conversations ---------------------------------------------------------------------------------------------
+    @property
+    def sidebar(self) -> ConversationList:
+        return self.query_one(ConversationList)
+
+    @on(ConversationList.Opened)
+    async def open_conversation(self, event: ConversationList.Opened) -> None:
+        if self.generating:
+            return
+        self.conversation_id = event.conversation_id
         conversation = self.store.get(self.conversation_id)
         log = self.query_one("#log", VerticalScroll)
-        log.remove_children()
-        history = []
-        for message in self.store.messages(self.conversation_id):
-            log.mount(Markdown(message.content, classes=message.role))
-            history.append(Message(message.role, message.content))
+        await log.remove_children()
+        history, stored = [], self.store.messages(self.conversation_id)
+        await log.mount_all([ChatMessage(message.role, message.content) for message in stored])
+        history = [Message(message.role, message.content) for message in stored]
+        self._last_ids = [m.id for m in stored[-2:]] if len(stored) >= 2 and stored[-1].role == "assistant" else []
         if self.session is not None:
             self.session.history = history
             self.session.system = conversation.system
+            self.session.dropped = 0
         self._status(self._status_text())
+        log.scroll_end(animate=False)
 
-    def action_new_conversation(self) -> None:
+    async def action_new_conversation(self) -> None:
         if self.generating:
             return
         self.conversation_id = None
-        self.query_one("#log", VerticalScroll).remove_children()
+        self._last_ids = []
+        await self.query_one("#log", VerticalScroll).remove_children()
         if self.session is not None:
             self.session.reset()
+            self.session.system = None
         self.query_one("#prompt", PromptArea).focus()
+        self._status(self._status_text())
 
     def action_delete_conversation(self) -> None:
-        sidebar = self.query_one("#conversations", ListView)
-        item = sidebar.highlighted_child
-        if self.generating or not isinstance(item, ConversationItem):
+        target = self.sidebar.highlighted_id
+        if self.generating or target is None:
             return
-        self.store.delete(item.conversation_id)
-        if item.conversation_id == self.conversation_id:
-            self.action_new_conversation()
-        self.refresh_sidebar()
-        self.app.notify("conversation deleted")
+        title = self.store.get(target).title
+
+        async def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            self.store.delete(target)
+            if target == self.conversation_id:
+                await self.action_new_conversation()
+            self.sidebar.refresh_list()
+            self.app.notify(f"deleted {title!r}")
+
+        self.app.push_screen(Confirm(f"Delete the conversation {title!r}?"), answered)
+
+    def action_rename_conversation(self) -> None:
+        target = self.conversation_id or self.sidebar.highlighted_id
+        if target is None:
+            self.app.notify("no conversation to rename yet", severity="warning")
+            return
+
+        def answered(title: str | None) -> None:
+            if title and title.strip():
+                self.store.rename(target, title.strip())
+                self.sidebar.refresh_list()
+
+        self.app.push_screen(AskText("New title:", self.store.get(target).title), answered)
+
+    def action_edit_system(self) -> None:
+        current = self.session.system if self.session else None
+
+        def answered(text: str | None) -> None:
+            if text is None:
+                return
+            system = text.strip() or None
+            if self.session is not None:
+                self.session.system = system
+            if self.conversation_id is not None:
+                self.store.set_system(self.conversation_id, system)
+            self.app.notify("system prompt set" if system else "system prompt cleared")
+
+        self.app.push_screen(AskLongText("System prompt for this conversation:", current or ""), answered)
+
+    def action_export_conversation(self) -> None:
+        if self.conversation_id is None:
+            self.app.notify("nothing to export yet", severity="warning")
+            return
+        conversation_id = self.conversation_id
+        default = f"{self.store.get(conversation_id).title[:40].strip() or 'conversation'}.md"
+        default = "".join(c if c.isalnum() or c in "-_. " else "_" for c in default)
+
+        def answered(path: str | None) -> None:
+            if not path:
+                return
+            target = Path(path).expanduser()
+            if target.exists():
+                self.app.notify(f"{target} exists; choose a new name", severity="error")
+                return
+            try:
+                target.write_text(self.store.export_markdown(conversation_id), encoding="utf-8")
+            except OSError as exc:
+                self.app.notify(f"cannot write {target}: {exc.strerror}", severity="error")
+                return
+            self.app.notify(f"exported to {target}")
+
+        self.app.push_screen(AskText("Export to Markdown file:", default), answered)
+
+    def action_search(self) -> None:
+        self.query_one("#search").focus()
+
+    def _messages_in_log(self) -> list[ChatMessage]:
+        return list(self.query_one("#log", VerticalScroll).query_children(ChatMessage))
+
+    def _last_answer(self) -> ChatMessage | None:
+        answers = [m for m in self._messages_in_log() if m.role == "assistant"]
+        return answers[-1] if answers else None
+
+    def action_copy_last(self) -> None:
+        if (answer := self._last_answer()) is not None:
+            answer.action_copy()
+
+    def action_copy_last_code(self) -> None:
+        if (answer := self._last_answer()) is not None:
+            answer.action_copy_code()
 
     # -- generation ------------------------------------------------------------------------------------------------
     @on(PromptArea.Submitted)
-    def send(self, event: PromptArea.Submitted) -> None:
+    async def send(self, event: PromptArea.Submitted) -> None:
         if self.session is None:
             self.app.notify("the model is still loading", severity="warning")
             return
         if self.generating:
             self.app.notify("an answer is being written: Esc stops it", severity="warning")
             return
-        text = event.text.strip()
         self.query_one("#prompt", PromptArea).clear()
+        await self._ask(event.text.strip())
+
+    async def _ask(self, text: str) -> None:
         if self.conversation_id is None:
-            conversation = self.store.create(text.splitlines()[0][:40], model=self.loaded.ref.name)
+            conversation = self.store.create(text.splitlines()[0][:40], model=self.session.model.ref.name,
+                                             system=self.session.system)
             self.conversation_id = conversation.id
-            self.refresh_sidebar()
+            self.sidebar.refresh_list()
         log = self.query_one("#log", VerticalScroll)
-        log.mount(Markdown(text, classes="user"))
-        answer = Markdown("", classes="assistant")
-        log.mount(answer)
+        self._answer = ChatMessage("assistant")
+        await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
         self.generating = True
         self._stop.clear()
-        # The stream runs an asyncio task, so it is made here on the event loop, not in the worker thread.
-        self.generate(text, answer, Markdown.get_stream(answer))
+        self._buffer.take()
+        self.generate(text)
 
     def action_stop(self) -> None:
         if self.generating:
             self._stop.set()
 
+    async def _forget_last_exchange(self) -> str | None:
+        """Remove the last prompt and answer from the log, the history and the store; return the prompt."""
+        if self.generating or self.session is None or len(self.session.history) < 2 or len(self._last_ids) != 2:
+            self.app.notify("there is no finished answer to redo", severity="warning")
+            return None
+        prompt = self.session.history[-2].content
+        del self.session.history[-2:]
+        for message_id in self._last_ids:
+            self.store.delete_message(message_id)
+        self._last_ids = []
+        for widget in self._messages_in_log()[-2:]:
+            await widget.remove()
+        return prompt
+
+    async def action_regenerate(self) -> None:
+        prompt = await self._forget_last_exchange()
+        if prompt is not None:
+            await self._ask(prompt)
+
+    async def action_edit_last(self) -> None:
+        prompt = await self._forget_last_exchange()
+        if prompt is not None:
+            box = self.query_one("#prompt", PromptArea)
+            box.clear()
+            box.insert(prompt)
+            box.focus()
+
     @work(thread=True, exclusive=True, group="generation")
-    def generate(self, text: str, answer: Markdown, stream) -> None:
+    def generate(self, text: str) -> None:
         response = None
         error = None
         try:
-            response = self.session.send(text)
-            for chunk in response:
-                if self._stop.is_set():
-                    response.close()
-                    break
-                if isinstance(chunk, TextChunk) and chunk.text:
-                    self.app.call_from_thread(stream.write, chunk.text)
+            with self.shared.use():
+                response = self.session.send(text)
+                for chunk in response:
+                    if self._stop.is_set():
+                        response.close()
+                        break
+                    if isinstance(chunk, TextChunk) and chunk.text:
+                        self._buffer.put(chunk.text)
         except LocalLLMError as exc:
             error = exc
-        self.app.call_from_thread(self._finish, text, answer, stream, response, error)
+        self.app.call_from_thread(self._finish, text, response, error)
 
-    async def _finish(self, text: str, answer: Markdown, stream, response, error) -> None:
-        await stream.stop()
+    async def _drain(self) -> None:
+        if self._answer is not None:
+            text = self._buffer.take()
+            if text:
+                await self._answer.append(text)
+                self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+
+    async def _finish(self, text: str, response, error) -> None:
+        await self._drain()
+        answer, self._answer = self._answer, None
         self.generating = False
         if error is not None:
-            await answer.update(f"*{error.message}*")
+            await answer.finish(f"*{error.message}*")
             self.app.notify(error.hint or error.message, title="error", severity="error")
             return
         full = response.partial_text if response is not None else ""
         stopped = response is None or response.final is None
-        await answer.update(full)  # one final render, so code fences look right after streaming
-        self.store.add_message(self.conversation_id, "user", text)
-        self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
+        await answer.finish(full)
+        user = self.store.add_message(self.conversation_id, "user", text)
+        reply = self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
+        self._last_ids = [user.id, reply.id]
         rate = response.final.tokens_per_second if response is not None and response.final else None
         self._status(self._status_text(rate) + (" · stopped" if stopped else ""))
         self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
     def on_unmount(self) -> None:
-        if self.loaded is not None:
-            self.loaded.close()
         self.store.close()
+
