@@ -10,8 +10,12 @@ from localllm.core.errors import UsageError
 # name → "module:Class"; the module is imported by ``backend_class``, never at start-up.
 BUILTIN_BACKENDS: dict[str, str] = {
     "llama.cpp": "localllm.backends.llamacpp:LlamaCppBackend",
+    "ollama": "localllm.backends.ollama:OllamaBackend",
+    "openai": "localllm.backends.openai_compat:OpenAICompatBackend",
+    "gpt4all": "localllm.backends.gpt4all:GPT4AllBackend",
 }
-ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama_cpp": "llama.cpp"}
+ALIASES = {"llamacpp": "llama.cpp", "llama-cpp": "llama.cpp", "llama_cpp": "llama.cpp", "openai-compatible": "openai",
+           "oai": "openai"}
 BACKEND_NAMES = ("auto", *BUILTIN_BACKENDS)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from localllm.core.chunks import Chunk
 from localllm.core.errors import BackendUnavailable
@@ -16,6 +16,9 @@ from localllm.core.messages import Message
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
+
+if TYPE_CHECKING:
+    from localllm.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Capabilities:
     embeddings: bool = False
     pull: bool = False
     list_models: bool = False
+    seed: bool = True
+    """A seed makes sampling repeatable."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,21 @@ class BackendOption:
 
 
 @dataclass(frozen=True)
+class ServedModel:
+    """A model that runs on a server rather than from a local file: its name there and what the server told us."""
+
+    name: str
+    where: str
+    """The server, for display: "Ollama at http://127.0.0.1:11434"."""
+    n_ctx: int
+    """The context window requests use."""
+    context_length: int | None = None
+    """The window the model was trained for, when the server says."""
+    details: tuple[tuple[str, str], ...] = ()
+    """Family, parameter size, quantization... as the server reports them."""
+
+
+@dataclass(frozen=True)
 class Token:
     id: int
     piece: str
@@ -54,6 +74,16 @@ class Backend:
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     options: ClassVar[tuple[BackendOption, ...]] = ()
+    local_files: ClassVar[bool] = True
+    """True: runs a GGUF file on this machine (planned, then ``load``ed). False: a server runs the model and
+    ``connect`` finds it there; there is no local file and no local memory plan."""
+    library: ClassVar[str | None] = None
+    """The distribution that must be installed for this backend (for reports), if any."""
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Backend":
+        """An instance configured from the settings (servers read their address, key and time-out here)."""
+        return cls()
 
     def __init__(self, **option_values: Any) -> None:
         known = {option.name: option for option in self.options}
@@ -65,6 +95,11 @@ class Backend:
 
     def load(self, model: ModelRef, plan: LoadPlan) -> None:
         raise NotImplementedError
+
+    def connect(self, name: str | None, *, ctx: int | None = None, default: str | None = None) -> ServedModel:
+        """Find the model on the server, ready for ``chat``; remote backends only. Without a ``name``: ``default``
+        when the server has it, else the first model it serves."""
+        raise BackendUnavailable(f"backend {self.name} runs local model files", hint="use load()")
 
     def load_tokenizer(self, model: ModelRef) -> None:
         """Load only what tokenizing needs; backends without a lighter path load the whole model."""

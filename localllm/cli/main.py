@@ -25,12 +25,30 @@ examples:
   localllm hw
   localllm catalog --fits
   localllm pull qwen2.5-1.5b-instruct
+  localllm backends
+  localllm run -b ollama -m llama3.2:1b "Hello"
+  localllm run -b openai --base-url http://gpu-box:8000/v1 "Hello"
 """
+
+
+def _server_args(parser: argparse.ArgumentParser) -> None:
+    """Where the server backends find their server; each also comes from the config and the environment."""
+    group = parser.add_argument_group("servers (Ollama, OpenAI-compatible)")
+    group.add_argument("--host", metavar="URL", help="Ollama server (default: OLLAMA_HOST, else 127.0.0.1:11434)")
+    group.add_argument("--base-url", metavar="URL", help="OpenAI-compatible /v1 URL (default: OPENAI_BASE_URL)")
+    group.add_argument("--api-key", metavar="KEY",
+                       help="key for the OpenAI-compatible server (better: OPENAI_API_KEY); never printed")
+    group.add_argument("--server", metavar="PROFILE",
+                       help="known server: vllm, llamafile, llama-server, llama-cpp-python, lmstudio, openllm, "
+                            "tgi, trtllm-serve (default ports and request fields)")
+    group.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="how long a server may stay silent before the request fails (default 120)")
 
 
 def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
     parser.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
     parser.add_argument("-b", "--backend", choices=BACKEND_NAMES, help="backend (default: auto)")
+    _server_args(parser)
     if generation:
         parser.add_argument("-s", "--system", help="system prompt")
         parser.add_argument("--preset", choices=tuple(PRESETS), help="decoding preset (default: balanced)")
@@ -69,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     hw = commands.add_parser("hw", help="hardware report and the backend localllm would choose")
     hw.add_argument("--json", action="store_true")
 
+    backends = commands.add_parser("backends", help="each backend: installed, reachable, GPU, version; why auto picks")
+    backends.add_argument("-m", "--model", help="explain the choice for this model (default: the configured one)")
+    backends.add_argument("--json", action="store_true")
+    _server_args(backends)
+
     catalog = commands.add_parser("catalog", help="known models, each quant's size and whether it fits this machine")
     catalog.add_argument("--use", choices=("chat", "code", "summarize"), help="only models for this use")
     catalog.add_argument("--fits", action="store_true", help="only quants that fit this machine")
@@ -78,10 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("model", help="e.g. qwen2.5-1.5b-instruct:q4_k_m, or hf://OWNER/REPO/FILE.gguf")
     pull.add_argument("--max-rate", help="bandwidth cap, e.g. 5M (bytes per second; K, M, G or Ki, Mi, Gi)")
     pull.add_argument("--force", action="store_true", help="download even if the model will not fit this machine")
+    pull.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
+                      help="ollama: pull NAME[:TAG] into the Ollama server instead (default: localllm's own store)")
+    _server_args(pull)
 
     rm = commands.add_parser("rm", help="delete a model localllm downloaded (never another tool's files)")
     rm.add_argument("model")
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    rm.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
+                    help="ollama: delete the model from the Ollama server")
+    _server_args(rm)
 
     downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them")
     downloads.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
@@ -196,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tui = commands.add_parser("tui", help="the terminal app (also what `localllm` alone opens)")
     tui.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+    tui.add_argument("-b", "--backend", choices=BACKEND_NAMES, help="backend (default: auto)")
+    _server_args(tui)
 
     tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
     tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
@@ -204,10 +235,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def settings_from(args: argparse.Namespace):
+    """The settings, with this command's backend and server flags applied over the config and environment."""
     from localllm.core.settings import Settings
 
     settings = Settings.load()
+    backend = getattr(args, "backend", None)
+    if getattr(args, "server", None):
+        from localllm.backends.profiles import server_profile
+
+        server_profile(args.server)  # an unknown profile is a usage error before anything runs
+    return settings.with_overrides(
+        backend=backend if backend not in (None, "localllm") else None, ollama_host=getattr(args, "host", None),
+        base_url=getattr(args, "base_url", None), api_key=getattr(args, "api_key", None),
+        server=getattr(args, "server", None), request_timeout=_timeout(getattr(args, "timeout", None)))
+
+
+def _timeout(seconds: float | None) -> float | None:
+    from localllm.core.errors import UsageError
+
+    if seconds is not None and not seconds > 0:
+        raise UsageError(f"--timeout {seconds:g} must be above zero", hint="for example --timeout 30")
+    return seconds
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
     if args.command == "tui":
         from localllm.core.options import preset
         from localllm.tui.app import LocalLLMApp
@@ -228,6 +281,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)
+    if args.command == "backends":
+        from localllm.cli.backends import backends_command
+
+        return backends_command(args, settings)
     if args.command in ("catalog", "pull", "rm", "downloads", "verify"):
         from localllm.cli import models
 

@@ -85,6 +85,8 @@ class _ProgressBar:
 
 
 def pull_command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "backend", "localllm") == "ollama":
+        return _pull_on_ollama(args, settings)
     from localllm.hardware.detect import detect_hardware
     from localllm.tasks.models import pull, resolve_pull
 
@@ -113,7 +115,33 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _pull_on_ollama(args: argparse.Namespace, settings: Settings) -> int:
+    """The Ollama server downloads; the same progress bar shows its bytes over all layers."""
+    from localllm.tasks.backends import pull_on_ollama
+
+    if args.max_rate or args.force:
+        raise UsageError("--max-rate and --force apply to localllm's own downloads",
+                         hint="Ollama's server manages its pulls; drop them with --backend ollama")
+    with _ProgressBar(args.model) as bar:
+        name = pull_on_ollama(settings, args.model, progress=bar, status=note)
+    note(f"Ollama has {name}; run it with: localllm run -b ollama -m {name}")
+    print(name)
+    return 0
+
+
 def rm_command(args: argparse.Namespace, settings: Settings) -> int:
+    if getattr(args, "backend", "localllm") == "ollama":
+        from localllm.tasks.backends import remove_from_ollama
+
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"this would delete {args.model} from the Ollama server", hint="pass -y to confirm")
+            if input(f"delete {args.model} from the Ollama server? [y/N] ").strip().lower() not in ("y", "yes"):
+                note("nothing deleted")
+                return 1
+        remove_from_ollama(settings, args.model)
+        note(f"deleted {args.model} from the Ollama server")
+        return 0
     from localllm.tasks.models import find_installed, removable, remove
 
     refs = find_installed(settings, args.model)

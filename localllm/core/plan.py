@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Placement = Literal["gpu", "partial", "cpu", "none"]
+Placement = Literal["gpu", "partial", "cpu", "none", "server"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class LoadPlan:
     def verdict(self) -> str:
         if not self.fits:
             return "will not fit"
+        if self.placement == "server":
+            return "runs on the server"
         if self.placement == "gpu":
             return "fits on GPU"
         if self.placement == "partial":

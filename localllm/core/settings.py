@@ -16,6 +16,8 @@ from typing import Any
 from localllm.core.errors import ConfigError
 
 APP_NAME = "localllm"
+# Settings that fall back on the environment variables the servers' own clients use.
+STANDARD_VARIABLES = {"ollama_host": "OLLAMA_HOST", "base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,18 @@ class Settings:
     """List and run models that Ollama, LM Studio, GPT4All and the Hugging Face cache already downloaded."""
     min_free_disk_mb: int = 1024
     """Disk space that must stay free after a download; `pull` refuses before the first byte otherwise."""
+    ollama_host: str = ""
+    """The Ollama server; empty means OLLAMA_HOST, else http://127.0.0.1:11434."""
+    base_url: str = ""
+    """An OpenAI-compatible server's /v1 URL; empty means OPENAI_BASE_URL, else the server profile's default."""
+    api_key: str = field(default="", repr=False)
+    """The OpenAI-compatible server's key; empty means OPENAI_API_KEY. Never printed or logged."""
+    server: str = ""
+    """The OpenAI-compatible server's profile (vllm, llamafile, llama-server, lmstudio, ...): default port, extras."""
+    request_timeout: float = 120.0
+    """Seconds a server may stay silent (before the first token, or between two) before the request fails."""
+    keep_alive: str = ""
+    """How long Ollama keeps the model loaded after a request (e.g. "5m", "-1" for ever); empty: Ollama's default."""
 
     @classmethod
     def load(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -85,6 +99,10 @@ class Settings:
             raw = env.get(f"LOCALLLM_{f.name.upper()}")
             if raw:
                 values[f.name] = _coerce(f.name, raw, f"environment variable LOCALLLM_{f.name.upper()}")
+        # The variables the servers' own clients read come last: localllm's config and LOCALLLM_* win over them.
+        for name, variable in STANDARD_VARIABLES.items():
+            if not values.get(name) and env.get(variable):
+                values[name] = env[variable]
         return cls(paths=paths, **values)
 
     def with_overrides(self, **changes: Any) -> "Settings":
@@ -117,9 +135,24 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if number < 0 or (number == 0 and name in ("ctx", "threads")):
             raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = 4096")
         return number
+    if name == "request_timeout":
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: request_timeout must be a number of seconds, got {value!r}",
+                              hint="request_timeout = 120") from None
+        if not seconds > 0:
+            raise ConfigError(f"{where}: request_timeout must be above zero, got {value!r}",
+                              hint="request_timeout = 120")
+        return seconds
     if not isinstance(value, str):
-        raise ConfigError(f"{where}: {name} must be a string, got {value!r}", hint=f'{name} = "{default}"')
+        shown = "a secret" if name == "api_key" else repr(value)
+        raise ConfigError(f"{where}: {name} must be a string, got {shown}", hint=f'{name} = "{default}"')
     return value
+
+
+APP_SECTIONS = {"tui", "keys"}
+"""Config tables the app reads for itself (localllm/tui/preferences.py); not settings."""
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -134,6 +167,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     known = {f.name for f in _setting_fields()}
     values = {}
     for key, value in data.items():
+        if key in APP_SECTIONS:
+            continue
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(known))}"

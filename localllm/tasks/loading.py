@@ -1,15 +1,21 @@
-"""Resolve a model, plan it for this machine, refuse what will not fit, and load it into a backend."""
+"""Resolve a model, plan it for this machine, refuse what will not fit, and load it into a backend.
+
+A backend that runs local files gets a GGUF from the store and a memory plan; a server backend (Ollama, an
+OpenAI-compatible server) has no local file: the model is found on the server, the window comes from the server
+where it says, and the memory is the server's business. Both end in the same LoadedModel.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from localllm.backends import backend_class
-from localllm.backends.base import Backend
-from localllm.backends.choice import BackendChoice, choose_backend
-from localllm.core.errors import WontFit
+from localllm.backends.base import Backend, ServedModel
+from localllm.backends.choice import BackendChoice, choose_backend, ollama_version
+from localllm.core.errors import BackendUnavailable, ModelNotFound, WontFit
 from localllm.core.model import ModelInfo, ModelRef
-from localllm.core.plan import LoadPlan
+from localllm.core.plan import LoadPlan, MemoryEstimate
 from localllm.core.settings import Settings
 from localllm.hardware.detect import detect_hardware
 from localllm.hardware.planner import PlanRequest, plan_load
@@ -23,11 +29,15 @@ GIB = 1024**3
 
 @dataclass
 class LoadedModel:
+    """A model ready to generate. For a model a server runs, ``served`` says where; ``ref.path`` is then empty,
+    ``info`` holds what the server reported, and ``plan`` the window with placement "server"."""
+
     ref: ModelRef
     info: ModelInfo
     plan: LoadPlan
     choice: BackendChoice
     backend: Backend
+    served: ServedModel | None = None
 
     def close(self) -> None:
         self.backend.close()
@@ -90,13 +100,22 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
 
     ``needed_ctx`` is an estimate of the window the input needs: when it exceeds the default window and no ``ctx``
     was asked for, the window grows (by powers of two, up to what the model was trained on) instead of failing.
+    The backend is ``backend``, else ``settings.backend``, else the rules of ``choose_backend``.
     """
-    ref, info = describe_model(settings, name or settings.model)
+    report = report or detect_hardware()
+    choice = choose_backend(backend, settings.backend, report, model=name or settings.model, settings=settings)
+    if not backend_class(choice.name).local_files:
+        return connect_model(settings, choice, name, ctx=ctx, needed_ctx=needed_ctx, embeddings=embeddings)
+    try:
+        ref, info = describe_model(settings, name or settings.model)
+    except ModelNotFound:
+        served_by_ollama = _on_ollama(settings, name, backend, ctx, needed_ctx, embeddings)
+        if served_by_ollama is None:
+            raise
+        return served_by_ollama
     trained = info.context_length or settings.ctx
     if ctx is None and needed_ctx and needed_ctx > min(settings.ctx, trained):
         ctx = min(trained, 1 << (needed_ctx - 1).bit_length())
-    report = report or detect_hardware()
-    choice = choose_backend(backend, settings.backend, report)
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
@@ -106,3 +125,48 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     else:
         instance.load(ref, plan)
     return LoadedModel(ref, info, plan, choice, instance)
+
+
+def connect_model(settings: Settings, choice: BackendChoice, name: str | None, *, ctx: int | None = None,
+                  needed_ctx: int | None = None, embeddings: bool = False) -> LoadedModel:
+    """A model a server runs: found by name there (without -m: the configured model if served, else the first)."""
+    if embeddings:
+        raise BackendUnavailable(f"backend {choice.name} does not compute embeddings in localllm",
+                                 hint="use --backend llama.cpp")
+    instance = backend_class(choice.name).from_settings(settings)
+    try:
+        served = instance.connect(name, ctx=ctx, default=settings.model)
+        trained = served.context_length
+        if ctx is None and needed_ctx and needed_ctx > served.n_ctx and trained and trained > served.n_ctx \
+                and choice.name == "ollama":  # Ollama takes the window per request; other servers fix it
+            served = instance.connect(served.name, ctx=min(trained, 1 << (needed_ctx - 1).bit_length()))
+    except BaseException:
+        instance.close()
+        raise
+    details = dict(served.details)
+    info = ModelInfo(path=served.where, file_size=0, architecture=details.get("family", "?"), name=served.name,
+                     quant=details.get("quantization_level"), context_length=served.context_length or served.n_ctx,
+                     block_count=0, embedding_length=0, feed_forward_length=0, head_count=0, head_count_kv=0,
+                     key_length=0, value_length=0, vocab_size=0, layer_bytes=0, non_layer_bytes=0, parameters=0,
+                     tokenizer_model=None, tokenizer_pre=None, chat_template=None,
+                     size_label=details.get("parameter_size"))
+    plan = LoadPlan(backend=choice.name, n_ctx=served.n_ctx, n_gpu_layers=0, n_layers=0, n_threads=0,
+                    memory=MemoryEstimate(0, 0, 0, 0), placement="server", fits=True, ram_available=0,
+                    gpu_available=0, reasons=(f"{served.name} runs on {served.where}",))
+    return LoadedModel(ModelRef(served.name, Path(), served.where), info, plan, choice, instance, served)
+
+
+def _on_ollama(settings: Settings, name: str | None, backend: str, ctx: int | None, needed_ctx: int | None,
+               embeddings: bool) -> LoadedModel | None:
+    """``auto`` with a name no local store knows: the model may be one the Ollama server has pulled."""
+    if not name or backend != "auto" or settings.backend != "auto" or embeddings:
+        return None
+    version, where = ollama_version(settings)
+    if version is None:
+        return None
+    choice = BackendChoice("ollama", (f"{name} is not a local model, but Ollama {version} answers at "
+                                      f"{where.removeprefix('Ollama at ')} and has it",))
+    try:
+        return connect_model(settings, choice, name, ctx=ctx, needed_ctx=needed_ctx)
+    except ModelNotFound:
+        return None

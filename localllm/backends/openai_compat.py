@@ -1,0 +1,320 @@
+"""Any OpenAI-compatible server (vLLM, llamafile, llama-server, llama-cpp-python, LM Studio, OpenLLM, TGI,
+TensorRT-LLM's trtllm-serve), through the official ``openai`` client with SSE streaming.
+
+The API key goes to the client only; messages name the server by its URL without user info, never the key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from localllm.backends.base import Backend, Capabilities, ServedModel
+from localllm.backends.profiles import ServerProfile, response_format, server_profile
+from localllm.backends.streaming import PromptEstimate, estimate_tokens, without_repeated_prefix
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.core.errors import (
+    BackendUnavailable,
+    ContextOverflow,
+    GenerationError,
+    LocalLLMError,
+    ModelNotFound,
+)
+from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
+
+_WINDOW_IN_MESSAGE = re.compile(r"context (?:window|length)[^0-9]{0,20}(\d+)|maximum context length is (\d+)")
+
+
+def display_url(url: str) -> str:
+    """The URL without a user name or password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+
+
+def _import_openai():
+    try:
+        import openai
+    except ImportError:
+        raise BackendUnavailable("the openai client is not installed",
+                                 hint='pip install "localllm[openai]"') from None
+    return openai
+
+
+class OpenAICompatBackend(Backend):
+    name = "openai"
+    capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, list_models=True)
+    local_files = False
+    library = "openai"
+
+    def __init__(self, base_url: str = "", api_key: str = "", profile: str = "", timeout: float = 120.0,
+                 **option_values: Any) -> None:
+        super().__init__(**option_values)
+        self.profile: ServerProfile = server_profile(profile)
+        self.base_url = (base_url or self.profile.base_url).rstrip("/")
+        self.where = f"{self.profile.title} at {display_url(self.base_url)}"
+        self.timeout = timeout
+        self._api_key = api_key
+        self._client = None
+        self._http = None
+        self._model: str | None = None
+        self._n_ctx = 0
+        self._exact_counts = False
+        self._estimate = PromptEstimate(self.count_tokens)
+
+    @classmethod
+    def from_settings(cls, settings) -> "OpenAICompatBackend":
+        return cls(settings.base_url, settings.api_key, settings.server, settings.request_timeout)
+
+    # -- connection ------------------------------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            openai = _import_openai()
+            import httpx
+
+            # No retries: a refused connection or a 401 should be reported at once, not after backoff.
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or "none", max_retries=0,
+                                         timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
+        return self._client
+
+    def error(self, exc: BaseException, during: str = "") -> LocalLLMError:
+        """One clear LocalLLMError for whatever the client raised."""
+        import httpx
+
+        openai = _import_openai()
+        where = self.where + (f" {during}" if during else "")
+        if isinstance(exc, LocalLLMError):
+            return exc
+        if isinstance(exc, openai.AuthenticationError):
+            return BackendUnavailable(f"{where}: the server refused the API key (401 Unauthorized)",
+                                      hint="check --api-key, OPENAI_API_KEY or api_key in the config")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return BackendUnavailable(f"{where}: this API key may not use it (403 Forbidden)",
+                                      hint="check the key's permissions on the server")
+        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+            return GenerationError(f"{where}: no answer within {self.timeout:g} s",
+                                   hint="the server may be overloaded or stuck; raise --timeout (request_timeout) "
+                                        "or check the server")
+        if isinstance(exc, openai.APIConnectionError) and not isinstance(exc.__cause__, httpx.RemoteProtocolError):
+            return BackendUnavailable(f"cannot reach {where}",
+                                      hint=f"start it ({self.profile.start}) or pass --base-url URL")
+        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+            return GenerationError(f"{where}: the connection broke ({exc.__cause__ or exc})",
+                                   hint="the server stopped or restarted; the answer so far is kept")
+        if isinstance(exc, openai.APIStatusError):
+            message = _status_message(exc)
+            match = _WINDOW_IN_MESSAGE.search(message)
+            if exc.status_code in (400, 413) and match:
+                window = int(match.group(1) or match.group(2))
+                return ContextOverflow(f"{where}: the prompt does not fit the server's {window}-token window "
+                                       f"({message})", hint="shorten it, or start the server with a larger "
+                                       "context and pass -o ctx=N", window=window)
+            if exc.status_code == 404:
+                return ModelNotFound(f"{where}: {message}", hint="`localllm backends` lists the served models")
+            return GenerationError(f"{where}: the server answered {exc.status_code}: {message}",
+                                   hint="see the server's log for details")
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError, ValueError, TypeError,
+                            KeyError, AttributeError)):
+            return GenerationError(f"{where}: the server sent something that is not the expected JSON ({exc})",
+                                   hint="check that --base-url points at an OpenAI-compatible /v1 URL")
+        return GenerationError(f"{where}: {type(exc).__name__}: {exc}", hint="see the server's log")
+
+    def list_models(self) -> list[dict[str, Any]]:
+        openai = _import_openai()
+        import httpx
+
+        try:
+            page = self.client.models.list()
+            return [entry.model_dump() for entry in page.data]
+        except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+            raise self.error(exc, "(listing models)") from None
+
+    def connect(self, name: str | None, *, ctx: int | None = None, default: str | None = None) -> ServedModel:
+        models = self.list_models()
+        ids = [str(entry.get("id")) for entry in models]
+        entry = _pick(models, name) if name else (_pick(models, default) if default else None)
+        if entry is None and not name and models:
+            entry = models[0]  # a server usually serves one model; without -m, that one
+        if entry is None:
+            served = ", ".join(ids) or "none"
+            raise ModelNotFound(f"{self.where} does not serve {name or default!r}", hint=f"it serves: {served}")
+        self._model = str(entry["id"])
+        trained = _nested_int(entry, ("meta", "n_ctx_train"))
+        window = ctx or _nested_int(entry, ("max_model_len",)) or self.profile.default_ctx
+        if trained:
+            window = min(window, trained)
+        self._n_ctx = window
+        self._exact_counts = self._probe_tokenizer()
+        if self._exact_counts and self.profile.name == "generic":
+            # Only llama-cpp-python's server has /extras/tokenize: use what it accepts.
+            self.profile = server_profile("llama-cpp-python")
+            self.where = f"{self.profile.title} at {display_url(self.base_url)}"
+        details = tuple((key, str(entry[key])) for key in ("owned_by",) if entry.get(key))
+        return ServedModel(self._model, self.where, window, trained, details)
+
+    def _root(self) -> str:
+        return re.sub(r"/v1$", "", self.base_url)
+
+    def _probe_tokenizer(self) -> bool:
+        """llama-cpp-python's server counts tokens with the model's tokenizer at /extras/tokenize."""
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        self._http = httpx.Client(base_url=self._root(), headers=headers, timeout=min(10.0, self.timeout))
+        try:
+            answer = self._http.post("/extras/tokenize", json={"input": "probe", "model": self._model})
+            return answer.status_code == 200 and isinstance(answer.json().get("tokens"), list)
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+
+    # -- tokens ----------------------------------------------------------------------------------------------------
+    @property
+    def context_window(self) -> int:
+        if not self._n_ctx:
+            raise GenerationError("no model is connected", hint="connect to a model first")
+        return self._n_ctx
+
+    def count_tokens(self, text: str) -> int:
+        if self._exact_counts and self._http is not None and text:
+            import httpx
+
+            try:
+                answer = self._http.post("/extras/tokenize", json={"input": text, "model": self._model})
+                answer.raise_for_status()
+                return len(answer.json()["tokens"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                raise self.error(exc, "(counting tokens)") from None
+        return estimate_tokens(text)
+
+    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
+        return self._estimate.count(messages)
+
+    # -- generation ------------------------------------------------------------------------------------------------
+    def request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
+        """The chat/completions request body for these messages and options (public for tests and benchmarks)."""
+        body: dict[str, Any] = {
+            "model": self._model, "messages": [m.as_dict() for m in messages], "stream": True,
+            "temperature": options.temperature, "top_p": options.top_p,
+        }
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if options.max_tokens:
+            body["max_tokens"] = options.max_tokens
+        if options.stop:
+            body["stop"] = list(options.stop)
+        extra = {field: getattr(options, key) for key, field in self.profile.sampling.items()}
+        if options.json_schema is not None:
+            body["response_format"] = response_format(self.profile, dict(options.json_schema))
+        if self.profile.stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        return {**body, "extra_body": extra} if extra else body
+
+    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        if self._model is None:
+            raise GenerationError("no model is connected", hint="connect to a model first")
+        watch = Stopwatch()
+        estimated = self.count_prompt_tokens(messages)
+        if self._exact_counts:
+            # The messages' own tokens, counted exactly, are a lower bound of the prompt: refuse before sending.
+            floor = sum(self.count_tokens(m.content) for m in messages)
+            if floor >= self._n_ctx:
+                raise self._overflow(floor, "at least ")
+        openai = _import_openai()
+        import httpx
+
+        try:
+            stream = self.client.chat.completions.create(**self.request(messages, options))
+        except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+            raise self.error(exc) from None
+        return self._stream(stream, watch, estimated, options.answer_prefix)
+
+    def _overflow(self, tokens: int, about: str) -> ContextOverflow:
+        return ContextOverflow(f"{self.where}: the prompt has {about}{tokens} tokens but the window is {self._n_ctx}",
+                               hint="shorten it, or start the server with a larger context and pass -o ctx=N",
+                               prompt_tokens=tokens, window=self._n_ctx)
+
+    def _stream(self, stream, watch: Stopwatch, estimated: int, prefix: str | None) -> Iterator[Chunk]:
+        openai = _import_openai()
+        import httpx
+
+        state = {"finish": None, "usage": None, "pieces": 0}
+
+        def pieces() -> Iterator[str]:
+            for part in stream:
+                if getattr(part, "usage", None):
+                    state["usage"] = part.usage
+                if not part.choices:
+                    continue
+                choice = part.choices[0]
+                if choice.finish_reason:
+                    state["finish"] = "length" if choice.finish_reason == "length" else "stop"
+                text = choice.delta.content if choice.delta is not None else None
+                if text:
+                    state["pieces"] += 1
+                    yield text
+
+        try:
+            if prefix:
+                yield TextChunk(prefix)
+            for text in without_repeated_prefix(pieces(), prefix):
+                watch.mark_token()
+                yield TextChunk(text)
+        except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+            raise self.error(exc, f"(after {state['pieces']} tokens)") from None
+        finally:
+            stream.close()  # stops the server's decoding when the reader stops early
+        if state["finish"] is None:
+            # Some servers fail inside an already started stream and just end it (llama-cpp-python does so for
+            # a prompt over its window): no finish reason means no complete answer.
+            if state["pieces"] == 0 and estimated >= self._n_ctx:
+                raise self._overflow(estimated, "about ")
+            raise GenerationError(f"{self.where}: the stream ended after {state['pieces']} tokens without "
+                                  "finishing the answer", hint="see the server's log; the answer so far is kept")
+        usage = state["usage"]
+        prompt = getattr(usage, "prompt_tokens", None)
+        self._estimate.learn(estimated, prompt)
+        # Servers stream one token per event; without a usage report that count stands in for the real one.
+        completion = getattr(usage, "completion_tokens", None) or state["pieces"]
+        yield FinalChunk(state["finish"], Usage(prompt or estimated, completion), watch.timings())
+
+    def close(self) -> None:
+        for name in ("_client", "_http"):
+            handle = getattr(self, name)
+            if handle is not None:
+                setattr(self, name, None)
+                handle.close()
+
+
+def _status_message(exc) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        detail = body.get("error", body.get("detail", body.get("message")))
+        if isinstance(detail, dict):
+            detail = detail.get("message", detail)
+        if detail:
+            return str(detail)
+    return str(getattr(exc, "message", exc))
+
+
+def _pick(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The served model called ``name``: exactly, ignoring case, or by the last part of a repo id."""
+    wanted = name.lower()
+    for match in (lambda i: i == name, lambda i: i.lower() == wanted, lambda i: i.lower().rsplit("/", 1)[-1] == wanted):
+        for entry in models:
+            if match(str(entry.get("id"))):
+                return entry
+    return None
+
+
+def _nested_int(entry: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    value: Any = entry
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return int(value) if isinstance(value, (int, float)) and value > 0 else None
