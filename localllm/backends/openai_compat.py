@@ -84,7 +84,7 @@ class OpenAICompatBackend(Backend):
                                          timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
         return self._client
 
-    def error(self, exc: BaseException, during: str = "") -> LocalLLMError:
+    def error(self, exc: BaseException, during: str = "", *, streaming: bool = False) -> LocalLLMError:
         """One clear LocalLLMError for whatever the client raised."""
         import httpx
 
@@ -102,7 +102,7 @@ class OpenAICompatBackend(Backend):
             return GenerationError(f"{where}: no answer within {self.timeout:g} s",
                                    hint="the server may be overloaded or stuck; raise --timeout (request_timeout) "
                                         "or check the server")
-        if isinstance(exc, openai.APIConnectionError) and not isinstance(exc.__cause__, httpx.RemoteProtocolError):
+        if isinstance(exc, openai.APIConnectionError) and not streaming:
             return BackendUnavailable(f"cannot reach {where}",
                                       hint=f"start it ({self.profile.start}) or pass --base-url URL")
         if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
@@ -267,7 +267,7 @@ class OpenAICompatBackend(Backend):
                 watch.mark_token()
                 yield TextChunk(text)
         except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
-            raise self.error(exc, f"(after {state['pieces']} tokens)") from None
+            raise self.error(exc, f"(after {state['pieces']} tokens)", streaming=True) from None
         finally:
             stream.close()  # stops the server's decoding when the reader stops early
         if state["finish"] is None:
