@@ -61,7 +61,8 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
             await ask(pilot, pane, "Write a very long story about a dragon.")
-            await pilot.pause(0.5)
+            # Once tokens flow: the prompt's own evaluation cannot be interrupted, and under load it can take a while.
+            await wait_until(pilot, lambda: pane._answer is not None and len(pane._answer.text) > 40)
             started = time.monotonic()
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.generating, timeout=10)
@@ -116,5 +117,26 @@ def test_hardware_pane_reports_the_backend(tmp_path):
             report = app.query_one("#hardware-report")
             await wait_until(pilot, lambda: "Backend" in report.source)
             assert "llama.cpp" in report.source and "RAM" in report.source
+
+    run(session())
+
+
+def test_use_in_chat_from_the_models_pane_switches_the_chat_model(tmp_path):
+    from localllm.tui.models import ModelsPane
+
+    settings = settings_for(tmp_path)
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
+        async with app.run_test(size=(140, 40)) as pilot:
+            chat = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: chat.session is not None)
+            first = chat.session.model
+            await pilot.press("f4")
+            models = app.query_one(ModelsPane)
+            assert app.query_one("TabbedContent").active == "models"
+            models.post_message(ModelsPane.UseModel("smollm2-135m"))
+            await wait_until(pilot, lambda: chat.session is not None and chat.session.model is not first)
+            assert app.query_one("TabbedContent").active == "chat"
 
     run(session())

@@ -11,6 +11,7 @@ coalesces fragments, which is what ``MarkdownStream`` adds.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 
@@ -80,6 +81,8 @@ class StreamingAnswer(Vertical):
         self._in_fence = False
         self._line_start = 0
         """Offset in the growing part where its unfinished last line starts; lines before it are scanned."""
+        self._order = asyncio.Lock()
+        """Appends awaited from two places (the drain timer, the end of the answer) must not interleave."""
 
     def compose(self):
         self._live = Markdown(self._initial)
@@ -92,9 +95,13 @@ class StreamingAnswer(Vertical):
         return "".join(self._parts) + self._live_text
 
     async def append(self, text: str) -> None:
-        """Add streamed text. Call on the event loop, one call at a time."""
+        """Add streamed text, in the order of the calls. Call on the event loop."""
         if not text:
             return
+        async with self._order:
+            await self._append(text)
+
+    async def _append(self, text: str) -> None:
         if len(self._live_text) + len(text) > self.PART_SIZE:
             pending = self._live_text[self._line_start:]
             breaks, _, _ = scan_lines(pending + text, self._in_fence)
@@ -126,6 +133,10 @@ class StreamingAnswer(Vertical):
 
         ``full_text`` replaces everything (an error message, or a stored answer) when given.
         """
+        async with self._order:
+            await self._finish(full_text)
+
+    async def _finish(self, full_text: str | None) -> None:
         if full_text is not None and full_text != self.text:
             await self.remove_children()
             self._parts, self._in_fence, self._line_start, self._live_text = [], False, 0, ""

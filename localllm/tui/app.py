@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
@@ -13,18 +14,22 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from localllm.core.options import PRESETS, GenerationOptions
 from localllm.core.settings import Settings
-from localllm.tui.chat import ChatPane
-from localllm.tui.events import SettingsChanged, UseModel
-from localllm.tui.hardware import HardwarePane
+from localllm.tui.events import SettingsChanged
 from localllm.tui.help import HelpScreen
 from localllm.tui.preferences import Preferences
 from localllm.tui.shared_model import SharedModel
 
 PANES = (
-    # tab id, title, key, binding id
-    ("chat", "Chat", "f1", "app.chat"),
-    ("hardware", "Hardware", "f5", "app.hardware"),
+    # tab id, title, key, binding id, "module:class" (imported when the pane is first shown)
+    ("chat", "Chat", "f1", "app.chat", "localllm.tui.chat:ChatPane"),
+    ("models", "Models", "f4", "app.models", "localllm.tui.models:ModelsPane"),
+    ("hardware", "Hardware", "f5", "app.hardware", "localllm.tui.hardware:HardwarePane"),
 )
+
+
+def pane_class(where: str) -> type:
+    module, _, name = where.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 class LocalLLMApp(App):
@@ -32,7 +37,7 @@ class LocalLLMApp(App):
     AUTO_FOCUS = "#prompt"
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-        *[Binding(key, f"show_tab('{tab}')", title, id=binding_id) for tab, title, key, binding_id in PANES],
+        *[Binding(key, f"show_tab('{tab}')", title, id=binding_id) for tab, title, key, binding_id, _ in PANES],
         Binding("f9", "help", "Help", id="app.help"),
     ]
 
@@ -51,17 +56,37 @@ class LocalLLMApp(App):
         self.options = options
         self.shared = shared or SharedModel(settings, model or prefs.model, options.ctx)
 
+    def make_pane(self, tab: str):
+        where = next(where for tab_id, *_, where in PANES if tab_id == tab)
+        if tab == "chat":
+            return pane_class(where)(self.settings, self.options, self.shared)
+        return pane_class(where)(self.settings)
+
     def compose(self) -> ComposeResult:
-        self.panes = {
-            "chat": ChatPane(self.settings, self.options, self.shared),
-            "hardware": HardwarePane(self.settings),
-        }
+        # Only the chat pane is built at start; the others (and their workers: hardware detection, model listing)
+        # are built the first time they are shown, so the app is ready for input sooner.
+        self.panes = {"chat": self.make_pane("chat")}
         yield Header()
         with TabbedContent(initial="chat"):
-            for tab, title, _, _ in PANES:
+            for tab, title, *_ in PANES:
                 with TabPane(title, id=tab):
-                    yield self.panes[tab]
+                    if tab in self.panes:
+                        yield self.panes[tab]
         yield Footer()
+
+    async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id
+        if tab not in self.panes:
+            # A tab clicked before its pane exists: while the pane is empty, focus falls back to the chat pane,
+            # which would switch the tab back; so build the pane, then show it again.
+            await self.ensure_pane(tab)
+            await self.action_show_tab(tab)
+
+    async def ensure_pane(self, tab: str):
+        if tab not in self.panes:
+            self.panes[tab] = self.make_pane(tab)
+            await self.query_one(f"TabPane#{tab}", TabPane).mount(self.panes[tab])
+        return self.panes[tab]
 
     def on_mount(self) -> None:
         prefs = self.preferences
@@ -76,8 +101,15 @@ class LocalLLMApp(App):
     def on_unmount(self) -> None:
         self.shared.close()
 
-    def action_show_tab(self, tab: str) -> None:
+    async def action_show_tab(self, tab: str) -> None:
+        await self.ensure_pane(tab)
         self.query_one(TabbedContent).active = tab
+        pane = self.panes[tab]
+        if self.focused is None or pane not in self.focused.ancestors:
+            first = pane.query("#prompt") if tab == "chat" else [pane, *pane.query("*")]
+            target = next((widget for widget in first if widget.focusable), None)
+            if target is not None:
+                target.focus()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.all_bindings(), self.preferences.keys))
@@ -87,32 +119,32 @@ class LocalLLMApp(App):
         from localllm.tui.answer import ChatMessage
 
         groups = [("Everywhere", [b for b in self.BINDINGS if isinstance(b, Binding) and b.id])]
-        for tab, title, _, _ in PANES:
-            groups.append((title, [b for b in self.panes[tab].BINDINGS if isinstance(b, Binding) and b.id]))
+        for _, title, _, _, where in PANES:
+            groups.append((title, [b for b in pane_class(where).BINDINGS if isinstance(b, Binding) and b.id]))
 
         groups.append(("A focused chat message", [b for b in ChatMessage.BINDINGS if isinstance(b, Binding)]))
         return groups
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for tab, title, _, _ in PANES:
+        for tab, title, *_ in PANES:
             yield SystemCommand(f"Go to {title}", f"Show the {title.lower()} pane", partial(self.action_show_tab, tab))
         yield SystemCommand("Help", "Keys and what each pane does", self.action_help)
-        for tab, title, _, _ in PANES:
-            pane = self.panes[tab]
-            for action, text in pane_commands(pane, title).items():
+        for tab, title, _, _, where in PANES:
+            for action, text in pane_commands(pane_class(where), title).items():
                 yield SystemCommand(text, f"{title} pane", partial(self._run_in_pane, tab, action))
 
     async def _run_in_pane(self, tab: str, action: str) -> None:
-        self.action_show_tab(tab)
-        await self.panes[tab].run_action(action)
+        await self.action_show_tab(tab)
+        pane = self.panes[tab]
+        await pane.run_action(action)
 
     def on_settings_changed(self, event: SettingsChanged) -> None:
         self.preferences.save(**event.values)
 
-    def on_use_model(self, event: UseModel) -> None:
-        self.action_show_tab("chat")
-        self.query_one(ChatPane).load_model(event.name)
+    async def on_models_pane_use_model(self, event) -> None:
+        await self.action_show_tab("chat")
+        self.panes["chat"].load_model(event.name)
         self.preferences.save(model=event.name)
 
 

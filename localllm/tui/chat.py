@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,13 +20,14 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import ConversationStore
-from localllm.tasks.chat import ChatSession
-from localllm.tui.answer import ChatMessage, TextBuffer
-from localllm.tui.dialogs import AskLongText, AskText, Confirm, PickOne
 from localllm.tui.events import SettingsChanged
 from localllm.tui.params import ParameterPanel
 from localllm.tui.prompt import PromptArea
 from localllm.tui.shared_model import SharedModel
+
+if TYPE_CHECKING:
+    from localllm.tasks.chat import ChatSession
+    from localllm.tui.answer import ChatMessage
 from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
@@ -37,6 +39,8 @@ class ChatPane(Vertical):
     ChatPane #log { height: 1fr; padding: 0 1; }
     ChatPane #prompt { height: 5; }
     ChatPane #status { height: 1; background: $primary-background; padding: 0 1; }
+    ChatPane #params-slot { width: auto; }
+    ChatPane #params-slot.closed { display: none; }
     """
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop"),
@@ -78,7 +82,8 @@ class ChatPane(Vertical):
         self.conversation_id: int | None = None
         self.generating = False
         self._stop = threading.Event()
-        self._buffer = TextBuffer()
+        self._buffer = None
+        """A TextBuffer from the generating thread to the drain timer (made on first use: see _ask)."""
         self._answer: ChatMessage | None = None
         self._last_ids: list[int] = []
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
@@ -90,12 +95,14 @@ class ChatPane(Vertical):
                 yield VerticalScroll(id="log")
                 yield PromptArea(id="prompt")
                 yield Static("loading the model…", id="status")
-            yield ParameterPanel(self.options, self.settings.preset, id="params")
+            # Built when first opened (Ctrl+O): a dozen widgets the start-up need not wait for.
+            yield Vertical(id="params-slot", classes="closed")
 
     def on_mount(self) -> None:
         self.shared.on_loaded(lambda loaded: self.app.call_from_thread(self._model_ready, loaded))
         self.set_interval(DRAIN_INTERVAL_S, self._drain)
-        self.load_model()
+        # Loading starts after the first frame: its imports hold the interpreter for a moment.
+        self.call_after_refresh(self.load_model)
 
     # -- model -----------------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="model")
@@ -113,6 +120,8 @@ class ChatPane(Vertical):
         if self.session is not None and self.session.model is loaded:
             return
         history, system = (self.session.history, self.session.system) if self.session else ([], None)
+        from localllm.tasks.chat import ChatSession
+
         self.session = ChatSession(loaded, self.options, system=system, history=history)
         self._status(self._status_text())
 
@@ -158,6 +167,8 @@ class ChatPane(Vertical):
             own = row.ref.source == "localllm" or row.ref.source.startswith("package")
             choices.append((row.ref.name if own else str(row.ref.path),
                             f"{row.ref.name} · {size:.2f} GiB · {row.ref.source} · {plan.verdict}", plan.fits))
+        from localllm.tui.dialogs import PickOne
+
         self.app.call_from_thread(self.app.push_screen, PickOne("Switch the model", choices), self._switch_to)
 
     def _switch_to(self, name: str | None) -> None:
@@ -167,8 +178,7 @@ class ChatPane(Vertical):
             self.load_model(name)
             self.app.post_message(SettingsChanged(model=name))
 
-    @on(ParameterPanel.Applied)
-    def parameters_applied(self, event: ParameterPanel.Applied) -> None:
+    def on_parameter_panel_applied(self, event: ParameterPanel.Applied) -> None:
         self.options = event.options
         if self.session is not None:
             self.session.options = event.options
@@ -180,8 +190,12 @@ class ChatPane(Vertical):
             self.load_model(self.shared.name or self.settings.model)
         self.app.notify("parameters applied")
 
-    def action_toggle_parameters(self) -> None:
-        self.query_one(ParameterPanel).toggle_class("open")
+    async def action_toggle_parameters(self) -> None:
+        slot = self.query_one("#params-slot")
+        if not slot.children:
+            await slot.mount(ParameterPanel(self.options, self.settings.preset, id="params"))
+        slot.toggle_class("closed")
+        self.query_one(ParameterPanel).set_class(not slot.has_class("closed"), "open")
 
     # -- conversations ---------------------------------------------------------------------------------------------
     @property
@@ -197,6 +211,8 @@ class ChatPane(Vertical):
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
         history, stored = [], self.store.messages(self.conversation_id)
+        from localllm.tui.answer import ChatMessage
+
         await log.mount_all([ChatMessage(message.role, message.content) for message in stored])
         history = [Message(message.role, message.content) for message in stored]
         self._last_ids = [m.id for m in stored[-2:]] if len(stored) >= 2 and stored[-1].role == "assistant" else []
@@ -234,6 +250,8 @@ class ChatPane(Vertical):
             self.sidebar.refresh_list()
             self.app.notify(f"deleted {title!r}")
 
+        from localllm.tui.dialogs import Confirm
+
         self.app.push_screen(Confirm(f"Delete the conversation {title!r}?"), answered)
 
     def action_rename_conversation(self) -> None:
@@ -246,6 +264,8 @@ class ChatPane(Vertical):
             if title and title.strip():
                 self.store.rename(target, title.strip())
                 self.sidebar.refresh_list()
+
+        from localllm.tui.dialogs import AskText
 
         self.app.push_screen(AskText("New title:", self.store.get(target).title), answered)
 
@@ -261,6 +281,8 @@ class ChatPane(Vertical):
             if self.conversation_id is not None:
                 self.store.set_system(self.conversation_id, system)
             self.app.notify("system prompt set" if system else "system prompt cleared")
+
+        from localllm.tui.dialogs import AskLongText
 
         self.app.push_screen(AskLongText("System prompt for this conversation:", current or ""), answered)
 
@@ -286,13 +308,15 @@ class ChatPane(Vertical):
                 return
             self.app.notify(f"exported to {target}")
 
+        from localllm.tui.dialogs import AskText
+
         self.app.push_screen(AskText("Export to Markdown file:", default), answered)
 
     def action_search(self) -> None:
         self.query_one("#search").focus()
 
     def _messages_in_log(self) -> list[ChatMessage]:
-        return list(self.query_one("#log", VerticalScroll).query_children(ChatMessage))
+        return list(self.query_one("#log", VerticalScroll).query_children("ChatMessage"))
 
     def _last_answer(self) -> ChatMessage | None:
         answers = [m for m in self._messages_in_log() if m.role == "assistant"]
@@ -325,12 +349,15 @@ class ChatPane(Vertical):
             self.conversation_id = conversation.id
             self.sidebar.refresh_list()
         log = self.query_one("#log", VerticalScroll)
+        from localllm.tui.answer import ChatMessage, TextBuffer
+
+        if self._buffer is None:
+            self._buffer = TextBuffer()
         self._answer = ChatMessage("assistant")
         await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
         self.generating = True
         self._stop.clear()
-        self._buffer.take()
         self.generate(text)
 
     def action_stop(self) -> None:

@@ -12,10 +12,3 @@ class SettingsChanged(Message):
         super().__init__()
         self.values = values
 
-
-class UseModel(Message):
-    """Load this model for chat (sent by the models pane)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name

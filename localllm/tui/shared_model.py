@@ -9,20 +9,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
+from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
-from localllm.tasks.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from localllm.tasks.loading import LoadedModel
 
 
 class SharedModel:
-    def __init__(self, settings: Settings, name: str | None = None, ctx: int | None = None) -> None:
+    def __init__(self, settings: Settings, name: str | None = None, ctx: int | None = None, *,
+                 loaded: LoadedModel | None = None) -> None:
+        """``loaded``: a model already loaded elsewhere, handed over (it is closed with the app)."""
         self.settings = settings
         self.name = name
         self.ctx = ctx
-        self._loaded: LoadedModel | None = None
+        self._loaded: LoadedModel | None = loaded
         self._load_lock = threading.Lock()
         self._use_lock = threading.Lock()
         self._listeners: list[Callable[[LoadedModel], None]] = []
+        self._closed = threading.Event()
 
     @property
     def loaded(self) -> LoadedModel | None:
@@ -43,6 +50,7 @@ class SharedModel:
                 from localllm.tasks.loading import load_model
 
                 self._loaded = load_model(self.settings, self.name, ctx=self.ctx)
+                self._close_if_closed()
                 self._announce()
             return self._loaded
 
@@ -56,6 +64,7 @@ class SharedModel:
                 self._loaded = None
             self.name, self.ctx = name, ctx if ctx is not None else self.ctx
             self._loaded = load_model(self.settings, name, ctx=self.ctx)
+            self._close_if_closed()
             self._announce()
             return self._loaded
 
@@ -70,8 +79,24 @@ class SharedModel:
         for listener in self._listeners:
             listener(self._loaded)
 
+    def _close_if_closed(self) -> None:
+        if self._closed.is_set():
+            self._loaded.close()
+            self._loaded = None
+            raise ModelClosed()
+
     def close(self) -> None:
-        with self._load_lock:
-            if self._loaded is not None:
-                self._loaded.close()
-                self._loaded = None
+        """Free the model. Never waits for a load in progress (quitting must be quick): that load frees itself."""
+        self._closed.set()
+        if self._load_lock.acquire(blocking=False):
+            try:
+                if self._loaded is not None:
+                    self._loaded.close()
+                    self._loaded = None
+            finally:
+                self._load_lock.release()
+
+
+class ModelClosed(LocalLLMError):
+    def __init__(self) -> None:
+        super().__init__("the app is closing", hint="")

@@ -1,0 +1,62 @@
+"""A streamed answer is cut into Markdown parts only at paragraph breaks outside code fences, keeps every
+character in order, and renders its code blocks whole."""
+
+import random
+import sys
+from pathlib import Path
+
+from textual.app import App
+from tui_helpers import run
+
+from localllm.tui.answer import StreamingAnswer, TextBuffer, scan_lines
+
+sys.path.insert(0, str(Path(__file__).parent))
+from scripted_backend import markdown_tokens  # noqa: E402
+
+
+def test_scan_lines_finds_breaks_outside_fences_only():
+    text = "intro\n\n```python\nx = 1\n\ny = 2\n```\n\nafter\n\nunfinished"
+    breaks, in_fence, line_start = scan_lines(text, False)
+    assert [text[:end].splitlines()[-1] if text[:end].splitlines() else "" for end in breaks] == ["", "", ""]
+    assert all(not text[:end].count("```") % 2 for end in breaks), "no break inside a fence"
+    assert len(breaks) == 3 and not in_fence and text[line_start:] == "unfinished"
+    assert scan_lines("```\ncode\n", False)[1] is True
+
+
+def test_a_long_streamed_answer_is_split_into_parts_that_never_cut_a_code_block():
+    text = "".join(markdown_tokens(3000))
+    rng = random.Random(7)
+    chunks, at = [], 0
+    while at < len(text):  # uneven batches, as a drain timer takes them
+        size = rng.randint(1, 400)
+        chunks.append(text[at:at + size])
+        at += size
+
+    class Host(App):
+        def compose(self):
+            yield StreamingAnswer(id="answer")
+
+    async def session():
+        app = Host()
+        async with app.run_test(size=(100, 40)) as pilot:
+            answer = app.query_one(StreamingAnswer)
+            for chunk in chunks:
+                await answer.append(chunk)
+            await answer.finish(text)
+            await pilot.pause()
+            parts = [*answer._parts, answer._live_text]
+            assert answer.text == text
+            assert len(parts) > 5 and len(answer.children) == len(parts)
+            for part in answer._parts:  # the last part may end inside a fence: the answer was cut at 3,000 tokens
+                assert part.count("```") % 2 == 0, part[-200:]
+            code_blocks = answer.query("MarkdownFence")
+            assert len(code_blocks) == text.count("```python")
+
+    run(session())
+
+
+def test_the_buffer_hands_over_text_in_order():
+    buffer = TextBuffer()
+    for piece in ("a", "b", "c"):
+        buffer.put(piece)
+    assert buffer.take() == "abc" and buffer.take() == ""
