@@ -1,7 +1,8 @@
 """Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run.
 
     python benchmarks/run.py            # all of them
-    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list, summarize, plan-memory
+    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list, summarize, plan-memory,
+                                        # openai-stream
 
 This machine is shared and noisy: each comparison interleaves its runs and compares medians.
 """
@@ -315,8 +316,21 @@ def bench_plan_memory(megabytes: int = 50) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_openai_stream(rounds: int = 7, tokens: int = 128) -> None:
+    """The OpenAI-compatible backend's streaming against the raw SSE stream of the same llama_cpp.server."""
+    from openai_stream import measure
+
+    print(f"openai-stream: OpenAI-compatible backend vs raw HTTP SSE, llama_cpp.server, {tokens} tokens, "
+          f"{rounds} interleaved rounds", flush=True)
+    medians = measure(MODEL, rounds=rounds, tokens=tokens)
+    print(f"  medians: backend {medians['backend']:.1f} tokens/s, raw SSE {medians['raw']:.1f} tokens/s")
+    ratio = medians["backend"] / medians["raw"]
+    record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97)
+
+
 BENCHMARKS = {"startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
-              "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory}
+              "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory,
+              "openai-stream": bench_openai_stream}
 
 
 def main(names: list[str]) -> int:

@@ -220,12 +220,11 @@ class OpenAICompatBackend(Backend):
         if self._model is None:
             raise GenerationError("no model is connected", hint="connect to a model first")
         watch = Stopwatch()
-        estimated = self.count_prompt_tokens(messages)
-        if self._exact_counts:
+        floor = sum(self.count_tokens(m.content) for m in messages)
+        estimated = self._estimate.with_overhead(floor, len(messages))
+        if self._exact_counts and floor >= self._n_ctx:
             # The messages' own tokens, counted exactly, are a lower bound of the prompt: refuse before sending.
-            floor = sum(self.count_tokens(m.content) for m in messages)
-            if floor >= self._n_ctx:
-                raise self._overflow(floor, "at least ")
+            raise self._overflow(floor, "at least ")
         openai = _import_openai()
         import httpx
 

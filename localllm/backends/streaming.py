@@ -52,8 +52,10 @@ class PromptEstimate:
         self.learned = 0
 
     def count(self, messages: Sequence[Message]) -> int:
-        return (sum(self.count_text(m.content) for m in messages) + self.base + self.per_message * len(messages)
-                + self.learned)
+        return self.with_overhead(sum(self.count_text(m.content) for m in messages), len(messages))
+
+    def with_overhead(self, text_tokens: int, messages: int) -> int:
+        return text_tokens + self.base + self.per_message * messages + self.learned
 
     def learn(self, estimated: int, reported: int | None) -> None:
         if reported is not None and reported > estimated:
