@@ -147,7 +147,8 @@ class OpenAICompatBackend(Backend):
             raise ModelNotFound(f"{self.where} does not serve {name or default!r}", hint=f"it serves: {served}")
         self._model = str(entry["id"])
         trained = _nested_int(entry, ("meta", "n_ctx_train"))
-        window = ctx or _nested_int(entry, ("max_model_len",)) or self.profile.default_ctx
+        reported = _nested_int(entry, ("max_model_len",))
+        window = min(ctx, reported) if ctx and reported else ctx or reported or self.profile.default_ctx
         if trained:
             window = min(window, trained)
         self._n_ctx = window
