@@ -86,6 +86,8 @@ def test_backends_command_explains_the_choice(home):
     assert llama["installed"] and llama["version"] and llama["capabilities"]["tokenize"] is True
     assert report["backends"][1]["reachable"] is False and "cannot reach Ollama" in report["backends"][1]["problem"]
     assert report["auto"]["name"] == "llama.cpp" and report["auto"]["reasons"]
+    assert "ollama: its server does not answer" in report["auto"]["passed_over"]
+    assert any(line.startswith("openai: no base URL is configured") for line in report["auto"]["passed_over"])
     table = run_cli("backends", home=home, env=env)
     assert "auto picks llama.cpp" in table.stdout_text and "REACHABLE" in table.stdout_text
 

@@ -39,6 +39,8 @@ def backends_command(args: argparse.Namespace, settings: Settings) -> int:
         out.print(f"auto picks {result.choice.name}:", markup=False)
         for reason in result.choice.reasons:
             out.print(f"  - {reason}", markup=False)
+        for reason in result.passed_over:
+            out.print(f"  not {reason}", markup=False)
     else:
         out.print(f"auto cannot pick a backend: {result.choice_error}", markup=False)
     return 0

@@ -32,6 +32,9 @@ def read_stdin() -> str | None:
 
 def describe_plan(loaded: LoadedModel) -> str:
     plan = loaded.plan
+    if loaded.served is not None:
+        counts = "exact token counts" if loaded.backend.capabilities.tokenize else "token counts are estimates"
+        return f"{loaded.ref.name} via {loaded.choice.name} on {loaded.served.where}: context {plan.n_ctx}, {counts}"
     return (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict}, context {plan.n_ctx}, "
             f"{plan.n_threads} threads, predicted memory {human_bytes(plan.memory.total)}")
 

@@ -44,11 +44,36 @@ class BackendsReport:
     backends: tuple[BackendStatus, ...]
     choice: BackendChoice | None
     choice_error: str | None
+    passed_over: tuple[str, ...] = ()
+    """Why ``auto`` did not take each of the other backends."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"backends": [status.to_dict() for status in self.backends],
-                "auto": {"name": self.choice.name, "reasons": list(self.choice.reasons)} if self.choice else None,
+                "auto": {"name": self.choice.name, "reasons": list(self.choice.reasons),
+                         "passed_over": list(self.passed_over)} if self.choice else None,
                 "auto_error": self.choice_error}
+
+
+def _passed_over(statuses: list[BackendStatus], chosen: str, settings: Settings, model: str) -> tuple[str, ...]:
+    why = []
+    for status in statuses:
+        if status.name == chosen:
+            continue
+        if settings.backend != "auto":
+            why.append(f"{status.name}: the config sets backend = {settings.backend!r}")
+        elif not status.installed:
+            why.append(f"{status.name}: not installed")
+        elif status.name == "openai" and not settings.base_url:
+            why.append("openai: no base URL is configured (--base-url, OPENAI_BASE_URL or base_url)")
+        elif status.reachable is False:
+            why.append(f"{status.name}: its server does not answer")
+        elif status.name == "ollama":
+            why.append(f"ollama: {model} is not an ollama/NAME model (use -b ollama, or -m ollama/NAME)")
+        elif status.name == "openai":
+            why.append("openai: another rule came first")
+        else:
+            why.append(f"{status.name}: {chosen} comes first in the rules")
+    return tuple(why)
 
 
 def _llama_cpp(report: HardwareReport) -> BackendStatus:
@@ -134,7 +159,8 @@ def backends_report(settings: Settings, model: str | None = None, *,
                                        settings=settings), None
     except LocalLLMError as exc:
         choice, error = None, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    return BackendsReport(tuple(statuses), choice, error)
+    passed_over = _passed_over(statuses, choice.name, settings, model or settings.model) if choice else ()
+    return BackendsReport(tuple(statuses), choice, error, passed_over)
 
 
 def pull_on_ollama(settings: Settings, name: str, progress: Callable[[int, int], None] | None = None,
