@@ -80,6 +80,8 @@ def bench_stream(rounds: int = 3) -> None:
 
 
 async def _key_latencies(root: Path, presses: int) -> tuple[list[float], list[float]]:
+    from textual import events
+
     from localllm.core.options import preset
     from localllm.tui.app import LocalLLMApp
     from localllm.tui.chat import ChatPane
@@ -94,13 +96,17 @@ async def _key_latencies(root: Path, presses: int) -> tuple[list[float], list[fl
             await pilot.pause(0.05)
 
         async def one_key(into: list[float]) -> None:
+            # The key goes in where a terminal's would (the driver), not through Pilot.press, which waits for the
+            # whole process to go idle: never, while a model computes in another thread.
             before = len(box.text)
+            key = events.Key("x", "x")
+            key.set_sender(app)
             started = time.perf_counter()
-            await pilot.press("x")
+            app._driver.send_message(key)
             while len(box.text) == before:
                 await asyncio.sleep(0.0005)
             into.append(time.perf_counter() - started)
-            await pilot.pause(0.02)
+            await asyncio.sleep(0.03)
 
         for _ in range(presses):  # the idle and busy samples alternate in blocks, so load swings hit both
             await one_key(idle)

@@ -79,8 +79,9 @@ class MachineReport:
                 "backend_error": self.choice_error, "gpu_reinstall_command": self.reinstall}
 
 
-def machine_report(settings: Settings) -> MachineReport:
-    hardware = detect_hardware()
+def machine_report(settings: Settings, hardware: HardwareReport | None = None) -> MachineReport:
+    """``hardware``: an already detected report (or a fixed one, for a reproducible display)."""
+    hardware = hardware or detect_hardware()
     try:
         choice, error = choose_backend("auto", settings.backend, hardware), None
     except LocalLLMError as exc:

@@ -46,7 +46,7 @@ class ChatPane(Vertical):
         Binding("escape", "stop", "Stop", id="chat.stop"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
-        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit"),
+        Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit", show=False),
         Binding("ctrl+o", "toggle_parameters", "Parameters", id="chat.parameters"),
         Binding("ctrl+l", "pick_model", "Model", id="chat.model"),
         Binding("ctrl+b", "edit_system", "System prompt", id="chat.system", show=False),

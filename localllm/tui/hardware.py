@@ -7,12 +7,15 @@ from textual.containers import VerticalScroll
 from textual.widgets import Markdown
 
 from localllm.core.settings import Settings
+from localllm.hardware.report import HardwareReport
 
 
 class HardwarePane(VerticalScroll):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, report: HardwareReport | None = None) -> None:
+        """``report``: judge this hardware instead of detecting it (a reproducible display)."""
         super().__init__(id="hardware-pane")
         self.settings = settings
+        self.report = report
 
     def compose(self):
         yield Markdown("Detecting hardware…", id="hardware-report")
@@ -24,7 +27,7 @@ class HardwarePane(VerticalScroll):
     def detect(self) -> None:
         from localllm.tasks.reports import machine_report
 
-        report = machine_report(self.settings)
+        report = machine_report(self.settings, self.report)
         self.app.call_from_thread(self.query_one("#hardware-report", Markdown).update, render_report(report))
 
 

@@ -1,0 +1,75 @@
+"""SVG snapshots of the chat pane (a stored conversation, the real bundled model loaded), the hardware pane (a fixed
+machine, so the picture does not depend on where the tests run) and the help screen. Update them on purpose with
+`python -m pytest tests/test_tui_snapshots.py --snapshot-update`."""
+
+from conftest import settings_for
+from textual.app import App
+from tui_helpers import wait_until
+
+from localllm.core.options import preset
+from localllm.hardware.cpu import CPUInfo
+from localllm.hardware.report import HardwareReport, LlamaCppBuild
+from localllm.store.conversations import ConversationStore
+from localllm.tui.app import LocalLLMApp
+from localllm.tui.chat import ChatPane
+from localllm.tui.hardware import HardwarePane
+
+GIB = 1024**3
+TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU", "x86_64", 4, 8, ("AVX2",)),
+                              ram_total=16 * GIB, ram_available=12 * GIB,
+                              llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
+
+
+def stored_conversation(settings) -> None:
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    store.create("An older chat")
+    chat = store.create("Rivers")
+    store.add_message(chat.id, "user", "Name two rivers in Europe, with a line of Python that prints them.")
+    store.add_message(chat.id, "assistant", "The **Danube** and the **Rhine**.\n\n```python\n"
+                                            "print(['Danube', 'Rhine'])\n```\n")
+    store.close()
+
+
+def test_snapshot_of_the_chat_pane(tmp_path, snap_compare):
+    settings = settings_for(tmp_path, discover=False)
+    stored_conversation(settings)
+    app = LocalLLMApp(settings, preset("precise"))
+
+    async def open_it(pilot):
+        pane = app.query_one(ChatPane)
+        await wait_until(pilot, lambda: pane.session is not None)
+        sidebar = pane.query_one("#conversations")
+        sidebar.focus()
+        await pilot.press("down", "enter")
+        await wait_until(pilot, lambda: len(pane.query_one("#log").children) == 2)
+        pane.query_one("#prompt").focus()
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(120, 36), run_before=open_it)
+
+
+class HardwareApp(App):
+    def compose(self):
+        yield HardwarePane(self.settings, report=TEST_MACHINE)
+
+
+def test_snapshot_of_the_hardware_pane(tmp_path, snap_compare):
+    app = HardwareApp()
+    app.settings = settings_for(tmp_path, discover=False)
+
+    async def detected(pilot):
+        report = app.query_one("#hardware-report")
+        await wait_until(pilot, lambda: "Backend" in report.source)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=(100, 30), run_before=detected)
+
+
+def test_snapshot_of_the_help_screen(tmp_path, snap_compare):
+    app = LocalLLMApp(settings_for(tmp_path, discover=False), preset("precise"))
+
+    async def help_open(pilot):
+        await pilot.press("f9")
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=help_open)
