@@ -44,8 +44,17 @@ class CodeApp(App):
         self.notes.append((severity, f"{title}: {message}"))
         super().notify(message, title=title, severity=severity, **kwargs)
 
-    def on_unmount(self) -> None:
+    async def on_unmount(self) -> None:
+        # The pane has been unmounted and has told its worker to stop; the model is freed once none generates.
+        while self.shared.busy:
+            await asyncio.sleep(0.02)
         self.shared.close()
+
+
+def one_thread(tmp_path):
+    """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
+    that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
+    return settings_for(tmp_path, threads=1)
 
 
 async def wait_until(pilot, condition, timeout=60.0):
@@ -71,7 +80,7 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
     options = preset("precise").with_overrides(max_tokens=48)
 
     async def session():
-        app = CodeApp(settings_for(tmp_path), options)
+        app = CodeApp(one_thread(tmp_path), options)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             await open_file(pilot, pane, str(source))
@@ -108,7 +117,7 @@ def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
     options = preset("precise").with_overrides(max_tokens=32)
 
     async def session():
-        app = CodeApp(settings_for(tmp_path), options)
+        app = CodeApp(one_thread(tmp_path), options)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"
@@ -130,7 +139,7 @@ def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
 
 def test_a_missing_file_or_missing_input_is_a_notification(tmp_path):
     async def session():
-        app = CodeApp(settings_for(tmp_path), preset("precise"))
+        app = CodeApp(one_thread(tmp_path), preset("precise"))
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             await open_file(pilot, pane, str(tmp_path / "nowhere.py"))
@@ -181,7 +190,7 @@ def test_suggested_paths_never_name_an_existing_file(tmp_path):
 def test_snapshot_with_a_file_open(tmp_path, monkeypatch, snap_compare):
     (tmp_path / "cart.py").write_text(BUGGY)
     monkeypatch.chdir(tmp_path)
-    app = CodeApp(settings_for(tmp_path), preset("precise"))
+    app = CodeApp(one_thread(tmp_path), preset("precise"))
 
     async def open_cart(pilot):
         await open_file(pilot, app.pane, "cart.py")
@@ -195,7 +204,7 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
     options = preset("precise").with_overrides(max_tokens=2000, repeat_penalty=1.0)
 
     async def session():
-        app = CodeApp(settings_for(tmp_path), options)
+        app = CodeApp(one_thread(tmp_path), options)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"

@@ -81,13 +81,15 @@ class SummaryResult:
 
 
 ProgressCallback = Callable[[str], None]
+CallCallback = Callable[[CallRecord], None]
 
 
 class Summarizer:
     def __init__(self, settings: Settings, backend: Backend, options: GenerationOptions, *, style: str = "bullets",
                  words: int | None = None, progress: ProgressCallback | None = None,
-                 window: int | None = None) -> None:
-        """``window`` defaults to the loaded model's; `--plan` passes the planned one with only a tokenizer loaded."""
+                 window: int | None = None, on_call: CallCallback | None = None) -> None:
+        """``window`` defaults to the loaded model's; `--plan` passes the planned one with only a tokenizer loaded.
+        ``on_call`` receives each finished call's record, for a progress bar that counts calls."""
         if style not in STYLES:
             raise UsageError(f"unknown style {style!r}", hint=f"styles: {', '.join(STYLES)}")
         if words is not None and words < 10:
@@ -99,6 +101,7 @@ class Summarizer:
         self.words = words or STYLES[style][1]
         self.progress = progress or (lambda message: None)
         self.window = window or backend.context_window
+        self.on_call = on_call
 
     # -- prompts ---------------------------------------------------------------------------------------------------
     def _values(self, source: str) -> dict[str, object]:
@@ -205,6 +208,8 @@ class Summarizer:
         record = CallRecord(kind, label, final.usage.prompt_tokens, final.usage.completion_tokens, self.window,
                             final.timings.total_s, final.tokens_per_second)
         result.calls.append(record)
+        if self.on_call is not None:
+            self.on_call(record)
         rate = f", {record.tokens_per_second:.0f} tokens/s" if record.tokens_per_second else ""
         self.progress(f"{label}: {record.prompt_tokens} tokens in, {record.completion_tokens} out{rate}")
         return text

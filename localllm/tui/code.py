@@ -265,14 +265,14 @@ class CodePane(Vertical):
 
     async def _finish(self, action: str, detail: str, result: Markdown, stream, response, request, error) -> None:
         await stream.stop()
-        self.generating = False
         if error is not None:
             await result.update(f"*{error.message}*")
             self._status(f"error: {error.message}")
             self._error(error)
+            self.generating = False
             return
+        await result.update(response.partial_text)  # one final render, so code fences look right after streaming
         self.answer = response.partial_text
-        await result.update(self.answer)  # one final render, so code fences look right after streaming
         final = response.final
         parts = [f"{ACTIONS[action][0]}: sent {request.sent}"]
         if final is not None:
@@ -282,6 +282,7 @@ class CodePane(Vertical):
         else:
             parts.append("stopped")
         self._status(" · ".join(parts))
+        self.generating = False
         save_box = self.query_one("#code-save-path", Input)
         if not save_box.value.strip():
             try:
@@ -290,6 +291,9 @@ class CodePane(Vertical):
                 suggestion = None
             if suggestion is not None and code.first_code_block(self.answer) is not None:
                 save_box.value = str(suggestion)
+
+    def on_unmount(self) -> None:
+        self._stop.set()  # a worker still generating ends at its next token
 
     # -- saving ----------------------------------------------------------------------------------------------------
     @on(Input.Submitted, "#code-save-path")

@@ -1,0 +1,198 @@
+"""The summarize pane on the real bundled model, driven with Pilot: files and pasted text, the chunk plan before
+anything is generated, progress call by call, the summary shown, saved to a new file only, and copied."""
+
+import asyncio
+import time
+from pathlib import Path
+
+from conftest import settings_for
+from textual.app import App
+from textual.widgets import Footer, Input, Markdown, ProgressBar, Select, TextArea
+
+from localllm.core.options import preset
+from localllm.tasks.summarize import STYLES, words_to_tokens
+from localllm.tui.shared_model import SharedModel
+from localllm.tui.summarize import SummarizePane
+
+DATA = Path(__file__).parent / "data"
+
+
+class SummarizeApp(App):
+    """The summarize pane alone, with a real shared model; notifications are recorded for the assertions."""
+
+    def __init__(self, settings, options, ctx=None) -> None:
+        super().__init__()
+        self.shared = SharedModel(settings, ctx=ctx)
+        self.pane = SummarizePane(settings, options, self.shared)
+        self.notes: list[tuple[str, str]] = []
+
+    def compose(self):
+        yield self.pane
+        yield Footer()
+
+    def notify(self, message, *, title="", severity="information", **kwargs) -> None:
+        self.notes.append((severity, f"{title}: {message}"))
+        super().notify(message, title=title, severity=severity, **kwargs)
+
+    async def on_unmount(self) -> None:
+        # The pane has been unmounted and has told its worker to stop; the model is freed once none generates.
+        while self.shared.busy:
+            await asyncio.sleep(0.02)
+        self.shared.close()
+
+
+def one_thread(tmp_path):
+    """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
+    that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
+    return settings_for(tmp_path, threads=1)
+
+
+async def wait_until(pilot, condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def add_files(pilot, pane: SummarizePane, *paths) -> None:
+    box = pane.query_one("#sum-paths", Input)
+    box.value = " ".join(str(path) for path in paths)
+    box.focus()
+    await pilot.press("enter")
+    await pilot.pause()
+
+
+def text_of(pane: SummarizePane, widget_id: str) -> str:
+    return str(pane.query_one(widget_id).render())
+
+
+def test_two_files_are_planned_as_one_call_summarized_saved_and_copied(tmp_path):
+    options = preset("precise").with_overrides(max_tokens=48)
+    saved = tmp_path / "out" / "summary.md"
+    taken = tmp_path / "taken.md"
+    taken.write_text("keep me\n")
+
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            await add_files(pilot, pane, DATA / "meeting-notes.md", DATA / "article.txt")
+            assert "meeting-notes.md (markdown), article.txt (text)" in text_of(pane, "#sum-files")
+            await wait_until(pilot, lambda: pane.plan is not None)
+            plan_line = text_of(pane, "#sum-plan")
+            assert f"{pane.plan.input_tokens:,} tokens in 2 source(s)" in plan_line and "1 call" in plan_line
+            assert pane.plan.input_tokens > 400 and pane.plan.answer_tokens == 48 and not pane.summary
+
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: not pane.running and pane.summary)
+            assert pane.calls_done == 1 and pane.query_one("#sum-progress", ProgressBar).progress == 1
+            assert pane.query_one("#sum-result", Markdown).source == pane.summary
+            assert text_of(pane, "#sum-status").startswith("done: 1 call(s)")
+
+            pane.query_one("#sum-save-path", Input).value = str(saved)
+            await pilot.press("ctrl+s")
+            assert saved.read_text() == pane.summary.rstrip("\n") + "\n"
+            pane.query_one("#sum-save-path", Input).value = str(taken)
+            await pilot.press("ctrl+s")
+            assert taken.read_text() == "keep me\n"
+            assert app.notes[-1][0] == "error" and "exists; it was left as it was" in app.notes[-1][1]
+
+            await pilot.press("ctrl+l")
+            assert app.clipboard == pane.summary and app.notes[-1][1].startswith("copied")
+
+    asyncio.run(session())
+
+
+def long_text() -> str:
+    """About 630 tokens: over what a 768-token window holds in one call, so two chunks and a combining call."""
+    article = (DATA / "article.txt").read_text()
+    return "\n\n".join([(DATA / "meeting-notes.md").read_text(), article, article])
+
+
+def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
+    options = preset("precise").with_overrides(max_tokens=32)
+    seen_progress: set[int] = set()
+    messages: set[str] = set()
+
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), options, ctx=768)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#sum-style", Select).value = "tldr"
+            pane.query_one("#sum-text", TextArea).load_text(long_text())
+            await wait_until(pilot, lambda: pane.plan is not None)
+            plan = pane.plan
+            assert not plan.single and len(plan.chunks) >= 2 and plan.calls > len(plan.chunks)
+            assert f"{len(plan.chunks)} chunks" in text_of(pane, "#sum-plan")
+            assert f"{plan.calls} calls" in text_of(pane, "#sum-plan")
+
+            await pilot.click("#sum-run")
+            while pane.running or not pane.summary:
+                seen_progress.add(pane.calls_done)
+                messages.add(text_of(pane, "#sum-progress-text"))
+                await pilot.pause(0.05)
+            assert len(pane.query_one("#sum-result", Markdown).source) > 0
+            return plan
+
+    plan = asyncio.run(session())
+    assert {1, len(plan.chunks)} <= seen_progress
+    assert any(message.startswith(f"part 1 of {len(plan.chunks)}: ") for message in messages)
+
+
+def test_escape_stops_a_summary_within_its_call(tmp_path):
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=768)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#sum-text", TextArea).load_text(long_text())
+            await pilot.click("#sum-run")
+            await wait_until(pilot, lambda: pane.running and pane.plan is not None)
+            await pilot.pause(0.3)
+            started = time.monotonic()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.running, timeout=10)
+            # Decoding stops at the next token; only a prompt still being read delays it, under a busy machine.
+            assert time.monotonic() - started < 10
+            assert pane.calls_done == 0 and pane.summary == ""  # unstopped, the first call would have finished
+            assert text_of(pane, "#sum-status") == "stopped; nothing was summarized (0 call(s) had finished)"
+            assert pane.query_one("#sum-result", Markdown).source == "*The summary appears here.*"
+
+    asyncio.run(session())
+
+
+def test_bad_inputs_are_notifications(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            await pilot.press("ctrl+r")
+            assert "nothing to summarize" in app.notes[-1][1] and not pane.running
+            await add_files(pilot, pane, tmp_path / "missing.md")
+            assert app.notes[-1][0] == "error" and "no such file" in app.notes[-1][1]
+            await add_files(pilot, pane, tmp_path / "empty.txt")
+            assert "empty.txt is empty" in app.notes[-1][1] and pane.files == []
+            pane.query_one("#sum-text", TextArea).load_text("Some text.")
+            pane.query_one("#sum-words", Input).value = "5"
+            await pilot.press("ctrl+r")
+            assert "5 words is too few" in app.notes[-1][1] and not pane.running
+            await pilot.press("ctrl+s")
+            assert "no summary to save" in app.notes[-1][1]
+
+    asyncio.run(session())
+
+
+def test_snapshot_with_files_added(tmp_path, monkeypatch, snap_compare):
+    monkeypatch.chdir(DATA)
+    app = SummarizeApp(one_thread(tmp_path), preset("precise"), ctx=2048)
+
+    async def add(pilot):
+        pane = app.pane
+        await add_files(pilot, pane, "meeting-notes.md", "article.txt")
+        pane.query_one("#sum-style", Select).value = "executive"
+        executive = words_to_tokens(STYLES["executive"][1])
+        await wait_until(pilot, lambda: pane.plan is not None and pane.plan.answer_tokens == executive)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=add)
