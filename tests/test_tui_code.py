@@ -220,3 +220,10 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
             assert pane.answer.startswith("```python\n") and result.source == pane.answer
 
     asyncio.run(session())
+
+
+def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
+    assert [binding.id for binding in CodePane.BINDINGS] == ["code.run", "code.open", "code.save", "code.stop"]
+    pane = CodePane(settings_for(tmp_path), preset("precise"), SharedModel(settings_for(tmp_path)))
+    callbacks = {command.callback.__name__ for command in pane.palette_commands()}
+    assert callbacks == {f"action_{binding.action}" for binding in CodePane.BINDINGS}

@@ -177,6 +177,10 @@ def test_bad_inputs_are_notifications(tmp_path):
             pane.query_one("#sum-words", Input).value = "5"
             await pilot.press("ctrl+r")
             assert "5 words is too few" in app.notes[-1][1] and not pane.running
+            pane.query_one("#sum-words", Input).value = "-"
+            await pilot.press("ctrl+r")
+            assert "'-' is not a number of words" in app.notes[-1][1] and not pane.running
+            assert text_of(pane, "#sum-plan") == "plan: '-' is not a number of words"
             await pilot.press("ctrl+s")
             assert "no summary to save" in app.notes[-1][1]
 
@@ -196,3 +200,11 @@ def test_snapshot_with_files_added(tmp_path, monkeypatch, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=add)
+
+
+def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
+    assert [binding.id for binding in SummarizePane.BINDINGS] == [
+        "summarize.run", "summarize.open", "summarize.save", "summarize.copy", "summarize.stop"]
+    pane = SummarizePane(settings_for(tmp_path), preset("precise"), SharedModel(settings_for(tmp_path)))
+    callbacks = {command.callback.__name__ for command in pane.palette_commands()}
+    assert callbacks == {f"action_{binding.action}" for binding in SummarizePane.BINDINGS}

@@ -157,9 +157,13 @@ class SummarizePane(Vertical):
         value = self.query_one("#sum-words", Input).value.strip()
         if not value:
             return None
-        if int(value) < 10:
+        try:
+            words = int(value)
+        except ValueError:
+            raise UsageError(f"{value!r} is not a number of words", hint="type a whole number") from None
+        if words < 10:
             raise UsageError(f"{value} words is too few", hint="ask for at least 10 words, or leave it empty")
-        return int(value)
+        return words
 
     @on(Input.Submitted, "#sum-paths")
     @on(Button.Pressed, "#sum-add")
