@@ -12,7 +12,8 @@ in Ollama's docs/api.md:
   POST /api/pull                  NDJSON progress {"status", "digest", "total", "completed"} ... {"status": "success"}
   errors                          {"error": "..."} with 404 for a model that is not pulled, or as a line mid-stream
 Like Ollama, a prompt longer than num_ctx is cut from the front without a word.
-Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S}; GET /_requests.
+Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S}; GET /_requests
+lists the requests and, for a stream the client closed, how many tokens were generated before it stopped.
 """
 
 from __future__ import annotations
@@ -252,7 +253,9 @@ class Handler(BaseHTTPRequestHandler):
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
             except (BrokenPipeError, ConnectionResetError):
-                return  # the client closed the stream: stop generating, as Ollama does
+                # The client closed the stream: stop generating, as Ollama does, and note how far it got.
+                state.requests.append({"path": self.path, "stopped_after": len(pieces)})
+                return
             finally:
                 completion.close()
             ended = time.perf_counter_ns()

@@ -5,7 +5,6 @@ with progress, and the faults. The same routes are checked against a real Ollama
 from __future__ import annotations
 
 import os
-import threading
 
 import pytest
 from backend_servers import start_ollama_standin
@@ -176,15 +175,10 @@ def test_closing_stops_the_server_generating(standin):
                                          preset("precise").with_overrides(max_tokens=400)))
         next(iter(response))
         response.close()
-        # The stand-in holds its model lock while generating; a stopped stream frees it for the next request.
-        finished = threading.Event()
-
-        def ask() -> None:
-            Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=2))).text()
-            finished.set()
-
-        threading.Thread(target=ask, daemon=True).start()
-        assert finished.wait(20)
+        # The next request waits for the stand-in's model lock, so it answers only once the first has stopped.
+        assert Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=2))).text()
+    stopped = [r["stopped_after"] for r in standin.get("/_requests") if "stopped_after" in r]
+    assert stopped and stopped[-1] < 50
 
 
 def test_auto_uses_ollama_for_ollama_names_and_names_only_it_has(standin, tmp_path):

@@ -75,10 +75,14 @@ def test_connect_finds_the_model_and_counts_exactly(llama_server, loaded):
         assert backend.connect("SmolLM2-135M").name == SERVED_NAME
 
 
-def test_remote_tls_style_urls_are_shown_without_credentials():
+def test_remote_tls_urls_are_shown_without_credentials_or_key():
     assert display_url("https://user:pw@gpu.example.com:8443/v1/") == "https://gpu.example.com:8443/v1"
-    backend = OpenAICompatBackend("https://user:pw@gpu.example.com/v1", SECRET, "vllm")
-    assert "pw" not in backend.where and SECRET not in repr(vars(backend).get("where"))
+    port = free_port()
+    backend = OpenAICompatBackend(f"https://user:pw@127.0.0.1:{port}/v1", SECRET, "vllm", timeout=5)
+    with backend, pytest.raises(BackendUnavailable) as err:
+        backend.connect(None)
+    said = f"{err.value.message} {err.value.hint}"
+    assert f"https://127.0.0.1:{port}/v1" in said and "pw" not in said and SECRET not in said
 
 
 def test_wrong_api_key_is_a_clear_401_and_the_key_is_never_printed(bundled_model, home):

@@ -168,6 +168,8 @@ class OpenAICompatBackend(Backend):
         import httpx
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        if self._http is not None:
+            self._http.close()
         self._http = httpx.Client(base_url=self._root(), headers=headers, timeout=min(10.0, self.timeout))
         try:
             answer = self._http.post("/extras/tokenize", json={"input": "probe", "model": self._model})
