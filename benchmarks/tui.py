@@ -1,6 +1,6 @@
 """The Textual app's speed bars, each a ratio of runs interleaved in one process run.
 
-    python benchmarks/tui.py [stream] [keys] [startup]
+    python benchmarks/tui.py [stream] [keys] [startup] [stop]
 
 - stream: render time of a 4,000-token Markdown answer (paragraphs, lists, fenced code) ÷ that of a 1,000-token
   one, streamed at full speed by a scripted backend through the chat pane. Bar ≤ 4.5 (linear is 4).
@@ -8,6 +8,8 @@
   same with no generation running. Bar ≤ 2.
 - startup: seconds until `localllm` (the app) is ready for input ÷ the same for a minimal Textual app with one text
   box, both started as fresh processes. Bar ≤ 2.
+- stop: seconds from Esc to a stopped (and kept) answer while the real model writes. Bar ≤ 0.5 s (not a ratio:
+  the issue names the time).
 """
 
 from __future__ import annotations
@@ -137,6 +139,44 @@ def bench_keys(presses: int = 30) -> None:
     record("key echo while streaming / idle", busy_ms / idle_ms, "<= 2", busy_ms / idle_ms <= 2)
 
 
+async def _stop_times(root: Path, rounds: int) -> list[float]:
+    from textual import events
+
+    from localllm.core.options import preset
+    from localllm.tui.app import LocalLLMApp
+    from localllm.tui.chat import ChatPane
+
+    app = LocalLLMApp(_settings(root), preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0))
+    times = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        pane = app.query_one(ChatPane)
+        while pane.session is None:
+            await pilot.pause(0.05)
+        for round_ in range(rounds):
+            pane.query_one("#prompt").insert(f"Write a very long story about dragon number {round_}.")
+            await pilot.press("enter")
+            while pane._answer is None or len(pane._answer.text) < 40:
+                await asyncio.sleep(0.01)
+            key = events.Key("escape", None)
+            key.set_sender(app)
+            started = time.perf_counter()
+            app._driver.send_message(key)
+            while pane.generating:
+                await asyncio.sleep(0.001)
+            times.append(time.perf_counter() - started)
+            await pilot.pause(0.2)
+    return times
+
+
+def bench_stop(rounds: int = 7) -> None:
+    print("stop: Esc → the answer stops and is kept (real model)", flush=True)
+    with tempfile.TemporaryDirectory() as root:
+        times = asyncio.run(_stop_times(Path(root), rounds))
+    median = statistics.median(times)
+    print(f"  median {median * 1000:.0f} ms, worst {max(times) * 1000:.0f} ms over {rounds} answers")
+    record("Esc to stopped (s)", median, "<= 0.5", median <= 0.5)
+
+
 READY_SCRIPT = r"""
 import os, sys, time
 started = time.perf_counter()
@@ -191,7 +231,7 @@ def bench_startup(rounds: int = 9) -> None:
     record("app ready / minimal app ready", ours / minimal, "<= 2", ours / minimal <= 2)
 
 
-BENCHMARKS = {"stream": bench_stream, "keys": bench_keys, "startup": bench_startup}
+BENCHMARKS = {"stream": bench_stream, "keys": bench_keys, "startup": bench_startup, "stop": bench_stop}
 
 
 def main(names: list[str]) -> int:

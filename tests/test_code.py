@@ -86,3 +86,11 @@ def test_bad_code_input_is_one_error_line(shared_home, args, fragment):
     done = run_cli(*args, home=shared_home)
     assert done.returncode != 0
     assert done.stderr_text.strip().splitlines()[-1].startswith("error: ") and fragment in done.stderr_text
+
+
+def test_a_language_named_on_the_command_line_gets_its_plain_fence():
+    from localllm.tasks.code import language_for
+
+    assert language_for(name="javascript").fence == "javascript"
+    assert language_for(name="typescript").fence == "typescript"
+    assert language_for(path="page.tsx").fence == "tsx"

@@ -140,3 +140,45 @@ def test_use_in_chat_from_the_models_pane_switches_the_chat_model(tmp_path):
             assert app.query_one("TabbedContent").active == "chat"
 
     run(session())
+
+
+def test_quitting_mid_answer_is_quick_and_keeps_what_was_written(tmp_path):
+    settings = settings_for(tmp_path)
+    options = preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0)
+    timing = {}
+
+    async def session():
+        app = LocalLLMApp(settings, options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await ask(pilot, pane, "Write a very long story about a castle.")
+            await wait_until(pilot, lambda: pane._answer is not None and len(pane._answer.text) > 40)
+            timing["quit"] = time.monotonic()
+            await pilot.press("ctrl+q")
+        timing["closed"] = time.monotonic()
+
+    run(session())
+    assert timing["closed"] - timing["quit"] < 5
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    (conversation,) = store.list()
+    user, answer = store.messages(conversation.id)
+    assert user.content == "Write a very long story about a castle."
+    assert answer.stopped and len(answer.content) > 40
+    store.close()
+
+
+def test_every_pane_opens_from_its_key_and_the_palette_lists_their_actions(tmp_path):
+    async def session():
+        app = LocalLLMApp(settings_for(tmp_path, discover=False), preset("precise"))
+        async with app.run_test(size=(140, 40)) as pilot:
+            for key, tab in (("f2", "code"), ("f3", "summarize"), ("f4", "models"), ("f5", "hardware"),
+                             ("f1", "chat")):
+                await pilot.press(key)
+                await wait_until(pilot, lambda tab=tab: app.query_one("TabbedContent").active == tab)
+                assert app.focused is not None and (app.focused is app.panes[tab]
+                                                    or app.panes[tab] in app.focused.ancestors)
+            titles = {command.title for command in app.get_system_commands(app.screen)}
+            for wanted in ("Code: Run action", "Summarize: Summarize", "Models: Pull", "Go to Code", "Help"):
+                assert wanted in titles, sorted(titles)
+
+    run(session())

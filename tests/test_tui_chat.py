@@ -2,6 +2,7 @@
 the parameter panel (saved to the config file), the model switcher, export, copy, remapped keys, the help screen and
 the command palette's entries."""
 
+import asyncio
 import tomllib
 
 from conftest import settings_for
@@ -224,3 +225,27 @@ def test_a_message_and_its_code_block_can_be_copied(tmp_path):
             assert app.clipboard.startswith("Here:")
 
     run(session())
+
+
+def test_two_app_instances_writing_the_same_database_keep_both_conversations(tmp_path):
+    settings = settings_for(tmp_path)
+
+    async def one_app(question: str) -> None:
+        app = LocalLLMApp(settings, SHORT)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            for turn in range(2):
+                await answered(pilot, pane, f"{question} ({turn})")
+
+    async def both():
+        await asyncio.gather(one_app("Name a fruit"), one_app("Name a tree"))
+
+    run(both())
+    saved = stored_messages(settings)
+    assert sorted(saved) == ["Name a fruit (0)", "Name a tree (0)"]
+    for title, messages in saved.items():
+        assert [role for role, _ in messages] == ["user", "assistant"] * 2
+        assert messages[2][1] == title.replace("(0)", "(1)")
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()

@@ -27,7 +27,9 @@ LANGUAGES = {
     ".swift": ("Swift", "swift", "XCTest"), ".sh": ("shell", "bash", "bats"), ".sql": ("SQL", "sql", "pgTAP"),
     ".lua": ("Lua", "lua", "busted"), ".r": ("R", "r", "testthat"), ".jl": ("Julia", "julia", "Test"),
 }
-NAMED_LANGUAGES = {name.lower(): (name, fence, framework) for name, fence, framework in LANGUAGES.values()}
+# By name, the plain fence of each language wins over a dialect's (.jsx and .tsx must not make "javascript" jsx).
+NAMED_LANGUAGES = {name.lower(): (name, fence, framework)
+                   for name, fence, framework in reversed(LANGUAGES.values())}
 NAMED_LANGUAGES.update({"js": NAMED_LANGUAGES["javascript"], "ts": NAMED_LANGUAGES["typescript"],
                         "py": NAMED_LANGUAGES["python"], "c++": NAMED_LANGUAGES["c++"],
                         "golang": NAMED_LANGUAGES["go"], "bash": NAMED_LANGUAGES["shell"]})

@@ -22,6 +22,8 @@ from localllm.tui.shared_model import SharedModel
 PANES = (
     # tab id, title, key, binding id, "module:class" (imported when the pane is first shown)
     ("chat", "Chat", "f1", "app.chat", "localllm.tui.chat:ChatPane"),
+    ("code", "Code", "f2", "app.code", "localllm.tui.code:CodePane"),
+    ("summarize", "Summarize", "f3", "app.summarize", "localllm.tui.summarize:SummarizePane"),
     ("models", "Models", "f4", "app.models", "localllm.tui.models:ModelsPane"),
     ("hardware", "Hardware", "f5", "app.hardware", "localllm.tui.hardware:HardwarePane"),
 )
@@ -58,7 +60,7 @@ class LocalLLMApp(App):
 
     def make_pane(self, tab: str):
         where = next(where for tab_id, *_, where in PANES if tab_id == tab)
-        if tab == "chat":
+        if tab in ("chat", "code", "summarize"):
             return pane_class(where)(self.settings, self.options, self.shared)
         return pane_class(where)(self.settings)
 

@@ -82,6 +82,9 @@ class ChatPane(Vertical):
         self.conversation_id: int | None = None
         self.generating = False
         self._stop = threading.Event()
+        self._generation_done = threading.Event()
+        self._outcome = None
+        self._closing = False
         self._buffer = None
         """A TextBuffer from the generating thread to the drain timer (made on first use: see _ask)."""
         self._answer: ChatMessage | None = None
@@ -358,6 +361,7 @@ class ChatPane(Vertical):
         log.scroll_end(animate=False)
         self.generating = True
         self._stop.clear()
+        self._generation_done.clear()
         self.generate(text)
 
     def action_stop(self) -> None:
@@ -406,7 +410,10 @@ class ChatPane(Vertical):
                         self._buffer.put(chunk.text)
         except LocalLLMError as exc:
             error = exc
-        self.app.call_from_thread(self._finish, text, response, error)
+        self._outcome = (text, response, error)
+        self._generation_done.set()
+        if not self._closing:
+            self.app.call_from_thread(self._finish, text, response, error)
 
     async def _drain(self) -> None:
         if self._answer is not None:
@@ -416,6 +423,8 @@ class ChatPane(Vertical):
                 self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
     async def _finish(self, text: str, response, error) -> None:
+        if self._closing:
+            return
         await self._drain()
         answer, self._answer = self._answer, None
         self.generating = False
@@ -426,13 +435,25 @@ class ChatPane(Vertical):
         full = response.partial_text if response is not None else ""
         stopped = response is None or response.final is None
         await answer.finish(full)
-        user = self.store.add_message(self.conversation_id, "user", text)
-        reply = self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
-        self._last_ids = [user.id, reply.id]
+        self._last_ids = self._save_exchange(text, response)
         rate = response.final.tokens_per_second if response is not None and response.final else None
         self._status(self._status_text(rate) + (" · stopped" if stopped else ""))
         self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
+    def _save_exchange(self, text: str, response) -> list[int]:
+        full = response.partial_text if response is not None else ""
+        stopped = response is None or response.final is None
+        user = self.store.add_message(self.conversation_id, "user", text)
+        reply = self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
+        return [user.id, reply.id]
+
     def on_unmount(self) -> None:
+        # Quitting mid-answer: the generation ends at its next token and what it wrote is kept, as Esc would.
+        self._closing = True
+        self._stop.set()
+        if self.generating and self._generation_done.wait(timeout=5):
+            text, response, error = self._outcome
+            if error is None:
+                self._save_exchange(text, response)
         self.store.close()
 

@@ -85,16 +85,27 @@ class SharedModel:
             self._loaded = None
             raise ModelClosed()
 
-    def close(self) -> None:
-        """Free the model. Never waits for a load in progress (quitting must be quick): that load frees itself."""
+    def close(self, wait_s: float = 10.0) -> None:
+        """Free the model once no generation uses it (the panes stop theirs when they unmount).
+
+        Never waits for a load in progress, so quitting stays quick: that load frees itself when it ends. Freeing
+        the weights under a running generation would crash the process, so after ``wait_s`` the model is left to
+        the process's exit instead.
+        """
         self._closed.set()
-        if self._load_lock.acquire(blocking=False):
+        if not self._load_lock.acquire(blocking=False):
+            return
+        try:
+            if not self._use_lock.acquire(timeout=wait_s):
+                return
             try:
                 if self._loaded is not None:
                     self._loaded.close()
                     self._loaded = None
             finally:
-                self._load_lock.release()
+                self._use_lock.release()
+        finally:
+            self._load_lock.release()
 
 
 class ModelClosed(LocalLLMError):
