@@ -75,3 +75,15 @@ def test_tokenize_round_trip(loaded):
     assert tokens[0].piece == "Hello" and len(tokens) >= 5
     ids = [t.id for t in tokens]
     assert loaded.backend._llm.detokenize(ids).decode() == "Hello world, ünïcode"
+
+
+def test_a_window_that_is_not_a_multiple_of_256_is_the_size_asked_for(bundled_model, tmp_path):
+    from conftest import settings_for
+
+    from localllm.tasks.loading import load_model
+
+    with load_model(settings_for(tmp_path), str(bundled_model), ctx=640) as loaded:
+        assert loaded.backend.context_window == 640
+        long_text = "word " * 700  # about 700 tokens: over 640, under the 768 llama.cpp pads to
+        with pytest.raises(ContextOverflow):
+            list(loaded.backend.chat([Message("user", long_text)], preset("precise").with_overrides(max_tokens=4)))

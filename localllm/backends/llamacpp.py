@@ -93,7 +93,7 @@ class LlamaCppBackend(Backend):
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         llm = self._require_loaded()
-        window = llm.n_ctx()
+        window = usable_window(llm)
         for index, text in enumerate(texts, start=1):
             tokens = self.count_tokens(text) + 1
             if tokens > window:
@@ -125,7 +125,7 @@ class LlamaCppBackend(Backend):
     # -- tokens ----------------------------------------------------------------------------------------------------
     @property
     def context_window(self) -> int:
-        return self._require_loaded().n_ctx()
+        return usable_window(self._require_loaded())
 
     def _render(self, messages: Sequence[Message], answer_prefix: str | None = None):
         formatted = self._formatter(messages=[m.as_dict() for m in messages])
@@ -151,7 +151,7 @@ class LlamaCppBackend(Backend):
         llm = self._require_loaded()
         watch = Stopwatch()  # time to first token counts the prompt's rendering and tokenizing too
         formatted, prompt = self._render(messages, options.answer_prefix)
-        window = llm.n_ctx()
+        window = usable_window(llm)
         if len(prompt) >= window:
             raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
                                   hint="shorten it, raise -o ctx=N, or use `localllm summarize` for long documents",
@@ -225,3 +225,9 @@ class LlamaCppBackend(Backend):
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()
+
+
+def usable_window(llm) -> int:
+    """The window a prompt may fill. llama.cpp pads the context to a multiple of 256 tokens, but llama-cpp-python
+    sizes its token buffer to the size asked for, so a prompt between the two would fail inside it."""
+    return min(llm.n_ctx(), llm.context_params.n_ctx)
