@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import settings_for
-from textual.app import App
-from textual.widgets import Footer, Input, Markdown, Select, TextArea
+from textual.widgets import Input, Markdown, Select, TextArea
+from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.errors import UsageError
 from localllm.core.options import preset
@@ -27,41 +27,8 @@ NameError: name 'item' is not defined
 '''
 
 
-class CodeApp(App):
-    """The code pane alone, with a real shared model; notifications are recorded for the assertions."""
-
-    def __init__(self, settings, options) -> None:
-        super().__init__()
-        self.shared = SharedModel(settings)
-        self.pane = CodePane(settings, options, self.shared)
-        self.notes: list[tuple[str, str]] = []
-
-    def compose(self):
-        yield self.pane
-        yield Footer()
-
-    def notify(self, message, *, title="", severity="information", **kwargs) -> None:
-        self.notes.append((severity, f"{title}: {message}"))
-        super().notify(message, title=title, severity=severity, **kwargs)
-
-    async def on_unmount(self) -> None:
-        # The pane has been unmounted and has told its worker to stop; the model is freed once none generates.
-        while self.shared.busy:
-            await asyncio.sleep(0.02)
-        self.shared.close()
-
-
-def one_thread(tmp_path):
-    """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
-    that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
-    return settings_for(tmp_path, threads=1)
-
-
-async def wait_until(pilot, condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
+class CodeApp(PaneApp):
+    PANE = CodePane
 
 
 async def open_file(pilot, pane: CodePane, path: str) -> None:

@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from conftest import settings_for
-from textual.app import App
-from textual.widgets import Footer, Input, Markdown, ProgressBar, Select, TextArea
+from textual.widgets import Input, Markdown, ProgressBar, Select, TextArea
+from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.options import preset
 from localllm.tasks.summarize import STYLES, words_to_tokens
@@ -17,41 +17,8 @@ from localllm.tui.summarize import SummarizePane
 DATA = Path(__file__).parent / "data"
 
 
-class SummarizeApp(App):
-    """The summarize pane alone, with a real shared model; notifications are recorded for the assertions."""
-
-    def __init__(self, settings, options, ctx=None) -> None:
-        super().__init__()
-        self.shared = SharedModel(settings, ctx=ctx)
-        self.pane = SummarizePane(settings, options, self.shared)
-        self.notes: list[tuple[str, str]] = []
-
-    def compose(self):
-        yield self.pane
-        yield Footer()
-
-    def notify(self, message, *, title="", severity="information", **kwargs) -> None:
-        self.notes.append((severity, f"{title}: {message}"))
-        super().notify(message, title=title, severity=severity, **kwargs)
-
-    async def on_unmount(self) -> None:
-        # The pane has been unmounted and has told its worker to stop; the model is freed once none generates.
-        while self.shared.busy:
-            await asyncio.sleep(0.02)
-        self.shared.close()
-
-
-def one_thread(tmp_path):
-    """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
-    that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
-    return settings_for(tmp_path, threads=1)
-
-
-async def wait_until(pilot, condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
+class SummarizeApp(PaneApp):
+    PANE = SummarizePane
 
 
 async def add_files(pilot, pane: SummarizePane, *paths) -> None:

@@ -3,8 +3,13 @@
 import asyncio
 import time
 
+from conftest import settings_for
+from textual.app import App
+from textual.widgets import Footer
+
 from localllm.tui.chat import ChatPane
 from localllm.tui.prompt import PromptArea
+from localllm.tui.shared_model import SharedModel
 
 
 async def wait_until(pilot, condition, timeout=60.0):
@@ -26,3 +31,32 @@ async def ask(pilot, pane: ChatPane, text: str) -> int:
 
 def run(coroutine):
     return asyncio.run(coroutine)
+
+
+class PaneApp(App):
+    """One pane alone, with a real shared model; notifications are recorded for the assertions."""
+
+    PANE: type = None
+
+    def __init__(self, settings, options, ctx=None) -> None:
+        super().__init__()
+        self.shared = SharedModel(settings, ctx=ctx)
+        self.pane = self.PANE(settings, options, self.shared)
+        self.notes: list[tuple[str, str]] = []
+
+    def compose(self):
+        yield self.pane
+        yield Footer()
+
+    def notify(self, message, *, title="", severity="information", **kwargs) -> None:
+        self.notes.append((severity, f"{title}: {message}"))
+        super().notify(message, title=title, severity=severity, **kwargs)
+
+    def on_unmount(self) -> None:
+        self.shared.close()  # waits for the generation the unmounted pane was told to stop
+
+
+def one_thread(tmp_path):
+    """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
+    that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
+    return settings_for(tmp_path, threads=1)
