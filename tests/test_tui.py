@@ -182,3 +182,23 @@ def test_every_pane_opens_from_its_key_and_the_palette_lists_their_actions(tmp_p
                 assert wanted in titles, sorted(titles)
 
     run(session())
+
+
+def test_a_model_that_cannot_load_is_a_notification_not_a_crash(tmp_path):
+    settings = settings_for(tmp_path, model="no-such-model")
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            status = pane.query_one("#status")
+            await wait_until(pilot, lambda: "error" in str(status.render()))
+            assert "no-such-model" in str(status.render())
+            assert any(n.severity == "error" for n in app._notifications)
+            pane.query_one("#prompt").insert("hello")
+            await pilot.press("enter")
+            assert pane.session is None and not pane.generating
+            await pilot.press("f5")
+            assert app.query_one("TabbedContent").active == "hardware"
+
+    run(session())
