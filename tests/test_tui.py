@@ -189,12 +189,15 @@ def test_a_model_that_cannot_load_is_a_notification_not_a_crash(tmp_path):
 
     async def session():
         app = LocalLLMApp(settings, preset("precise"))
+        severities = []
+        shown = app.notify
+        app.notify = lambda message, **kwargs: severities.append(kwargs.get("severity")) or shown(message, **kwargs)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
             status = pane.query_one("#status")
             await wait_until(pilot, lambda: "error" in str(status.render()))
             assert "no-such-model" in str(status.render())
-            assert any(n.severity == "error" for n in app._notifications)
+            await wait_until(pilot, lambda: "error" in severities)
             pane.query_one("#prompt").insert("hello")
             await pilot.press("enter")
             assert pane.session is None and not pane.generating
