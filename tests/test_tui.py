@@ -4,7 +4,7 @@ conversation survives a restart, and a deleted one is gone."""
 import time
 
 from conftest import settings_for
-from tui_helpers import ask, run, wait_until
+from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -189,15 +189,13 @@ def test_a_model_that_cannot_load_is_a_notification_not_a_crash(tmp_path):
 
     async def session():
         app = LocalLLMApp(settings, preset("precise"))
-        severities = []
-        shown = app.notify
-        app.notify = lambda message, **kwargs: severities.append(kwargs.get("severity")) or shown(message, **kwargs)
+        notes = record_notifications(app)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
             status = pane.query_one("#status")
             await wait_until(pilot, lambda: "error" in str(status.render()))
             assert "no-such-model" in str(status.render())
-            await wait_until(pilot, lambda: "error" in severities)
+            await wait_until(pilot, lambda: any(severity == "error" for severity, _ in notes))
             pane.query_one("#prompt").insert("hello")
             await pilot.press("enter")
             assert pane.session is None and not pane.generating

@@ -6,7 +6,7 @@ import asyncio
 import tomllib
 
 from conftest import settings_for
-from tui_helpers import ask, run, wait_until
+from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -180,10 +180,11 @@ def test_keys_remapped_in_the_config_file_work_and_show_in_help_and_the_palette(
 
     async def session():
         app = LocalLLMApp(settings, SHORT)
+        notes = record_notifications(app)
         async with app.run_test(size=(140, 40)) as pilot:
             pane = app.query_one(ChatPane)
             await wait_until(pilot, lambda: pane.session is not None)
-            assert any("colour" in str(n.message) for n in app._notifications), "a bad entry is reported"
+            assert any("colour" in message for _, message in notes), "a bad entry is reported"
             await pilot.press("f8")
             assert pane.query_one(ParameterPanel).has_class("open")
             await pilot.press("f9")

@@ -29,6 +29,18 @@ async def ask(pilot, pane: ChatPane, text: str) -> int:
     return before
 
 
+def record_notifications(app) -> list[tuple[str, str]]:
+    """(severity, message) of every notification the app shows; its own list drops them when they time out."""
+    shown, seen = app.notify, []
+
+    def notify(message, **kwargs):
+        seen.append((kwargs.get("severity", "information"), str(message)))
+        return shown(message, **kwargs)
+
+    app.notify = notify
+    return seen
+
+
 def run(coroutine):
     return asyncio.run(coroutine)
 
