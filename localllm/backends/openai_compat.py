@@ -38,6 +38,18 @@ def display_url(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
+def _http_modules(client) -> tuple:
+    """httpx, and the HTTP library this openai client is built on (httpx, or httpx2 in newer releases): raw
+    streams raise that library's own exceptions."""
+    import importlib
+
+    import httpx
+
+    roots = [cls.__module__.split(".")[0] for cls in type(client._client).__mro__]
+    name = next((root for root in roots if root.startswith("httpx")), "httpx")
+    return (httpx,) if name == "httpx" else (httpx, importlib.import_module(name))
+
+
 def _import_openai():
     try:
         import openai
@@ -63,6 +75,9 @@ class OpenAICompatBackend(Backend):
         self._api_key = api_key
         self._client = None
         self._http = None
+        self._http_errors: tuple = ()
+        self._timeouts: tuple = ()
+        self._broken: tuple = ()
         self._model: str | None = None
         self._n_ctx = 0
         self._exact_counts = False
@@ -77,18 +92,19 @@ class OpenAICompatBackend(Backend):
     def client(self):
         if self._client is None:
             openai = _import_openai()
-            import httpx
-
             # No retries: a refused connection or a 401 should be reported at once, not after backoff.
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key or "none", max_retries=0,
-                                         timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)))
+                                         timeout=self.timeout)
+            modules = _http_modules(self._client)
+            self._http_errors = tuple(m.HTTPError for m in modules) + tuple(m.StreamError for m in modules)
+            self._timeouts = tuple(m.TimeoutException for m in modules)
+            self._broken = tuple(m.TransportError for m in modules) + tuple(m.StreamError for m in modules)
         return self._client
 
     def error(self, exc: BaseException, during: str = "", *, streaming: bool = False) -> LocalLLMError:
         """One clear LocalLLMError for whatever the client raised."""
-        import httpx
-
         openai = _import_openai()
+        self.client  # noqa: B018  (sets the error types of the client's HTTP library)
         where = self.where + (f" {during}" if during else "")
         if isinstance(exc, LocalLLMError):
             return exc
@@ -98,14 +114,14 @@ class OpenAICompatBackend(Backend):
         if isinstance(exc, openai.PermissionDeniedError):
             return BackendUnavailable(f"{where}: this API key may not use it (403 Forbidden)",
                                       hint="check the key's permissions on the server")
-        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+        if isinstance(exc, (openai.APITimeoutError, *self._timeouts)):
             return GenerationError(f"{where}: no answer within {self.timeout:g} s",
                                    hint="the server may be overloaded or stuck; raise --timeout (request_timeout) "
                                         "or check the server")
         if isinstance(exc, openai.APIConnectionError) and not streaming:
             return BackendUnavailable(f"cannot reach {where}",
                                       hint=f"start it ({self.profile.start}) or pass --base-url URL")
-        if isinstance(exc, (openai.APIConnectionError, httpx.TransportError)):
+        if isinstance(exc, (openai.APIConnectionError, *self._broken)):
             return GenerationError(f"{where}: the connection broke ({exc.__cause__ or exc})",
                                    hint="the server stopped or restarted; the answer so far is kept")
         if isinstance(exc, openai.APIStatusError):
@@ -128,12 +144,10 @@ class OpenAICompatBackend(Backend):
 
     def list_models(self) -> list[dict[str, Any]]:
         openai = _import_openai()
-        import httpx
-
         try:
             page = self.client.models.list()
             return [entry.model_dump() for entry in page.data]
-        except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except (openai.OpenAIError, *self._http_errors, ValueError, TypeError, AttributeError) as exc:
             raise self.error(exc, "(listing models)") from None
 
     def connect(self, name: str | None, *, ctx: int | None = None, default: str | None = None) -> ServedModel:
@@ -229,38 +243,48 @@ class OpenAICompatBackend(Backend):
             # The messages' own tokens, counted exactly, are a lower bound of the prompt: refuse before sending.
             raise self._overflow(floor, "at least ")
         openai = _import_openai()
-        import httpx
 
+        # The raw event stream rather than the client's typed chunk objects: building one per token costs client
+        # CPU that, on a small machine, a local server's decoding would otherwise have (see benchmarks/).
+        request = self.client.chat.completions.with_streaming_response.create(**self.request(messages, options))
         try:
-            stream = self.client.chat.completions.create(**self.request(messages, options))
-        except (openai.OpenAIError, httpx.HTTPError, ValueError) as exc:
+            response = request.__enter__()
+        except (openai.OpenAIError, *self._http_errors, ValueError) as exc:
             raise self.error(exc) from None
-        return self._stream(stream, watch, estimated, options.answer_prefix)
+        return self._stream(request, response, watch, estimated, options.answer_prefix)
 
     def _overflow(self, tokens: int, about: str) -> ContextOverflow:
         return ContextOverflow(f"{self.where}: the prompt has {about}{tokens} tokens but the window is {self._n_ctx}",
                                hint="shorten it, or start the server with a larger context and pass -o ctx=N",
                                prompt_tokens=tokens, window=self._n_ctx)
 
-    def _stream(self, stream, watch: Stopwatch, estimated: int, prefix: str | None) -> Iterator[Chunk]:
+    def _stream(self, request, response, watch: Stopwatch, estimated: int, prefix: str | None) -> Iterator[Chunk]:
         openai = _import_openai()
-        import httpx
 
-        state = {"finish": None, "usage": None, "pieces": 0}
+        state: dict[str, Any] = {"finish": None, "usage": None, "pieces": 0}
 
         def pieces() -> Iterator[str]:
-            for part in stream:
-                if getattr(part, "usage", None):
-                    state["usage"] = part.usage
-                if not part.choices:
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
                     continue
-                choice = part.choices[0]
-                if choice.finish_reason:
-                    state["finish"] = "length" if choice.finish_reason == "length" else "stop"
-                text = choice.delta.content if choice.delta is not None else None
-                if text:
-                    state["pieces"] += 1
-                    yield text
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if event.get("error"):
+                    detail = event["error"]
+                    raise GenerationError(f"{self.where}: the server stopped the answer: "
+                                          f"{detail.get('message', detail) if isinstance(detail, dict) else detail}",
+                                          hint="see the server's log; the answer so far is kept")
+                if event.get("usage"):
+                    state["usage"] = event["usage"]
+                for choice in event.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        state["pieces"] += 1
+                        yield text
 
         try:
             if prefix:
@@ -268,10 +292,10 @@ class OpenAICompatBackend(Backend):
             for text in without_repeated_prefix(pieces(), prefix):
                 watch.mark_token()
                 yield TextChunk(text)
-        except (openai.OpenAIError, httpx.HTTPError, ValueError, TypeError, AttributeError) as exc:
+        except (openai.OpenAIError, *self._http_errors, ValueError, TypeError, AttributeError) as exc:
             raise self.error(exc, f"(after {state['pieces']} tokens)", streaming=True) from None
         finally:
-            stream.close()  # stops the server's decoding when the reader stops early
+            request.__exit__(None, None, None)  # closes the response: the server stops decoding
         if state["finish"] is None:
             # Some servers fail inside an already started stream and just end it (llama-cpp-python does so for
             # a prompt over its window): no finish reason means no complete answer.
@@ -279,11 +303,11 @@ class OpenAICompatBackend(Backend):
                 raise self._overflow(estimated, "about ")
             raise GenerationError(f"{self.where}: the stream ended after {state['pieces']} tokens without "
                                   "finishing the answer", hint="see the server's log; the answer so far is kept")
-        usage = state["usage"]
-        prompt = getattr(usage, "prompt_tokens", None)
+        usage = state["usage"] if isinstance(state["usage"], dict) else {}
+        prompt = usage.get("prompt_tokens")
         self._estimate.learn(estimated, prompt)
         # Servers stream one token per event; without a usage report that count stands in for the real one.
-        completion = getattr(usage, "completion_tokens", None) or state["pieces"]
+        completion = usage.get("completion_tokens") or state["pieces"]
         yield FinalChunk(state["finish"], Usage(prompt or estimated, completion), watch.timings())
 
     def close(self) -> None:
