@@ -155,24 +155,37 @@ class ChatPane(Vertical):
     @work(thread=True, exclusive=True, group="list-models")
     def list_models(self) -> None:
         from localllm.hardware.detect import detect_hardware
-        from localllm.tasks.loading import plan_for
-        from localllm.tasks.reports import list_installed
+        from localllm.tasks.models import installed_rows
 
         report = detect_hardware()
+        rows = installed_rows(self.settings, report)
         choices = []
-        for row in list_installed(self.settings):
-            if row.info is None:
-                choices.append((row.ref.name, f"{row.ref.name} · {row.problem}", False))
-                continue
-            plan = plan_for(self.settings, row.info, report, ctx=self.options.ctx)
-            size = row.info.file_size / 1024**3
-            # Models found in other tools' folders are named by path: their short names may clash.
-            own = row.ref.source == "localllm" or row.ref.source.startswith("package")
-            choices.append((row.ref.name if own else str(row.ref.path),
-                            f"{row.ref.name} · {size:.2f} GiB · {row.ref.source} · {plan.verdict}", plan.fits))
+        for row in rows:
+            size = f"{row.info.file_size / 1024**3:.2f} GiB · " if row.info else ""
+            # Two files can share a short name (one from another tool's folder): those are named by path.
+            first = next(other.ref for other in rows if other.ref.name == row.ref.name)
+            name = row.ref.name if first.path == row.ref.path else str(row.ref.path)
+            choices.append((name, f"{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
+                            row.plan is not None and row.plan.fits))
+        choices += self._served_choices(report)
         from localllm.tui.dialogs import PickOne
 
         self.app.call_from_thread(self.app.push_screen, PickOne("Switch the model", choices), self._switch_to)
+
+    def _served_choices(self, report) -> list[tuple[str, str, bool]]:
+        """The other models of the server the current model runs on (an Ollama or OpenAI-compatible server)."""
+        loaded = self.shared.loaded
+        if loaded is None or loaded.served is None:
+            return []
+        from localllm.tasks.backends import backends_report
+
+        status = next((s for s in backends_report(self.settings, report=report).backends
+                       if s.name == loaded.choice.name), None)
+        if status is None or not status.reachable:
+            return []
+        prefix = "ollama/" if status.name == "ollama" and self.settings.backend == "auto" else ""
+        return [(f"{prefix}{model}", f"{model} · {status.where}", True) for model in status.models
+                if model != loaded.served.name]
 
     def _switch_to(self, name: str | None) -> None:
         if name:
