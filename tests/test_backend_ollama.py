@@ -207,6 +207,22 @@ def test_cli_run_and_backends_through_ollama(standin, home):
     assert "server 0.6.5" in ollama["version"]
 
 
+def test_show_describes_a_model_on_the_server(standin, home):
+    import json
+
+    shown = run_cli("show", "-b", "ollama", "--host", standin.url, "smollm2:135m", "--json", home=home)
+    assert shown.returncode == 0, shown.stderr_text
+    report = json.loads(shown.stdout_text)
+    assert report["name"] == "smollm2:135m" and report["backend"]["name"] == "ollama"
+    assert report["context_length"] == 8192 and report["context"] <= 8192 and report["where"].startswith("Ollama")
+    assert report["details"], "the server's family, size and quantization"
+    table = run_cli("show", "-b", "ollama", "--host", standin.url, "smollm2:135m", home=home)
+    assert table.returncode == 0 and "Model on a server" in table.stdout_text
+    missing = run_cli("show", "-b", "ollama", "--host", standin.url, "qwen9:7b", home=home)
+    assert missing.returncode != 0 and missing.stderr_text.startswith("error:")
+    assert "localllm pull --backend ollama" in missing.stderr_text
+
+
 @pytest.mark.skipif(not os.environ.get("OLLAMA_HOST"), reason="set OLLAMA_HOST to check a real Ollama")
 def test_real_ollama_answers_the_same_routes():
     with OllamaBackend(os.environ["OLLAMA_HOST"]) as backend:

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("model", help="model name, NAME:QUANT, or path to a .gguf file")
     show.add_argument("--ctx", type=int, help="plan for this context window")
     show.add_argument("-b", "--backend", choices=BACKEND_NAMES)
+    _server_args(show)
     show.add_argument("--json", action="store_true")
 
     hw = commands.add_parser("hw", help="hardware report and the backend localllm would choose")

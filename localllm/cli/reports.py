@@ -47,6 +47,8 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print_json(result.to_dict())
         return 0
+    if isinstance(result, reports.ServedModelReport):
+        return _show_served(result)
     info, plan = result.info, result.plan
     out = console()
     model = _table("", "")
@@ -92,6 +94,25 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
         load.add_row("suggestion", plan.suggestion)
     out.print("\n[bold]Load plan on this machine[/bold]")
     out.print(load)
+    return 0
+
+
+def _show_served(result) -> int:
+    served = result.served
+    table = _table("", "")
+    table.show_header = False
+    table.add_row("name", served.name)
+    table.add_row("where", served.where)
+    table.add_row("context", f"{served.n_ctx} tokens per request"
+                  + (f" (trained for {served.context_length})" if served.context_length else ""))
+    for key, value in served.details:
+        table.add_row(key, value)
+    table.add_row("backend", result.choice.name)
+    for reason in result.choice.reasons:
+        table.add_row("why", reason)
+    out = console()
+    out.print("[bold]Model on a server[/bold]")
+    out.print(table)
     return 0
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from localllm.backends import backend_class
+from localllm.backends.base import ServedModel
 from localllm.backends.choice import BackendChoice, choose_backend
 from localllm.core.errors import LocalLLMError
 from localllm.core.model import ModelInfo, ModelRef
@@ -58,11 +60,30 @@ class ModelReport:
                 "plan": self.plan.to_dict()}
 
 
+@dataclass(frozen=True)
+class ServedModelReport:
+    """`show` for a model a server runs: what the server says of it (there is no local file to read or plan)."""
+
+    served: ServedModel
+    choice: BackendChoice
+
+    def to_dict(self) -> dict[str, Any]:
+        served = self.served
+        return {"name": served.name, "where": served.where, "context": served.n_ctx,
+                "context_length": served.context_length, "details": dict(served.details),
+                "backend": {"name": self.choice.name, "reasons": list(self.choice.reasons)}}
+
+
 def model_report(settings: Settings, name: str, *, ctx: int | None = None, backend: str = "auto",
-                 report: HardwareReport | None = None) -> ModelReport:
-    ref, info = describe_model(settings, name)
+                 report: HardwareReport | None = None) -> ModelReport | ServedModelReport:
     report = report or detect_hardware()
-    choice = choose_backend(backend, settings.backend, report)
+    choice = choose_backend(backend, settings.backend, report, model=name, settings=settings)
+    if not backend_class(choice.name).local_files:
+        from localllm.tasks.loading import load_model
+
+        with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
+            return ServedModelReport(loaded.served, loaded.choice)
+    ref, info = describe_model(settings, name)
     return ModelReport(ref, info, plan_for(settings, info, report, ctx=ctx, backend=choice.name), choice)
 
 
