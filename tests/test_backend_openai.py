@@ -202,3 +202,11 @@ def test_cli_run_and_summarize_through_the_server(llama_server, home, tmp_path):
     report = json.loads(run_cli("backends", "--json", home=home, env=env).stdout_text)
     assert report["auto"]["name"] == "openai"
     assert next(b for b in report["backends"] if b["name"] == "openai")["models"] == [SERVED_NAME]
+
+
+def test_show_describes_the_served_model(llama_server, home):
+    shown = run_cli("show", "-b", "openai", "--base-url", f"{llama_server.url}/v1", SERVED_NAME, "--json", home=home)
+    assert shown.returncode == 0, shown.stderr_text
+    report = json.loads(shown.stdout_text)
+    assert report["name"] == SERVED_NAME and report["backend"]["name"] == "openai"
+    assert report["context"] == 2048 and llama_server.url.split("//")[1] in report["where"]
