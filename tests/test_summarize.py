@@ -187,3 +187,15 @@ def test_prompts_can_be_overridden_from_the_config_folder(tmp_path):
     override.write_text("Sum up in pirate speech: $document")
     assert render("summarize", settings, document="DOC", style="s", length="l", source="x") == \
         "Sum up in pirate speech: DOC"
+
+
+def test_a_512_token_window_still_summarizes_with_smaller_notes(loaded, shared_home):
+    text = (Path(__file__).parent / "data" / "meeting-notes.md").read_text() * 2
+    summarizer = Summarizer(settings_for(shared_home), loaded.backend,
+                            preset("precise").with_overrides(max_tokens=40), style="tldr", window=512)
+    assert summarizer.note_tokens == 64
+    result = summarizer.run([Document("notes.md", "markdown", text)])
+    assert result.summary and len(result.calls) > 2
+    assert [call.kind for call in result.calls].count("combine") >= 1
+    for call in result.calls:
+        assert call.prompt_tokens + call.completion_tokens <= 512, call

@@ -25,7 +25,7 @@ STYLES = {
     "detailed": ("a detailed summary that follows the document's structure with a short section per part", 400),
 }
 PART_NOTE_TOKENS = 160
-"""Token budget of the notes written about one chunk."""
+"""Token budget of the notes written about one chunk (less in a window under 1,280 tokens)."""
 MARGIN_TOKENS = 16
 """Slack for the few tokens two pieces can gain when their texts are joined."""
 
@@ -102,6 +102,8 @@ class Summarizer:
         self.progress = progress or (lambda message: None)
         self.window = window or backend.context_window
         self.on_call = on_call
+        # Notes shrink with a small window, so that several of them and a merged answer still fit one combine call.
+        self.note_tokens = min(PART_NOTE_TOKENS, max(32, self.window // 8))
 
     # -- prompts ---------------------------------------------------------------------------------------------------
     def _values(self, source: str) -> dict[str, object]:
@@ -113,7 +115,7 @@ class Summarizer:
 
     def part_messages(self, text: str, source: str, part: int, parts: int) -> list[Message]:
         return [Message("user", prompts.render("summarize-part", self.settings, document=text, part=part,
-                                               parts=parts, part_words=PART_NOTE_TOKENS * 2 // 3,
+                                               parts=parts, part_words=self.note_tokens * 2 // 3,
                                                **self._values(source)))]
 
     def combine_messages(self, notes: str, source: str) -> list[Message]:
@@ -135,7 +137,7 @@ class Summarizer:
             if input_tokens <= room:
                 return SummaryPlan(self.window, input_tokens, answer, room, True, (), 1)
         overhead = self.backend.count_prompt_tokens(self.part_messages("", source, 99, 99))
-        budget = self.window - overhead - PART_NOTE_TOKENS - MARGIN_TOKENS
+        budget = self.window - overhead - self.note_tokens - MARGIN_TOKENS
         if budget < 64:
             raise ContextOverflow(f"the {self.window}-token window leaves no room for a document chunk",
                                   hint="raise the window with -o ctx=N", window=self.window)
@@ -147,7 +149,7 @@ class Summarizer:
 
     def _combine_calls(self, notes: int, source: str, answer: int) -> int:
         overhead = self.backend.count_prompt_tokens(self.combine_messages("", source))
-        per_call = max((self.window - overhead - answer - MARGIN_TOKENS) // (PART_NOTE_TOKENS + 4), 2)
+        per_call = max((self.window - overhead - answer - MARGIN_TOKENS) // (self.note_tokens + 4), 2)
         calls = 0
         while notes > 1:
             groups = math.ceil(notes / per_call)
@@ -171,7 +173,7 @@ class Summarizer:
             text = documents[chunk.document].text[chunk.start:chunk.end].strip()
             messages = self.part_messages(text, documents[chunk.document].name, number, len(plan.chunks))
             label = f"part {number} of {len(plan.chunks)}"
-            notes.append(self._call(messages, PART_NOTE_TOKENS, "part", label, result))
+            notes.append(self._call(messages, self.note_tokens, "part", label, result))
         result.part_notes = list(notes)
         result.summary = self._combine(notes, source, plan.answer_tokens, result, level=1)
         return result
@@ -185,12 +187,15 @@ class Summarizer:
         for note in notes:
             trial = groups[-1] + [note]
             fits = self.backend.count_prompt_tokens(self.combine_messages(_notes_text(trial), source)) \
-                + PART_NOTE_TOKENS * 2 + MARGIN_TOKENS <= self.window
+                + self.note_tokens * 2 + MARGIN_TOKENS <= self.window
             if fits or not groups[-1]:
                 groups[-1] = trial
             else:
                 groups.append([note])
-        merged = [self._call(self.combine_messages(_notes_text(group), source), PART_NOTE_TOKENS * 2, "combine",
+        if len(groups) == len(notes):
+            raise ContextOverflow(f"the {self.window}-token window cannot hold two notes and their merged answer",
+                                  hint="raise the window with -o ctx=N", window=self.window)
+        merged = [self._call(self.combine_messages(_notes_text(group), source), self.note_tokens * 2, "combine",
                              f"combine level {level}, group {i} of {len(groups)}", result)
                   for i, group in enumerate(groups, start=1)]
         return self._combine(merged, source, answer, result, level + 1)
