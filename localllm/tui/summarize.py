@@ -168,8 +168,6 @@ class SummarizePane(Vertical):
     @on(Input.Submitted, "#sum-paths")
     @on(Button.Pressed, "#sum-add")
     def action_open(self) -> None:
-        from localllm.tasks.documents import read_document
-
         box = self.query_one("#sum-paths", Input)
         try:
             paths = shlex.split(box.value)
@@ -179,15 +177,27 @@ class SummarizePane(Vertical):
         if not paths:
             box.focus()
             return
+        self._show("#sum-files", f"reading {len(paths)} file(s)…")
+        self.read_files(paths)
+
+    @work(thread=True, exclusive=True, group="summarize-read")
+    def read_files(self, paths: list[str]) -> None:
+        """A long PDF takes a while to turn into text: read off the event loop, so the app stays responsive."""
+        from localllm.tasks.documents import read_document
+
         try:
             added = [read_document(str(Path(path).expanduser())) for path in paths]
         except LocalLLMError as exc:
-            self._error(exc)
+            self.app.call_from_thread(self._error, exc)
+            self.app.call_from_thread(self._files_changed)
             return
+        self.app.call_from_thread(self._files_read, added)
+
+    def _files_read(self, added: list[Document]) -> None:
         self.files.extend(added)
         for warning in (w for document in added for w in document.warnings):
             self.app.notify(warning, severity="warning")
-        box.value = ""
+        self.query_one("#sum-paths", Input).value = ""
         self._files_changed()
 
     @on(Button.Pressed, "#sum-clear")
