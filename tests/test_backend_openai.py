@@ -210,3 +210,9 @@ def test_show_describes_the_served_model(llama_server, home):
     report = json.loads(shown.stdout_text)
     assert report["name"] == SERVED_NAME and report["backend"]["name"] == "openai"
     assert report["context"] == 2048 and llama_server.url.split("//")[1] in report["where"]
+
+
+def test_hw_names_the_server_auto_would_use(llama_server, home):
+    env = {"OPENAI_BASE_URL": f"{llama_server.url}/v1"}
+    report = json.loads(run_cli("hw", "--json", home=home, env=env).stdout_text)
+    assert report["backend"]["name"] == "openai", report["backend"]

@@ -104,7 +104,9 @@ def machine_report(settings: Settings, hardware: HardwareReport | None = None) -
     """``hardware``: an already detected report (or a fixed one, for a reproducible display)."""
     hardware = hardware or detect_hardware()
     try:
-        choice, error = choose_backend("auto", settings.backend, hardware), None
+        # With the settings, auto also weighs the servers (a configured base URL, a running Ollama), as `run` does.
+        choice = choose_backend("auto", settings.backend, hardware, model=settings.model, settings=settings)
+        error = None
     except LocalLLMError as exc:
         choice, error = None, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
     return MachineReport(hardware, choice, error, reinstall_hint(hardware))
