@@ -216,3 +216,13 @@ def test_hw_names_the_server_auto_would_use(llama_server, home):
     env = {"OPENAI_BASE_URL": f"{llama_server.url}/v1"}
     report = json.loads(run_cli("hw", "--json", home=home, env=env).stdout_text)
     assert report["backend"]["name"] == "openai", report["backend"]
+
+
+def test_summarize_plan_counts_on_the_server(llama_server, home, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The meeting moved to Tuesday. Alice will bring the slides.\n" * 40)
+    env = {"OPENAI_BASE_URL": f"{llama_server.url}/v1"}
+    done = run_cli("summarize", str(notes), "--plan", "--json", home=home, env=env)
+    assert done.returncode == 0, done.stderr_text
+    plan = json.loads(done.stdout_text)
+    assert plan["window"] == 2048 and plan["input_tokens"] > 400, plan

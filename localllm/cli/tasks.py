@@ -66,12 +66,23 @@ def _plan_only(args: argparse.Namespace, settings: Settings, documents, options)
     from localllm.tasks.loading import describe_model, plan_for
     from localllm.tasks.summarize import Summarizer
 
-    ref, info = describe_model(settings, args.model or settings.model)
-    window = plan_for(settings, info, detect_hardware(include_llama_cpp="if-gpu"), ctx=options.ctx).n_ctx
-    with backend_class("llama.cpp" if (args.backend or "auto") == "auto" else args.backend)() as backend:
-        backend.load_tokenizer(ref)
-        plan = Summarizer(settings, backend, options, style=args.style, words=args.words, window=window) \
-            .plan(documents)
+    requested = args.backend or settings.backend
+    model = args.model or settings.model
+    if requested in ("ollama", "openai") or (requested == "auto" and (settings.base_url or
+                                                                      model.lower().startswith("ollama/"))):
+        # A server model: connecting costs one request and loads nothing here; counts are the backend's.
+        from localllm.tasks.loading import load_model
+
+        with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+            plan = Summarizer(settings, loaded.backend, options, style=args.style, words=args.words) \
+                .plan(documents)
+    else:
+        ref, info = describe_model(settings, model)
+        window = plan_for(settings, info, detect_hardware(include_llama_cpp="if-gpu"), ctx=options.ctx).n_ctx
+        with backend_class("llama.cpp" if requested == "auto" else requested)() as backend:
+            backend.load_tokenizer(ref)
+            plan = Summarizer(settings, backend, options, style=args.style, words=args.words, window=window) \
+                .plan(documents)
     if args.json:
         print_json(plan.to_dict(documents))
         return 0
