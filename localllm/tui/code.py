@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from textual import on, work
@@ -21,6 +21,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
+from localllm.tui.answer import TextBuffer
 from localllm.tui.shared_model import SharedModel
 
 ACTIONS = {
@@ -33,7 +34,7 @@ ACTIONS = {
 }
 ANSWER_PLACEHOLDER = "*The answer appears here.*"
 FLUSH_SECONDS = 0.05
-"""A call_from_thread round trip costs milliseconds; the worker sends text at most this often."""
+"""How often the streamed text is drained into the answer."""
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,17 @@ class CodePane(Vertical):
         self._status(f"{ACTIONS[action][0]}: waiting for the model…")
         self.query_one("#code-answer", VerticalScroll).focus()
         await result.update("")
-        # The stream runs an asyncio task, so it is made here on the event loop, not in the worker thread.
-        self.generate(action, source, detail, result, Markdown.get_stream(result))
+        # The stream runs an asyncio task, so it is made here on the event loop, not in the worker thread. The worker
+        # only fills a buffer that a timer drains: waiting on the event loop from the worker would slow decoding.
+        stream = Markdown.get_stream(result)
+        self._buffer = TextBuffer()
+        self._drain_timer = self.set_interval(FLUSH_SECONDS, partial(self._drain, stream))
+        self.generate(action, source, detail, result, stream)
+
+    async def _drain(self, stream) -> None:
+        text = self._buffer.take()
+        if text:
+            await stream.write(text)
 
     def action_stop(self) -> None:
         if self.generating:
@@ -249,21 +259,19 @@ class CodePane(Vertical):
                 request = build_request(self.settings, loaded.backend, self.options, action, source, detail)
                 self.app.call_from_thread(self._status, f"{ACTIONS[action][0]}: sent {request.sent}")
                 response = Response(loaded.backend.chat(request.messages, request.options))
-                pending, last = [], time.monotonic()
                 for chunk in response:
                     if self._stop.is_set():
                         response.close()
                         break
                     if isinstance(chunk, TextChunk) and chunk.text:
-                        pending.append(chunk.text)
-                        if time.monotonic() - last >= FLUSH_SECONDS:
-                            self.app.call_from_thread(stream.write, "".join(pending))
-                            pending, last = [], time.monotonic()
+                        self._buffer.put(chunk.text)
         except LocalLLMError as exc:
             error = exc
         self.app.call_from_thread(self._finish, action, detail, result, stream, response, request, error)
 
     async def _finish(self, action: str, detail: str, result: Markdown, stream, response, request, error) -> None:
+        self._drain_timer.stop()
+        await self._drain(stream)
         await stream.stop()
         if error is not None:
             await result.update(f"*{error.message}*")
