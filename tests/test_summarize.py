@@ -191,11 +191,14 @@ def test_prompts_can_be_overridden_from_the_config_folder(tmp_path):
 
 def test_a_512_token_window_still_summarizes_with_smaller_notes(loaded, shared_home):
     text = (Path(__file__).parent / "data" / "meeting-notes.md").read_text() * 2
+    streamed: list[str] = []
     summarizer = Summarizer(settings_for(shared_home), loaded.backend,
-                            preset("precise").with_overrides(max_tokens=40), style="tldr", window=512)
+                            preset("precise").with_overrides(max_tokens=40), style="tldr", window=512,
+                            on_text=streamed.append)
     assert summarizer.note_tokens == 64
     result = summarizer.run([Document("notes.md", "markdown", text)])
     assert result.summary and len(result.calls) > 2
+    assert "".join(streamed).strip() == result.summary, "only the last call's text is streamed"
     assert [call.kind for call in result.calls].count("combine") >= 1
     for call in result.calls:
         assert call.prompt_tokens + call.completion_tokens <= 512, call

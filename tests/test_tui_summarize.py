@@ -175,3 +175,20 @@ def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
     pane = SummarizePane(settings_for(tmp_path), preset("precise"), SharedModel(settings_for(tmp_path)))
     callbacks = {command.callback.__name__ for command in pane.palette_commands()}
     assert callbacks == {f"action_{binding.action}" for binding in SummarizePane.BINDINGS}
+
+
+def test_the_summary_streams_in_while_it_is_written(tmp_path):
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=48))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#sum-text", TextArea).load_text(DATA.joinpath("meeting-notes.md").read_text())
+            await wait_until(pilot, lambda: pane.plan is not None)
+            await pilot.click("#sum-run")
+            result = pane.query_one("#sum-result", Markdown)
+            await wait_until(pilot, lambda: pane.running and pane._streamed and result.source.strip())
+            assert not pane.summary, "text shows before the summary is done"
+            await wait_until(pilot, lambda: not pane.running)
+            assert pane.summary and result.source == pane.summary
+
+    asyncio.run(session())

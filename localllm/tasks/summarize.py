@@ -87,9 +87,11 @@ CallCallback = Callable[[CallRecord], None]
 class Summarizer:
     def __init__(self, settings: Settings, backend: Backend, options: GenerationOptions, *, style: str = "bullets",
                  words: int | None = None, progress: ProgressCallback | None = None,
-                 window: int | None = None, on_call: CallCallback | None = None) -> None:
+                 window: int | None = None, on_call: CallCallback | None = None,
+                 on_text: Callable[[str], None] | None = None) -> None:
         """``window`` defaults to the loaded model's; `--plan` passes the planned one with only a tokenizer loaded.
-        ``on_call`` receives each finished call's record, for a progress bar that counts calls."""
+        ``on_call`` receives each finished call's record, for a progress bar that counts calls. ``on_text``
+        receives the summary itself as it is written (the text of the last call only, not the notes)."""
         if style not in STYLES:
             raise UsageError(f"unknown style {style!r}", hint=f"styles: {', '.join(STYLES)}")
         if words is not None and words < 10:
@@ -102,6 +104,7 @@ class Summarizer:
         self.progress = progress or (lambda message: None)
         self.window = window or backend.context_window
         self.on_call = on_call
+        self.on_text = on_text
         # Notes shrink with a small window, so that several of them and a merged answer still fit one combine call.
         self.note_tokens = min(PART_NOTE_TOKENS, max(32, self.window // 8))
 
@@ -166,7 +169,7 @@ class Summarizer:
             text = "\n\n".join(d.text.strip() for d in documents)
             self.progress(f"summarizing {plan.input_tokens} tokens in one call")
             result.summary = self._call(self.single_messages(text, source), plan.answer_tokens, "single", "all",
-                                        result)
+                                        result, final=True)
             return result
         notes = []
         for number, chunk in enumerate(plan.chunks, start=1):
@@ -181,7 +184,7 @@ class Summarizer:
     def _combine(self, notes: list[str], source: str, answer: int, result: SummaryResult, level: int) -> str:
         messages = self.combine_messages(_notes_text(notes), source)
         if self.backend.count_prompt_tokens(messages) + answer + MARGIN_TOKENS <= self.window or len(notes) == 1:
-            return self._call(messages, answer, "combine", f"combine level {level}", result)
+            return self._call(messages, answer, "combine", f"combine level {level}", result, final=True)
         # Too many notes for one call: combine them in groups that fit, then combine the results.
         groups: list[list[str]] = [[]]
         for note in notes:
@@ -200,7 +203,8 @@ class Summarizer:
                   for i, group in enumerate(groups, start=1)]
         return self._combine(merged, source, answer, result, level + 1)
 
-    def _call(self, messages: list[Message], max_tokens: int, kind: str, label: str, result: SummaryResult) -> str:
+    def _call(self, messages: list[Message], max_tokens: int, kind: str, label: str, result: SummaryResult, *,
+              final: bool = False) -> str:
         prompt_tokens = self.backend.count_prompt_tokens(messages)
         if prompt_tokens + max_tokens > self.window:
             raise ContextOverflow(f"{label}: the prompt has {prompt_tokens} tokens, over the {self.window}-token "
@@ -208,6 +212,9 @@ class Summarizer:
                                   prompt_tokens=prompt_tokens, window=self.window)
         options = self.options.with_overrides(max_tokens=max_tokens)
         response = Response(self.backend.chat(messages, options))
+        if final and self.on_text is not None:
+            for piece in response.text_chunks():
+                self.on_text(piece)
         text = response.text().strip()
         final = response.final
         record = CallRecord(kind, label, final.usage.prompt_tokens, final.usage.completion_tokens, self.window,

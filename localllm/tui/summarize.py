@@ -18,11 +18,14 @@ from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks.documents import Document
 from localllm.tasks.summarize import STYLES
+from localllm.tui.answer import TextBuffer
 from localllm.tui.shared_model import SharedModel
 
 STYLE_LABELS = {"tldr": "TL;DR", "bullets": "Bullet points", "executive": "Executive summary", "detailed": "Detailed"}
 PASTED = "pasted text"
 RESULT_PLACEHOLDER = "*The summary appears here.*"
+DRAIN_SECONDS = 1 / 20
+"""How often the summary being written is drained into the result."""
 PLAN_DELAY = 0.6
 """Seconds of quiet typing in the paste box before the plan is counted again."""
 
@@ -286,7 +289,21 @@ class SummarizePane(Vertical):
         self._show("#sum-status", "summarizing…")
         self.query_one("#sum-progress", ProgressBar).update(total=None, progress=0)
         self._show("#sum-progress-text", "waiting for the model…")
+        # The summary streams in as its last call writes it: the worker fills a buffer that a timer drains.
+        self._buffer = TextBuffer()
+        self._streamed = False
+        self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain)
         self.summarize(documents, str(self.query_one("#sum-style", Select).value), words)
+
+    async def _drain(self) -> None:
+        text = self._buffer.take()
+        if not text:
+            return
+        result = self.query_one("#sum-result", Markdown)
+        if not self._streamed:
+            self._streamed = True
+            await result.update("")
+        await result.append(text)
 
     def action_stop(self) -> None:
         if self.running:
@@ -305,7 +322,8 @@ class SummarizePane(Vertical):
         try:
             with self.shared.use() as loaded:
                 backend = StoppableBackend(loaded.backend, self._stop)
-                summarizer = self._summarizer(backend, style, words, progress=progress, on_call=on_call)
+                summarizer = self._summarizer(backend, style, words, progress=progress, on_call=on_call,
+                                              on_text=self._buffer.put)
                 plan = summarizer.plan(documents)
                 self.app.call_from_thread(self._run_started, plan, documents)
                 result = summarizer.run(documents)
@@ -325,6 +343,7 @@ class SummarizePane(Vertical):
         bar.update(total=max(bar.total or 0, self.calls_done), progress=self.calls_done)
 
     async def _finish(self, result, error) -> None:
+        self._drain_timer.stop()
         self.remove_class("running")
         if isinstance(error, Stopped):
             self._show("#sum-status", f"stopped; nothing was summarized ({self.calls_done} call(s) had finished)")
