@@ -40,6 +40,19 @@ class TextBuffer:
         return text
 
 
+def pump(response, buffer: TextBuffer, stop: threading.Event) -> None:
+    """In a worker thread: feed ``response``'s text into ``buffer`` until it ends, or until ``stop`` is set, which
+    closes it (decoding stops and the partial answer stays in the response)."""
+    from localllm.core.chunks import TextChunk
+
+    for chunk in response:
+        if stop.is_set():
+            response.close()
+            return
+        if isinstance(chunk, TextChunk) and chunk.text:
+            buffer.put(chunk.text)
+
+
 def is_fence(line: str) -> bool:
     return bool(FENCE.match(line))
 

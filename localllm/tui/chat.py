@@ -14,7 +14,6 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
-from localllm.core.chunks import TextChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -413,14 +412,11 @@ class ChatPane(Vertical):
         response = None
         error = None
         try:
+            from localllm.tui.answer import pump
+
             with self.shared.use():
                 response = self.session.send(text)
-                for chunk in response:
-                    if self._stop.is_set():
-                        response.close()
-                        break
-                    if isinstance(chunk, TextChunk) and chunk.text:
-                        self._buffer.put(chunk.text)
+                pump(response, self._buffer, self._stop)
         except LocalLLMError as exc:
             error = exc
         self._outcome = (text, response, error)

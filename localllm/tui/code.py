@@ -15,13 +15,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Markdown, Select, Static, TextArea
 
-from localllm.core.chunks import Response, TextChunk
+from localllm.core.chunks import Response
 from localllm.core.errors import LocalLLMError, UsageError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
-from localllm.tui.answer import TextBuffer
+from localllm.tui.answer import TextBuffer, pump
 from localllm.tui.shared_model import SharedModel
 
 ACTIONS = {
@@ -259,12 +259,7 @@ class CodePane(Vertical):
                 request = build_request(self.settings, loaded.backend, self.options, action, source, detail)
                 self.app.call_from_thread(self._status, f"{ACTIONS[action][0]}: sent {request.sent}")
                 response = Response(loaded.backend.chat(request.messages, request.options))
-                for chunk in response:
-                    if self._stop.is_set():
-                        response.close()
-                        break
-                    if isinstance(chunk, TextChunk) and chunk.text:
-                        self._buffer.put(chunk.text)
+                pump(response, self._buffer, self._stop)
         except LocalLLMError as exc:
             error = exc
         self.app.call_from_thread(self._finish, action, detail, result, stream, response, request, error)
