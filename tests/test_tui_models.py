@@ -20,7 +20,8 @@ from textual.widgets import DataTable, Input, ProgressBar
 from localllm.hardware.report import CPUInfo, HardwareReport, LlamaCppBuild
 from localllm.store.manifest import Manifest, write_manifest
 from localllm.tasks.models import partial_downloads
-from localllm.tui.models import ConfirmDelete, ModelsPane
+from localllm.tui.dialogs import Confirm
+from localllm.tui.models import ModelsPane
 
 GIB = 1024**3
 MIB = 1024**2
@@ -239,20 +240,20 @@ def test_delete_asks_first_and_never_touches_another_tools_model(tmp_path, bundl
             pane = app.query_one(ModelsPane)
             await select_installed(pilot, pane, "LM Studio")
             await pilot.press("d")
-            assert not isinstance(app.screen, ConfirmDelete)
+            assert not isinstance(app.screen, Confirm)
             assert "never deletes another tool's files" in status(pane) and lmstudio.exists()
 
             await select_installed(pilot, pane, "localllm")
             await pilot.press("d")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDelete))
+            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
             assert str(owned) in shown(app.screen.query_one("#confirm-question"))
             await pilot.press("n")
-            await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmDelete))
+            await wait_until(pilot, lambda: not isinstance(app.screen, Confirm))
             assert owned.exists() and "kept smollm2-135m" in status(pane)
 
             await select_installed(pilot, pane, "localllm")
             await pilot.press("d")
-            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmDelete))
+            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("y")
             installed = pane.query_one("#installed", DataTable)
             await wait_until(pilot, lambda: not any(row[4] == "localllm" for row in rows(installed)))

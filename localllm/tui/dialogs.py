@@ -70,27 +70,28 @@ class AskLongText(ModalScreen[str | None]):
 
 
 class Confirm(ModalScreen[bool]):
-    """A yes/no question; "y" and "n" answer it from the keyboard."""
+    """A yes/no question; "y" and "n" (or Esc) answer it from the keyboard, and "no" has the focus."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="Confirm")
-    AUTO_FOCUS = "#no"
+    DEFAULT_CSS = DIALOG_CSS.format(name="Confirm") + "Confirm > Vertical { border: thick $error; }"
+    AUTO_FOCUS = "#confirm-no"
     BINDINGS = [Binding("y", "dismiss(True)", "Yes", id="dialog.yes"),
                 Binding("n,escape", "dismiss(False)", "No", id="dialog.no")]
 
-    def __init__(self, question: str) -> None:
+    def __init__(self, question: str, yes: str = "Yes", no: str = "No") -> None:
         super().__init__()
-        self.question = question
+        self.question, self.yes, self.no = question, yes, no
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(self.question)
+            # Shown as typed: a title, a model name or a path with brackets is not markup.
+            yield Label(self.question, id="confirm-question", markup=False)
             with Horizontal():
-                yield Button("No (n)", id="no")
-                yield Button("Yes (y)", id="yes", variant="error")
+                yield Button(f"{self.no} (n)", id="confirm-no", variant="primary")
+                yield Button(f"{self.yes} (y)", id="confirm-yes", variant="error")
 
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "yes")
+        self.dismiss(event.button.id == "confirm-yes")
 
 
 class PickOne(ModalScreen[str | None]):

@@ -12,8 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Input, Label, ProgressBar, Static
+from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
@@ -33,42 +32,6 @@ def plain(text: str):
     from rich.text import Text
 
     return Text(text)
-
-
-class ConfirmDelete(ModalScreen[bool]):
-    """Asks before a file is deleted; answers True only for an explicit yes."""
-
-    DEFAULT_CSS = """
-    ConfirmDelete { align: center middle; }
-    ConfirmDelete #confirm-box { width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2; }
-    ConfirmDelete #confirm-buttons { height: auto; margin-top: 1; }
-    ConfirmDelete Button { margin-right: 2; }
-    """
-    BINDINGS = [
-        Binding("y", "answer(True)", "Delete", id="models.confirm_delete"),
-        Binding("n,escape", "answer(False)", "Keep", id="models.keep"),
-    ]
-
-    def __init__(self, question: str) -> None:
-        super().__init__()
-        self.question = question
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="confirm-box"):
-            yield Label(plain(self.question), id="confirm-question")
-            with Horizontal(id="confirm-buttons"):
-                yield Button("Delete (y)", variant="error", id="confirm-yes")
-                yield Button("Keep (n)", variant="primary", id="confirm-no")
-
-    def on_mount(self) -> None:
-        self.query_one("#confirm-no", Button).focus()  # the safe answer is the default
-
-    @on(Button.Pressed)
-    def pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(event.button.id == "confirm-yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 class ModelsPane(Vertical):
@@ -363,7 +326,9 @@ class ModelsPane(Vertical):
             else:
                 self._status(f"kept {row.ref.name}")
 
-        self.app.push_screen(ConfirmDelete(question), answered)
+        from localllm.tui.dialogs import Confirm
+
+        self.app.push_screen(Confirm(question, yes="Delete", no="Keep"), answered)
 
     @work(thread=True, group="models-delete")
     def delete(self, ref) -> None:
