@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shutil
-import time
 
 import pytest
 from conftest import BUNDLED_MODEL, settings_for
@@ -16,19 +15,14 @@ from hub_fixture import start_hub
 from rich.console import Console
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar
+from tui_helpers import TEST_MACHINE, wait_until
 
-from localllm.hardware.report import CPUInfo, HardwareReport, LlamaCppBuild
 from localllm.store.manifest import Manifest, write_manifest
 from localllm.tasks.models import partial_downloads
 from localllm.tui.dialogs import Confirm
 from localllm.tui.models import ModelsPane
 
-GIB = 1024**3
 MIB = 1024**2
-# A fixed machine, so verdicts do not depend on the RAM free on the machine running the tests.
-TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU", "x86_64", 4, 8, ("AVX2",)),
-                              ram_total=16 * GIB, ram_available=12 * GIB,
-                              llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
 Q8_REPO, Q8_FILE = "bartowski/SmolLM2-135M-Instruct-GGUF", "SmolLM2-135M-Instruct-Q8_0.gguf"
 
 
@@ -46,13 +40,6 @@ class ModelsApp(App):
 
     def on_models_pane_use_model(self, message: ModelsPane.UseModel) -> None:
         self.used.append(message.name)
-
-
-async def wait_until(pilot, condition, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await pilot.pause(0.05)
 
 
 def rows(table: DataTable) -> list[list[str]]:

@@ -4,20 +4,13 @@ machine, so the picture does not depend on where the tests run) and the help scr
 
 from conftest import settings_for
 from textual.app import App
-from tui_helpers import wait_until
+from tui_helpers import TEST_MACHINE, wait_until
 
 from localllm.core.options import preset
-from localllm.hardware.cpu import CPUInfo
-from localllm.hardware.report import HardwareReport, LlamaCppBuild
 from localllm.store.conversations import ConversationStore
 from localllm.tui.app import LocalLLMApp
 from localllm.tui.chat import ChatPane
 from localllm.tui.hardware import HardwarePane
-
-GIB = 1024**3
-TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU", "x86_64", 4, 8, ("AVX2",)),
-                              ram_total=16 * GIB, ram_available=12 * GIB,
-                              llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
 
 
 def stored_conversation(settings) -> None:

@@ -7,9 +7,16 @@ from conftest import settings_for
 from textual.app import App
 from textual.widgets import Footer
 
+from localllm.hardware.report import CPUInfo, HardwareReport, LlamaCppBuild
 from localllm.tui.chat import ChatPane
 from localllm.tui.prompt import PromptArea
 from localllm.tui.shared_model import SharedModel
+
+GIB = 1024**3
+# A fixed machine, so verdicts and reports do not depend on the machine running the tests.
+TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU", "x86_64", 4, 8, ("AVX2",)),
+                              ram_total=16 * GIB, ram_available=12 * GIB,
+                              llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
 
 
 async def wait_until(pilot, condition, timeout=60.0):
