@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, ServedModel
-from localllm.backends.streaming import PromptEstimate, estimate_tokens, without_repeated_prefix
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, LocalLLMError, ModelNotFound
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -253,11 +253,7 @@ class OllamaBackend(Backend):
                     yield text
 
         try:
-            if prefix:
-                yield TextChunk(prefix)
-            for text in without_repeated_prefix(pieces(), prefix):
-                watch.mark_token()
-                yield TextChunk(text)
+            yield from answer_chunks(pieces(), prefix, watch)
         except (ollama.ResponseError, ConnectionError, httpx.HTTPError, httpx.StreamError, ValueError,
                 TypeError) as exc:
             raise self.error(exc, self._model, f"(after {state['pieces']} tokens)") from None

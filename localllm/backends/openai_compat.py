@@ -14,8 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from localllm.backends.base import Backend, Capabilities, ServedModel
 from localllm.backends.profiles import ServerProfile, response_format, server_profile
-from localllm.backends.streaming import PromptEstimate, estimate_tokens, without_repeated_prefix
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, Usage
 from localllm.core.errors import (
     BackendUnavailable,
     ContextOverflow,
@@ -287,11 +287,7 @@ class OpenAICompatBackend(Backend):
                         yield text
 
         try:
-            if prefix:
-                yield TextChunk(prefix)
-            for text in without_repeated_prefix(pieces(), prefix):
-                watch.mark_token()
-                yield TextChunk(text)
+            yield from answer_chunks(pieces(), prefix, watch)
         except (openai.OpenAIError, *self._http_errors, ValueError, TypeError, AttributeError) as exc:
             raise self.error(exc, f"(after {state['pieces']} tokens)", streaming=True) from None
         finally:

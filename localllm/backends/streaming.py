@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from localllm.core.chunks import Stopwatch, TextChunk
 from localllm.core.messages import Message
 
 # ASCII words, single digits, whitespace runs, and any other single character.
@@ -112,3 +113,13 @@ def without_repeated_prefix(pieces: Iterator[str], prefix: str | None) -> Iterat
             held = None
     if held:
         yield held
+
+
+def answer_chunks(pieces: Iterator[str], prefix: str | None, watch: Stopwatch) -> Iterator[TextChunk]:
+    """A server's text pieces as the answer's chunks: ``prefix`` first (shown by us, see
+    ``without_repeated_prefix``), then the pieces with its repeat dropped, each timed by ``watch``."""
+    if prefix:
+        yield TextChunk(prefix)
+    for text in without_repeated_prefix(pieces, prefix):
+        watch.mark_token()
+        yield TextChunk(text)
