@@ -84,6 +84,13 @@ class InstalledRow:
         return f"unreadable: {self.problem}" if self.problem else "unknown"
 
 
+def name_to_load(ref: ModelRef, rows: list[InstalledRow]) -> str:
+    """The name that loads exactly this file: its short name when that finds it first, else its path (a model in
+    another tool's folder can share a short name)."""
+    first = next((row.ref for row in rows if row.ref.name == ref.name), None)
+    return ref.name if first is not None and first.path == ref.path else str(ref.path)
+
+
 def installed_rows(settings: Settings, report: HardwareReport) -> list[InstalledRow]:
     """`localllm list`'s rows (installed and discovered, through the metadata cache), each planned for ``report``."""
     return [InstalledRow(item.ref, item.info, plan_for(settings, item.info, report) if item.info else None,

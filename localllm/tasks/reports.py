@@ -16,7 +16,7 @@ from localllm.hardware.detect import detect_hardware, reinstall_hint
 from localllm.hardware.report import HardwareReport
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import installed_models
-from localllm.tasks.loading import describe_model, plan_for
+from localllm.tasks.loading import describe_model, load_model, plan_for
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,6 @@ def model_report(settings: Settings, name: str, *, ctx: int | None = None, backe
     report = report or detect_hardware()
     choice = choose_backend(backend, settings.backend, report, model=name, settings=settings)
     if not backend_class(choice.name).local_files:
-        from localllm.tasks.loading import load_model
-
         with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
             return ServedModelReport(loaded.served, loaded.choice)
     ref, info = describe_model(settings, name)

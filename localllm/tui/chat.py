@@ -154,17 +154,14 @@ class ChatPane(Vertical):
     @work(thread=True, exclusive=True, group="list-models")
     def list_models(self) -> None:
         from localllm.hardware.detect import detect_hardware
-        from localllm.tasks.models import installed_rows
+        from localllm.tasks.models import installed_rows, name_to_load
 
         report = detect_hardware()
         rows = installed_rows(self.settings, report)
         choices = []
         for row in rows:
             size = f"{row.info.file_size / 1024**3:.2f} GiB · " if row.info else ""
-            # Two files can share a short name (one from another tool's folder): those are named by path.
-            first = next(other.ref for other in rows if other.ref.name == row.ref.name)
-            name = row.ref.name if first.path == row.ref.path else str(row.ref.path)
-            choices.append((name, f"{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
+            choices.append((name_to_load(row.ref, rows), f"{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
                             row.plan is not None and row.plan.fits))
         choices += self._served_choices(report)
         from localllm.tui.dialogs import PickOne

@@ -218,9 +218,11 @@ class ModelsPane(Vertical):
 
     # -- use -------------------------------------------------------------------------------------------------------
     def action_use(self) -> None:
+        from localllm.tasks.models import name_to_load
+
         row = self._selected_row("installed")
         if row is not None:
-            self.post_message(self.UseModel(self.name_for(row.ref)))
+            self.post_message(self.UseModel(name_to_load(row.ref, self.installed)))
             self._status(f"switching the chat to {row.ref.name}")
             return
         row = self._selected_row("catalog")
@@ -229,11 +231,6 @@ class ModelsPane(Vertical):
             self._status(f"switching the chat to {row.model.name}:{row.quant.quant.lower()}")
             return
         self.app.notify("select an installed model first (pull a catalog model to install it)", severity="warning")
-
-    def name_for(self, ref) -> str:
-        """The model's name when that name finds this very file, else its path (two files can share a name)."""
-        first = next((row.ref for row in self.installed if row.ref.name == ref.name), None)
-        return ref.name if first is not None and first.path == ref.path else str(ref.path)
 
     # -- pull ------------------------------------------------------------------------------------------------------
     def action_pull(self) -> None:
