@@ -76,10 +76,23 @@ def _wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 90
     raise RuntimeError(f"the server did not answer at {url} within {seconds} s")
 
 
+LAUNCHER = Path(__file__).parent / "llama_launcher.py"
+
+
+def llama_python(model: Path) -> list[str]:
+    """The interpreter for a process that loads models through llama_cpp itself, with the setting the self-check
+    chose for this build on this CPU (the verdict cache in VERDICT_CACHE, set by conftest)."""
+    from localllm.backends.llamacpp_check import apply_verdict, check_build
+
+    verdict = check_build(Path(os.environ["LOCALLLM_TEST_VERDICT_CACHE"]), model)
+    apply_verdict(verdict)
+    return [sys.executable, str(LAUNCHER)] if verdict.status == "safe" else [sys.executable]
+
+
 def start_llama_server(model: Path, *, api_key: str | None = None, ctx: int = SERVER_CTX) -> ServerProcess:
     """`python -m llama_cpp.server` serving ``model`` as ``smollm2-135m``."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+    command = [*llama_python(model), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(ctx), "--model_alias", SERVED_NAME, "--n_threads", "2"]
     if api_key:
         command += ["--api_key", api_key]
@@ -91,7 +104,8 @@ def start_llama_server(model: Path, *, api_key: str | None = None, ctx: int = SE
 
 
 def start_ollama_standin(model: Path) -> ServerProcess:
-    process = subprocess.Popen([sys.executable, str(OLLAMA_STANDIN), str(model)], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*llama_python(model), str(OLLAMA_STANDIN), str(model)], stdout=subprocess.PIPE,
+                               text=True)
     line = process.stdout.readline()
     if not line.startswith("PORT "):
         process.kill()

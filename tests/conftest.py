@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,19 +29,40 @@ def settings_for(home: Path, **values) -> Settings:
                     **values)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def build_verdict(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The llama.cpp self-check's verdict for this build on this CPU, reached once per test session (on a CPU where
+    the default build dies, the safe setting it chooses is what every test process must load with). Each test home
+    gets a copy, so that CLI runs in fresh homes do not each pay for the check."""
+    from localllm.backends.llamacpp_check import VERDICT_FILE, check_build
+
+    cache = tmp_path_factory.mktemp("verdict")
+    os.environ["LOCALLLM_TEST_VERDICT_CACHE"] = str(cache)
+    if BUNDLED_MODEL is not None and importlib.util.find_spec("llama_cpp") is not None:
+        check_build(cache, BUNDLED_MODEL)
+    return cache / VERDICT_FILE
+
+
+def seed_verdict(home: Path, verdict_file: Path) -> Path:
+    if verdict_file.exists():
+        (home / "cache").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(verdict_file, home / "cache" / verdict_file.name)
+    return home
+
+
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build_verdict: Path) -> Path:
     """A fresh LOCALLLM_HOME for this test, for both in-process code and subprocesses."""
     path = tmp_path / "home"
     path.mkdir()
     monkeypatch.setenv("LOCALLLM_HOME", str(path))
-    return path
+    return seed_verdict(path, build_verdict)
 
 
 @pytest.fixture(scope="session")
-def shared_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_home(tmp_path_factory: pytest.TempPathFactory, build_verdict: Path) -> Path:
     """One LOCALLLM_HOME for CLI tests that change no settings, so the metadata cache stays warm between them."""
-    return tmp_path_factory.mktemp("shared-home")
+    return seed_verdict(tmp_path_factory.mktemp("shared-home"), build_verdict)
 
 
 @pytest.fixture(scope="session")

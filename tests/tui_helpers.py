@@ -37,11 +37,13 @@ async def ask(pilot, pane: ChatPane, text: str) -> int:
 
 
 def record_notifications(app) -> list[tuple[str, str]]:
-    """(severity, message) of every notification the app shows; its own list drops them when they time out."""
+    """(severity, "title: message") of every notification the app shows; its own list drops them when they time
+    out."""
     shown, seen = app.notify, []
 
     def notify(message, **kwargs):
-        seen.append((kwargs.get("severity", "information"), str(message)))
+        title = kwargs.get("title")
+        seen.append((kwargs.get("severity", "information"), f"{title}: {message}" if title else str(message)))
         return shown(message, **kwargs)
 
     app.notify = notify

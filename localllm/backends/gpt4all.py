@@ -31,10 +31,9 @@ from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
 
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# A GGUF without a chat template is a base model: its messages' text is continued, never wrapped in chat tags.
+PLAIN_TEXT = "{% for message in messages if message['content'] %}{{ '' if loop.first else '\\n\\n' }}" \
+             "{{ message['content'] }}{% endfor %}"
 _LOAD_LOCK = threading.Lock()  # the load redirects the process's stderr; one at a time
 _DONE = object()
 
@@ -113,7 +112,7 @@ class GPT4AllBackend(Backend):
         super().__init__(**option_values)
         self._model = None
         self._n_ctx = 0
-        self._template = CHATML
+        self._template = PLAIN_TEXT
         self._bos = self._eos = ""
         self._lock = threading.Lock()
         self._estimate = PromptEstimate(estimate_tokens, base=16, per_message=2)
@@ -141,7 +140,14 @@ class GPT4AllBackend(Backend):
         self._n_ctx = plan.n_ctx
         from localllm.store.gguf_info import read_model_info
 
-        self._template = read_model_info(model.path).chat_template or CHATML
+        template = read_model_info(model.path).chat_template
+        if not template:
+            import logging
+
+            from localllm.backends.llamacpp import BASE_MODEL_NOTE
+
+            logging.getLogger("localllm").warning(BASE_MODEL_NOTE)
+        self._template = template or PLAIN_TEXT
         self._bos, self._eos = special_tokens(model.path)
 
     @staticmethod

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterator, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
 from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
-from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
+from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, UsageError
 from localllm.core.messages import Message
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
 
-# Used only for a GGUF that carries no chat template (base models); ChatML is the most widely trained format.
-FALLBACK_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+if TYPE_CHECKING:
+    from localllm.backends.llamacpp_check import BuildVerdict
+    from localllm.core.settings import Settings
+
+logger = logging.getLogger("localllm")
+BASE_MODEL_NOTE = "no chat template: this looks like a base model; continuing your text"
+# Architectures whose models share one conventional chat format among llama-cpp-python's registered ones; offered
+# by `show` for a GGUF without a template. (llama has two, llama-2 and llama-3, so none is suggested for it.)
+CONVENTIONAL_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "qwen": "qwen", "qwen2": "qwen",
+                        "chatglm": "chatglm3", "baichuan": "baichuan-2", "mistral": "mistral-instruct"}
 
 
 def _import_llama_cpp():
@@ -55,11 +62,49 @@ class LlamaCppBackend(Backend):
         self._eos_token_id: int | None = None
         self._grammars: dict[str, Any] = {}
         self.grammar_warnings: list[str] = []
+        self.cache_dir: Path | None = None
+        """Where the self-check's verdict is kept; None: the default cache folder."""
+        self.chat_format: str | None = None
+        """A llama-cpp-python chat format by name, in place of the GGUF's own template (-o template=NAME)."""
+        self.build_verdict: BuildVerdict | None = None
+        self.completion_only = False
+        """The model has no chat template and none was chosen: messages are sent as plain text to continue."""
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "LlamaCppBackend":
+        backend = cls()
+        backend.cache_dir = settings.paths.cache_dir
+        backend.chat_format = settings.template or None
+        return backend
 
     # -- loading ---------------------------------------------------------------------------------------------------
+    def _check_build(self, model: ModelRef):
+        """Start the self-check unless this build's verdict is known; the caller waits on it after importing."""
+        from localllm.backends.llamacpp_check import PendingCheck, cached_verdict
+
+        cache_dir = self.cache_dir
+        if cache_dir is None:
+            from localllm.core.settings import Paths
+
+            cache_dir = Paths.from_environment().cache_dir
+        known = cached_verdict(cache_dir)
+        return known if known is not None else PendingCheck(cache_dir, model.path)
+
     def _open(self, model: ModelRef, **params: Any) -> None:
+        from localllm.backends.llamacpp_check import PendingCheck, announcement, apply_verdict
+
+        check = None if params.get("vocab_only") else self._check_build(model)
         llama_cpp = _import_llama_cpp()
         self.close()
+        if check is not None:
+            verdict = check.result() if isinstance(check, PendingCheck) else check
+            apply_verdict(verdict)
+            self.build_verdict = verdict
+            message = announcement(verdict)
+            if message:
+                logger.warning(message)
+        if self.chat_format:
+            chat_formatter(llama_cpp, self.chat_format)  # an unknown name fails before the weights are read
         # llama.cpp's log lines reach Python's sys.stderr through llama-cpp-python's callback; keep them for the
         # error message instead of letting them interleave with the answer.
         log = io.StringIO()
@@ -80,6 +125,8 @@ class LlamaCppBackend(Backend):
             n_ctx=plan.n_ctx,
             n_gpu_layers=n_gpu_layers,
             n_threads=plan.n_threads,
+            # llama-cpp-python would read the prompt on every logical CPU, whatever the load on the machine.
+            n_threads_batch=plan.n_threads,
             n_batch=self.option_values["n_batch"],
             flash_attn=self.option_values["flash_attn"],
             use_mmap=self.option_values["use_mmap"],
@@ -88,7 +135,7 @@ class LlamaCppBackend(Backend):
     def load_for_embeddings(self, model: ModelRef, plan: LoadPlan) -> None:
         llama_cpp = _import_llama_cpp()
         self._open(model, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN, n_ctx=plan.n_ctx,
-                   n_batch=plan.n_ctx, n_ubatch=plan.n_ctx, n_threads=plan.n_threads,
+                   n_batch=plan.n_ctx, n_ubatch=plan.n_ctx, n_threads=plan.n_threads, n_threads_batch=plan.n_threads,
                    n_gpu_layers=-1 if plan.n_gpu_layers > plan.n_layers else plan.n_gpu_layers)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
@@ -112,10 +159,21 @@ class LlamaCppBackend(Backend):
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
         bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-        template = llm.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
+        template = llm.metadata.get("tokenizer.chat_template")
         self._eos_token_id = eos_id if eos_id != -1 else None
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                              stop_token_ids=[eos_id] if eos_id != -1 else None)
+        self.completion_only = False
+        if self.chat_format:
+            self._formatter = chat_formatter(llama_cpp, self.chat_format)
+        elif template:
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                                  stop_token_ids=[eos_id] if eos_id != -1 else None)
+        else:
+            # A base model never saw chat tags (for many vocabularies they are not even single tokens): wrapping
+            # the prompt in ChatML would make noise of the answer, so the text itself is continued.
+            self.completion_only = True
+            self._formatter = plain_text_formatter
+            if not llm.model_params.vocab_only:
+                logger.warning(BASE_MODEL_NOTE)
 
     def _require_loaded(self):
         if self._llm is None:
@@ -225,6 +283,48 @@ class LlamaCppBackend(Backend):
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()
+
+
+def plain_text_formatter(*, messages: list[dict[str, Any]], **_: Any):
+    """The messages' text, one after another, for a model that continues text rather than chats."""
+    from llama_cpp.llama_chat_format import ChatFormatterResponse
+
+    return ChatFormatterResponse(prompt="\n\n".join(m["content"] for m in messages if m.get("content")))
+
+
+def chat_format_names() -> tuple[str, ...]:
+    """The chat formats llama-cpp-python registers that can render a prompt (function-calling handlers cannot)."""
+    llama_cpp = _import_llama_cpp()
+    return tuple(sorted(_registered_formatters(llama_cpp)))
+
+
+def _registered_formatters(llama_cpp) -> dict[str, Any]:
+    # llama-cpp-python registers each format as a chat-completion handler and keeps no table of the formatters
+    # themselves; each handler made by chat_formatter_to_chat_completion_handler holds its formatter in a closure.
+    from llama_cpp import llama_chat_format
+
+    found = {}
+    for name, handler in llama_chat_format.LlamaChatCompletionHandlerRegistry()._chat_handlers.items():
+        for cell in getattr(handler, "__closure__", None) or ():
+            try:
+                content = cell.cell_contents
+            except ValueError:
+                continue
+            if callable(content) and getattr(content, "__name__", "").startswith("format_"):
+                found[name] = content
+    return found
+
+
+def chat_formatter(llama_cpp, name: str):
+    formatters = _registered_formatters(llama_cpp)
+    if name not in formatters:
+        import difflib
+
+        close = difflib.get_close_matches(name, formatters, n=1)
+        raise UsageError(f"unknown chat template {name!r}",
+                         hint=(f"did you mean {close[0]!r}? " if close else "")
+                         + f"llama-cpp-python knows: {', '.join(sorted(formatters))}")
+    return formatters[name]
 
 
 def usable_window(llm) -> int:

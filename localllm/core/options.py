@@ -27,6 +27,10 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     ctx: int | None = None
     """Requested context window in tokens; None lets the planner choose."""
+    threads: int | None = None
+    """CPU threads for decoding and reading the prompt (a load setting, like ctx); None: the planner's rule."""
+    template: str | None = None
+    """A llama-cpp-python chat format by name, for a GGUF without a chat template (a load setting)."""
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
     """Constrain the answer to JSON matching this schema (tasks set it; it is not a -o key)."""
     answer_prefix: str | None = None
@@ -57,7 +61,11 @@ OPTION_TYPES: dict[str, type] = {
     "max_tokens": int,
     "stop": str,
     "ctx": int,
+    "threads": int,
+    "template": str,
 }
+LOAD_OPTIONS = ("ctx", "threads", "template")
+"""Keys that choose how the model is loaded rather than how an answer is decoded."""
 assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema", "answer_prefix"}
 
 _RANGES: dict[str, tuple[float, float]] = {
@@ -68,6 +76,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "repeat_penalty": (0.0, 10.0),
     "max_tokens": (1, 10_000_000),
     "ctx": (16, 10_000_000),
+    "threads": (1, 1024),
 }
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from localllm.core.errors import ConfigError
 
 APP_NAME = "localllm"
+MAX_THREADS = 1024
 # Settings that fall back on the environment variables the servers' own clients use.
 STANDARD_VARIABLES = {"ollama_host": "OLLAMA_HOST", "base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
 
@@ -65,7 +66,10 @@ class Settings:
     ctx: int = 8192
     """Default context window in tokens; the planner caps it by the model's trained context and free memory."""
     threads: int | None = None
-    """CPU threads for generation; None means the number of physical cores."""
+    """CPU threads for generation; None: the physical cores not busy with other work when the model loads."""
+    template: str = ""
+    """A llama-cpp-python chat format (chatml, llama-3, gemma, ...) for models whose GGUF has no chat template;
+    empty: the GGUF's own template, else the text is continued as by a base model."""
     gpu_headroom_mb: int = 512
     """GPU memory left free when the planner offloads layers."""
     model_dirs: tuple[str, ...] = field(default_factory=tuple)
@@ -134,6 +138,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: {name} must be an integer, got {value!r}", hint=f"{name} = 4096") from None
         if number < 0 or (number == 0 and name in ("ctx", "threads")):
             raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = 4096")
+        if name == "threads" and number > MAX_THREADS:
+            raise ConfigError(f"{where}: threads = {number} is more than {MAX_THREADS}",
+                              hint="threads = 4 (or remove it: localllm chooses from the cores that are free)")
         return number
     if name == "request_timeout":
         try:

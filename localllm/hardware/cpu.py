@@ -21,17 +21,24 @@ _X86_FLAGS = {
 _ARM_FLAGS = {"asimd": "NEON", "neon": "NEON", "sve": "SVE", "sve2": "SVE2", "asimddp": "DOTPROD", "i8mm": "I8MM"}
 
 
+def proc_cpuinfo_flags(text: str) -> set[str]:
+    """The first processor's feature flags (x86: ``flags``, ARM: ``Features``) from the text of /proc/cpuinfo."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
 def parse_proc_cpuinfo(text: str) -> tuple[str, tuple[str, ...]]:
     """Return the CPU model and its SIMD extensions from the text of /proc/cpuinfo."""
     model = ""
-    raw_flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if not model and key in ("model name", "hardware", "cpu model"):
+        if key.strip().lower() in ("model name", "hardware", "cpu model"):
             model = value.strip()
-        elif key in ("flags", "features") and not raw_flags:
-            raw_flags = set(value.split())
+            break
+    raw_flags = proc_cpuinfo_flags(text)
     table = {**_X86_FLAGS, **_ARM_FLAGS}
     simd = sorted({table[f] for f in raw_flags if f in table}, key=list(dict.fromkeys(table.values())).index)
     return model, tuple(simd)

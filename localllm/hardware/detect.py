@@ -77,10 +77,14 @@ def probe_llama_cpp() -> LlamaCppBuild:
         return LlamaCppBuild(installed=False, error=str(exc))
     except OSError as exc:  # the shared library failed to load
         return LlamaCppBuild(installed=False, error=f"library failed to load: {exc}")
+    from localllm.hardware.llama_build import compiled_features
+
+    info = llama_cpp.llama_print_system_info()
     return LlamaCppBuild(
         installed=True,
         version=getattr(llama_cpp, "__version__", None),
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
+        features=compiled_features(info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)),
     )
 
 

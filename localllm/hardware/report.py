@@ -39,6 +39,8 @@ class LlamaCppBuild:
     version: str | None = None
     gpu_offload: bool = False
     error: str | None = None
+    features: tuple[str, ...] = ()
+    """CPU features compiled in, as llama_print_system_info() names them (AVX2, AVX512, AMX_INT8, NEON...)."""
 
 
 @dataclass(frozen=True)

@@ -119,7 +119,7 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
-    instance = backend_class(choice.name)()
+    instance = backend_class(choice.name).from_settings(settings)
     if embeddings:
         instance.load_for_embeddings(ref, plan)
     else:

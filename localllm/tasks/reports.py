@@ -16,6 +16,7 @@ from localllm.hardware.detect import detect_hardware, reinstall_hint
 from localllm.hardware.report import HardwareReport
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import installed_models
+from localllm.tasks.llama_build import BuildStory, build_story
 from localllm.tasks.loading import describe_model, load_model, plan_for
 
 
@@ -32,6 +33,7 @@ class InstalledModel:
             "size": info.file_size if info else None, "quant": info.quant if info else self.ref.quant,
             "architecture": info.architecture if info else None,
             "context_length": info.context_length if info else None, "problem": self.problem,
+            "chat": bool(info.chat_template) if info else None,
         }
 
 
@@ -52,12 +54,18 @@ class ModelReport:
     info: ModelInfo
     plan: LoadPlan
     choice: BackendChoice
+    chat_formats: tuple[str, ...] = ()
+    """For a model without a chat template: the formats ``-o template=NAME`` can pick."""
+    suggested_format: str | None = None
+    """The one conventional format of the model's architecture, where there is one."""
 
     def to_dict(self) -> dict[str, Any]:
         info = self.info.to_dict()
         info["tokenizer_kind"] = self.info.tokenizer_kind
+        info["chat"] = bool(self.info.chat_template)
         return {"name": self.ref.name, "where": self.ref.source, "model": info, "backend": self.choice.name,
-                "plan": self.plan.to_dict()}
+                "plan": self.plan.to_dict(), "chat_formats": list(self.chat_formats),
+                "suggested_format": self.suggested_format}
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,22 @@ def model_report(settings: Settings, name: str, *, ctx: int | None = None, backe
         with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
             return ServedModelReport(loaded.served, loaded.choice)
     ref, info = describe_model(settings, name)
-    return ModelReport(ref, info, plan_for(settings, info, report, ctx=ctx, backend=choice.name), choice)
+    formats, suggested = _chat_formats(info)
+    return ModelReport(ref, info, plan_for(settings, info, report, ctx=ctx, backend=choice.name), choice, formats,
+                       suggested)
+
+
+def _chat_formats(info: ModelInfo) -> tuple[tuple[str, ...], str | None]:
+    if info.chat_template:
+        return (), None
+    from localllm.backends.llamacpp import CONVENTIONAL_FORMATS, chat_format_names
+
+    try:
+        names = chat_format_names()
+    except LocalLLMError:  # llama-cpp-python is not installed
+        return (), None
+    suggested = CONVENTIONAL_FORMATS.get(info.architecture)
+    return names, suggested if suggested in names else None
 
 
 @dataclass(frozen=True)
@@ -91,15 +114,20 @@ class MachineReport:
     choice: BackendChoice | None
     choice_error: str | None
     reinstall: str | None
+    build: BuildStory | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"hardware": self.hardware.to_dict(),
                 "backend": {"name": self.choice.name, "reasons": list(self.choice.reasons)} if self.choice else None,
-                "backend_error": self.choice_error, "gpu_reinstall_command": self.reinstall}
+                "backend_error": self.choice_error, "gpu_reinstall_command": self.reinstall,
+                "llama_cpp_build": self.build.to_dict() if self.build else None}
 
 
-def machine_report(settings: Settings, hardware: HardwareReport | None = None) -> MachineReport:
-    """``hardware``: an already detected report (or a fixed one, for a reproducible display)."""
+def machine_report(settings: Settings, hardware: HardwareReport | None = None, *, check: bool = False,
+                   recheck: bool = False) -> MachineReport:
+    """``hardware``: an already detected report (or a fixed one, for a reproducible display). ``check``: run the
+    llama.cpp self-check now if this build has no verdict yet; ``recheck``: run it again whatever it said."""
+    fixed = hardware is not None
     hardware = hardware or detect_hardware()
     try:
         # With the settings, auto also weighs the servers (a configured base URL, a running Ollama), as `run` does.
@@ -107,7 +135,9 @@ def machine_report(settings: Settings, hardware: HardwareReport | None = None) -
         error = None
     except LocalLLMError as exc:
         choice, error = None, f"{exc.message} ({exc.hint})" if exc.hint else exc.message
-    return MachineReport(hardware, choice, error, reinstall_hint(hardware))
+    # A fixed report describes another machine: this machine's build and CPU do not belong in it.
+    build = None if fixed else build_story(settings, hardware, check=check, recheck=recheck)
+    return MachineReport(hardware, choice, error, reinstall_hint(hardware), build)
 
 
 def tokenize_text(settings: Settings, name: str | None, text: str, backend: str = "auto"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
@@ -100,7 +101,11 @@ class LocalLLMApp(App):
             self.notify(problem, title="config", severity="warning", timeout=10)
         self.theme_changed_signal.subscribe(self, lambda theme: self.preferences.save(theme=theme.name))
 
+        self._notices = NoticeHandler(self)
+        logging.getLogger("localllm").addHandler(self._notices)
+
     def on_unmount(self) -> None:
+        logging.getLogger("localllm").removeHandler(self._notices)
         self.shared.close()
 
     async def action_show_tab(self, tab: str) -> None:
@@ -148,6 +153,18 @@ class LocalLLMApp(App):
         await self.action_show_tab("chat")
         self.panes["chat"].load_model(event.name)
         self.preferences.save(model=event.name)
+
+
+class NoticeHandler(logging.Handler):
+    """What the lower layers tell the user while they work (the "localllm" logger's warnings: the llama.cpp
+    self-check's verdict, a model without a chat template) as notifications; ``notify`` is safe from any thread."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.app.notify(record.getMessage(), severity="warning", timeout=20, markup=False)
 
 
 def pane_commands(pane, title: str) -> dict[str, str]:

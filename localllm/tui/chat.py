@@ -113,7 +113,8 @@ class ChatPane(Vertical):
             loaded = self.shared.switch(name, self.options.ctx) if name else self.shared.get()
         except LocalLLMError as exc:
             self.app.call_from_thread(self._status, f"error: {exc.message}")
-            self.app.call_from_thread(self.app.notify, exc.hint or exc.message, title="model", severity="error")
+            self.app.call_from_thread(self.app.notify, f"{exc.message}\n{exc.hint}" if exc.hint else exc.message,
+                                      title="model", severity="error", markup=False, timeout=30)
             return
         if self.session is None or self.session.model is not loaded:
             self.app.call_from_thread(self._model_ready, loaded)

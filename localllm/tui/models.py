@@ -130,7 +130,8 @@ class ModelsPane(Vertical):
         for index, row in enumerate(installed):
             size = size_text(row.info.file_size) if row.info else "-"
             quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
-            table.add_row(*map(plain, (row.ref.name, size, quant, row.verdict, row.ref.source)), key=str(index))
+            verdict = row.verdict if row.info is None or row.info.chat_template else f"{row.verdict} · base model"
+            table.add_row(*map(plain, (row.ref.name, size, quant, verdict, row.ref.source)), key=str(index))
         self._fill_catalog(force=True)
         self._show_partials()
         self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed)})")
@@ -390,7 +391,8 @@ def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
                ("parameters", params + (f" ({info.size_label})" if info.size_label else "")),
                ("quant", info.quant or "-"), ("context", f"{info.context_length} tokens (trained)"),
                ("tokenizer", info.tokenizer_kind),
-               ("chat template", "yes" if info.chat_template else "no (ChatML fallback)"),
+               ("chat template", "yes" if info.chat_template else
+                "no: a base model; the chat continues your text (-o template=NAME on the command line picks one)"),
                ("licence", info.license or "-"), ("verdict", row.verdict)]
     if row.plan is not None:
         fields.append(("memory", f"about {size_text(row.plan.memory.total)} at {row.plan.n_ctx} tokens"))

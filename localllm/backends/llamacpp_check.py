@@ -1,0 +1,318 @@
+"""The llama.cpp self-check: a short real generation in a child process before the first in-process load.
+
+Why: a native llama.cpp build can die by a signal at its first generation. llama-cpp-python 0.3.36 built from source
+on a CPU with AMX (Sapphire Rapids and later) dies with SIGILL in the AMX matmul, on an OpenMP worker thread that
+never asked the kernel for AMX tile permission. A death by signal leaves no message and, in the app, takes the whole
+session with it. The child takes that death instead: when it dies, a second child tries the known safe setting (no
+"extra buffer types": the AMX and repacked-weight matmuls); if that answers, every load in this process uses it; if
+nothing answers, localllm refuses with the rebuild command for this CPU.
+
+The verdict is kept in the cache folder, keyed by the build (version, shared libraries) and the CPU's flags, so only
+the first load with a new build or on another CPU pays for the check. The check runs on the model about to be
+loaded: the child's read of the file warms the page cache that the real load then maps, so the check costs the
+few tokens it generates rather than a second load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+from localllm.core.errors import BackendUnavailable
+from localllm.hardware.llama_build import BuildIdentity, build_identity, read_cpu_flags, rebuild_command
+
+VERDICT_FILE = "llama-build-check.json"
+BASE_TIMEOUT_S = 30.0
+READ_RATE = 100 * 1024 * 1024
+"""Bytes per second a slow disk reads: the child's time limit grows with the model file."""
+FAULT_VARIABLE = "LOCALLLM_SELFCHECK_FAULT"
+"""For the tests only: "sigill" makes every check child kill itself with SIGILL, "sigill-default" only the child
+that runs the default setting (as an AMX build does), "hang" makes it sleep past its time limit."""
+CHECK_PROMPT = "The capital of France is"
+CHECK_TOKENS = 2
+
+Status = Literal["ok", "safe", "broken", "unchecked"]
+
+
+@dataclass(frozen=True)
+class BuildVerdict:
+    status: Status
+    """ok: the default setting answered. safe: the default died, the safe setting answered and is used.
+    broken: every setting died. unchecked: the check could not tell (time limit, the model failed to load)."""
+    detail: str
+    version: str
+    digest: str
+    seconds: float
+    """How long the check took."""
+    checked_at: str
+    signal: str | None = None
+    rebuild: str | None = None
+    """The pip command that rebuilds llama-cpp-python for this CPU (when the default setting died)."""
+    fresh: bool = False
+    """Decided in this process just now (the user has not been told yet), rather than read from the cache."""
+
+    @property
+    def setting(self) -> str:
+        return "no extra buffer types" if self.status == "safe" else "default"
+
+    def summary(self) -> str:
+        return {"ok": "passed", "safe": "passed with the safe setting", "broken": "failed",
+                "unchecked": "undecided"}[self.status] + f": {self.detail}"
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("fresh")
+        data["setting"] = self.setting
+        return data
+
+
+class BrokenBuild(BackendUnavailable):
+    """The installed llama.cpp build dies by a signal on this CPU whatever the setting."""
+
+
+def timeout_for(model: Path) -> float:
+    try:
+        size = model.stat().st_size
+    except OSError:
+        size = 0
+    return BASE_TIMEOUT_S + size / READ_RATE
+
+
+_memo: dict[str, BuildVerdict] = {}
+_memo_lock = threading.Lock()
+
+
+def cached_verdict(cache_dir: Path, identity: BuildIdentity | None = None) -> BuildVerdict | None:
+    """The verdict for this build on this CPU, if one was reached before; never runs a check."""
+    identity = identity or build_identity()
+    if identity is None:
+        return None
+    if identity.digest in _memo:
+        return _memo[identity.digest]
+    stored = _read_store(cache_dir).get(identity.digest)
+    if not isinstance(stored, dict):
+        return None
+    try:
+        stored.pop("setting", None)
+        return BuildVerdict(**stored)
+    except TypeError:  # written by another version of localllm
+        return None
+
+
+def check_build(cache_dir: Path, model: Path, *, timeout: float | None = None,
+                identity: BuildIdentity | None = None, recheck: bool = False) -> BuildVerdict:
+    """The verdict for this build on this CPU: from this process, the cache, or a check run now on ``model``."""
+    identity = identity or build_identity()
+    if identity is None:
+        raise BackendUnavailable("llama-cpp-python is not installed",
+                                 hint='pip install "localllm[llama]" (it builds llama.cpp from source the first time)')
+    with _memo_lock:
+        if not recheck:
+            verdict = cached_verdict(cache_dir, identity)
+            if verdict is not None:
+                _memo[identity.digest] = verdict
+                return verdict
+        verdict = _run_checks(model, timeout or timeout_for(model), identity)
+        _memo[identity.digest] = verdict
+        if verdict.status != "unchecked":  # an undecided check is tried again by the next process
+            _write_store(cache_dir, identity.digest, verdict)
+        return verdict
+
+
+class PendingCheck:
+    """A check started in a thread, so the caller can import llama_cpp meanwhile (the child runs on another core)."""
+
+    def __init__(self, cache_dir: Path, model: Path, identity: BuildIdentity | None = None) -> None:
+        self._result: BuildVerdict | BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(cache_dir, model, identity), daemon=True,
+                                        name="llama.cpp self-check")
+        self._thread.start()
+
+    def _run(self, cache_dir: Path, model: Path, identity: BuildIdentity | None) -> None:
+        try:
+            self._result = check_build(cache_dir, model, identity=identity)
+        except BaseException as exc:  # handed to the waiting side
+            self._result = exc
+
+    def result(self) -> BuildVerdict:
+        while self._thread.is_alive():
+            self._thread.join(0.1)  # short joins keep Ctrl-C working in the main thread
+        if isinstance(self._result, BaseException):
+            raise self._result
+        assert self._result is not None
+        return self._result
+
+
+def refusal(verdict: BuildVerdict) -> BrokenBuild:
+    return BrokenBuild(f"llama.cpp ({verdict.version}) dies with {verdict.signal} on this CPU in a test generation, "
+                       "with and without its extra buffer types, so localllm will not load a model with it",
+                       hint=f"rebuild it for this CPU: {verdict.rebuild}")
+
+
+def apply_verdict(verdict: BuildVerdict) -> None:
+    """Make every later load in this process use the verdict's setting; raise BrokenBuild if there is none."""
+    if verdict.status == "broken":
+        raise refusal(verdict)
+    if verdict.status == "safe":
+        disable_extra_buffers()
+
+
+def announcement(verdict: BuildVerdict) -> str | None:
+    """What to tell the user about a verdict reached in this process, once; None when there is nothing to say."""
+    if not verdict.fresh or verdict.status == "ok":
+        return None
+    with _memo_lock:
+        _memo[verdict.digest] = replace(verdict, fresh=False)
+    if verdict.status == "safe":
+        return (f"note: llama.cpp {verdict.version} died with {verdict.signal} in a test generation on this CPU; it "
+                "answers without its extra buffer types (the AMX and repacked-weight matmuls), so localllm loads "
+                "models that way with this build from now on. `localllm hw` shows the rebuild that lifts this.")
+    return f"note: the llama.cpp self-check could not decide ({verdict.detail}); loading with the default setting"
+
+
+def disable_extra_buffers() -> None:
+    """Load every model of this process without llama.cpp's extra buffer types.
+
+    llama-cpp-python's Llama takes no argument for ``use_extra_bufts`` (0.3.36): it builds its model parameters
+    from ``llama_model_default_params()``, looked up on the module at each load, so that function is wrapped.
+    """
+    import llama_cpp.llama_cpp as native
+
+    original = native.llama_model_default_params
+    if getattr(original, "localllm_safe", False):
+        return
+
+    def default_params_without_extra_buffers():
+        params = original()
+        params.use_extra_bufts = False
+        return params
+
+    default_params_without_extra_buffers.localllm_safe = True  # type: ignore[attr-defined]
+    native.llama_model_default_params = default_params_without_extra_buffers
+
+
+def safe_setting_available() -> bool:
+    import llama_cpp.llama_cpp as native
+
+    return any(name == "use_extra_bufts" for name, *_ in native.llama_model_params._fields_)
+
+
+# -- running the children ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChildOutcome:
+    answered: bool
+    signal: str | None = None
+    timed_out: bool = False
+    error: str = ""
+
+
+def run_child(model: Path, *, safe: bool, timeout: float) -> ChildOutcome:
+    command = [sys.executable, "-m", "localllm.backends.llamacpp_check", str(model), *(["--safe"] if safe else [])]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        return ChildOutcome(False, timed_out=True)
+    if done.returncode == 0:
+        return ChildOutcome(True)
+    if done.returncode < 0:
+        return ChildOutcome(False, signal=_signal_name(-done.returncode))
+    lines = [line for line in done.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    return ChildOutcome(False, error=lines[-1].strip()[:300] if lines else f"exit status {done.returncode}")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _run_checks(model: Path, timeout: float, identity: BuildIdentity) -> BuildVerdict:
+    started = time.monotonic()
+
+    def verdict(status: Status, detail: str, died: str | None = None) -> BuildVerdict:
+        return BuildVerdict(status, detail, identity.version, identity.digest, round(time.monotonic() - started, 3),
+                            time.strftime("%Y-%m-%d %H:%M:%S"), died,
+                            rebuild_command(read_cpu_flags()) if died else None, fresh=True)
+
+    default = run_child(model, safe=False, timeout=timeout)
+    if default.answered:
+        return verdict("ok", "a test generation answered with the default setting")
+    if default.timed_out:
+        return verdict("unchecked", f"the test generation did not finish within {timeout:.0f} s")
+    if default.signal is None:
+        return verdict("unchecked", f"the test generation failed: {default.error}")
+    safe = run_child(model, safe=True, timeout=timeout)
+    if safe.answered:
+        return verdict("safe", f"the default setting died with {default.signal}; without extra buffer types "
+                               "(the AMX and repacked-weight matmuls) it answered", default.signal)
+    if safe.signal is not None:
+        return verdict("broken", f"died with {default.signal}, and with {safe.signal} without extra buffer types",
+                       default.signal)
+    why = "did not finish in time" if safe.timed_out else f"failed ({safe.error})"
+    return verdict("broken", f"the default setting died with {default.signal}; the safe setting {why}",
+                   default.signal)
+
+
+# -- the verdict file ----------------------------------------------------------------------------------------------
+def _read_store(cache_dir: Path) -> dict:
+    try:
+        data = json.loads((cache_dir / VERDICT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_store(cache_dir: Path, digest: str, verdict: BuildVerdict) -> None:
+    """Atomically, and quietly: a cache folder that cannot be written only means the check runs again next time."""
+    data = _read_store(cache_dir)
+    data[digest] = {k: v for k, v in asdict(verdict).items() if k != "fresh"}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=cache_dir, prefix=".check-", suffix=".json", delete=False,
+                                         encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1)
+        os.replace(handle.name, cache_dir / VERDICT_FILE)
+    except OSError:
+        pass
+
+
+# -- the child -----------------------------------------------------------------------------------------------------
+def _child(argv: list[str]) -> int:
+    import resource
+
+    # A crash here is expected on some builds: leave no core file in the user's folder.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    model, safe = argv[0], "--safe" in argv[1:]
+    fault = os.environ.get(FAULT_VARIABLE, "")
+    if fault == "hang":
+        time.sleep(3600)
+    import llama_cpp
+
+    if safe:
+        if not safe_setting_available():
+            print("this llama-cpp-python has no use_extra_bufts parameter", file=sys.stderr)
+            return 3
+        disable_extra_buffers()
+    # Several threads: the AMX crash happens on a worker thread, never on the main one.
+    threads = max(2, min(os.cpu_count() or 2, 8))
+    llm = llama_cpp.Llama(model_path=model, n_ctx=128, n_batch=64, n_threads=threads, n_threads_batch=threads,
+                          n_gpu_layers=0, verbose=False)
+    if fault == "sigill" or (fault == "sigill-default" and not safe):
+        os.kill(os.getpid(), signal.SIGILL)
+    out = llm.create_completion(CHECK_PROMPT, max_tokens=CHECK_TOKENS, temperature=0.0)
+    print(json.dumps({"text": out["choices"][0]["text"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

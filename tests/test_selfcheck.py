@@ -1,0 +1,205 @@
+"""The llama.cpp self-check: real child processes on the bundled model, real signals (a fault-injection switch makes
+the child kill itself with SIGILL, as an AMX build dies), a child that hangs, and the verdict cache."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from localllm.backends import llamacpp_check as check
+from localllm.hardware.llama_build import (
+    BuildIdentity, build_identity, compiled_features, cpu_features, identity_of, rebuild_command,
+)
+
+pytestmark = pytest.mark.model
+AMX_XEON_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16",
+                  "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "sse4_2")
+
+
+def fresh_identity() -> BuildIdentity:
+    """The real build, under a digest no other test has used (so the in-process memo never answers)."""
+    real = build_identity()
+    assert real is not None
+    return BuildIdentity(real.version, real.library, f"test-{uuid.uuid4().hex}")
+
+
+def test_an_answering_build_passes_once_and_is_cached(tmp_path: Path, bundled_model: Path, monkeypatch) -> None:
+    identity = fresh_identity()
+    verdict = check.check_build(tmp_path, bundled_model, identity=identity)
+    assert verdict.status == "ok" and verdict.fresh and verdict.signal is None
+    assert verdict.setting == "default"
+    stored = json.loads((tmp_path / check.VERDICT_FILE).read_text())
+    assert stored[identity.digest]["status"] == "ok"
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("a known build must not be checked again")
+
+    monkeypatch.setattr(check, "run_child", no_child)
+    check._memo.clear()  # as a new process would: the verdict comes from the file
+    again = check.check_build(tmp_path, bundled_model, identity=identity)
+    assert again.status == "ok" and not again.fresh
+    assert check.announcement(again) is None
+
+
+def test_a_build_that_dies_by_default_gets_the_safe_setting(tmp_path: Path, bundled_model: Path,
+                                                             monkeypatch) -> None:
+    monkeypatch.setenv(check.FAULT_VARIABLE, "sigill-default")
+    verdict = check.check_build(tmp_path, bundled_model, identity=fresh_identity())
+    assert verdict.status == "safe", verdict
+    assert verdict.signal == "SIGILL"
+    assert verdict.setting == "no extra buffer types"
+    assert "--no-cache-dir --force-reinstall" in (verdict.rebuild or "")
+    message = check.announcement(verdict)
+    assert message and "SIGILL" in message and "extra buffer types" in message
+    assert check.announcement(check._memo[verdict.digest]) is None  # said once
+
+
+def test_a_build_that_dies_every_way_is_refused_with_the_rebuild_command(tmp_path: Path, bundled_model: Path,
+                                                                         monkeypatch) -> None:
+    monkeypatch.setenv(check.FAULT_VARIABLE, "sigill")
+    verdict = check.check_build(tmp_path, bundled_model, identity=fresh_identity())
+    assert verdict.status == "broken" and verdict.signal == "SIGILL"
+    with pytest.raises(check.BrokenBuild) as raised:
+        check.apply_verdict(verdict)
+    assert "SIGILL" in raised.value.message
+    assert raised.value.hint.startswith("rebuild it for this CPU: ")
+    assert "pip install --no-cache-dir --force-reinstall llama-cpp-python" in raised.value.hint
+
+
+def test_a_hanging_child_is_bounded_and_not_remembered(tmp_path: Path, bundled_model: Path, monkeypatch) -> None:
+    monkeypatch.setenv(check.FAULT_VARIABLE, "hang")
+    identity = fresh_identity()
+    started = time.monotonic()
+    verdict = check.check_build(tmp_path, bundled_model, identity=identity, timeout=2)
+    assert time.monotonic() - started < 15
+    assert verdict.status == "unchecked"
+    assert "did not finish within 2 s" in verdict.detail
+    assert not (tmp_path / check.VERDICT_FILE).exists()  # the next process checks again
+    assert "could not decide" in (check.announcement(verdict) or "")
+
+
+def test_a_new_build_or_other_cpu_flags_are_checked_again(tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "libllama.so").write_bytes(b"build one")
+    first = identity_of("0.3.36", lib, ("avx", "avx2"))
+    assert identity_of("0.3.36", lib, ("avx", "avx2")).digest == first.digest
+    assert identity_of("0.3.36", lib, ("avx", "avx2", "amx_int8")).digest != first.digest
+    assert identity_of("0.3.37", lib, ("avx", "avx2")).digest != first.digest
+    (lib / "libllama.so").write_bytes(b"build two, rebuilt")
+    assert identity_of("0.3.36", lib, ("avx", "avx2")).digest != first.digest
+    cache = tmp_path / "cache"
+    check._write_store(cache, first.digest, check.BuildVerdict("safe", "d", "0.3.36", first.digest, 1.0, "now",
+                                                                "SIGILL", "pip ..."))
+    assert check.cached_verdict(cache, first).status == "safe"
+    other = identity_of("0.3.36", lib, ("avx", "avx2"))
+    check._memo.pop(other.digest, None)
+    assert check.cached_verdict(cache, other) is None
+
+
+def test_build_features_and_the_rebuild_command_for_an_amx_cpu() -> None:
+    info = ("CPU : SSE3 = 1 | SSSE3 = 1 | AVX = 1 | AVX_VNNI = 1 | AVX2 = 1 | F16C = 1 | FMA = 1 | BMI2 = 1 | "
+            "AVX512 = 1 | AVX512_VBMI = 1 | AVX512_VNNI = 1 | AVX512_BF16 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | "
+            "OPENMP = 1 | REPACK = 1 |")
+    assert compiled_features(info) == ("AVX", "AVX_VNNI", "AVX2", "F16C", "FMA", "BMI2", "AVX512", "AVX512_VBMI",
+                                       "AVX512_VNNI", "AVX512_BF16", "AMX_INT8")
+    assert "AMX_INT8" in cpu_features(AMX_XEON_FLAGS)
+    command = rebuild_command(AMX_XEON_FLAGS)
+    # The command the issue verified on such a machine: every feature named, the native build (and AMX) off.
+    assert command == (
+        'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON '
+        '-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON" '
+        "pip install --no-cache-dir --force-reinstall llama-cpp-python")
+    assert rebuild_command(("asimd", "asimddp")) == "pip install --no-cache-dir --force-reinstall llama-cpp-python"
+
+
+def test_run_survives_a_build_that_dies_by_default(tmp_path: Path) -> None:
+    """The whole path as a user meets it: the first run says what it did and answers; the next says nothing."""
+    home = tmp_path / "home"
+    fault = {check.FAULT_VARIABLE: "sigill-default"}
+    first = run_cli("run", "--preset", "precise", "-o", "max_tokens=8", "What is the capital of France?",
+                    home=home, env=fault)
+    assert first.returncode == 0, first.stderr_text
+    assert first.stdout_text.strip()
+    assert "died with SIGILL" in first.stderr_text and "extra buffer types" in first.stderr_text
+    second = run_cli("run", "-v", "--preset", "precise", "-o", "max_tokens=8", "What is the capital of France?",
+                     home=home, env=fault)
+    assert second.returncode == 0, second.stderr_text
+    assert second.stdout_text == first.stdout_text
+    assert "died with SIGILL" not in second.stderr_text
+    assert "no extra buffer types" in second.stderr_text  # -v names the setting in force
+    hw = run_cli("hw", "--json", home=home, env=fault)
+    build = json.loads(hw.stdout_text)["llama_cpp_build"]
+    assert build["self_check"]["status"] == "safe" and build["self_check"]["setting"] == "no extra buffer types"
+    assert "--no-cache-dir --force-reinstall" in build["rebuild"]
+
+
+def test_run_refuses_a_build_that_dies_every_way(tmp_path: Path) -> None:
+    done = run_cli("run", "Hello", home=tmp_path / "home", env={check.FAULT_VARIABLE: "sigill"})
+    assert done.returncode == 1
+    lines = done.stderr_text.strip().splitlines()
+    assert len(lines) == 1, done.stderr_text
+    assert lines[0].startswith("error: llama.cpp") and "SIGILL" in lines[0]
+    assert "--no-cache-dir --force-reinstall llama-cpp-python" in lines[0]
+    assert "Traceback" not in done.stderr_text and not done.stdout_text
+
+
+@pytest.fixture
+def unchecked_process(monkeypatch):
+    """This test process as if no check had run in it yet; the safe setting it may apply is undone afterwards."""
+    import llama_cpp.llama_cpp as native
+
+    monkeypatch.setattr(native, "llama_model_default_params", native.llama_model_default_params)
+    monkeypatch.setattr(check, "_memo", {})
+    return monkeypatch
+
+
+def test_the_app_says_what_the_check_did_and_answers(tmp_path: Path, unchecked_process) -> None:
+    from conftest import settings_for
+    from tui_helpers import ask, record_notifications, run, wait_until
+
+    from localllm.core.options import preset
+    from localllm.tui.app import LocalLLMApp
+    from localllm.tui.chat import ChatPane
+
+    unchecked_process.setenv(check.FAULT_VARIABLE, "sigill-default")
+    app = LocalLLMApp(settings_for(tmp_path, threads=1), preset("precise").with_overrides(max_tokens=8))
+    notes = record_notifications(app)
+
+    async def session():
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: any("died with SIGILL" in message for _, message in notes), 120)
+            before = await ask(pilot, pane, "Name a river in Europe.")
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before, 120)
+            assert pane.session.history[-1].content.strip()
+
+    run(session())
+    assert ("warning", next(m for _, m in notes if "died with SIGILL" in m)) in notes
+
+
+def test_the_app_refuses_a_broken_build_with_a_notification_and_stays(tmp_path: Path, unchecked_process) -> None:
+    from conftest import settings_for
+    from tui_helpers import record_notifications, run, wait_until
+
+    from localllm.core.options import preset
+    from localllm.tui.app import LocalLLMApp
+
+    unchecked_process.setenv(check.FAULT_VARIABLE, "sigill")
+    app = LocalLLMApp(settings_for(tmp_path), preset("precise"))
+    notes = record_notifications(app)
+
+    async def session():
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_until(pilot, lambda: any(severity == "error" for severity, _ in notes), 120)
+            error = next(message for severity, message in notes if severity == "error")
+            assert "SIGILL" in error and "--no-cache-dir --force-reinstall" in error
+            await pilot.press("f5")
+            assert app.query_one("TabbedContent").active == "hardware"
+
+    run(session())
