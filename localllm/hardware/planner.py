@@ -127,13 +127,19 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
     elif report.gpus:
         reasons.append("not one layer fits in free GPU memory: every layer runs on the CPU")
 
+    threads, why_threads = default_threads(report)
+    if request.threads:
+        threads = request.threads
+        why_threads = f"{threads} thread{'s' if threads > 1 else ''}: set in the config or with -o threads"
+    reasons.append(why_threads)
+
     placement = "none" if not fits else ("gpu" if layers > info.block_count else "partial" if layers else "cpu")
     return LoadPlan(
         backend=request.backend,
         n_ctx=n_ctx,
         n_gpu_layers=layers,
         n_layers=info.block_count,
-        n_threads=request.threads or report.cpu.physical_cores or 1,
+        n_threads=threads,
         memory=memory,
         placement=placement,
         fits=fits,
@@ -142,6 +148,22 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
         reasons=tuple(reasons),
         suggestion=suggestion,
     )
+
+
+def default_threads(report: HardwareReport) -> tuple[int, str]:
+    """One thread per physical core that other processes are not keeping busy, at least one.
+
+    Measured on 2 cores (benchmarks/threads.py; the table is in docs/llama-cpp.md): idle, 2 threads
+    read prompts 1.8x and decode 1.3x faster than 1; beside one CPU-bound process, 2 threads decode 0.65x as fast
+    as 1, since llama.cpp's threads wait for each other at every step and one of them is always descheduled.
+    """
+    cores = report.cpu.physical_cores or 1
+    busy = report.cpu_busy
+    if busy is None or busy < 0.5:
+        return cores, f"{cores} threads: one per physical core" if cores > 1 else "1 thread: one physical core"
+    threads = max(cores - round(busy), 1)
+    return threads, (f"{threads} thread{'s' if threads > 1 else ''}: {cores} physical cores, about {busy:.1f} of "
+                     "them busy with other work just now")
 
 
 def _halvings(n_ctx: int):

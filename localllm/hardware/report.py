@@ -53,6 +53,9 @@ class HardwareReport:
     llama_cpp: LlamaCppBuild = field(default_factory=lambda: LlamaCppBuild(installed=False))
     facts: tuple[str, ...] = ()
     """What the probes could not do (a missing tool, a time-out), stated rather than raised."""
+    cpu_busy: float | None = None
+    """Cores kept busy by other processes while the hardware was detected; None when the window was too short to
+    tell. The planner leaves them to those processes."""
 
     @property
     def gpu_free(self) -> int:
