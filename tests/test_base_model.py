@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, settings_for
+
 from localllm.core.messages import Message
 from localllm.core.options import PRESETS
 

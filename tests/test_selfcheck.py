@@ -9,11 +9,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from localllm.backends import llamacpp_check as check
 from localllm.hardware.llama_build import (
-    BuildIdentity, build_identity, compiled_features, cpu_features, identity_of, rebuild_command,
+    BuildIdentity,
+    build_identity,
+    compiled_features,
+    cpu_features,
+    identity_of,
+    rebuild_command,
 )
 
 pytestmark = pytest.mark.model
@@ -137,6 +142,9 @@ def test_run_survives_a_build_that_dies_by_default(tmp_path: Path) -> None:
     build = json.loads(hw.stdout_text)["llama_cpp_build"]
     assert build["self_check"]["status"] == "safe" and build["self_check"]["setting"] == "no extra buffer types"
     assert "--no-cache-dir --force-reinstall" in build["rebuild"]
+    backends = run_cli("backends", home=home, env=fault)
+    assert "llama.cpp self-check: passed with the safe setting" in backends.stdout_text
+    assert "setting: no extra buffer types" in backends.stdout_text
 
 
 def test_run_refuses_a_build_that_dies_every_way(tmp_path: Path) -> None:
@@ -203,3 +211,55 @@ def test_the_app_refuses_a_broken_build_with_a_notification_and_stays(tmp_path: 
             assert app.query_one("TabbedContent").active == "hardware"
 
     run(session())
+
+
+def story_for(tmp_path: Path, features: tuple[str, ...], flags: tuple[str, ...], gpus=()):
+    from dataclasses import replace
+
+    from conftest import settings_for
+    from test_planner import LAPTOP_8GB
+
+    from localllm.hardware.report import LlamaCppBuild
+    from localllm.tasks.llama_build import build_story
+
+    hardware = replace(LAPTOP_8GB, gpus=gpus,
+                       llama_cpp=LlamaCppBuild(installed=True, version="0.3.36", features=features))
+    return build_story(settings_for(tmp_path), hardware, flags=flags)
+
+
+def test_hw_story_a_generic_build_on_an_avx512_cpu_is_worth_rebuilding(tmp_path: Path) -> None:
+    flags = tuple(f for f in AMX_XEON_FLAGS if not f.startswith("amx"))
+    story = story_for(tmp_path, ("AVX", "AVX2", "FMA", "F16C"), flags)
+    assert "AVX512" in story.unused and not story.missing_on_cpu
+    assert story.rebuild == "pip install --no-cache-dir --force-reinstall llama-cpp-python"
+    assert "AVX512" in (story.rebuild_why or "") and "faster" in (story.rebuild_why or "")
+    assert story.verdict is None and "not run yet" in (story.verdict_note or "")
+
+
+def test_hw_story_a_build_for_a_newer_cpu_may_die(tmp_path: Path) -> None:
+    story = story_for(tmp_path, ("AVX", "AVX2", "AVX512"), ("avx", "avx2", "fma", "f16c"))
+    assert story.missing_on_cpu == ("AVX512",)
+    assert "SIGILL" in (story.rebuild_why or "") and story.rebuild
+
+
+def test_hw_story_a_cpu_build_beside_a_gpu(tmp_path: Path) -> None:
+    from localllm.hardware.report import GPUInfo
+
+    story = story_for(tmp_path, ("AVX", "AVX2"), ("avx", "avx2"),
+                      gpus=(GPUInfo("nvidia", "RTX 4090", 24 * 1024**3, 23 * 1024**3),))
+    assert story.rebuild and "-DGGML_CUDA=on" in story.rebuild
+    assert "GPU" in (story.rebuild_why or "")
+
+
+def test_hw_story_the_native_build_this_machine_has(tmp_path: Path) -> None:
+    from localllm.hardware.detect import probe_llama_cpp
+
+    build = probe_llama_cpp()
+    assert build.installed and build.features  # llama_print_system_info() named what the build has
+    assert set(build.features) <= {name for name, _ in check_names()}
+
+
+def check_names():
+    from localllm.hardware.llama_build import ARM_FEATURES, X86_FEATURES
+
+    return (*X86_FEATURES.values(), *ARM_FEATURES.values())

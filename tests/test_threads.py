@@ -9,11 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+from test_planner import LAPTOP_8GB, LLAMA_8B, machine
+
 from localllm.hardware.detect import busy_cores, detect_hardware
 from localllm.hardware.planner import PlanRequest, plan_load
-from test_planner import LAPTOP_8GB, LLAMA_8B, machine
 
 
 def test_idle_machine_gets_one_thread_per_physical_core() -> None:

@@ -81,7 +81,7 @@ class Backend:
     """The distribution that must be installed for this backend (for reports), if any."""
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "Backend":
+    def from_settings(cls, settings: Settings) -> Backend:
         """An instance configured from the settings (servers read their address, key and time-out here)."""
         return cls()
 
@@ -133,7 +133,7 @@ class Backend:
     def close(self) -> None:
         """Free the model. Safe to call twice."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -71,7 +71,7 @@ class LlamaCppBackend(Backend):
         """The model has no chat template and none was chosen: messages are sent as plain text to continue."""
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "LlamaCppBackend":
+    def from_settings(cls, settings: Settings) -> LlamaCppBackend:
         backend = cls()
         backend.cache_dir = settings.paths.cache_dir
         backend.chat_format = settings.template or None

@@ -99,7 +99,7 @@ def cached_verdict(cache_dir: Path, identity: BuildIdentity | None = None) -> Bu
     if identity.digest in _memo:
         return _memo[identity.digest]
     stored = _read_store(cache_dir).get(identity.digest)
-    if not isinstance(stored, dict):
+    if not isinstance(stored, dict) or stored.get("status") not in ("ok", "safe", "broken"):
         return None
     try:
         stored.pop("setting", None)
@@ -288,10 +288,13 @@ def _write_store(cache_dir: Path, digest: str, verdict: BuildVerdict) -> None:
 
 # -- the child -----------------------------------------------------------------------------------------------------
 def _child(argv: list[str]) -> int:
-    import resource
+    try:
+        import resource
 
-    # A crash here is expected on some builds: leave no core file in the user's folder.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        # A crash here is expected on some builds: leave no core file in the user's folder.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):  # no resource module on Windows
+        pass
     model, safe = argv[0], "--safe" in argv[1:]
     fault = os.environ.get(FAULT_VARIABLE, "")
     if fault == "hang":

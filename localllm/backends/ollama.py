@@ -59,7 +59,7 @@ class OllamaBackend(Backend):
         self._estimate = PromptEstimate(estimate_tokens)
 
     @classmethod
-    def from_settings(cls, settings) -> "OllamaBackend":
+    def from_settings(cls, settings) -> OllamaBackend:
         return cls(settings.ollama_host, settings.request_timeout, settings.keep_alive, settings.threads,
                    settings.ctx)
 

@@ -84,7 +84,7 @@ class OpenAICompatBackend(Backend):
         self._estimate = PromptEstimate(self.count_tokens)
 
     @classmethod
-    def from_settings(cls, settings) -> "OpenAICompatBackend":
+    def from_settings(cls, settings) -> OpenAICompatBackend:
         return cls(settings.base_url, settings.api_key, settings.server, settings.request_timeout)
 
     # -- connection ------------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ def backends_command(args: argparse.Namespace, settings: Settings) -> int:
                       status.gpu, status.where or "-")
     out.print(table)
     for status in result.backends:
+        if status.self_check:
+            out.print(f"{status.name} self-check: {status.self_check}", markup=False)
         if status.problem:
             out.print(f"{status.name}: {status.problem}", markup=False)
         if status.models:

@@ -35,8 +35,9 @@ def describe_plan(loaded: LoadedModel) -> str:
     if loaded.served is not None:
         counts = "exact token counts" if loaded.backend.capabilities.tokenize else "token counts are estimates"
         return f"{loaded.ref.name} via {loaded.choice.name} on {loaded.served.where}: context {plan.n_ctx}, {counts}"
-    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict}, context {plan.n_ctx}, "
-            f"{plan.n_threads} thread{'s' if plan.n_threads != 1 else ''}, predicted memory {human_bytes(plan.memory.total)}")
+    threads = f"{plan.n_threads} thread{'s' if plan.n_threads != 1 else ''}"
+    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict}, context {plan.n_ctx}, {threads}, "
+            f"predicted memory {human_bytes(plan.memory.total)}")
     verdict = getattr(loaded.backend, "build_verdict", None)
     if verdict is not None:
         line += f"; llama.cpp self-check {verdict.status}, setting: {verdict.setting}"

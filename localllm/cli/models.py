@@ -76,7 +76,7 @@ class _ProgressBar:
             self.last = now
             self.progress.update(self.task, completed=done, total=total)
 
-    def __enter__(self) -> "_ProgressBar":
+    def __enter__(self) -> _ProgressBar:
         self.progress.start()
         return self
 

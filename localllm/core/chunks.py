@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -55,7 +55,7 @@ class FinalChunk:
         return self.timings.tokens_per_second(self.usage.completion_tokens)
 
 
-Chunk = Union[TextChunk, FinalChunk]
+Chunk = TextChunk | FinalChunk
 
 
 @dataclass
@@ -83,7 +83,7 @@ class Response:
     ``close()`` stops decoding and keeps what was generated so far.
     """
 
-    def __init__(self, chunks: Iterator[Chunk], on_done: Callable[["Response"], None] | None = None) -> None:
+    def __init__(self, chunks: Iterator[Chunk], on_done: Callable[[Response], None] | None = None) -> None:
         self._chunks = chunks
         self._parts: list[str] = []
         self._on_done = on_done

@@ -40,7 +40,7 @@ class GenerationOptions:
     def greedy(self) -> bool:
         return self.temperature <= 0
 
-    def with_overrides(self, **changes: Any) -> "GenerationOptions":
+    def with_overrides(self, **changes: Any) -> GenerationOptions:
         return replace(self, **changes)
 
 

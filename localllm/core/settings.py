@@ -39,7 +39,7 @@ class Paths:
         return self.data_dir / "models"
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> "Paths":
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Paths:
         env = os.environ if environ is None else environ
         home = env.get("LOCALLLM_HOME")
         if home:
@@ -92,7 +92,7 @@ class Settings:
     """How long Ollama keeps the model loaded after a request (e.g. "5m", "-1" for ever); empty: Ollama's default."""
 
     @classmethod
-    def load(cls, environ: dict[str, str] | None = None) -> "Settings":
+    def load(cls, environ: dict[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         paths = Paths.from_environment(env)
         values: dict[str, Any] = {}
@@ -109,7 +109,7 @@ class Settings:
                 values[name] = env[variable]
         return cls(paths=paths, **values)
 
-    def with_overrides(self, **changes: Any) -> "Settings":
+    def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 

@@ -150,7 +150,7 @@ def find_model(name: str, catalog: tuple[CatalogModel, ...]) -> CatalogModel | N
     return next((m for m in catalog if m.name == name.lower()), None)
 
 
-def estimated_info(model: CatalogModel, quant: CatalogQuant) -> "ModelInfo | None":
+def estimated_info(model: CatalogModel, quant: CatalogQuant) -> ModelInfo | None:
     """A ModelInfo built from the catalog alone (shape numbers and file size), for verdicts before download.
 
     Weights outside the blocks (token embeddings, and the output head unless tied) are estimated at the file's

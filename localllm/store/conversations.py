@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
@@ -56,7 +56,7 @@ class StoredMessage:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class ConversationStore:
@@ -71,7 +71,7 @@ class ConversationStore:
         self._migrate()
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> "ConversationStore":
+    def in_data_dir(cls, data_dir: Path) -> ConversationStore:
         return cls(data_dir / "conversations.db")
 
     @contextmanager

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from localllm.core.errors import LocalLLMError
@@ -116,7 +116,7 @@ class TransferLock:
 
     def _write_owner(self) -> None:
         owner = {"pid": os.getpid(), "host": socket.gethostname(),
-                 "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "since": datetime.now(UTC).isoformat(timespec="seconds")}
         owner_path(self.target).write_text(json.dumps(owner), encoding="utf-8")
 
     def release(self) -> None:
@@ -147,7 +147,7 @@ class RateLimiter:
             time.sleep(ahead)
 
 
-def _sha256_of_prefix(path: Path, length: int) -> "hashlib._Hash":
+def _sha256_of_prefix(path: Path, length: int) -> hashlib._Hash:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         remaining = length
@@ -381,7 +381,7 @@ def _start_partial(target: Path, remote: HubFile, first_bytes: bytes = b"") -> N
         handle.write(first_bytes)
     write_json_atomic(record_path(target), asdict(PartialRecord(
         url=remote.url, repo=remote.repo, path=remote.path, revision=remote.revision, size=remote.size,
-        sha256=remote.sha256, started=datetime.now(timezone.utc).isoformat(timespec="seconds"))))
+        sha256=remote.sha256, started=datetime.now(UTC).isoformat(timespec="seconds"))))
 
 
 def discard_partial(target: Path) -> None:

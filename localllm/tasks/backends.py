@@ -10,7 +10,7 @@ from localllm.backends import BUILTIN_BACKENDS, backend_class
 from localllm.backends.choice import BackendChoice, choose_backend, installed_version
 from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
-from localllm.hardware.detect import detect_hardware, reinstall_hint
+from localllm.hardware.detect import detect_hardware
 from localllm.hardware.report import HardwareReport
 
 REPORT_TIMEOUT_S = 2.0
@@ -32,6 +32,8 @@ class BackendStatus:
     """Ollama: the models loaded in memory now (`ollama ps`)."""
     problem: str | None = None
     capabilities: dict[str, bool] = field(default_factory=dict)
+    self_check: str | None = None
+    """llama.cpp: the self-check's verdict for this build on this CPU and the setting in force."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -76,15 +78,20 @@ def _passed_over(statuses: list[BackendStatus], chosen: str, settings: Settings,
     return tuple(why)
 
 
-def _llama_cpp(report: HardwareReport) -> BackendStatus:
+def _llama_cpp(report: HardwareReport, settings: Settings) -> BackendStatus:
     build = report.llama_cpp
     if not build.installed:
         return BackendStatus("llama.cpp", False, None, None, None, "-", problem=build.error or "not installed: "
                              'pip install "localllm[llama]"')
+    from localllm.tasks.llama_build import build_story
+
     gpu = "yes (built with GPU offload)" if build.gpu_offload else "no (CPU build)"
-    hint = reinstall_hint(report)
-    return BackendStatus("llama.cpp", True, build.version, None, "in this process", gpu,
-                         problem=f"a GPU is present; rebuild with: {hint}" if hint else None)
+    story = build_story(settings, report)
+    verdict = story.verdict
+    self_check = (f"{verdict.summary()}; setting: {verdict.setting}" if verdict else story.verdict_note)
+    problem = f"{story.rebuild_why}; rebuild with: {story.rebuild}" if story.rebuild else None
+    return BackendStatus("llama.cpp", True, build.version, None, "in this process", gpu, problem=problem,
+                         self_check=self_check)
 
 
 def _gpt4all() -> BackendStatus:
@@ -146,7 +153,7 @@ def backends_report(settings: Settings, model: str | None = None, *,
                     report: HardwareReport | None = None) -> BackendsReport:
     report = report or detect_hardware()
     probes: dict[str, Callable[[], BackendStatus]] = {
-        "llama.cpp": lambda: _llama_cpp(report), "ollama": lambda: _ollama(settings),
+        "llama.cpp": lambda: _llama_cpp(report, settings), "ollama": lambda: _ollama(settings),
         "openai": lambda: _openai(settings), "gpt4all": _gpt4all,
     }
     statuses = []

@@ -12,7 +12,12 @@ from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
 from localllm.hardware.detect import reinstall_hint
 from localllm.hardware.llama_build import (
-    PLAIN_REINSTALL, BuildComparison, build_identity, cpu_features, read_cpu_flags, rebuild_command,
+    PLAIN_REINSTALL,
+    BuildComparison,
+    build_identity,
+    cpu_features,
+    read_cpu_flags,
+    rebuild_command,
 )
 from localllm.hardware.report import HardwareReport
 
@@ -46,11 +51,12 @@ class BuildStory:
                 "setting": self.setting, "rebuild": self.rebuild, "rebuild_why": self.rebuild_why}
 
 
-def build_story(settings: Settings, hardware: HardwareReport, *, check: bool = False,
-                recheck: bool = False) -> BuildStory:
-    """``check``: run the self-check now (on the configured model) when no verdict is known; ``recheck``: always."""
+def build_story(settings: Settings, hardware: HardwareReport, *, check: bool = False, recheck: bool = False,
+                flags: tuple[str, ...] | None = None) -> BuildStory:
+    """``check``: run the self-check now (on the configured model) when no verdict is known; ``recheck``: always.
+    ``flags``: the CPU's raw feature flags (default: this machine's)."""
     build = hardware.llama_cpp
-    flags = read_cpu_flags()
+    flags = read_cpu_flags() if flags is None else flags
     comparison = BuildComparison(build.features, cpu_features(flags))
     verdict, note = None, None
     if build.installed:

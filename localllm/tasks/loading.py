@@ -42,7 +42,7 @@ class LoadedModel:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "LoadedModel":
+    def __enter__(self) -> LoadedModel:
         return self
 
     def __exit__(self, *exc: object) -> None:

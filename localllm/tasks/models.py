@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from localllm.core.errors import LocalLLMError, ModelNotFound, UsageError, WontFit
@@ -229,7 +229,7 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
             name=target.name, quant=target.quant or info.quant,
             source=f"hf://{target.remote.repo}/{target.remote.path}", repo=target.remote.repo,
             revision=target.remote.revision, sha256=result.sha256, size=target.remote.size,
-            downloaded=datetime.now(timezone.utc).isoformat(timespec="seconds")))
+            downloaded=datetime.now(UTC).isoformat(timespec="seconds")))
         # The header fetched for the fit check seeds a new partial file; that is not a resumed download.
         return PullResult(target.target, result.transferred, result.resumed_from if had_partial else 0, False,
                           seconds)

@@ -31,7 +31,7 @@ class Preferences:
     """What was ignored, and why, to show once the app is up (a bad entry must not stop the app)."""
 
     @classmethod
-    def load(cls, path: Path) -> "Preferences":
+    def load(cls, path: Path) -> Preferences:
         prefs = cls(path)
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
