@@ -78,31 +78,28 @@ class LlamaCppBackend(Backend):
         return backend
 
     # -- loading ---------------------------------------------------------------------------------------------------
-    def _check_build(self, model: ModelRef):
-        """Start the self-check unless this build's verdict is known; the caller waits on it after importing."""
-        from localllm.backends.llamacpp_check import PendingCheck, cached_verdict
+    def _check_build(self, model: ModelRef) -> BuildVerdict:
+        """This build's verdict on this CPU, from the cache or from a check run now (before llama_cpp is imported
+        here: overlapping the two was slower on two cores, see docs/llama-cpp.md)."""
+        from localllm.backends.llamacpp_check import announcement, apply_verdict, check_build
 
         cache_dir = self.cache_dir
         if cache_dir is None:
             from localllm.core.settings import Paths
 
             cache_dir = Paths.from_environment().cache_dir
-        known = cached_verdict(cache_dir)
-        return known if known is not None else PendingCheck(cache_dir, model.path)
+        verdict = check_build(cache_dir, model.path)
+        apply_verdict(verdict)
+        message = announcement(verdict)
+        if message:
+            logger.warning(message)
+        return verdict
 
     def _open(self, model: ModelRef, **params: Any) -> None:
-        from localllm.backends.llamacpp_check import PendingCheck, announcement, apply_verdict
-
-        check = None if params.get("vocab_only") else self._check_build(model)
+        if not params.get("vocab_only"):
+            self.build_verdict = self._check_build(model)
         llama_cpp = _import_llama_cpp()
         self.close()
-        if check is not None:
-            verdict = check.result() if isinstance(check, PendingCheck) else check
-            apply_verdict(verdict)
-            self.build_verdict = verdict
-            message = announcement(verdict)
-            if message:
-                logger.warning(message)
         if self.chat_format:
             chat_formatter(llama_cpp, self.chat_format)  # an unknown name fails before the weights are read
         # llama.cpp's log lines reach Python's sys.stderr through llama-cpp-python's callback; keep them for the

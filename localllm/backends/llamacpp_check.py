@@ -128,30 +128,6 @@ def check_build(cache_dir: Path, model: Path, *, timeout: float | None = None,
         return verdict
 
 
-class PendingCheck:
-    """A check started in a thread, so the caller can import llama_cpp meanwhile (the child runs on another core)."""
-
-    def __init__(self, cache_dir: Path, model: Path, identity: BuildIdentity | None = None) -> None:
-        self._result: BuildVerdict | BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(cache_dir, model, identity), daemon=True,
-                                        name="llama.cpp self-check")
-        self._thread.start()
-
-    def _run(self, cache_dir: Path, model: Path, identity: BuildIdentity | None) -> None:
-        try:
-            self._result = check_build(cache_dir, model, identity=identity)
-        except BaseException as exc:  # handed to the waiting side
-            self._result = exc
-
-    def result(self) -> BuildVerdict:
-        while self._thread.is_alive():
-            self._thread.join(0.1)  # short joins keep Ctrl-C working in the main thread
-        if isinstance(self._result, BaseException):
-            raise self._result
-        assert self._result is not None
-        return self._result
-
-
 def refusal(verdict: BuildVerdict) -> BrokenBuild:
     return BrokenBuild(f"llama.cpp ({verdict.version}) dies with {verdict.signal} on this CPU in a test generation, "
                        "with and without its extra buffer types, so localllm will not load a model with it",
