@@ -6,6 +6,7 @@ from the request to the first token on stderr, as `localllm run -v` does.
 
 import sys
 import time
+from typing import Any
 
 import llama_cpp
 
@@ -18,6 +19,7 @@ stream = llm.create_chat_completion(
     messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=max_tokens,
     temperature=0.0, top_k=1, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
 )
+part: Any
 for part in stream:
     text = part["choices"][0]["delta"].get("content")
     if text:

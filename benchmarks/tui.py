@@ -34,6 +34,13 @@ def record(name: str, value: float, bar: str, ok: bool) -> None:
     print(f"  {name}: {value:.3f} (bar {bar}) {'PASS' if ok else 'FAIL'}", flush=True)
 
 
+def send_key(app, key) -> None:
+    """A key goes in where a terminal's would: the driver (Pilot.press waits for the whole process to go idle)."""
+    driver = app._driver
+    assert driver is not None, "the app runs"
+    driver.send_message(key)
+
+
 def _settings(root: Path):
     from conftest import settings_for
 
@@ -44,8 +51,10 @@ async def _stream_once(tokens: int, root: Path) -> float:
     from scripted_backend import markdown_tokens, scripted_model
 
     from localllm.core.options import preset
+    from localllm.tui.answer import ChatMessage
     from localllm.tui.app import LocalLLMApp
     from localllm.tui.chat import ChatPane
+    from localllm.tui.prompt import PromptArea
     from localllm.tui.shared_model import SharedModel
 
     settings = _settings(root)
@@ -55,7 +64,7 @@ async def _stream_once(tokens: int, root: Path) -> float:
         pane = app.query_one(ChatPane)
         while pane.session is None:
             await pilot.pause(0.01)
-        pane.query_one("#prompt").insert("Explain the parser.")
+        pane.query_one("#prompt", PromptArea).insert("Explain the parser.")
         started = time.perf_counter()
         await pilot.press("enter")
         while not pane.generating and pane.session.stats.turns == 0:
@@ -63,7 +72,7 @@ async def _stream_once(tokens: int, root: Path) -> float:
         while pane.generating:
             await pilot.pause(0.005)
         elapsed = time.perf_counter() - started
-        answer = pane.query("ChatMessage.assistant").last()
+        answer = pane.query("ChatMessage.assistant").last(ChatMessage)
         expected = "".join(markdown_tokens(tokens))
         assert answer.text == expected, (len(answer.text), len(expected), answer.text[:80], expected[:80])
     return elapsed
@@ -87,13 +96,15 @@ async def _key_latencies(root: Path, presses: int) -> tuple[list[float], list[fl
     from localllm.core.options import preset
     from localllm.tui.app import LocalLLMApp
     from localllm.tui.chat import ChatPane
+    from localllm.tui.prompt import PromptArea
 
     settings = _settings(root)
     app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=4000, repeat_penalty=1.0))
-    idle, busy = [], []
+    idle: list[float] = []
+    busy: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
         pane = app.query_one(ChatPane)
-        box = pane.query_one("#prompt")
+        box = pane.query_one("#prompt", PromptArea)
         while pane.session is None:
             await pilot.pause(0.05)
 
@@ -104,7 +115,7 @@ async def _key_latencies(root: Path, presses: int) -> tuple[list[float], list[fl
             key = events.Key("x", "x")
             key.set_sender(app)
             started = time.perf_counter()
-            app._driver.send_message(key)
+            send_key(app, key)
             while len(box.text) == before:
                 await asyncio.sleep(0.0005)
             into.append(time.perf_counter() - started)
@@ -145,6 +156,7 @@ async def _stop_times(root: Path, rounds: int) -> list[float]:
     from localllm.core.options import preset
     from localllm.tui.app import LocalLLMApp
     from localllm.tui.chat import ChatPane
+    from localllm.tui.prompt import PromptArea
 
     app = LocalLLMApp(_settings(root), preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0))
     times = []
@@ -153,14 +165,14 @@ async def _stop_times(root: Path, rounds: int) -> list[float]:
         while pane.session is None:
             await pilot.pause(0.05)
         for round_ in range(rounds):
-            pane.query_one("#prompt").insert(f"Write a very long story about dragon number {round_}.")
+            pane.query_one("#prompt", PromptArea).insert(f"Write a very long story about dragon number {round_}.")
             await pilot.press("enter")
             while pane._answer is None or len(pane._answer.text) < 40:
                 await asyncio.sleep(0.01)
             key = events.Key("escape", None)
             key.set_sender(app)
             started = time.perf_counter()
-            app._driver.send_message(key)
+            send_key(app, key)
             while pane.generating:
                 await asyncio.sleep(0.001)
             times.append(time.perf_counter() - started)

@@ -106,6 +106,7 @@ def start_llama_server(model: Path, *, api_key: str | None = None, ctx: int = SE
 def start_ollama_standin(model: Path) -> ServerProcess:
     process = subprocess.Popen([*llama_python(model), str(OLLAMA_STANDIN), str(model)], stdout=subprocess.PIPE,
                                text=True)
+    assert process.stdout is not None
     line = process.stdout.readline()
     if not line.startswith("PORT "):
         process.kill()

@@ -81,16 +81,26 @@ def cli_executable() -> str:
     return found
 
 
+class CliRun(subprocess.CompletedProcess):
+    """A finished `localllm` process, with its output also as text."""
+
+    @property
+    def stdout_text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    @property
+    def stderr_text(self) -> str:
+        return self.stderr.decode("utf-8", errors="replace")
+
+
 def run_cli(*args: str, home: Path, stdin: bytes | str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 180) -> subprocess.CompletedProcess:
+            timeout: float = 180) -> CliRun:
     """Run the installed `localllm` entry point; stdin is empty (not a terminal) unless given."""
     full_env = {**os.environ, "LOCALLLM_HOME": str(home), **(env or {})}
     full_env.pop("NO_COLOR", None) if env is None or "NO_COLOR" not in env else None
     data = stdin.encode() if isinstance(stdin, str) else (stdin or b"")
     done = subprocess.run([cli_executable(), *args], input=data, capture_output=True, env=full_env, timeout=timeout)
-    done.stdout_text = done.stdout.decode("utf-8", errors="replace")  # type: ignore[attr-defined]
-    done.stderr_text = done.stderr.decode("utf-8", errors="replace")  # type: ignore[attr-defined]
-    return done
+    return CliRun(done.args, done.returncode, done.stdout, done.stderr)
 
 
 # -- servers and models for the backend tests (tests/backend_servers.py) -------------------------------------------

@@ -46,6 +46,7 @@ def start_hub(root: Path, bundled_model: Path) -> HubStandin:
     (root / REPO).mkdir(parents=True, exist_ok=True)
     (root / REPO / FILE).symlink_to(bundled_model)
     process = subprocess.Popen([sys.executable, str(STANDIN), str(root)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
     line = process.stdout.readline()
     assert line.startswith("PORT "), line
     return HubStandin(f"http://127.0.0.1:{int(line.split()[1])}", root, process)

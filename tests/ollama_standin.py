@@ -26,6 +26,7 @@ import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 VERSION = "0.6.5"
 STANDIN_WINDOW = 4096
@@ -47,7 +48,7 @@ class State:
         llm = self.llm
         template = llm.metadata.get("tokenizer.chat_template")
         eos = llm._model.token_get_text(llm.token_eos())
-        self.formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token="")
+        self.formatter = Jinja2ChatFormatter(template=template or "", eos_token=eos, bos_token="")
         self.size = path.stat().st_size
         self.digest = hashlib.sha256(str(path).encode()).hexdigest()
         self.models: dict[str, str] = {"smollm2:135m": now()}
@@ -226,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
 
         with state.lock:
             prompt_done = time.perf_counter_ns()
-            completion = state.llm.create_completion(
+            completion: Any = state.llm.create_completion(
                 prompt=tokens, max_tokens=predict if predict > 0 else window - len(tokens),
                 temperature=float(options.get("temperature", 0.8)), top_k=int(options.get("top_k", 40)),
                 top_p=float(options.get("top_p", 0.9)), min_p=float(options.get("min_p", 0.0)),

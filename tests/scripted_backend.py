@@ -13,7 +13,7 @@ from pathlib import Path
 
 from localllm.backends.base import Backend, Capabilities
 from localllm.backends.choice import BackendChoice
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.messages import Message
 from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.options import GenerationOptions
@@ -37,7 +37,7 @@ class ScriptedBackend(Backend):
         self.calls += 1
         watch = Stopwatch()
         sent = 0
-        reason = "stop"
+        reason: FinishReason = "stop"
         for token in self.tokens:
             if options.max_tokens and sent >= options.max_tokens:
                 reason = "length"

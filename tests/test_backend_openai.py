@@ -142,7 +142,7 @@ class GarbageHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        if self.path.endswith("/models") and self.server.models_ok:
+        if self.path.endswith("/models") and getattr(self.server, "models_ok", False):
             self.reply(json.dumps({"object": "list", "data": [{"id": "m", "object": "model"}]}).encode(),
                        "application/json")
         else:

@@ -72,6 +72,7 @@ def case(request, loaded, tmp_path_factory):
 def reported_prompt_tokens(backend, messages) -> int:
     response = Response(backend.chat(messages, greedy(max_tokens=2)))
     response.text()
+    assert response.final is not None
     return response.final.usage.prompt_tokens
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, settings_for
 
+from localllm.backends.llamacpp import LlamaCppBackend
 from localllm.core.messages import Message
 from localllm.core.options import PRESETS
 
@@ -86,6 +87,7 @@ def test_the_prompt_is_the_plain_text_and_a_named_format_wraps_it(base_model: Pa
     messages = [Message("user", "The three primary colors are")]
     with load_model(settings_for(tmp_path, ctx=512), str(base_model)) as plain:
         backend = plain.backend
+        assert isinstance(backend, LlamaCppBackend)
         assert backend.completion_only
         formatted, tokens = backend._render(messages)
         assert formatted.prompt == "The three primary colors are"
@@ -96,6 +98,7 @@ def test_the_prompt_is_the_plain_text_and_a_named_format_wraps_it(base_model: Pa
                          if hasattr(c, "text"))
         assert answer
     with load_model(settings_for(tmp_path, ctx=512, template="chatml"), str(base_model)) as chat:
+        assert isinstance(chat.backend, LlamaCppBackend)
         assert not chat.backend.completion_only
         formatted, _ = chat.backend._render(messages)
         assert "<|im_start|>user\nThe three primary colors are<|im_end|>" in formatted.prompt

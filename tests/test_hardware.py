@@ -10,7 +10,7 @@ from conftest import FIXTURES
 
 from localllm.hardware import cpu, gpus
 from localllm.hardware.detect import PROBE_TIMEOUT_S, detect_hardware, reinstall_hint
-from localllm.hardware.report import CPUInfo, GPUInfo, HardwareReport, LlamaCppBuild
+from localllm.hardware.report import CPUInfo, GPUInfo, HardwareReport, LlamaCppBuild, Vendor
 
 GIB = 1024**3
 
@@ -99,7 +99,7 @@ def test_stand_in_nvidia_smi_is_parsed_and_a_slow_tool_is_bounded(tmp_path, monk
     assert elapsed < PROBE_TIMEOUT_S + 3
 
 
-def report_with(vendor: str, offload: bool) -> HardwareReport:
+def report_with(vendor: Vendor, offload: bool) -> HardwareReport:
     return HardwareReport(
         os="Linux", cpu=CPUInfo("x", "x86_64", 8, 16, ("AVX2",)), ram_total=32 * GIB, ram_available=30 * GIB,
         gpus=(GPUInfo(vendor, "gpu", 24 * GIB, 24 * GIB),),

@@ -71,9 +71,10 @@ def test_a_build_that_dies_every_way_is_refused_with_the_rebuild_command(tmp_pat
     assert verdict.status == "broken" and verdict.signal == "SIGILL"
     with pytest.raises(check.BrokenBuild) as raised:
         check.apply_verdict(verdict)
+    hint = raised.value.hint or ""
     assert "SIGILL" in raised.value.message
-    assert raised.value.hint.startswith("rebuild it for this CPU: ")
-    assert "pip install --no-cache-dir --force-reinstall llama-cpp-python" in raised.value.hint
+    assert hint.startswith("rebuild it for this CPU: ")
+    assert "pip install --no-cache-dir --force-reinstall llama-cpp-python" in hint
 
 
 def test_a_hanging_child_is_bounded_and_not_remembered(tmp_path: Path, bundled_model: Path, monkeypatch) -> None:
@@ -101,7 +102,8 @@ def test_a_new_build_or_other_cpu_flags_are_checked_again(tmp_path: Path) -> Non
     cache = tmp_path / "cache"
     check._write_store(cache, first.digest, check.BuildVerdict("safe", "d", "0.3.36", first.digest, 1.0, "now",
                                                                 "SIGILL", "pip ..."))
-    assert check.cached_verdict(cache, first).status == "safe"
+    known = check.cached_verdict(cache, first)
+    assert known is not None and known.status == "safe"
     other = identity_of("0.3.36", lib, ("avx", "avx2"))
     check._memo.pop(other.digest, None)
     assert check.cached_verdict(cache, other) is None
@@ -263,3 +265,25 @@ def check_names():
     from localllm.hardware.llama_build import ARM_FEATURES, X86_FEATURES
 
     return (*X86_FEATURES.values(), *ARM_FEATURES.values())
+
+
+def test_another_signal_in_every_setting_blames_the_model_not_the_build(tmp_path: Path, bundled_model: Path,
+                                                                         monkeypatch) -> None:
+    monkeypatch.setenv(check.FAULT_VARIABLE, "sigabrt")
+    identity = fresh_identity()
+    verdict = check.check_build(tmp_path, bundled_model, identity=identity)
+    assert verdict.status == "broken" and verdict.signal == "SIGABRT" and not verdict.about_the_build
+    assert identity.digest not in check._memo and not (tmp_path / check.VERDICT_FILE).exists()
+    with pytest.raises(check.BrokenBuild) as raised:
+        check.apply_verdict(verdict)
+    assert str(bundled_model) in raised.value.message and "try another model" in (raised.value.hint or "")
+
+
+def test_a_model_the_child_cannot_load_leaves_the_error_to_the_real_load(tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(b"GGUF" + b"\x00" * 64)
+    identity = fresh_identity()
+    verdict = check.check_build(tmp_path, damaged, identity=identity)
+    assert verdict.status == "unchecked" and not verdict.timed_out
+    assert check.announcement(verdict) is None  # the load's own error says what is wrong
+    assert identity.digest not in check._memo and not (tmp_path / check.VERDICT_FILE).exists()

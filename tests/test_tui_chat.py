@@ -22,7 +22,8 @@ SHORT = preset("precise").with_overrides(max_tokens=12)
 
 async def answered(pilot, pane: ChatPane, text: str) -> None:
     before = await ask(pilot, pane, text)
-    await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before)
+    await wait_until(pilot, lambda: not pane.generating and pane.session is not None
+                     and pane.session.stats.turns > before)
 
 
 def stored_messages(settings):

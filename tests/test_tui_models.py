@@ -48,9 +48,9 @@ def rows(table: DataTable) -> list[list[str]]:
 
 def shown(widget) -> str:
     """A Static's content as plain text, as wide as it needs to be."""
-    console = Console(width=400, file=io.StringIO(), color_system=None)
-    console.print(widget.content)
-    return console.file.getvalue()
+    out = io.StringIO()
+    Console(width=400, file=out, color_system=None).print(widget.content)
+    return out.getvalue()
 
 
 def status(pane: ModelsPane) -> str:

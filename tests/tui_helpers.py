@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from typing import Any
 
 from conftest import settings_for
 from textual.app import App
@@ -29,10 +30,12 @@ async def wait_until(pilot, condition, timeout=60.0):
 async def ask(pilot, pane: ChatPane, text: str) -> int:
     """Send ``text``; returns the number of finished turns before it (a short answer may end before we look)."""
     await wait_until(pilot, lambda: pane.session is not None)
-    before = pane.session.stats.turns
+    session = pane.session
+    assert session is not None
+    before = session.stats.turns
     pane.query_one("#prompt", PromptArea).insert(text)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: pane.generating or pane.session.stats.turns > before)
+    await wait_until(pilot, lambda: pane.generating or session.stats.turns > before)
     return before
 
 
@@ -57,7 +60,7 @@ def run(coroutine):
 class PaneApp(App):
     """One pane alone, with a real shared model; notifications are recorded for the assertions."""
 
-    PANE: type = None
+    PANE: Any = None
 
     def __init__(self, settings, options, ctx=None) -> None:
         super().__init__()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from localllm.core.chunks import Chunk
 from localllm.core.errors import BackendUnavailable
@@ -133,7 +133,7 @@ class Backend:
     def close(self) -> None:
         """Free the model. Safe to call twice."""
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

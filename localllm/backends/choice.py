@@ -42,7 +42,7 @@ def ollama_version(settings: Settings, timeout: float = PROBE_TIMEOUT_S) -> tupl
 
 
 def is_ollama_name(name: str | None) -> bool:
-    return bool(name) and name.lower().startswith("ollama/")
+    return name is not None and name.lower().startswith("ollama/")
 
 
 def choose_backend(requested: str, configured: str, report: HardwareReport, *, model: str | None = None,

@@ -24,7 +24,7 @@ from typing import Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities
 from localllm.backends.streaming import PromptEstimate, StopScanner, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
 from localllm.core.messages import Message
 from localllm.core.model import ModelRef
@@ -122,6 +122,7 @@ class GPT4AllBackend(Backend):
         gpt4all, pyllmodel = _import_gpt4all()
         self.close()
         device = self.option_values["device"] or ("gpu" if plan.n_gpu_layers > 0 else "cpu")
+        failure: str | None = None
         with _LOAD_LOCK, captured_stderr() as log:
             try:
                 # n_threads is set after the load check: the constructor would raise a bare Exception first.
@@ -130,8 +131,6 @@ class GPT4AllBackend(Backend):
                                          verbose=False)
             except (ValueError, RuntimeError, OSError) as exc:
                 loaded, failure = None, str(exc)
-            else:
-                failure = None
         if loaded is None or not pyllmodel.llmodel.llmodel_isModelLoaded(loaded.model.model):
             raise self._load_error(model, failure, log)
         if plan.n_threads:
@@ -199,7 +198,7 @@ class GPT4AllBackend(Backend):
         _, pyllmodel = _import_gpt4all()
         out: queue.Queue = queue.Queue()
         stop_now = threading.Event()
-        counts = {"prompt": 0, "generated": 0, "error": None}
+        counts: dict[str, Any] = {"prompt": 0, "generated": 0, "error": None}
 
         def on_prompt_token(_token_id: int) -> bool:
             counts["prompt"] += 1
@@ -237,7 +236,7 @@ class GPT4AllBackend(Backend):
     def _stream(self, worker: threading.Thread, out: queue.Queue, stop_now: threading.Event, counts: dict,
                 options: GenerationOptions, watch: Stopwatch, estimated: int) -> Iterator[Chunk]:
         scanner = StopScanner(options.stop)
-        finish = "length"
+        finish: FinishReason = "length"
         worker.start()
         try:
             if options.answer_prefix:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, TextChunk, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, UsageError
 from localllm.core.messages import Message
 from localllm.core.model import ModelRef
@@ -57,8 +57,9 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, **option_values: Any) -> None:
         super().__init__(**option_values)
-        self._llm = None
-        self._formatter = None
+        self._llm: Any = None
+        """The llama_cpp.Llama (llama-cpp-python is imported only when a model loads)."""
+        self._formatter: Any = None
         self._eos_token_id: int | None = None
         self._grammars: dict[str, Any] = {}
         self.grammar_warnings: list[str] = []
@@ -263,7 +264,7 @@ class LlamaCppBackend(Backend):
     @staticmethod
     def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None
                 ) -> Iterator[Chunk]:
-        finish = "stop"
+        finish: FinishReason = "stop"
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream):
@@ -273,7 +274,7 @@ class LlamaCppBackend(Backend):
                     watch.mark_token()
                     yield TextChunk(choice["text"])
                 if choice.get("finish_reason"):
-                    finish = choice["finish_reason"]
+                    finish = "length" if choice["finish_reason"] == "length" else "stop"
         yield FinalChunk(finish, Usage(prompt_tokens, generated()), watch.timings())
 
     def close(self) -> None:

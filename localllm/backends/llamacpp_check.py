@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from localllm.core.errors import BackendUnavailable
 from localllm.hardware.llama_build import BuildIdentity, build_identity, read_cpu_flags, rebuild_command
@@ -36,7 +36,8 @@ READ_RATE = 100 * 1024 * 1024
 """Bytes per second a slow disk reads: the child's time limit grows with the model file."""
 FAULT_VARIABLE = "LOCALLLM_SELFCHECK_FAULT"
 """For the tests only: "sigill" makes every check child kill itself with SIGILL, "sigill-default" only the child
-that runs the default setting (as an AMX build does), "hang" makes it sleep past its time limit."""
+that runs the default setting (as an AMX build does), "sigabrt" every child with SIGABRT (as llama.cpp's assertions
+do on some damaged files), "hang" makes it sleep past its time limit."""
 CHECK_PROMPT = "The capital of France is"
 CHECK_TOKENS = 2
 
@@ -59,6 +60,15 @@ class BuildVerdict:
     """The pip command that rebuilds llama-cpp-python for this CPU (when the default setting died)."""
     fresh: bool = False
     """Decided in this process just now (the user has not been told yet), rather than read from the cache."""
+    model: str = ""
+    """The model file the check generated from."""
+    timed_out: bool = False
+
+    @property
+    def about_the_build(self) -> bool:
+        """Whether the verdict holds for every model: an illegal instruction is the build's, whatever the model;
+        another signal that every setting dies of may be this model file's own fault (a damaged or hostile GGUF)."""
+        return self.status in ("ok", "safe") or (self.status == "broken" and self.signal == "SIGILL")
 
     @property
     def setting(self) -> str:
@@ -122,16 +132,23 @@ def check_build(cache_dir: Path, model: Path, *, timeout: float | None = None,
                 _memo[identity.digest] = verdict
                 return verdict
         verdict = _run_checks(model, timeout or timeout_for(model), identity)
-        _memo[identity.digest] = verdict
-        if verdict.status != "unchecked":  # an undecided check is tried again by the next process
+        if verdict.about_the_build:
+            _memo[identity.digest] = verdict
             _write_store(cache_dir, identity.digest, verdict)
+        elif verdict.timed_out:  # not again in this process (the user already waited); the next one tries again
+            _memo[identity.digest] = verdict
         return verdict
 
 
 def refusal(verdict: BuildVerdict) -> BrokenBuild:
-    return BrokenBuild(f"llama.cpp ({verdict.version}) dies with {verdict.signal} on this CPU in a test generation, "
-                       "with and without its extra buffer types, so localllm will not load a model with it",
-                       hint=f"rebuild it for this CPU: {verdict.rebuild}")
+    if verdict.about_the_build:
+        return BrokenBuild(f"llama.cpp ({verdict.version}) dies with {verdict.signal} on this CPU in a test "
+                           "generation, with and without its extra buffer types, so localllm will not load a model "
+                           "with it", hint=f"rebuild it for this CPU: {verdict.rebuild}")
+    return BrokenBuild(f"llama.cpp ({verdict.version}) dies with {verdict.signal} generating from {verdict.model} "
+                       "in a test child process, with and without its extra buffer types, so localllm will not load "
+                       "it", hint=f"the file may be damaged or too new for this build: try another model; if every "
+                                  f"model dies, rebuild llama-cpp-python: {verdict.rebuild}")
 
 
 def apply_verdict(verdict: BuildVerdict) -> None:
@@ -144,8 +161,8 @@ def apply_verdict(verdict: BuildVerdict) -> None:
 
 def announcement(verdict: BuildVerdict) -> str | None:
     """What to tell the user about a verdict reached in this process, once; None when there is nothing to say."""
-    if not verdict.fresh or verdict.status == "ok":
-        return None
+    if not verdict.fresh or verdict.status == "ok" or (verdict.status == "unchecked" and not verdict.timed_out):
+        return None  # a child that failed to load the model: the real load says why
     with _memo_lock:
         _memo[verdict.digest] = replace(verdict, fresh=False)
     if verdict.status == "safe":
@@ -215,16 +232,17 @@ def _signal_name(number: int) -> str:
 def _run_checks(model: Path, timeout: float, identity: BuildIdentity) -> BuildVerdict:
     started = time.monotonic()
 
-    def verdict(status: Status, detail: str, died: str | None = None) -> BuildVerdict:
+    def verdict(status: Status, detail: str, died: str | None = None, timed_out: bool = False) -> BuildVerdict:
         return BuildVerdict(status, detail, identity.version, identity.digest, round(time.monotonic() - started, 3),
                             time.strftime("%Y-%m-%d %H:%M:%S"), died,
-                            rebuild_command(read_cpu_flags()) if died else None, fresh=True)
+                            rebuild_command(read_cpu_flags()) if died else None, fresh=True, model=str(model),
+                            timed_out=timed_out)
 
     default = run_child(model, safe=False, timeout=timeout)
     if default.answered:
         return verdict("ok", "a test generation answered with the default setting")
     if default.timed_out:
-        return verdict("unchecked", f"the test generation did not finish within {timeout:.0f} s")
+        return verdict("unchecked", f"the test generation did not finish within {timeout:.0f} s", timed_out=True)
     if default.signal is None:
         return verdict("unchecked", f"the test generation failed: {default.error}")
     safe = run_child(model, safe=True, timeout=timeout)
@@ -288,7 +306,9 @@ def _child(argv: list[str]) -> int:
                           n_gpu_layers=0, verbose=False)
     if fault == "sigill" or (fault == "sigill-default" and not safe):
         os.kill(os.getpid(), signal.SIGILL)
-    out = llm.create_completion(CHECK_PROMPT, max_tokens=CHECK_TOKENS, temperature=0.0)
+    if fault == "sigabrt":
+        os.kill(os.getpid(), signal.SIGABRT)
+    out: Any = llm.create_completion(CHECK_PROMPT, max_tokens=CHECK_TOKENS, temperature=0.0)
     print(json.dumps({"text": out["choices"][0]["text"]}))
     return 0
 

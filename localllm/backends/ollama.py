@@ -14,7 +14,7 @@ from typing import Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, ServedModel
 from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, LocalLLMError, ModelNotFound
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -262,7 +262,7 @@ class OllamaBackend(Backend):
         final = state["final"]
         prompt = getattr(final, "prompt_eval_count", None)
         self._estimate.learn(estimated, prompt)
-        finish = "length" if getattr(final, "done_reason", None) == "length" else "stop"
+        finish: FinishReason = "length" if getattr(final, "done_reason", None) == "length" else "stop"
         completion = getattr(final, "eval_count", None) or state["pieces"]
         yield FinalChunk(finish, Usage(prompt or estimated, completion), watch.timings())
 

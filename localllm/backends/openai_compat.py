@@ -73,8 +73,8 @@ class OpenAICompatBackend(Backend):
         self.where = f"{self.profile.title} at {display_url(self.base_url)}"
         self.timeout = timeout
         self._api_key = api_key
-        self._client = None
-        self._http = None
+        self._client: Any = None
+        self._http: Any = None
         self._http_errors: tuple = ()
         self._timeouts: tuple = ()
         self._broken: tuple = ()

@@ -98,7 +98,7 @@ def without_repeated_prefix(pieces: Iterator[str], prefix: str | None) -> Iterat
     if not prefix:
         yield from pieces
         return
-    held = ""
+    held: str | None = ""
     for piece in pieces:
         if held is None:
             yield piece

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class Paths:
         return self.data_dir / "models"
 
     @classmethod
-    def from_environment(cls, environ: dict[str, str] | None = None) -> Paths:
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Paths:
         env = os.environ if environ is None else environ
         home = env.get("LOCALLLM_HOME")
         if home:
@@ -92,7 +93,7 @@ class Settings:
     """How long Ollama keeps the model loaded after a request (e.g. "5m", "-1" for ever); empty: Ollama's default."""
 
     @classmethod
-    def load(cls, environ: dict[str, str] | None = None) -> Settings:
+    def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         paths = Paths.from_environment(env)
         values: dict[str, Any] = {}

@@ -81,7 +81,7 @@ def detect_cpu(run_sysctl) -> CPUInfo:
         if text:
             info = cpu_from_sysctl(parse_sysctl(text), arch)
             return CPUInfo(info.model, arch, info.physical_cores or physical, info.logical_cores or logical, info.simd)
-    model, simd = "", ()
+    model, simd = "", tuple[str, ...]()
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             model, simd = parse_proc_cpuinfo(handle.read())

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from localllm.core.model import ModelInfo
-from localllm.core.plan import LoadPlan, MemoryEstimate
+from localllm.core.plan import LoadPlan, MemoryEstimate, Placement
 from localllm.hardware.report import HardwareReport
 
 KV_BYTES_PER_VALUE = 2  # f16
@@ -133,7 +133,8 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
         why_threads = f"{threads} thread{'s' if threads > 1 else ''}: set in the config or with -o threads"
     reasons.append(why_threads)
 
-    placement = "none" if not fits else ("gpu" if layers > info.block_count else "partial" if layers else "cpu")
+    placement: Placement = "none" if not fits else (
+        "gpu" if layers > info.block_count else "partial" if layers else "cpu")
     return LoadPlan(
         backend=request.backend,
         n_ctx=n_ctx,

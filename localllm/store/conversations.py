@@ -5,12 +5,15 @@ WAL and a busy timeout let two app instances write the same database safely; eve
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from localllm.core.messages import Role
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("001_conversations", """
@@ -48,7 +51,7 @@ class Conversation:
 @dataclass(frozen=True)
 class StoredMessage:
     id: int
-    role: str
+    role: Role
     content: str
     stopped: bool
     """The answer was stopped before it ended."""
@@ -104,7 +107,7 @@ class ConversationStore:
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO conversations (title, system, model, created, updated) "
                                 "VALUES (?, ?, ?, ?, ?)", (title, system, model, now, now))
-        return self.get(cursor.lastrowid)
+        return self.get(_row_id(cursor))
 
     def get(self, conversation_id: int) -> Conversation:
         row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
@@ -143,19 +146,19 @@ class ConversationStore:
             db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # -- messages --------------------------------------------------------------------------------------------------
-    def add_message(self, conversation_id: int, role: str, content: str, *, stopped: bool = False) -> StoredMessage:
+    def add_message(self, conversation_id: int, role: Role, content: str, *, stopped: bool = False) -> StoredMessage:
         now = _now()
         with self._transaction() as db:
             cursor = db.execute("INSERT INTO messages (conversation_id, role, content, stopped, created) "
                                 "VALUES (?, ?, ?, ?, ?)", (conversation_id, role, content, int(stopped), now))
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-        return StoredMessage(cursor.lastrowid, role, content, stopped, now)
+        return StoredMessage(_row_id(cursor), role, content, stopped, now)
 
     def delete_message(self, message_id: int) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
-    def messages(self, conversation_id: int) -> list[StoredMessage]:
+    def messages(self, conversation_id: int) -> builtins.list[StoredMessage]:
         rows = self._db.execute("SELECT id, role, content, stopped, created FROM messages "
                                 "WHERE conversation_id = ? ORDER BY id", (conversation_id,))
         return [StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"])
@@ -170,3 +173,8 @@ class ConversationStore:
             speaker = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
             lines += [f"**{speaker}:**", "", message.content + (" *(stopped)*" if message.stopped else ""), ""]
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _row_id(cursor: sqlite3.Cursor) -> int:
+    assert cursor.lastrowid is not None, "an INSERT always sets lastrowid"
+    return cursor.lastrowid

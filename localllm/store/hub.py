@@ -87,7 +87,9 @@ def file_info(repo: str, path: str, revision: str = "main") -> HubFile:
     except Exception as exc:  # connection refused, DNS, TLS: huggingface-hub lets httpx2's errors through
         raise HubError(f"cannot reach the Hub at {endpoint()} ({type(exc).__name__})",
                        hint="check the network connection, or HF_ENDPOINT") from None
-    files = [info for info in infos if getattr(info, "size", None) is not None and info.path == path]
+    from huggingface_hub.hf_api import RepoFile
+
+    files = [info for info in infos if isinstance(info, RepoFile) and info.path == path]
     if not files:
         raise HubError(f"{repo} has no file {path!r} at {revision}", hint=f"see the file list at {endpoint()}/{repo}")
     found = files[0]

@@ -73,12 +73,12 @@ def ask_messages(settings: Settings, passages: Sequence[Passage], question: str)
 
 
 def plan_ask(settings: Settings, backend: Backend, documents: Sequence[Document], question: str,
-             window: int | None = None, answer_tokens: int = ANSWER_TOKENS) -> AskPlan:
+             window: int | None = None, answer_tokens: int | None = None) -> AskPlan:
     question = question.strip()
     if not question:
         raise UsageError("the question is empty", hint='localllm ask docs/*.md "How do I ...?"')
     window = window or backend.context_window
-    room = window - answer_tokens
+    room = window - (answer_tokens or ANSWER_TOKENS)
     passages = passages_of(documents, backend.count_tokens)
     if backend.count_prompt_tokens(ask_messages(settings, passages, question)) <= room:
         return AskPlan(passages, False, len(passages))

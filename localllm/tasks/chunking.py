@@ -159,7 +159,8 @@ def chunk_document(document: Document, index: int, budget: int, count: TokenCoun
     total = sum(tokens for _, tokens in counted) + separator * (len(counted) - 1)
     target = min(budget, -(-total // -(-total // budget)))
     chunks: list[Chunk] = []
-    start = end = None
+    start: int | None = None
+    end = 0
     tokens = 0
     for piece, piece_tokens in counted:
         joined = tokens + separator + piece_tokens if start is not None else piece_tokens
@@ -173,5 +174,6 @@ def chunk_document(document: Document, index: int, budget: int, count: TokenCoun
             start = piece.start
         end = piece.end
         tokens = joined
+    assert start is not None, "counted is not empty"
     chunks.append(Chunk(index, start, end, tokens))
     return chunks

@@ -98,7 +98,7 @@ def read_code(spec: str) -> CodeSource:
         return CodeSource(path, text, 1, len(lines), len(lines))
     if start > len(lines):
         raise UsageError(f"{path} has {len(lines)} lines; the range starts at {start}", hint="check the range")
-    end = min(end, len(lines))
+    end = min(end if end is not None else start, len(lines))
     return CodeSource(path, "".join(lines[start - 1:end]), start, end, len(lines))
 
 
@@ -141,9 +141,10 @@ def relevant_part(source: CodeSource, lines: list[int]) -> CodeSource:
 
 
 def fit_source(source: CodeSource, count_prompt, build, window: int, lines: list[int] | None = None,
-               answer_tokens: int = ANSWER_TOKENS) -> CodeSource:
+               answer_tokens: int | None = None) -> CodeSource:
     """The source itself when its prompt fits; else the definitions around ``lines``; else an error that says how
-    to narrow it."""
+    to narrow it. ``answer_tokens``: the room the answer needs (default ANSWER_TOKENS)."""
+    answer_tokens = answer_tokens or ANSWER_TOKENS
     if count_prompt(build(source)) + answer_tokens <= window:
         return source
     if lines:

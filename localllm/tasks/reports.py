@@ -88,6 +88,7 @@ def model_report(settings: Settings, name: str, *, ctx: int | None = None, backe
     choice = choose_backend(backend, settings.backend, report, model=name, settings=settings)
     if not backend_class(choice.name).local_files:
         with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
+            assert loaded.served is not None, "a server backend's model is served"
             return ServedModelReport(loaded.served, loaded.choice)
     ref, info = describe_model(settings, name)
     formats, suggested = _chat_formats(info)

@@ -87,13 +87,14 @@ def ask_json(backend: Backend, messages: list[Message], schema: dict, options: G
     import jsonschema
 
     validator = jsonschema.Draft202012Validator(schema)
-    constrained = options.with_overrides(json_schema=schema, max_tokens=options.max_tokens or ANSWER_TOKENS)
+    answer_tokens = options.max_tokens or ANSWER_TOKENS
+    constrained = options.with_overrides(json_schema=schema, max_tokens=answer_tokens)
     conversation = list(messages)
     prompt_tokens = completion_tokens = 0
     problem, raw = "", ""
     for attempt in (1, 2):
         window = backend.context_window
-        needed = backend.count_prompt_tokens(conversation) + constrained.max_tokens
+        needed = backend.count_prompt_tokens(conversation) + answer_tokens
         if needed > window:
             raise ContextOverflow(f"the prompt and answer need {needed} tokens, over the {window}-token window",
                                   hint="shorten the text or raise -o ctx=N", prompt_tokens=needed, window=window)

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from localllm.backends.base import Backend
 from localllm.core.chunks import Response
-from localllm.core.errors import ContextOverflow, UsageError
+from localllm.core.errors import ContextOverflow, GenerationError, UsageError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
@@ -216,9 +216,12 @@ class Summarizer:
             for piece in response.text_chunks():
                 self.on_text(piece)
         text = response.text().strip()
-        final = response.final
-        record = CallRecord(kind, label, final.usage.prompt_tokens, final.usage.completion_tokens, self.window,
-                            final.timings.total_s, final.tokens_per_second)
+        end = response.final
+        if end is None:  # the stream was closed before the backend's report: nothing to record as finished
+            raise GenerationError(f"{label}: the answer ended without the backend's report",
+                                  hint="try again; if it persists, run with --debug")
+        record = CallRecord(kind, label, end.usage.prompt_tokens, end.usage.completion_tokens, self.window,
+                            end.timings.total_s, end.tokens_per_second)
         result.calls.append(record)
         if self.on_call is not None:
             self.on_call(record)

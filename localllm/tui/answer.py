@@ -89,7 +89,7 @@ class StreamingAnswer(Vertical):
         super().__init__(**kwargs)
         self._initial = text
         self._parts: list[str] = []
-        self._live: Markdown | None = None
+        self._live = Markdown(text)
         self._live_text = ""
         self._in_fence = False
         self._line_start = 0
@@ -98,7 +98,6 @@ class StreamingAnswer(Vertical):
         """Appends awaited from two places (the drain timer, the end of the answer) must not interleave."""
 
     def compose(self):
-        self._live = Markdown(self._initial)
         self._live_text = ""
         self._track(self._initial)
         yield self._live

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import replace
 from functools import partial
+from typing import Any
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -30,7 +31,7 @@ PANES = (
 )
 
 
-def pane_class(where: str) -> type:
+def pane_class(where: str) -> Any:
     module, _, name = where.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -79,7 +80,7 @@ class LocalLLMApp(App):
 
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id
-        if tab not in self.panes:
+        if tab is not None and tab not in self.panes:
             # A tab clicked before its pane exists: while the pane is empty, focus falls back to the chat pane,
             # which would switch the tab back; so build the pane, then show it again.
             await self.ensure_pane(tab)

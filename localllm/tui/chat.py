@@ -25,8 +25,9 @@ from localllm.tui.prompt import PromptArea
 from localllm.tui.shared_model import SharedModel
 
 if TYPE_CHECKING:
+    from localllm.core.chunks import Response
     from localllm.tasks.chat import ChatSession
-    from localllm.tui.answer import ChatMessage
+    from localllm.tui.answer import ChatMessage, TextBuffer
 from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
@@ -82,9 +83,9 @@ class ChatPane(Vertical):
         self.generating = False
         self._stop = threading.Event()
         self._generation_done = threading.Event()
-        self._outcome = None
+        self._outcome: tuple[str, Response | None, LocalLLMError | None] | None = None
         self._closing = False
-        self._buffer = None
+        self._buffer: TextBuffer | None = None
         """A TextBuffer from the generating thread to the drain timer (made on first use: see _ask)."""
         self._answer: ChatMessage | None = None
         self._last_ids: list[int] = []
@@ -329,7 +330,9 @@ class ChatPane(Vertical):
         self.query_one("#search").focus()
 
     def _messages_in_log(self) -> list[ChatMessage]:
-        return list(self.query_one("#log", VerticalScroll).query_children("ChatMessage"))
+        from localllm.tui.answer import ChatMessage
+
+        return list(self.query_one("#log", VerticalScroll).query_children(ChatMessage))
 
     def _last_answer(self) -> ChatMessage | None:
         answers = [m for m in self._messages_in_log() if m.role == "assistant"]
@@ -356,6 +359,7 @@ class ChatPane(Vertical):
         await self._ask(event.text.strip())
 
     async def _ask(self, text: str) -> None:
+        assert self.session is not None, "a prompt is only taken once the model is ready"
         if self.conversation_id is None:
             conversation = self.store.create(text.splitlines()[0][:40], model=self.session.model.ref.name,
                                              system=self.session.system)
@@ -409,21 +413,23 @@ class ChatPane(Vertical):
     def generate(self, text: str) -> None:
         response = None
         error = None
+        session, buffer = self.session, self._buffer
+        assert session is not None and buffer is not None, "_ask made both"
         try:
             from localllm.tui.answer import pump
 
             with self.shared.use():
-                response = self.session.send(text)
-                pump(response, self._buffer, self._stop)
+                response = session.send(text)
+                pump(response, buffer, self._stop)
         except LocalLLMError as exc:
             error = exc
         self._outcome = (text, response, error)
         self._generation_done.set()
         if not self._closing:
-            self.app.call_from_thread(self._finish, text, response, error)
+            self.app.call_from_thread(self._finish, text, response, error)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
 
     async def _drain(self) -> None:
-        if self._answer is not None:
+        if self._answer is not None and self._buffer is not None:
             text = self._buffer.take()
             if text:
                 await self._answer.append(text)
@@ -434,6 +440,7 @@ class ChatPane(Vertical):
             return
         await self._drain()
         answer, self._answer = self._answer, None
+        assert answer is not None, "_ask mounted it"
         self.generating = False
         if error is not None:
             await answer.finish(f"*{error.message}*")
@@ -450,6 +457,7 @@ class ChatPane(Vertical):
     def _save_exchange(self, text: str, response) -> list[int]:
         full = response.partial_text if response is not None else ""
         stopped = response is None or response.final is None
+        assert self.conversation_id is not None, "_ask created the conversation"
         user = self.store.add_message(self.conversation_id, "user", text)
         reply = self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
         return [user.id, reply.id]
@@ -458,7 +466,7 @@ class ChatPane(Vertical):
         # Quitting mid-answer: the generation ends at its next token and what it wrote is kept, as Esc would.
         self._closing = True
         self._stop.set()
-        if self.generating and self._generation_done.wait(timeout=5):
+        if self.generating and self._generation_done.wait(timeout=5) and self._outcome is not None:
             text, response, error = self._outcome
             if error is None:
                 self._save_exchange(text, response)

@@ -74,6 +74,7 @@ def build_request(settings: Settings, backend, options: GenerationOptions, actio
         messages = code.code_messages(settings, "gen", None, language=language, request=detail)
         sent, fence = "the description", language.fence
     else:
+        assert source is not None, "check_inputs: every action but gen needs code"
         target = code.language_for(name=detail) if action == "convert" else None
         error = detail if action == "fix" else ""
         lines = code.traceback_lines(error, source.path) if error else None
@@ -262,7 +263,8 @@ class CodePane(Vertical):
                 pump(response, self._buffer, self._stop)
         except LocalLLMError as exc:
             error = exc
-        self.app.call_from_thread(self._finish, action, detail, result, stream, response, request, error)
+        self.app.call_from_thread(self._finish, action, detail, result, stream, response, request,  # type: ignore[arg-type]
+                                  error)  # a coroutine function: textual's hints solve it to Never
 
     async def _finish(self, action: str, detail: str, result: Markdown, stream, response, request, error) -> None:
         self._drain_timer.stop()

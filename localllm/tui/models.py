@@ -12,6 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from localllm.core.errors import LocalLLMError
@@ -276,7 +277,7 @@ class ModelsPane(Vertical):
         except TransferCancelled as exc:
             self.app.call_from_thread(self._pull_ended, f"{exc.message}: pull it again to resume", "warning")
         except LocalLLMError as exc:
-            self.app.call_from_thread(self._pull_ended, None, None)
+            self.app.call_from_thread(self._pull_ended, None)
             self.app.call_from_thread(self._error, exc)
         else:
             done = (f"{target.name} was already installed" if result.already_installed
@@ -294,7 +295,7 @@ class ModelsPane(Vertical):
         speed = f" · {size_text(rate)}/s" if rate else ""
         self.query_one("#pull-stats", Label).update(f"{size_text(done)} of {size_text(total)}{speed}")
 
-    def _pull_ended(self, message: str | None, severity: str | None) -> None:
+    def _pull_ended(self, message: str | None, severity: SeverityLevel = "information") -> None:
         self.pulling = None
         self.query_one("#pull-row").remove_class("active")
         if message:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from textual import on
 from textual.containers import VerticalScroll
@@ -64,7 +65,7 @@ class ParameterPanel(VerticalScroll):
     @on(Button.Pressed, "#param-apply")
     @on(Input.Submitted)
     def apply(self) -> None:
-        changes = {}
+        changes: dict[str, Any] = {}
         try:
             for name in FIELDS:
                 raw = self.query_one(f"#param-{name}", Input).value.strip()

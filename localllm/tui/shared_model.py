@@ -76,11 +76,13 @@ class SharedModel:
             yield self._loaded or loaded
 
     def _announce(self) -> None:
+        loaded = self._loaded
+        assert loaded is not None, "announced after a load"
         for listener in self._listeners:
-            listener(self._loaded)
+            listener(loaded)
 
     def _close_if_closed(self) -> None:
-        if self._closed.is_set():
+        if self._closed.is_set() and self._loaded is not None:
             self._loaded.close()
             self._loaded = None
             raise ModelClosed()

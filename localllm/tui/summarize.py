@@ -11,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.timer import Timer
 from textual.widgets import Button, Input, Markdown, ProgressBar, Select, Static, TextArea
 
 from localllm.core.errors import LocalLLMError, UsageError
@@ -108,7 +109,7 @@ class SummarizePane(Vertical):
         self.summary = ""
         self.running = False
         self._stop = threading.Event()
-        self._plan_timer = None
+        self._plan_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -329,7 +330,7 @@ class SummarizePane(Vertical):
                 result = summarizer.run(documents)
         except (LocalLLMError, Stopped) as exc:
             error = exc
-        self.app.call_from_thread(self._finish, result, error)
+        self.app.call_from_thread(self._finish, result, error)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
 
     def _run_started(self, plan, documents: list[Document]) -> None:
         self.plan = plan
