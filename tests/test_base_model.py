@@ -77,7 +77,8 @@ def test_run_continues_the_text_and_says_so_once(base_model: Path, home: Path) -
     done = run_cli("run", "-m", str(base_model), "--preset", "precise", "-o", "max_tokens=12",
                    "The three primary colors are", home=home)
     assert done.returncode == 0, done.stderr_text
-    assert done.stderr_text.count("no chat template: this looks like a base model; continuing your text") == 1
+    assert done.stderr_text.count("no chat template: this looks like a base model, so the prompt is sent as plain "
+                                  "text for it to continue") == 1
     assert done.stdout_text.strip()
 
 
@@ -110,3 +111,21 @@ def test_an_unknown_template_name_is_a_usage_error(base_model: Path, home: Path)
     assert done.returncode == 2
     assert done.stderr_text.startswith("error: unknown chat template 'chatmel'")
     assert "did you mean 'chatml'?" in done.stderr_text and "Traceback" not in done.stderr_text
+
+
+def test_template_plain_continues_even_a_chat_model_and_names_are_not_case_sensitive(bundled_model: Path,
+                                                                                     tmp_path: Path) -> None:
+    from localllm.tasks.loading import load_model
+
+    messages = [Message("user", "Roses are red,")]
+    with load_model(settings_for(tmp_path, ctx=512, template="plain"), str(bundled_model)) as plain:
+        assert isinstance(plain.backend, LlamaCppBackend) and plain.backend.completion_only
+        assert plain.backend._render(messages)[0].prompt == "Roses are red,"
+    with load_model(settings_for(tmp_path, ctx=512, template="ChatML"), str(bundled_model)) as chat:
+        assert isinstance(chat.backend, LlamaCppBackend) and chat.backend.chat_format == "chatml"
+
+
+def test_embeddings_from_a_base_model_say_nothing_of_continuing(base_model: Path, home: Path) -> None:
+    done = run_cli("embed", "-m", str(base_model), "some text", home=home)
+    assert done.returncode == 0, done.stderr_text
+    assert "chat template" not in done.stderr_text

@@ -139,7 +139,7 @@ def test_run_survives_a_build_that_dies_by_default(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr_text
     assert second.stdout_text == first.stdout_text
     assert "died with SIGILL" not in second.stderr_text
-    assert "no extra buffer types" in second.stderr_text  # -v names the setting in force
+    assert "self-check passed with the safe setting, setting: no extra buffer types" in second.stderr_text
     hw = run_cli("hw", "--json", home=home, env=fault)
     build = json.loads(hw.stdout_text)["llama_cpp_build"]
     assert build["self_check"]["status"] == "safe" and build["self_check"]["setting"] == "no extra buffer types"
@@ -287,3 +287,64 @@ def test_a_model_the_child_cannot_load_leaves_the_error_to_the_real_load(tmp_pat
     assert verdict.status == "unchecked" and not verdict.timed_out
     assert check.announcement(verdict) is None  # the load's own error says what is wrong
     assert identity.digest not in check._memo and not (tmp_path / check.VERDICT_FILE).exists()
+
+
+@pytest.mark.parametrize("content", [
+    "[" * 200_000,
+    '{"DIGEST": {"status": "safe", "detail": "d", "version": "v", "digest": "DIGEST", "seconds": "abc", '
+    '"checked_at": "now", "signal": "SIGILL", "rebuild": "pip ...", "model": "m", "timed_out": false}}',
+    '{"DIGEST": {"status": "broken", "detail": "d", "version": "v", "digest": "DIGEST", "seconds": 1.0, '
+    '"checked_at": "now", "signal": null, "rebuild": null, "model": "m", "timed_out": false}}',
+    '{"DIGEST": {"status": "ok", "seconds": true}}',
+    '{"DIGEST": ["ok"]}',
+    "\x00\xff garbage",
+], ids=["nested", "seconds-not-a-number", "broken-without-signal", "ok-missing-fields", "list", "garbage"])
+def test_a_damaged_verdict_file_is_checked_again(tmp_path: Path, bundled_model: Path, content: str) -> None:
+    identity = fresh_identity()
+    (tmp_path / check.VERDICT_FILE).write_text(content.replace("DIGEST", identity.digest), encoding="utf-8")
+    assert check.cached_verdict(tmp_path, identity) is None
+    verdict = check.check_build(tmp_path, bundled_model, identity=identity)
+    assert verdict.status == "ok" and verdict.fresh
+    known = check.cached_verdict(tmp_path, replace_digest(identity))
+    assert known is not None and known.status == "ok"  # the file was rewritten whole
+
+
+def replace_digest(identity: BuildIdentity) -> BuildIdentity:
+    check._memo.pop(identity.digest, None)
+    return identity
+
+
+def test_an_oversized_verdict_file_is_not_read(tmp_path: Path) -> None:
+    identity = fresh_identity()
+    (tmp_path / check.VERDICT_FILE).write_text(" " * (check.MAX_STORE_BYTES + 1) + "{}")
+    assert check.cached_verdict(tmp_path, identity) is None
+
+
+def test_a_recheck_forgets_the_old_verdict_even_when_undecided(tmp_path: Path, bundled_model: Path,
+                                                               monkeypatch) -> None:
+    identity = fresh_identity()
+    monkeypatch.setenv(check.FAULT_VARIABLE, "sigill-default")
+    assert check.check_build(tmp_path, bundled_model, identity=identity).status == "safe"
+    monkeypatch.setenv(check.FAULT_VARIABLE, "hang")
+    undecided = check.check_build(tmp_path, bundled_model, identity=identity, recheck=True, timeout=2)
+    assert undecided.status == "unchecked"
+    check._memo.pop(identity.digest, None)
+    assert check.cached_verdict(tmp_path, identity) is None  # the next process checks again
+
+
+def test_a_verdict_that_cannot_be_saved_says_so(tmp_path: Path, bundled_model: Path, monkeypatch) -> None:
+    cache = tmp_path / "not-a-folder"
+    cache.write_text("a file where the cache folder should be")
+    monkeypatch.setenv(check.FAULT_VARIABLE, "sigill-default")
+    verdict = check.check_build(cache, bundled_model, identity=fresh_identity())
+    assert verdict.status == "safe" and not verdict.saved
+    assert "the next run checks again" in (check.announcement(verdict) or "")
+
+
+def test_a_slow_check_is_announced(tmp_path: Path, bundled_model: Path, monkeypatch, caplog) -> None:
+    import logging
+
+    monkeypatch.setattr(check, "SLOW_CHECK_S", 0.01)
+    with caplog.at_level(logging.WARNING, logger="localllm"):
+        check.check_build(tmp_path, bundled_model, identity=fresh_identity())
+    assert any("checking llama.cpp" in record.getMessage() for record in caplog.records)

@@ -33,7 +33,13 @@ def test_syntax_error_names_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("text, fragment", [
     ('modle = "x"\n', "did you mean 'model'"),
-    ('ctx = "big"\n', "ctx must be an integer"),
+    ('ctx = "big"\n', "ctx must be a whole number, got 'big'"),
+    ("ctx = 3.7\n", "ctx must be a whole number, got 3.7"),
+    ("ctx = true\n", "ctx must be a whole number, got True"),
+    ("threads = 1.5\n", "threads must be a whole number, got 1.5"),
+    ("threads = inf\n", "threads must be a whole number, got inf"),
+    ("threads = false\n", "threads must be a whole number, got False"),
+    ("threads = 1000000\n", "threads = 1000000 is more than 1024"),
     ("ctx = -5\n", "must be positive"),
     ("model = 3\n", "model must be a string"),
 ])

@@ -73,3 +73,15 @@ def test_absurd_thread_counts_are_refused(home: Path) -> None:
     done = run_cli("run", "Hi", home=home)
     assert done.returncode == 1 and "threads = 1000000 is more than 1024" in done.stderr_text
     assert "Traceback" not in done.stderr_text
+
+
+@pytest.mark.model
+def test_more_threads_than_cpus_is_run_with_a_warning(shared_home: Path) -> None:
+    import psutil
+
+    too_many = (psutil.cpu_count(logical=True) or 1) + 1
+    done = run_cli("run", "-o", f"threads={too_many}", "--preset", "precise", "-o", "max_tokens=2", "Hi",
+                   home=shared_home)
+    assert done.returncode == 0, done.stderr_text
+    assert f"{too_many} threads on {too_many - 1} logical CPUs" in done.stderr_text
+    assert "slower, not faster" in done.stderr_text

@@ -28,7 +28,10 @@ if TYPE_CHECKING:
     from localllm.core.settings import Settings
 
 logger = logging.getLogger("localllm")
-BASE_MODEL_NOTE = "no chat template: this looks like a base model; continuing your text"
+BASE_MODEL_NOTE = ("no chat template: this looks like a base model, so the prompt is sent as plain text for it to "
+                   "continue (-o template=NAME picks a chat format; `localllm show` lists them)")
+PLAIN = "plain"
+"""The template name that sends plain text even to a model that has a chat template."""
 # Architectures whose models share one conventional chat format among llama-cpp-python's registered ones; offered
 # by `show` for a GGUF without a template. (llama has two, llama-2 and llama-3, so none is suggested for it.)
 CONVENTIONAL_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "qwen": "qwen", "qwen2": "qwen",
@@ -75,7 +78,7 @@ class LlamaCppBackend(Backend):
     def from_settings(cls, settings: Settings) -> LlamaCppBackend:
         backend = cls()
         backend.cache_dir = settings.paths.cache_dir
-        backend.chat_format = settings.template or None
+        backend.chat_format = settings.template.strip().lower() or None
         return backend
 
     # -- loading ---------------------------------------------------------------------------------------------------
@@ -101,7 +104,7 @@ class LlamaCppBackend(Backend):
             self.build_verdict = self._check_build(model)
         llama_cpp = _import_llama_cpp()
         self.close()
-        if self.chat_format:
+        if self.chat_format and self.chat_format != PLAIN:
             chat_formatter(llama_cpp, self.chat_format)  # an unknown name fails before the weights are read
         # llama.cpp's log lines reach Python's sys.stderr through llama-cpp-python's callback; keep them for the
         # error message instead of letting them interleave with the answer.
@@ -160,7 +163,10 @@ class LlamaCppBackend(Backend):
         template = llm.metadata.get("tokenizer.chat_template")
         self._eos_token_id = eos_id if eos_id != -1 else None
         self.completion_only = False
-        if self.chat_format:
+        if self.chat_format == PLAIN:
+            self.completion_only = True
+            self._formatter = plain_text_formatter
+        elif self.chat_format:
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
         elif template:
             self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
@@ -170,7 +176,7 @@ class LlamaCppBackend(Backend):
             # the prompt in ChatML would make noise of the answer, so the text itself is continued.
             self.completion_only = True
             self._formatter = plain_text_formatter
-            if not llm.model_params.vocab_only:
+            if not llm.model_params.vocab_only and not llm.context_params.embeddings:  # embeddings continue nothing
                 logger.warning(BASE_MODEL_NOTE)
 
     def _require_loaded(self):
@@ -318,10 +324,11 @@ def chat_formatter(llama_cpp, name: str):
     if name not in formatters:
         import difflib
 
-        close = difflib.get_close_matches(name, formatters, n=1)
-        raise UsageError(f"unknown chat template {name!r}",
+        close = difflib.get_close_matches(name, [*formatters, PLAIN], n=1)
+        raise UsageError(f"unknown chat template {name!r} (from -o template= or `template` in the config)",
                          hint=(f"did you mean {close[0]!r}? " if close else "")
-                         + f"llama-cpp-python knows: {', '.join(sorted(formatters))}")
+                         + f"llama-cpp-python knows: {', '.join(sorted(formatters))}; "
+                           f"{PLAIN!r} sends plain text to continue")
     return formatters[name]
 
 

@@ -16,6 +16,7 @@ few tokens it generates rather than a second load.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,10 @@ FAULT_VARIABLE = "LOCALLLM_SELFCHECK_FAULT"
 that runs the default setting (as an AMX build does), "sigabrt" every child with SIGABRT (as llama.cpp's assertions
 do on some damaged files), "hang" makes it sleep past its time limit."""
 CHECK_PROMPT = "The capital of France is"
+SLOW_CHECK_S = 2.0
+"""A check still running after this long is announced, so a first run on a large model is not silent."""
+MAX_STORE_BYTES = 1024 * 1024
+logger = logging.getLogger("localllm")
 CHECK_TOKENS = 2
 
 Status = Literal["ok", "safe", "broken", "unchecked"]
@@ -63,6 +68,8 @@ class BuildVerdict:
     model: str = ""
     """The model file the check generated from."""
     timed_out: bool = False
+    saved: bool = True
+    """Kept in the cache folder (False: it could not be written, so the next process checks again)."""
 
     @property
     def about_the_build(self) -> bool:
@@ -72,17 +79,29 @@ class BuildVerdict:
 
     @property
     def setting(self) -> str:
-        return "no extra buffer types" if self.status == "safe" else "default"
+        return {"ok": "default", "safe": "no extra buffer types", "broken": "none: every setting dies",
+                "unchecked": "default (the check was undecided)"}[self.status]
+
+    @property
+    def outcome(self) -> str:
+        return {"ok": "passed", "safe": "passed with the safe setting", "broken": "failed",
+                "unchecked": "undecided"}[self.status]
 
     def summary(self) -> str:
-        return {"ok": "passed", "safe": "passed with the safe setting", "broken": "failed",
-                "unchecked": "undecided"}[self.status] + f": {self.detail}"
+        return f"{self.outcome}: {self.detail}"
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("fresh")
+        data = {k: v for k, v in asdict(self).items() if k not in NOT_STORED}
         data["setting"] = self.setting
         return data
+
+
+NOT_STORED = ("fresh", "saved")
+# What a stored verdict must hold; a file edited by hand or by another version is ignored, never trusted.
+STORED_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,), "detail": (str,), "version": (str,), "digest": (str,), "seconds": (int, float),
+    "checked_at": (str,), "signal": (str, type(None)), "rebuild": (str, type(None)), "model": (str,),
+    "timed_out": (bool,)}
 
 
 class BrokenBuild(BackendUnavailable):
@@ -108,13 +127,25 @@ def cached_verdict(cache_dir: Path, identity: BuildIdentity | None = None) -> Bu
         return None
     if identity.digest in _memo:
         return _memo[identity.digest]
-    stored = _read_store(cache_dir).get(identity.digest)
+    return _from_stored(_read_store(cache_dir).get(identity.digest))
+
+
+def _from_stored(stored: object) -> BuildVerdict | None:
     if not isinstance(stored, dict) or stored.get("status") not in ("ok", "safe", "broken"):
         return None
+    values = {key: stored[key] for key in STORED_TYPES if key in stored}
+
+    def well_typed(key: str, value: object) -> bool:  # True is an int to isinstance, but not a number of seconds
+        kinds = STORED_TYPES[key]
+        return isinstance(value, kinds) and isinstance(value, bool) == (kinds == (bool,))
+
+    if not all(well_typed(key, value) for key, value in values.items()):
+        return None
+    if values["status"] != "ok" and not all(isinstance(values.get(key), str) for key in ("signal", "rebuild")):
+        return None
     try:
-        stored.pop("setting", None)
-        return BuildVerdict(**stored)
-    except TypeError:  # written by another version of localllm
+        return BuildVerdict(**values)
+    except TypeError:  # a field missing: written by another version of localllm
         return None
 
 
@@ -131,10 +162,22 @@ def check_build(cache_dir: Path, model: Path, *, timeout: float | None = None,
             if verdict is not None:
                 _memo[identity.digest] = verdict
                 return verdict
-        verdict = _run_checks(model, timeout or timeout_for(model), identity)
+        else:  # whatever this check decides, the old verdict no longer stands
+            _memo.pop(identity.digest, None)
+            _write_store(cache_dir, identity.digest, None)
+        # Most checks take a fraction of a second; a large model or a busy machine can take much longer.
+        slow = threading.Timer(SLOW_CHECK_S, logger.warning, args=(
+            f"note: checking llama.cpp {identity.version} on this CPU with a short test generation (once per build)…",))
+        slow.daemon = True
+        slow.start()
+        try:
+            verdict = _run_checks(model, timeout or timeout_for(model), identity)
+        finally:
+            slow.cancel()
         if verdict.about_the_build:
+            if not _write_store(cache_dir, identity.digest, verdict):
+                verdict = replace(verdict, saved=False)
             _memo[identity.digest] = verdict
-            _write_store(cache_dir, identity.digest, verdict)
         elif verdict.timed_out:  # not again in this process (the user already waited); the next one tries again
             _memo[identity.digest] = verdict
         return verdict
@@ -166,9 +209,11 @@ def announcement(verdict: BuildVerdict) -> str | None:
     with _memo_lock:
         _memo[verdict.digest] = replace(verdict, fresh=False)
     if verdict.status == "safe":
+        later = ("from now on" if verdict.saved else
+                 "in this run (the verdict could not be saved in the cache folder: the next run checks again)")
         return (f"note: llama.cpp {verdict.version} died with {verdict.signal} in a test generation on this CPU; it "
-                "answers without its extra buffer types (the AMX and repacked-weight matmuls), so localllm loads "
-                "models that way with this build from now on. `localllm hw` shows the rebuild that lifts this.")
+                "answers without its extra buffer types (its repacked-weight and AMX matmuls), so localllm loads "
+                f"models that way with this build {later}. `localllm hw` shows the rebuild that lifts this.")
     return f"note: the llama.cpp self-check could not decide ({verdict.detail}); loading with the default setting"
 
 
@@ -235,7 +280,8 @@ def _run_checks(model: Path, timeout: float, identity: BuildIdentity) -> BuildVe
     def verdict(status: Status, detail: str, died: str | None = None, timed_out: bool = False) -> BuildVerdict:
         return BuildVerdict(status, detail, identity.version, identity.digest, round(time.monotonic() - started, 3),
                             time.strftime("%Y-%m-%d %H:%M:%S"), died,
-                            rebuild_command(read_cpu_flags()) if died else None, fresh=True, model=str(model),
+                            rebuild_command(read_cpu_flags(), identity.version) if died else None, fresh=True,
+                            model=str(model),
                             timed_out=timed_out)
 
     default = run_child(model, safe=False, timeout=timeout)
@@ -259,17 +305,27 @@ def _run_checks(model: Path, timeout: float, identity: BuildIdentity) -> BuildVe
 
 # -- the verdict file ----------------------------------------------------------------------------------------------
 def _read_store(cache_dir: Path) -> dict:
+    """The verdicts kept so far; anything unreadable (damaged, deeply nested, oversized) counts as none."""
+    path = cache_dir / VERDICT_FILE
     try:
-        data = json.loads((cache_dir / VERDICT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if path.stat().st_size > MAX_STORE_BYTES:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _write_store(cache_dir: Path, digest: str, verdict: BuildVerdict) -> None:
-    """Atomically, and quietly: a cache folder that cannot be written only means the check runs again next time."""
+def _write_store(cache_dir: Path, digest: str, verdict: BuildVerdict | None) -> bool:
+    """Atomically, and quietly (False when it could not be written: the check then runs again next time).
+    ``None`` forgets the digest's verdict."""
     data = _read_store(cache_dir)
-    data[digest] = {k: v for k, v in asdict(verdict).items() if k != "fresh"}
+    if verdict is None:
+        if digest not in data:
+            return True
+        del data[digest]
+    else:
+        data[digest] = {k: v for k, v in asdict(verdict).items() if k not in NOT_STORED}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=cache_dir, prefix=".check-", suffix=".json", delete=False,
@@ -277,7 +333,8 @@ def _write_store(cache_dir: Path, digest: str, verdict: BuildVerdict) -> None:
             json.dump(data, handle, indent=1)
         os.replace(handle.name, cache_dir / VERDICT_FILE)
     except OSError:
-        pass
+        return False
+    return True
 
 
 # -- the child -----------------------------------------------------------------------------------------------------

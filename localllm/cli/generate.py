@@ -40,9 +40,10 @@ def describe_plan(loaded: LoadedModel) -> str:
             f"predicted memory {human_bytes(plan.memory.total)}")
     verdict = getattr(loaded.backend, "build_verdict", None)
     if verdict is not None:
-        line += f"; llama.cpp self-check {verdict.status}, setting: {verdict.setting}"
-    if getattr(loaded.backend, "completion_only", False):
-        line += "; no chat template: the text is continued"
+        line += f"; llama.cpp self-check {verdict.outcome}, setting: {verdict.setting}"
+    chat_format = getattr(loaded.backend, "chat_format", None)
+    if chat_format:
+        line += f"; chat format {chat_format} (-o template)"
     return line
 
 

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     hw = commands.add_parser("hw", help="hardware, the llama.cpp build and its self-check, the backend auto picks")
     hw.add_argument("--recheck", action="store_true", help="run the llama.cpp self-check again")
-    hw.add_argument("--json", action="store_true")
+    hw.add_argument("--json", action="store_true", help="the whole report as JSON")
 
     backends = commands.add_parser("backends", help="each backend: installed, reachable, GPU, version; why auto picks")
     backends.add_argument("-m", "--model", help="explain the choice for this model (default: the configured one)")

@@ -80,6 +80,9 @@ _RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+EXAMPLES = {"threads": "4", "ctx": "4096", "max_tokens": "256", "top_k": "40", "seed": "42"}
+
+
 def preset(name: str) -> GenerationOptions:
     try:
         return PRESETS[name]
@@ -98,13 +101,12 @@ def coerce_option(key: str, raw: str) -> Any:
     kind = OPTION_TYPES[key]
     if kind is str:
         return raw
+    example = EXAMPLES.get(key, "42" if kind is int else "0.5")
     try:
         value = kind(raw)
     except ValueError:
-        raise UsageError(
-            f"option {key} needs {'an integer' if kind is int else 'a number'}, got {raw!r}",
-            hint=f"for example: -o {key}={'42' if kind is int else '0.5'}",
-        ) from None
+        raise UsageError(f"option {key} needs {'an integer' if kind is int else 'a number'}, got {raw!r}",
+                         hint=f"for example: -o {key}={example}") from None
     low, high = _RANGES.get(key, (float("-inf"), float("inf")))
     if not low <= value <= high:
         raise UsageError(f"option {key}={raw} is out of range", hint=f"use a value from {low:g} to {high:g}")

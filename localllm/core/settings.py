@@ -18,6 +18,7 @@ from localllm.core.errors import ConfigError
 
 APP_NAME = "localllm"
 MAX_THREADS = 1024
+INTEGER_EXAMPLES = {"ctx": 4096, "threads": 4, "gpu_headroom_mb": 512, "min_free_disk_mb": 1024}
 # Settings that fall back on the environment variables the servers' own clients use.
 STANDARD_VARIABLES = {"ollama_host": "OLLAMA_HOST", "base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
 
@@ -133,12 +134,16 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: discover must be true or false, got {value!r}", hint="discover = false")
         return value
     if name in ("ctx", "threads", "gpu_headroom_mb", "min_free_disk_mb"):
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where}: {name} must be an integer, got {value!r}", hint=f"{name} = 4096") from None
+        example = INTEGER_EXAMPLES[name]
+        # TOML gives int, float or bool; the environment gives text. Only whole numbers are taken: 3.7 or true
+        # would otherwise become 3 or 1 without a word.
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be a whole number, got {value!r}", hint=f"{name} = {example}")
+        number = value
         if number < 0 or (number == 0 and name in ("ctx", "threads")):
-            raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = 4096")
+            raise ConfigError(f"{where}: {name} must be positive, got {number}", hint=f"{name} = {example}")
         if name == "threads" and number > MAX_THREADS:
             raise ConfigError(f"{where}: threads = {number} is more than {MAX_THREADS}",
                               hint="threads = 4 (or remove it: localllm chooses from the cores that are free)")

@@ -64,18 +64,19 @@ def compiled_features(system_info: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(name for name in names if name in known))
 
 
-def rebuild_command(flags: tuple[str, ...]) -> str:
-    """The pip command that rebuilds llama-cpp-python for this CPU.
+def rebuild_command(flags: tuple[str, ...], version: str | None = None) -> str:
+    """The pip command that rebuilds llama-cpp-python for this CPU (``version``: the same version again).
 
     On x86 the features are named one by one with the native build off: a native build turns on AMX where the CPU
     has it, and that is the code that dies (llama.cpp asks for AMX tile permission on the main thread only).
     """
+    reinstall = PLAIN_REINSTALL + (f"=={version}" if version and version != "unknown" else "")
     options = [option for flag, (name, option) in X86_FEATURES.items()
                if flag in flags and name not in UNSAFE_FEATURES]
     if not options:
-        return PLAIN_REINSTALL
+        return reinstall
     cmake = " ".join(["-DGGML_NATIVE=OFF", *(f"-D{option}=ON" for option in options)])
-    return f'CMAKE_ARGS="{cmake}" {PLAIN_REINSTALL}'
+    return f'CMAKE_ARGS="{cmake}" {reinstall}'
 
 
 @dataclass(frozen=True)

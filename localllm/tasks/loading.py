@@ -7,6 +7,7 @@ where it says, and the memory is the server's business. Both end in the same Loa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import resolve_model
 
 GIB = 1024**3
+logger = logging.getLogger("localllm")
 
 
 @dataclass
@@ -117,6 +119,9 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     if ctx is None and needed_ctx and needed_ctx > min(settings.ctx, trained):
         ctx = min(trained, 1 << (needed_ctx - 1).bit_length())
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
+    if plan.n_threads > report.cpu.logical_cores:
+        logger.warning(f"note: {plan.n_threads} threads on {report.cpu.logical_cores} logical CPUs: the threads "
+                       "wait for each other, so this is slower, not faster (remove threads, or lower it)")
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name).from_settings(settings)
