@@ -53,3 +53,22 @@ def human_count(count: int) -> str:
         if count >= threshold:
             return f"{count / threshold:.1f}{suffix}"
     return str(count)
+
+
+# Bidirectional overrides can make text read differently from what it is (a file name that hides its extension).
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+
+
+def inert(value: object):
+    """Text from a model file, a server or a file name, made safe to print: control characters (escape sequences,
+    bells, bidi overrides) are shown as escapes, and Rich markup in it is printed as typed."""
+    import unicodedata
+
+    from rich.text import Text
+
+    text = str(value)
+    if any(ch in _BIDI or (unicodedata.category(ch) == "Cc" and ch not in "\n\t") for ch in text):
+        text = "".join(ch.encode("unicode_escape").decode("ascii")
+                       if ch in _BIDI or (unicodedata.category(ch) == "Cc" and ch not in "\n\t") else ch
+                       for ch in text)
+    return Text(text)

@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localllm.cli.output import console, human_bytes, human_count, print_json
+from localllm.cli.output import console, human_bytes, human_count, inert, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
 from localllm.tasks import reports
 
 
 def _table(*columns: str):
+    """A plain table whose cells are data: shown inert (see ``inert``), never parsed as markup."""
     from rich.table import Table
 
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    class DataTable(Table):
+        def add_row(self, *cells, **kwargs) -> None:  # type: ignore[override]
+            super().add_row(*(inert(cell) if isinstance(cell, str) else cell for cell in cells), **kwargs)
+
+    table = DataTable(box=None, show_edge=False, pad_edge=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
     return table

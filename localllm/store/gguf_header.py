@@ -122,7 +122,11 @@ def parse_header(buffer) -> GGUFHeader:
         dims = [cursor.unpack("<Q") for _ in range(cursor.unpack("<I"))]
         kind, offset = cursor.unpack("<I"), cursor.unpack("<Q")
         raw_tensors.append((name, dims, kind, offset))
-    alignment = int(fields.get("general.alignment", 32) or 32)
+    alignment = fields.get("general.alignment", 32)
+    # llama.cpp takes only a power of two; anything else (a float, NaN, text, 0) is a damaged file.
+    if isinstance(alignment, bool) or not isinstance(alignment, int) or not 1 <= alignment <= 1 << 20 \
+            or alignment & (alignment - 1):
+        raise GGUFFormatError(f"general.alignment should be a power of two, got {str(alignment)[:40]!r}")
     data_offset = -(-cursor.pos // alignment) * alignment
     tensors = []
     for name, dims, kind, offset in raw_tensors:

@@ -55,6 +55,24 @@ def read_model_info(path: Path) -> ModelInfo:
     return info_from_header(header, str(path), file_size)
 
 
+# What each count may be. A GGUF is untrusted input: every value is checked for type and range where it is read,
+# so one damaged or hostile file is one error naming the key, never a crash (or a llama.cpp abort) further on.
+MAX_LAYERS = 512
+"""llama.cpp's LLAMA_MAX_LAYERS: a model with more (or with none) makes it abort the process."""
+COUNT_LIMITS: dict[str, tuple[int, int]] = {
+    "block_count": (1, MAX_LAYERS),
+    "context_length": (0, 1 << 32),
+    "embedding_length": (0, 1 << 20),
+    "feed_forward_length": (0, 1 << 24),
+    "attention.head_count": (0, 1 << 16),
+    "attention.head_count_kv": (0, 1 << 16),
+    "attention.key_length": (0, 1 << 16),
+    "attention.value_length": (0, 1 << 16),
+    "vocab_size": (0, 1 << 24),
+}
+DAMAGED_HINT = "the file is damaged or was written wrongly; download it again, or use another model"
+
+
 def info_from_header(header, where: str, file_size: int) -> ModelInfo:
     """The planner's view of a parsed header; ``where`` is a path or, for a remote file, its URL."""
     from gguf.constants import LlamaFileType
@@ -63,60 +81,75 @@ def info_from_header(header, where: str, file_size: int) -> ModelInfo:
 
     fields = header.fields
 
-    def value(key: str, default: Any = None) -> Any:
-        found = fields.get(key, default)
-        return default if isinstance(found, ArrayLength) else found
+    def text(key: str) -> str | None:
+        found = fields.get(key)
+        return found if isinstance(found, str) else None
 
-    arch = value("general.architecture") or "unknown"
-    block_count = int(value(f"{arch}.block_count", 0) or 0)
+    arch = fields.get("general.architecture", "unknown")
+    if not isinstance(arch, str):
+        raise InvalidModelFile(f"{where}: general.architecture should be text, got {_shown(arch)}",
+                               hint=DAMAGED_HINT)
+
+    def count(name: str, default: int = 0) -> int:
+        """``{arch}.{name}`` as a whole number in its range; an array (per-layer counts) counts as unknown (0)."""
+        key = f"{arch}.{name}"
+        raw = fields.get(key, default)
+        if isinstance(raw, ArrayLength):
+            return 0
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise InvalidModelFile(f"{where}: {key} should be a whole number, got {_shown(raw)}", hint=DAMAGED_HINT)
+        low, high = COUNT_LIMITS[name]
+        if key in fields and not low <= raw <= high:
+            raise InvalidModelFile(f"{where}: {key} = {raw} is out of range ({low} to {high})", hint=DAMAGED_HINT)
+        return raw
+
+    block_count = count("block_count")
     layer_total = sum(t.n_bytes for t in header.tensors if t.name.startswith("blk."))
     other_total = sum(t.n_bytes for t in header.tensors) - layer_total
     per_layer, remainder = divmod(layer_total, block_count) if block_count else (0, layer_total)
-    embedding = int(value(f"{arch}.embedding_length", 0) or 0)
-    heads = _first_int(fields.get(f"{arch}.attention.head_count", 0))
-    heads_kv = _first_int(fields.get(f"{arch}.attention.head_count_kv", heads)) or heads
+    embedding = count("embedding_length")
+    heads = count("attention.head_count")
+    heads_kv = count("attention.head_count_kv", heads) or heads
     head_dim = embedding // heads if heads else 0
     tokens = fields.get("tokenizer.ggml.tokens")
-    vocab = int(value(f"{arch}.vocab_size", 0) or 0) or (tokens.count if isinstance(tokens, ArrayLength) else 0)
-    file_type = value("general.file_type")
+    vocab = count("vocab_size") or (tokens.count if isinstance(tokens, ArrayLength) else 0)
+    file_type = fields.get("general.file_type")
     quant = None
-    if file_type is not None:
+    if isinstance(file_type, int) and not isinstance(file_type, bool):
         try:
-            quant = LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_")
+            quant = LlamaFileType(file_type).name.removeprefix("MOSTLY_")
         except ValueError:
             quant = f"type {file_type}"
     return ModelInfo(
         path=where,
         file_size=file_size,
         architecture=arch,
-        name=value("general.name"),
+        name=text("general.name"),
         quant=quant,
-        context_length=int(value(f"{arch}.context_length", 0) or 0),
+        context_length=count("context_length"),
         block_count=block_count,
         embedding_length=embedding,
-        feed_forward_length=_first_int(fields.get(f"{arch}.feed_forward_length", 0)),
+        feed_forward_length=count("feed_forward_length"),
         head_count=heads,
         head_count_kv=heads_kv,
-        key_length=int(value(f"{arch}.attention.key_length", head_dim) or head_dim),
-        value_length=int(value(f"{arch}.attention.value_length", head_dim) or head_dim),
+        key_length=count("attention.key_length", head_dim) or head_dim,
+        value_length=count("attention.value_length", head_dim) or head_dim,
         vocab_size=vocab,
         layer_bytes=per_layer,
         non_layer_bytes=other_total + remainder,
         parameters=sum(t.n_elements for t in header.tensors),
-        tokenizer_model=value("tokenizer.ggml.model"),
-        tokenizer_pre=value("tokenizer.ggml.pre"),
-        chat_template=value("tokenizer.chat_template"),
-        size_label=value("general.size_label"),
-        license=value("general.license"),
+        tokenizer_model=text("tokenizer.ggml.model"),
+        tokenizer_pre=text("tokenizer.ggml.pre"),
+        chat_template=text("tokenizer.chat_template"),
+        size_label=text("general.size_label"),
+        license=text("general.license"),
     )
 
 
-def _first_int(raw: Any) -> int:
-    # Some architectures store per-layer counts as an array, which the header reader keeps as its length only;
-    # such a model is planned with the embedding-derived defaults (0 here means "unknown").
-    if not isinstance(raw, (int, float)):
-        return 0
-    return int(raw or 0)
+def _shown(value: Any) -> str:
+    """A value from the file, for a message: its repr (control characters escaped), cut short."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
 
 
 class ModelInfoCache:
