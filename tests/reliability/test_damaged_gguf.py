@@ -8,11 +8,12 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_cli
 
-Write = Callable[[object], None]
+Write = Callable[[Any], None]
 
 
 def write_gguf(path: Path, tweak: Write | None = None, *, name: str = "hostile test model") -> Path:
