@@ -268,7 +268,8 @@ class Handler(BaseHTTPRequestHandler):
                       "prompt_eval_duration": prompt_done - started, "eval_count": len(pieces),
                       "eval_duration": ended - prompt_done})
         if stream:
-            self.line(final)
+            if not faults.get("no_done"):  # as a crashed server or a cutting proxy would end it
+                self.line(final)
             self.end_lines()
         else:
             self.send_json(200, final)

@@ -260,6 +260,10 @@ class OllamaBackend(Backend):
         finally:
             stream.close()  # closes the HTTP response; Ollama stops generating for a closed connection
         final = state["final"]
+        if final is None:  # the stream just ended: a crash or a proxy cut it, not a finished answer
+            raise GenerationError(f"{self.where}: the answer ended after {state['pieces']} tokens without Ollama "
+                                  "saying it was done, so it may be cut",
+                                  hint="see the Ollama server's log; the answer so far is kept")
         prompt = getattr(final, "prompt_eval_count", None)
         self._estimate.learn(estimated, prompt)
         finish: FinishReason = "length" if getattr(final, "done_reason", None) == "length" else "stop"

@@ -251,14 +251,18 @@ class OpenAICompatBackend(Backend):
             response = request.__enter__()
         except (openai.OpenAIError, *self._http_errors, ValueError) as exc:
             raise self.error(exc) from None
-        return self._stream(request, response, watch, estimated, options.answer_prefix)
+        # A server that ignores max_tokens would otherwise stream without bound: the answer is cut here instead,
+        # at the budget (or the window), and marked as cut.
+        limit = options.max_tokens or self._n_ctx
+        return self._stream(request, response, watch, estimated, options.answer_prefix, limit)
 
     def _overflow(self, tokens: int, about: str) -> ContextOverflow:
         return ContextOverflow(f"{self.where}: the prompt has {about}{tokens} tokens but the window is {self._n_ctx}",
                                hint="shorten it, or start the server with a larger context and pass -o ctx=N",
                                prompt_tokens=tokens, window=self._n_ctx)
 
-    def _stream(self, request, response, watch: Stopwatch, estimated: int, prefix: str | None) -> Iterator[Chunk]:
+    def _stream(self, request, response, watch: Stopwatch, estimated: int, prefix: str | None,
+                limit: int) -> Iterator[Chunk]:
         openai = _import_openai()
 
         state: dict[str, Any] = {"finish": None, "usage": None, "pieces": 0}
@@ -285,6 +289,9 @@ class OpenAICompatBackend(Backend):
                     if text:
                         state["pieces"] += 1
                         yield text
+                        if state["pieces"] >= limit and not state["finish"]:
+                            state["finish"] = "length"  # the server went past the budget: stop reading
+                            return
 
         try:
             yield from answer_chunks(pieces(), prefix, watch)
