@@ -131,24 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(summarize, generation=True)
 
     classify = commands.add_parser("classify", help="label each row (JSONL/CSV) or a text file; JSONL out")
-    classify.add_argument("file", help="JSONL, CSV or a text file; - for stdin")
+    classify.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
     classify.add_argument("--labels", required=True, help="comma-separated labels, e.g. bug,feature,question")
     classify.add_argument("--field", help="the column or key that holds the text (for JSONL/CSV)")
     _model_args(classify, generation=True)
 
     sentiment = commands.add_parser("sentiment", help="sentiment and a score for each row or a text file")
-    sentiment.add_argument("file")
+    sentiment.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
     sentiment.add_argument("--field")
     _model_args(sentiment, generation=True)
 
     extract = commands.add_parser("extract", help="fill a JSON schema's fields from text; always valid JSON")
-    extract.add_argument("file")
+    extract.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
     extract.add_argument("--schema", required=True, help="a JSON schema file")
     extract.add_argument("--field")
     _model_args(extract, generation=True)
 
     ner = commands.add_parser("ner", help="persons, organisations, places and dates named in a text")
-    ner.add_argument("file")
+    ner.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
     ner.add_argument("--field")
     _model_args(ner, generation=True)
 
@@ -158,14 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(ask, generation=True)
 
     feedback = commands.add_parser("feedback", help="top themes in feedback rows, with counts and quotes")
-    feedback.add_argument("file", help="JSONL or CSV of feedback")
+    feedback.add_argument("file", nargs="?", default="-", help="JSONL or CSV of feedback (default: stdin)")
     feedback.add_argument("--field", help="the column or key that holds the text")
     feedback.add_argument("--top", type=int, default=5, help="how many themes to show (default 5)")
     feedback.add_argument("--json", action="store_true", help="every theme with its count, rows and quotes")
     _model_args(feedback, generation=True)
 
     segment = commands.add_parser("segment", help="named customer segments with descriptions and members")
-    segment.add_argument("file", help="JSONL or CSV of customers")
+    segment.add_argument("file", nargs="?", default="-", help="JSONL or CSV of customers (default: stdin)")
     segment.add_argument("--field", help="the column or key that describes each customer")
     segment.add_argument("--segments", type=int, default=4, help="at most this many segments (default 4)")
     segment.add_argument("--json", action="store_true")
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(embed, generation=True)
 
     reply = commands.add_parser("reply", help="draft a reply to a customer message")
-    reply.add_argument("file", help="the customer's message; - for stdin")
+    reply.add_argument("file", nargs="?", default="-", help="the customer's message (default: stdin)")
     reply.add_argument("--tone", default="polite", choices=("polite", "friendly", "formal", "apologetic", "firm"))
     _model_args(reply, generation=True)
 

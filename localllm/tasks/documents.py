@@ -146,4 +146,6 @@ def read_documents(paths: list[str], *, stdin=None) -> list[Document]:
         paths = ["-"]
     if paths.count("-") > 1:
         raise UsageError("stdin (-) can be read only once", hint="name it once")
+    if "-" in paths and stdin is None and (sys.stdin is None or sys.stdin.isatty()):
+        raise UsageError("no input on stdin: it is a terminal", hint="name a file, or pipe text in")
     return [read_document(path, stdin=stdin) for path in paths]

@@ -44,19 +44,61 @@ def read_records(path: str) -> list[Row]:
     return list(read_rows(path, field=None, whole_record=True))
 
 
+ROW_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+
+
 def read_rows(path: str, field: str | None, *, whole_record: bool = False) -> Iterator[Row]:
-    """Rows of a JSONL or CSV file (``field`` names the text), or one row holding a whole text file."""
+    """Rows of JSONL or CSV (``field`` names the text), or one row holding a whole text; ``-`` is stdin.
+
+    A name without a rows suffix (stdin, ``notes.txt``) is judged by its content: JSONL when every line is a JSON
+    object, CSV when ``field`` names a column of its header; otherwise it is one text.
+    """
+    if path == "-" and (sys.stdin is None or sys.stdin.isatty()):
+        raise UsageError("no input: name a file, or pipe rows or text in",
+                         hint="cat tickets.jsonl | localllm classify --labels bug,question --field text")
     suffix = Path(path).suffix.lower()
-    if suffix not in (".jsonl", ".ndjson", ".csv", ".tsv"):
-        document = read_document(path)
-        yield Row(1, {"file": document.name}, document.text)
-        return
-    if not field and not whole_record:
-        raise UsageError(f"{path} holds rows: name the text column with --field", hint="e.g. --field text")
     data, name = _load_bytes(path)
-    if b"\x00" in data[:8192]:
+    binary = b"\x00" in data[:8192]
+    text = data.decode("utf-8", errors="replace")
+    if suffix not in ROW_SUFFIXES:
+        sniffed = None if binary else sniff_rows(text, field)  # a PDF or other document: read_document says
+        if sniffed is None:
+            if field:
+                raise UsageError(f"--field {field}: {name} holds no rows (JSONL lines, or CSV with a {field!r} "
+                                 "column)", hint="drop --field to take it as one text")
+            document = read_document(path, stdin=io.BytesIO(data))
+            yield Row(1, {"file": document.name}, document.text)
+            return
+        name = f"{name}{sniffed}"  # parse it as what its content is
+    if binary:
         raise InputError(f"{name} looks like a binary file", hint="pass a CSV or JSONL file")
-    yield from parse_rows(data.decode("utf-8", errors="replace"), name, field, whole_record=whole_record)
+    if not field and not whole_record:
+        raise UsageError(f"{name} holds rows: name the text column with --field", hint="e.g. --field text")
+    yield from parse_rows(text, name, field, whole_record=whole_record)
+
+
+def sniff_rows(text: str, field: str | None) -> str | None:
+    """".jsonl" when every non-empty line of the start looks like a JSON object and one at least is (a damaged
+    line is then a row with a problem, not a reason to take rows for prose); ".csv" or ".tsv" when ``field`` names
+    a column of the first line; None: one text."""
+    lines = [line.strip() for line in text.splitlines()[:50] if line.strip()]
+    if not lines:
+        return None
+    if all(line.startswith("{") for line in lines) and any(_json_object(line) for line in lines):
+        return ".jsonl"
+    if field:
+        for suffix, delimiter in ((".csv", ","), (".tsv", "\t")):
+            header = [column.strip() for column in next(csv.reader([lines[0]], delimiter=delimiter))]
+            if len(header) > 1 and field in header:
+                return suffix
+    return None
+
+
+def _json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except (ValueError, RecursionError):
+        return False
 
 
 def parse_rows(text: str, name: str, field: str | None, *, whole_record: bool = False) -> Iterator[Row]:
@@ -84,6 +126,9 @@ def parse_rows(text: str, name: str, field: str | None, *, whole_record: bool = 
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             yield Row(number, {}, None, f"line {number} is not JSON ({exc.msg})")
+            continue
+        except RecursionError:
+            yield Row(number, {}, None, f"line {number} is nested too deeply to read")
             continue
         if not isinstance(record, dict):
             yield Row(number, {"value": record}, None, f"line {number} is not a JSON object")
