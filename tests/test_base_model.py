@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
+from gguf_files import copy_with_template
 
 from localllm.backends.llamacpp import LlamaCppBackend
 from localllm.core.messages import Message
@@ -16,34 +17,9 @@ from localllm.core.options import PRESETS
 pytestmark = pytest.mark.model
 
 
-def write_without_chat_template(source: Path, target: Path) -> Path:
-    """The source's tensors and metadata, less ``tokenizer.chat_template``, written with gguf's own writer."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(source))
-    architecture = reader.fields["general.architecture"].contents()
-    writer = gguf.GGUFWriter(str(target), architecture, endianess=reader.endianess)
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
-            continue
-        kind = field.types[0]
-        sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
-    for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
-                               tensor.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for tensor in reader.tensors:
-        writer.write_tensor_data(tensor.data)
-    writer.close()
-    return target
-
-
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
-    return write_without_chat_template(bundled_model, tmp_path_factory.mktemp("base") / "smollm2-base.gguf")
+    return copy_with_template(bundled_model, tmp_path_factory.mktemp("base") / "smollm2-base.gguf", None)
 
 
 def test_the_copy_has_everything_but_the_template(base_model: Path, bundled_model: Path) -> None:

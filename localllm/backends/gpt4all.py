@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import queue
 import tempfile
@@ -25,8 +26,8 @@ from typing import Any
 from localllm.backends.base import Backend, BackendOption, Capabilities
 from localllm.backends.streaming import PromptEstimate, StopScanner, estimate_tokens
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
-from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
-from localllm.core.messages import Message
+from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, TemplateFailure
+from localllm.core.messages import Message, fold_system_prompt
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -76,8 +77,8 @@ def render_template(template: str, messages: Sequence[Message], bos: str, eos: s
     try:
         return environment.from_string(template).render(
             messages=[m.as_dict() for m in messages], add_generation_prompt=True, bos_token=bos, eos_token=eos)
-    except TemplateError as exc:
-        raise GenerationError(f"the model's chat template failed: {exc}",
+    except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
+        raise TemplateFailure(f"the model's chat template failed: {type(exc).__name__}: {str(exc)[:200]}",
                               hint="use --backend llama.cpp, or a model with a standard template") from None
 
 
@@ -113,6 +114,7 @@ class GPT4AllBackend(Backend):
         self._model = None
         self._n_ctx = 0
         self._template = PLAIN_TEXT
+        self._folds_system = False
         self._bos = self._eos = ""
         self._lock = threading.Lock()
         self._estimate = PromptEstimate(estimate_tokens, base=16, per_message=2)
@@ -141,8 +143,6 @@ class GPT4AllBackend(Backend):
 
         template = read_model_info(model.path).chat_template
         if not template:
-            import logging
-
             from localllm.backends.llamacpp import BASE_MODEL_NOTE
 
             logging.getLogger("localllm").warning(BASE_MODEL_NOTE)
@@ -172,7 +172,23 @@ class GPT4AllBackend(Backend):
         return self._n_ctx
 
     def render(self, messages: Sequence[Message]) -> str:
-        return render_template(self._template, messages, self._bos, self._eos)
+        """As the llama.cpp backend does: a template that refuses the system prompt gets it folded, said once."""
+        messages = fold_system_prompt(list(messages)) if self._folds_system else list(messages)
+        try:
+            return render_template(self._template, messages, self._bos, self._eos)
+        except TemplateFailure as failure:
+            folded = fold_system_prompt(messages)
+            if folded is messages:
+                raise
+            try:
+                prompt = render_template(self._template, folded, self._bos, self._eos)
+            except TemplateFailure:
+                raise failure from None
+            self._folds_system = True
+            logging.getLogger("localllm").warning(
+                f"note: the model's chat template does not take a system prompt ({failure.message}); it is put at "
+                "the start of the first message instead")
+            return prompt
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

@@ -17,8 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
-from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, UsageError
-from localllm.core.messages import Message
+from localllm.core.errors import (
+    TEMPLATE_HINT,
+    BackendUnavailable,
+    ContextOverflow,
+    GenerationError,
+    InvalidModelFile,
+    TemplateFailure,
+    UsageError,
+)
+from localllm.core.messages import Message, fold_system_prompt
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -73,6 +81,8 @@ class LlamaCppBackend(Backend):
         self.build_verdict: BuildVerdict | None = None
         self.completion_only = False
         """The model has no chat template and none was chosen: messages are sent as plain text to continue."""
+        self._folds_system = False
+        self._model_name = "the model"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppBackend:
@@ -100,6 +110,7 @@ class LlamaCppBackend(Backend):
         return verdict
 
     def _open(self, model: ModelRef, **params: Any) -> None:
+        self._model_name, self._folds_system = model.name or model.path.name, False
         if not params.get("vocab_only"):
             self.build_verdict = self._check_build(model)
         llama_cpp = _import_llama_cpp()
@@ -110,7 +121,7 @@ class LlamaCppBackend(Backend):
         # error message instead of letting them interleave with the answer.
         log = io.StringIO()
         try:
-            with contextlib.redirect_stderr(log):
+            with contextlib.redirect_stderr(log), templates_compiled_leniently():
                 self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
         except ValueError as exc:  # "Failed to load model from file: ..."
             lines = [line for line in log.getvalue().splitlines() if line.strip()]
@@ -168,9 +179,15 @@ class LlamaCppBackend(Backend):
             self._formatter = plain_text_formatter
         elif self.chat_format:
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
+        elif template and llm.model_params.vocab_only:
+            self._formatter = None  # tokenizing needs no template: a broken one must not stop it
         elif template:
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                  stop_token_ids=[eos_id] if eos_id != -1 else None)
+            try:
+                self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                                                      stop_token_ids=[eos_id] if eos_id != -1 else None)
+            except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
+                raise TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
+                                      f"{_reason(exc)}", hint=TEMPLATE_HINT) from None
         else:
             # A base model never saw chat tags (for many vocabularies they are not even single tokens): wrapping
             # the prompt in ChatML would make noise of the answer, so the text itself is continued.
@@ -190,11 +207,34 @@ class LlamaCppBackend(Backend):
         return usable_window(self._require_loaded())
 
     def _render(self, messages: Sequence[Message], answer_prefix: str | None = None):
-        formatted = self._formatter(messages=[m.as_dict() for m in messages])
+        formatted = self._format(list(messages))
         tokens = self._require_loaded().tokenize(
             (formatted.prompt + (answer_prefix or "")).encode("utf-8"), add_bos=not formatted.added_special,
             special=True)
         return formatted, tokens
+
+    def _format(self, messages: list[Message]):
+        """The prompt from the chat template. A template that refuses the system prompt gets it folded into the
+        first user message (said once); any other error is a clear TemplateFailure, never a traceback."""
+        if self._folds_system:
+            messages = fold_system_prompt(messages)
+        try:
+            return self._formatter(messages=[m.as_dict() for m in messages])
+        except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
+            failure = exc
+        folded = fold_system_prompt(messages)
+        if folded is not messages:
+            try:
+                formatted = self._formatter(messages=[m.as_dict() for m in folded])
+            except Exception:
+                pass
+            else:
+                self._folds_system = True
+                logger.warning(f"note: the chat template of {self._model_name} does not take a system prompt "
+                               f"({_reason(failure)}); it is put at the start of the first message instead")
+                return formatted
+        raise TemplateFailure(f"the chat template of {self._model_name} failed: {_reason(failure)}",
+                              hint=TEMPLATE_HINT)
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._render(messages)[1])
@@ -287,6 +327,51 @@ class LlamaCppBackend(Backend):
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()
+
+
+@contextlib.contextmanager
+def templates_compiled_leniently():
+    """While a model loads, a chat template in its file that does not compile must not fail the load.
+
+    llama-cpp-python compiles every template in the file while loading (for its own chat handlers, which localllm
+    does not use) and fails the whole load on one that does not compile, a vocabulary-only load included. Here a
+    template that does not compile becomes a handler that fails when used; localllm's own formatter reports it,
+    and `-o template=NAME` or `tokenize` work regardless.
+    """
+    from llama_cpp import llama_chat_format
+
+    original = llama_chat_format.Jinja2ChatFormatter
+
+    def lenient(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except Exception as exc:  # untrusted Jinja from the file
+            return _UncompiledTemplate(exc)
+
+    llama_chat_format.Jinja2ChatFormatter = lenient  # type: ignore[misc, assignment]
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
+
+
+class _UncompiledTemplate:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def to_chat_handler(self):
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            raise TemplateFailure(f"the model's chat template does not compile: {_reason(self.error)}",
+                                  hint=TEMPLATE_HINT)
+
+        return handler
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception from a template, for a message: its type and text, one line, cut short."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def plain_text_formatter(*, messages: list[dict[str, Any]], **_: Any):

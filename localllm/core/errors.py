@@ -55,3 +55,11 @@ class BackendUnavailable(LocalLLMError):
 
 class GenerationError(LocalLLMError):
     """The backend failed while generating; the partial answer, if any, has already been shown."""
+
+
+class TemplateFailure(GenerationError):
+    """A model's own chat template (untrusted Jinja from its file) failed to compile or to render the messages."""
+
+
+TEMPLATE_HINT = ("-o template=NAME uses one of llama-cpp-python's chat formats instead "
+                 "(`localllm show MODEL` lists them)")

@@ -15,3 +15,14 @@ class Message:
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+def fold_system_prompt(messages: list[Message]) -> list[Message]:
+    """The system prompt put at the start of the first user message, for chat templates that accept no system
+    role (Gemma's raise an error; others insist that roles alternate user/assistant from the first message)."""
+    if not messages or messages[0].role != "system":
+        return messages
+    system, rest = messages[0].content, messages[1:]
+    if rest and rest[0].role == "user":
+        return [Message("user", f"{system}\n\n{rest[0].content}"), *rest[1:]]
+    return [Message("user", system), *rest]

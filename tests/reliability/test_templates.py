@@ -1,0 +1,142 @@
+"""Chat templates are untrusted Jinja from model files: escapes from the sandbox run nothing, any error is a clear
+message naming the model, a template that refuses the system prompt gets it folded into the first message (said
+once), the chat goes on after an error, and tokenizing needs no template at all."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, settings_for
+from gguf_files import copy_with_template
+
+from localllm.backends.llamacpp import LlamaCppBackend
+from localllm.core.errors import TemplateFailure
+from localllm.core.messages import Message
+
+pytestmark = pytest.mark.model
+GEMMA_LIKE = ("{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not "
+              "supported') }}{% endif %}{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+              "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+BROKEN = "{% for m in messages %}{{ m['content'] }"
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory):
+    """The bundled model loaded once; each test swaps in the template under test, as its GGUF would carry it."""
+    from localllm.tasks.loading import load_model
+
+    with load_model(settings_for(tmp_path_factory.mktemp("templates"), ctx=512), "smollm2-135m") as loaded:
+        assert isinstance(loaded.backend, LlamaCppBackend)
+        yield loaded.backend
+
+
+def use_template(backend: LlamaCppBackend, template: str) -> None:
+    import llama_cpp
+
+    backend._llm.metadata["tokenizer.chat_template"] = template
+    backend._folds_system = False
+    backend._make_formatter(llama_cpp)
+
+
+ESCAPES = {
+    "subclasses": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+    "cycler-globals": "{{ cycler.__init__.__globals__.os.popen('touch MARK').read() }}",
+    "joiner-globals": "{{ joiner.__init__.__globals__['os'].system('touch MARK') }}",
+    "namespace-globals": "{{ namespace.__init__.__globals__ }}",
+    "lipsum-globals": "{{ lipsum.__globals__['os'].popen('touch MARK').read() }}",
+    "template-context": "{{ self._TemplateReference__context }}",
+    "loop-subclasses": "{% for c in ().__class__.__base__.__subclasses__() %}{{ c }}{% endfor %}",
+    "include-file": "{% include '/etc/passwd' %}",
+    "import-os": "{% import 'os' as os %}{{ os.system('touch MARK') }}",
+}
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_sandbox_escapes_run_nothing(backend: LlamaCppBackend, tmp_path: Path, name: str) -> None:
+    marker = tmp_path / "ran"
+    use_template(backend, ESCAPES[name].replace("MARK", str(marker)))
+    try:
+        prompt = backend._render([Message("user", "hello")])[0].prompt
+    except TemplateFailure as failure:
+        assert "the chat template of smollm2-135m failed" in failure.message
+    else:
+        assert "<class" not in prompt and "root:" not in prompt and "function" not in prompt
+    assert not marker.exists()
+
+
+def test_a_template_that_refuses_the_system_prompt_gets_it_folded_once(backend: LlamaCppBackend, caplog) -> None:
+    use_template(backend, GEMMA_LIKE)
+    messages = [Message("system", "Answer in French."), Message("user", "Name a river.")]
+    with caplog.at_level(logging.WARNING, logger="localllm"):
+        first = backend._render(messages)[0].prompt
+        again = backend._render(messages)[0].prompt
+    assert "<|im_start|>user\nAnswer in French.\n\nName a river.<|im_end|>" in first and again == first
+    notes = [r.getMessage() for r in caplog.records if "does not take a system prompt" in r.getMessage()]
+    assert len(notes) == 1 and "System role not supported" in notes[0]
+
+
+def test_any_other_template_error_is_clear(backend: LlamaCppBackend) -> None:
+    use_template(backend, "{{ messages[5]['content'] + 1 }}")
+    with pytest.raises(TemplateFailure) as raised:
+        backend._render([Message("user", "hi")])
+    assert raised.value.message.startswith("the chat template of smollm2-135m failed: ")
+    assert "-o template=NAME" in (raised.value.hint or "")
+
+
+@pytest.fixture(scope="module")
+def gemma_like(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
+    return copy_with_template(bundled_model, tmp_path_factory.mktemp("gemma") / "system-refusing.gguf", GEMMA_LIKE)
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
+    return copy_with_template(bundled_model, tmp_path_factory.mktemp("broken") / "broken-template.gguf", BROKEN)
+
+
+def test_chat_goes_on_with_a_system_prompt_the_template_refuses(gemma_like: Path, home: Path) -> None:
+    done = run_cli("chat", "-m", str(gemma_like), "-s", "Be brief.", "--preset", "precise", "-o", "max_tokens=8",
+                   home=home, stdin="Name a river.\nName a mountain.\n/exit\n")
+    assert done.returncode == 0, done.stderr_text
+    assert done.stderr_text.count("does not take a system prompt") == 1
+    assert len([line for line in done.stdout_text.splitlines() if line.strip()]) >= 2
+
+
+def test_a_broken_template_is_one_clear_error_and_tokenize_still_works(broken: Path, home: Path) -> None:
+    done = run_cli("run", "-m", str(broken), "Hello", home=home)
+    assert done.returncode == 1
+    line = done.stderr_text.strip().splitlines()[-1]
+    assert line.startswith("error: the chat template in broken-template is not valid Jinja")
+    assert "Traceback" not in done.stderr_text
+    tokens = run_cli("tokenize", "-m", str(broken), "Hello world", home=home)
+    assert tokens.returncode == 0, tokens.stderr_text
+    assert "tokens" in tokens.stdout_text
+    fixed = run_cli("run", "-m", str(broken), "-o", "template=chatml", "-o", "max_tokens=4", "--preset", "precise",
+                    "Hello", home=home)
+    assert fixed.returncode == 0, fixed.stderr_text
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_gpt4alls_renderer_runs_nothing_either(tmp_path: Path, name: str) -> None:
+    from localllm.backends.gpt4all import render_template
+
+    marker = tmp_path / "ran"
+    try:
+        prompt = render_template(ESCAPES[name].replace("MARK", str(marker)), [Message("user", "hi")], "<s>", "</s>")
+    except TemplateFailure as failure:
+        assert failure.message.startswith("the model's chat template failed: ")
+    else:
+        assert "<class" not in prompt and "root:" not in prompt and "function" not in prompt
+    assert not marker.exists()
+
+
+def test_gpt4alls_renderer_folds_a_refused_system_prompt(caplog) -> None:
+    from localllm.backends.gpt4all import GPT4AllBackend
+
+    backend = GPT4AllBackend()
+    backend._template = GEMMA_LIKE
+    with caplog.at_level(logging.WARNING, logger="localllm"):
+        prompt = backend.render([Message("system", "Be brief."), Message("user", "Hi")])
+    assert "<|im_start|>user\nBe brief.\n\nHi<|im_end|>" in prompt
+    assert any("does not take a system prompt" in r.getMessage() for r in caplog.records)
