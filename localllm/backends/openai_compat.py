@@ -102,7 +102,16 @@ class OpenAICompatBackend(Backend):
         return self._client
 
     def error(self, exc: BaseException, during: str = "", *, streaming: bool = False) -> LocalLLMError:
-        """One clear LocalLLMError for whatever the client raised."""
+        """One clear LocalLLMError for whatever the client raised; the key never in it, even when the server
+        echoes the request's Authorization header back in its error."""
+        found = self._error(exc, during, streaming=streaming)
+        key = self._api_key
+        if key and key in f"{found.message} {found.hint}":
+            found.message = found.message.replace(key, "[redacted]")
+            found.hint = found.hint.replace(key, "[redacted]") if found.hint else found.hint
+        return found
+
+    def _error(self, exc: BaseException, during: str = "", *, streaming: bool = False) -> LocalLLMError:
         openai = _import_openai()
         self.client  # noqa: B018  (sets the error types of the client's HTTP library)
         where = self.where + (f" {during}" if during else "")

@@ -301,6 +301,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     return handler(args, settings)
 
 
+def _secrets(args: argparse.Namespace) -> tuple[str, ...]:
+    """The keys to keep out of an error line: --api-key and those the config and the environment hold."""
+    from localllm.core.errors import ConfigError
+    from localllm.core.settings import Paths, Settings
+
+    try:
+        held = Settings.load().secrets()
+    except ConfigError:  # a config that cannot be read: the environment's keys still count
+        held = Settings(paths=Paths.from_environment()).secrets()
+    given = getattr(args, "api_key", None)
+    return (given, *held) if given else held
+
+
 def _show_notices() -> None:
     """What the lower layers tell the user while they work (the "localllm" logger's warnings) goes to stderr."""
     import logging
@@ -335,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     except LocalLLMError as exc:
         if args.debug:
             raise
-        print(error_line(exc.message, exc.hint), file=sys.stderr)
+        print(error_line(exc.message, exc.hint, _secrets(args)), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -349,6 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen still ends in one line unless --debug
         if args.debug:
             raise
-        print(error_line(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback"),
-              file=sys.stderr)
+        print(error_line(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback",
+                         _secrets(args)), file=sys.stderr)
         return 1

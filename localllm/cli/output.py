@@ -23,8 +23,15 @@ def console(stderr: bool = False):
                    width=None if stream.isatty() else 1000)
 
 
-def error_line(message: str, hint: str | None = None) -> str:
-    return f"error: {message}" + (f" — hint: {hint}" if hint else "")
+def error_line(message: str, hint: str | None = None, secrets: tuple[str, ...] = ()) -> str:
+    return redact(f"error: {message}" + (f" — hint: {hint}" if hint else ""), secrets)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """``text`` with every secret localllm holds replaced, in case a server echoed one back in an error."""
+    for secret in secrets:
+        text = text.replace(secret, "[redacted]")
+    return text
 
 
 def note(text: str) -> None:

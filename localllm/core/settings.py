@@ -18,6 +18,7 @@ from localllm.core.errors import ConfigError
 
 APP_NAME = "localllm"
 MAX_THREADS = 1024
+SECRET_VARIABLES = ("OPENAI_API_KEY", "LOCALLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 INTEGER_EXAMPLES = {"ctx": 4096, "threads": 4, "gpu_headroom_mb": 512, "min_free_disk_mb": 1024}
 # Settings that fall back on the environment variables the servers' own clients use.
 STANDARD_VARIABLES = {"ollama_host": "OLLAMA_HOST", "base_url": "OPENAI_BASE_URL", "api_key": "OPENAI_API_KEY"}
@@ -110,6 +111,12 @@ class Settings:
             if not values.get(name) and env.get(variable):
                 values[name] = env[variable]
         return cls(paths=paths, **values)
+
+    def secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+        """The keys localllm holds (its API key, a Hugging Face token): never to be printed, logged or stored."""
+        env = os.environ if environ is None else environ
+        found = [self.api_key, *(env.get(name, "") for name in SECRET_VARIABLES)]
+        return tuple(dict.fromkeys(secret for secret in found if len(secret) >= 4))
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,67 @@
+"""localllm knows its own secrets: a server that echoes the Authorization header back in an error never gets the
+key printed."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+from localllm.core.settings import Paths, Settings
+
+SECRET = "sk-echoed-0123456789abcdef"
+
+
+class EchoingHandler(BaseHTTPRequestHandler):
+    """A fake OpenAI-compatible server (none echoes keys on purpose): /v1/models answers in the wire format, and
+    every completion is a 400 whose OpenAI-style error message repeats the request's Authorization header."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.answer(200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.answer(400, {"error": {"message": f"bad request; headers: Authorization: "
+                                               f"{self.headers.get('Authorization')}",
+                                    "type": "invalid_request_error"}})
+
+
+@pytest.fixture
+def echoing_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoingHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_an_echoed_key_is_never_printed(echoing_server: str, home: Path, how: str) -> None:
+    args = ["run", "-b", "openai", "--base-url", echoing_server, "Hello"]
+    env = {"OPENAI_API_KEY": SECRET} if how == "environment" else {}
+    if how == "flag":
+        args[1:1] = ["--api-key", SECRET]
+    done = run_cli(*args, home=home, env=env)
+    assert done.returncode == 1
+    assert SECRET not in done.stderr_text and SECRET not in done.stdout_text
+    assert "[redacted]" in done.stderr_text and "400" in done.stderr_text
+
+
+def test_settings_name_the_secrets_they_hold(tmp_path: Path) -> None:
+    settings = Settings(paths=Paths(tmp_path, tmp_path, tmp_path), api_key=SECRET)
+    assert settings.secrets({"HF_TOKEN": "hf_abcdef123456"}) == (SECRET, "hf_abcdef123456")
+    assert SECRET not in repr(settings)
