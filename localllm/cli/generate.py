@@ -20,9 +20,10 @@ def options_from(args: argparse.Namespace, settings: Settings) -> GenerationOpti
 def read_stdin() -> str | None:
     if sys.stdin is None or sys.stdin.isatty():
         return None
+    from localllm.tasks.documents import read_limited
     from localllm.tasks.prompting import decode_input
 
-    decoded = decode_input(sys.stdin.buffer.read())
+    decoded = decode_input(read_limited(sys.stdin.buffer, "stdin", text_only=False))
     if decoded.binary:
         note("note: stdin looks like binary data; it was decoded as UTF-8 anyway")
     if decoded.replaced:

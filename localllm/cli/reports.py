@@ -200,9 +200,10 @@ def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:
     if not text:
         if sys.stdin is None or sys.stdin.isatty():
             raise UsageError("no text to tokenize", hint='localllm tokenize "some text", or pipe text in')
+        from localllm.tasks.documents import read_limited
         from localllm.tasks.prompting import decode_input
 
-        text = decode_input(sys.stdin.buffer.read()).text
+        text = decode_input(read_limited(sys.stdin.buffer, "stdin", text_only=False)).text
     if not text:
         raise UsageError("no text to tokenize: stdin was empty", hint='localllm tokenize "some text"')
     ref, info, tokens = reports.tokenize_text(settings, args.model, text, args.backend or "auto")

@@ -215,13 +215,16 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
 def _error_text(args: argparse.Namespace) -> str:
     from pathlib import Path
 
+    from localllm.tasks.documents import read_limited
+
     if args.error:
         path = Path(args.error)
         if not path.is_file():
             raise UsageError(f"no such file: {args.error}", hint="pass the file that holds the error or traceback")
-        return path.read_text(encoding="utf-8", errors="replace")
+        with path.open("rb") as handle:
+            return read_limited(handle, path.name, text_only=False).decode("utf-8", errors="replace")
     if sys.stdin is not None and not sys.stdin.isatty():
-        text = sys.stdin.buffer.read().decode("utf-8", errors="replace")
+        text = read_limited(sys.stdin.buffer, "stdin", text_only=False).decode("utf-8", errors="replace")
         if text.strip():
             return text
     raise UsageError("code fix needs the error: --error FILE, or the traceback on stdin",

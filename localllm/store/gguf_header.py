@@ -42,6 +42,16 @@ class ArrayLength:
     count: int
 
 
+# Bounds no real model comes near, so that a crafted header is refused in a moment and little memory, instead of
+# being walked for half a minute: metadata entries, tensors, items of a string array (a vocabulary: ~260k at most
+# today), array nesting, and the size of one string value (a chat template: ~100 KB at most today).
+MAX_KV = 1 << 16
+MAX_TENSORS = 1 << 20
+MAX_DIMS = 8
+MAX_STRING_ITEMS = 1 << 22
+MAX_NESTING = 4
+MAX_STRING_BYTES = 16 << 20
+
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 
@@ -61,6 +71,8 @@ class _Cursor:
 
     def string(self) -> str:
         length = self.unpack("<Q")
+        if length > MAX_STRING_BYTES:
+            raise GGUFFormatError(f"a string of {length:,} bytes at byte {self.pos} (more than any model has)")
         end = self.pos + length
         if end > len(self.buffer):
             raise GGUFFormatError(f"a string runs past the end of the file at byte {self.pos}")
@@ -72,17 +84,23 @@ class _Cursor:
         length = self.unpack("<Q")
         self.pos += length
 
-    def value(self, kind: int) -> Any:
+    def value(self, kind: int, depth: int = 0) -> Any:
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
+            if depth >= MAX_NESTING:
+                raise GGUFFormatError(f"arrays nested more than {MAX_NESTING} deep at byte {self.pos}")
             item_kind, count = self.unpack("<I"), self.unpack("<Q")
+            if item_kind in (_STRING, _ARRAY) and count > MAX_STRING_ITEMS:
+                raise GGUFFormatError(f"an array of {count:,} items at byte {self.pos} (more than any model has)")
             if item_kind == _STRING:
                 for _ in range(count):
                     self.skip_string()
+                    if self.pos > len(self.buffer):
+                        break
             elif item_kind == _ARRAY:
                 for _ in range(count):
-                    self.value(_ARRAY)
+                    self.value(_ARRAY, depth + 1)
             elif item_kind in _SCALARS:
                 self.pos += struct.calcsize(_SCALARS[item_kind]) * count
             else:
@@ -112,6 +130,9 @@ def parse_header(buffer) -> GGUFHeader:
     if version < 2:
         raise GGUFFormatError(f"GGUF version {version} is too old (version 2 or newer is needed)")
     tensor_count, kv_count = cursor.unpack("<Q"), cursor.unpack("<Q")
+    if kv_count > MAX_KV or tensor_count > MAX_TENSORS:
+        raise GGUFFormatError(f"the header claims {kv_count:,} metadata entries and {tensor_count:,} tensors "
+                              "(more than any model has)")
     fields: dict[str, Any] = {}
     for _ in range(kv_count):
         key = cursor.string()
@@ -119,7 +140,10 @@ def parse_header(buffer) -> GGUFHeader:
     raw_tensors = []
     for _ in range(tensor_count):
         name = cursor.string()
-        dims = [cursor.unpack("<Q") for _ in range(cursor.unpack("<I"))]
+        n_dims = cursor.unpack("<I")
+        if n_dims > MAX_DIMS:
+            raise GGUFFormatError(f"tensor {name[:60]!r} claims {n_dims:,} dimensions")
+        dims = [cursor.unpack("<Q") for _ in range(n_dims)]
         kind, offset = cursor.unpack("<I"), cursor.unpack("<Q")
         raw_tensors.append((name, dims, kind, offset))
     alignment = fields.get("general.alignment", 32)

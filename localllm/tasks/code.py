@@ -87,7 +87,10 @@ def read_code(spec: str) -> CodeSource:
     path, start, end = parse_target(spec)
     if not path.is_file():
         raise UsageError(f"no such file: {path}", hint="check the path")
-    data = path.read_bytes()
+    from localllm.tasks.documents import read_limited
+
+    with path.open("rb") as handle:
+        data = read_limited(handle, path.name, text_only=False)
     if b"\x00" in data[:8192]:
         raise UsageError(f"{path} looks like a binary file", hint="pass a source file")
     text = data.decode("utf-8", errors="replace")

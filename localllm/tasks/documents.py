@@ -51,6 +51,29 @@ def kind_of(name: str) -> str:
     return "text"
 
 
+MAX_INPUT_BYTES = 512 << 20
+"""More text than any task here can get through (about 130 million tokens): a larger input, or an endless one such
+as /dev/zero, is refused instead of filling the memory."""
+
+
+def read_limited(stream, name: str, *, limit: int = MAX_INPUT_BYTES, text_only: bool = True) -> bytes:
+    """``stream`` to its end but never past ``limit``; with ``text_only``, a start that looks binary (and is not a
+    PDF) is refused before the rest is read."""
+    head = stream.read(65536) or b""
+    if text_only and b"\x00" in head[:8192] and not head.startswith(b"%PDF-"):
+        raise InputError(f"{name} looks like a binary file, not text",
+                         hint="pass a text, Markdown, code, HTML, PDF, CSV or JSONL file")
+    chunks, total = [head], len(head)
+    while True:
+        chunk = stream.read(1 << 20)
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise InputError(f"{name} is larger than {limit >> 20} MiB", hint="split it, and work on it in parts")
+        chunks.append(chunk)
+
+
 def _decode(data: bytes, name: str) -> tuple[str, list[str]]:
     if b"\x00" in data[:8192]:
         raise InputError(f"{name} looks like a binary file, not text",
@@ -112,7 +135,7 @@ def read_document(path: str, *, stdin=None) -> Document:
     """Read one input; ``-`` is stdin."""
     if path == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
-        data, name = stream.read(), "stdin"
+        data, name = read_limited(stream, "stdin"), "stdin"
     else:
         file = Path(path).expanduser()
         if not file.exists():
@@ -120,7 +143,8 @@ def read_document(path: str, *, stdin=None) -> Document:
         if file.is_dir():
             raise InputError(f"{path} is a folder", hint="pass the files inside it, e.g. folder/*.md")
         try:
-            data, name = file.read_bytes(), file.name
+            with file.open("rb") as handle:
+                data, name = read_limited(handle, file.name), file.name
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
     kind = kind_of(name)

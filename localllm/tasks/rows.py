@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.core.errors import UsageError
-from localllm.tasks.documents import InputError, read_document
+from localllm.tasks.documents import InputError, read_document, read_limited
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,15 @@ class Row:
 
 
 def _load_bytes(path: str) -> tuple[bytes, str]:
+    """The input's bytes (binary ones too: the caller decides what they are), never more than MAX_INPUT_BYTES."""
     if path == "-":
-        return sys.stdin.buffer.read(), "stdin"
+        return read_limited(sys.stdin.buffer, "stdin", text_only=False), "stdin"
     file = Path(path).expanduser()
     if not file.is_file():
         raise InputError(f"no such file: {path}", hint="check the path")
     try:
-        return file.read_bytes(), file.name
+        with file.open("rb") as handle:
+            return read_limited(handle, file.name, text_only=False), file.name
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
 
