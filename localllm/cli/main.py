@@ -267,6 +267,11 @@ def _timeout(seconds: float | None) -> float | None:
 def _dispatch(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.command == "tui":
+        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+            from localllm.core.errors import UsageError
+
+            raise UsageError("the app needs a terminal, and stdin or stdout is not one",
+                             hint="run `localllm` in a terminal; in scripts use `localllm run` or `localllm chat`")
         from localllm.core.options import preset
         from localllm.tui.app import LocalLLMApp
 

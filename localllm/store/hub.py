@@ -58,8 +58,31 @@ def auth_headers() -> dict[str, str]:
     return build_hf_headers(library_name="localllm", library_version=__version__)
 
 
-def file_info(repo: str, path: str, revision: str = "main") -> HubFile:
-    """Size, sha256 and commit of one file, asked of the Hub before any byte is downloaded."""
+def file_info(repo: str, path: str, revision: str = "main", *, timeout: float = 120.0) -> HubFile:
+    """Size, sha256 and commit of one file, asked of the Hub before any byte is downloaded; a Hub that accepts
+    the connection and never answers is given up on after ``timeout`` seconds."""
+    import concurrent.futures
+    import threading
+
+    result: concurrent.futures.Future = concurrent.futures.Future()
+
+    def ask() -> None:
+        try:
+            result.set_result(_file_info(repo, path, revision))
+        except BaseException as exc:  # delivered to the waiting side
+            result.set_exception(exc)
+
+    # huggingface-hub's HTTP client waits without a time limit; a daemon thread, so that a Hub that never
+    # answers does not hold the process open at exit.
+    threading.Thread(target=ask, name="hub metadata", daemon=True).start()
+    try:
+        return result.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        raise HubError(f"the Hub at {endpoint()} did not answer within {timeout:g} s",
+                       hint="check the network connection or HF_ENDPOINT; --timeout SECONDS waits longer") from None
+
+
+def _file_info(repo: str, path: str, revision: str) -> HubFile:
     if offline():
         raise HubError("HF_HUB_OFFLINE is set, so nothing can be downloaded",
                        hint="unset HF_HUB_OFFLINE, or use a model that is already installed (`localllm list`)")

@@ -142,7 +142,7 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
 def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullTarget:
     if spec.startswith(hub.HUB_SCHEME):
         repo, path, revision = hub.parse_hf_uri(spec)
-        remote = hub.file_info(repo, path, revision)
+        remote = hub.file_info(repo, path, revision, timeout=settings.request_timeout)
         name = Path(path).stem.lower()
         return PullTarget(name, None, remote, settings.paths.models_dir / name / Path(path).name,
                           f"{spec} as asked")
@@ -160,7 +160,7 @@ def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullT
     else:
         quant, why = choose_quant(settings, entry, report)
     assert quant.repo is not None, "only quants on the Hub get here"
-    remote = hub.file_info(quant.repo, quant.file)
+    remote = hub.file_info(quant.repo, quant.file, timeout=settings.request_timeout)
     return PullTarget(entry.name, quant.quant, remote, settings.paths.models_dir / entry.name / quant.file,
                       f"{quant.quant}: {why}")
 
@@ -212,7 +212,8 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
             return PullResult(target.target, 0, 0, True)
         check_disk(settings, target)
         had_partial = transfer.partial_path(target.target).exists()
-        info = transfer.remote_model_info(target.target, target.remote, hub.auth_headers())
+        info = transfer.remote_model_info(target.target, target.remote, hub.auth_headers(),
+                                          timeout=settings.request_timeout)
         plan = plan_for(settings, info, report)
         if not plan.fits and not force:
             if not had_partial:
@@ -224,7 +225,7 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
             on_plan(plan)
         started = time.perf_counter()
         result = transfer.download(target.target, target.remote, headers=hub.auth_headers(), progress=progress,
-                                   max_rate=max_rate, cancel=cancel)
+                                   max_rate=max_rate, cancel=cancel, timeout=settings.request_timeout)
         seconds = time.perf_counter() - started
         write_manifest(target.target, Manifest(
             name=target.name, quant=target.quant or info.quant,
