@@ -121,7 +121,7 @@ class LlamaCppBackend(Backend):
         # error message instead of letting them interleave with the answer.
         log = io.StringIO()
         try:
-            with contextlib.redirect_stderr(log), templates_compiled_leniently():
+            with contextlib.redirect_stderr(log), templates_compiled_leniently(), interrupts_kept():
                 self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
         except ValueError as exc:  # "Failed to load model from file: ..."
             lines = [line for line in log.getvalue().splitlines() if line.strip()]
@@ -327,6 +327,30 @@ class LlamaCppBackend(Backend):
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()
+
+
+@contextlib.contextmanager
+def interrupts_kept():
+    """Ctrl-C during a load stops it once the load returns.
+
+    A KeyboardInterrupt raised inside llama-cpp-python's log callback (a ctypes callback, where llama.cpp's load
+    spends its time logging) is printed and swallowed, and the answer then ran to the end. So while loading, SIGINT
+    only sets a flag, and the interrupt is raised here, in the caller's frame. Only the main thread gets signals.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda number, frame: interrupted.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted.is_set():
+        raise KeyboardInterrupt
 
 
 @contextlib.contextmanager

@@ -92,7 +92,11 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             note(describe_plan(loaded))
         response = ask(loaded, messages, options)
         if args.json:
-            text = response.text()
+            try:
+                text, stopped = response.text(), False
+            except KeyboardInterrupt:  # the answer so far is still the answer, as JSON
+                response.close()
+                text, stopped = response.partial_text, True
             final = response.final
             print_json({
                 "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
@@ -102,7 +106,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
                 "tokens_per_second": final.tokens_per_second if final else None,
                 "first_token_s": final.timings.first_token_s if final else None,
             })
-            return 0
+            return 130 if stopped else 0
         try:
             stream_to_stdout(response)
         except KeyboardInterrupt:

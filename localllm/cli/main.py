@@ -338,8 +338,12 @@ def _show_notices() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
     if args.command is None:
         if sys.stdin.isatty() and sys.stdout.isatty():
             args.command, args.model = "tui", None

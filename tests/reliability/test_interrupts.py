@@ -1,0 +1,58 @@
+"""Ctrl-C (SIGINT) at any moment of `localllm run`: imports, the load, the prompt, the answer. It always ends with
+status 130 and no traceback, within half a second once the answer streams, keeping what was written (as JSON with
+--json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import cli_executable
+
+pytestmark = pytest.mark.model
+STORY = ["run", "--preset", "precise", "-o", "max_tokens=400", "-v", "Write a long story about a lighthouse."]
+
+
+def start(home: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([cli_executable(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "LOCALLLM_HOME": str(home)})
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.4, 0.7, 1.2])
+def test_sigint_at_any_moment_ends_with_130_and_no_traceback(shared_home: Path, delay: float) -> None:
+    process = start(shared_home, *STORY)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode in (130, -signal.SIGINT), (process.returncode, err.decode()[-500:])
+    assert b"Traceback" not in err and b"Exception ignored" not in err, err.decode()[-800:]
+
+
+def test_sigint_while_the_answer_streams_keeps_it(shared_home: Path) -> None:
+    process = start(shared_home, *STORY)
+    assert process.stdout is not None
+    first = process.stdout.read(20)  # the answer has started
+    started = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    rest, err = process.communicate(timeout=60)
+    assert time.monotonic() - started < 0.5 + 0.5  # within half a second, and a margin for a busy machine
+    assert process.returncode == 130 and (first + rest).strip()
+    assert b"[stopped]" in err and b"Traceback" not in err
+
+
+def test_sigint_with_json_keeps_the_partial_answer_as_json(shared_home: Path) -> None:
+    process = start(shared_home, *STORY, "--json")
+    assert process.stderr is not None
+    line = process.stderr.readline()  # -v: the plan, printed once the model is loaded
+    assert b"via llama.cpp" in line, line
+    time.sleep(0.8)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()[-500:]
+    answer = json.loads(out)
+    assert answer["finish_reason"] == "cancelled" and answer["text"].strip()
