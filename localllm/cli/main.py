@@ -306,6 +306,16 @@ def _dispatch(args: argparse.Namespace) -> int:
     return handler(args, settings)
 
 
+def _report(args: argparse.Namespace, message: str, hint: str | None) -> None:
+    """The one-line error on stderr; with --json also a JSON object on stdout, so a script always gets JSON."""
+    from localllm.cli.output import print_json, redact
+
+    secrets = _secrets(args)
+    print(error_line(message, hint, secrets), file=sys.stderr)
+    if getattr(args, "json", False):
+        print_json({"error": redact(message, secrets), "hint": redact(hint, secrets) if hint else None})
+
+
 def _secrets(args: argparse.Namespace) -> tuple[str, ...]:
     """The keys to keep out of an error line: --api-key and those the config and the environment hold."""
     from localllm.core.errors import ConfigError
@@ -357,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     except LocalLLMError as exc:
         if args.debug:
             raise
-        print(error_line(exc.message, exc.hint, _secrets(args)), file=sys.stderr)
+        _report(args, exc.message, exc.hint)
         return exc.exit_code
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -371,6 +381,5 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # anything unforeseen still ends in one line unless --debug
         if args.debug:
             raise
-        print(error_line(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback",
-                         _secrets(args)), file=sys.stderr)
+        _report(args, f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for the traceback")
         return 1

@@ -46,3 +46,12 @@ def test_the_app_without_a_terminal_says_so(home: Path) -> None:
     assert done.returncode == 2
     assert done.stderr_text.startswith("error: the app needs a terminal")
     assert "\x1b" not in done.stdout_text
+
+
+def test_errors_with_json_are_json_too(home: Path) -> None:
+    import json
+
+    done = run_cli("show", "no-such-model", "--json", home=home)
+    assert done.returncode == 1 and done.stderr_text.startswith("error: ")
+    answer = json.loads(done.stdout_text)
+    assert "no-such-model" in answer["error"] and answer["hint"]
