@@ -133,6 +133,8 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
 
     options = options_from(args, settings)
     interactive = sys.stdin.isatty()
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")  # a line that is not UTF-8 is a note, not the end of the chat
     if interactive:
         try:
             import readline  # noqa: F401  (line editing and history for input())
@@ -154,6 +156,8 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             text = line.strip()
             if not text:
                 continue
+            if "\ufffd" in text:
+                note("note: that line was not valid UTF-8; the bytes that were not are sent as U+FFFD")
             if text.startswith("/"):
                 if _chat_command(text, session):
                     return 0

@@ -123,6 +123,9 @@ def apply_assignments(options: GenerationOptions, assignments: list[str]) -> Gen
         if not sep or not key:
             raise UsageError(f"option {item!r} is not key=value", hint="for example: -o temperature=0.2")
         value = coerce_option(key, raw.strip() if key != "stop" else raw)
+        if key == "stop" and not value:
+            raise UsageError("an empty stop string would end every answer before it starts",
+                             hint='give the text to stop at, e.g. -o stop="###"')
         if key == "stop":
             stops.append(value)
         else:

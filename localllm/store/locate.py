@@ -82,17 +82,42 @@ def looks_like_path(name: str) -> bool:
     return name.endswith(".gguf") or name.startswith((".", "/", "~")) or "\\" in name
 
 
+def _is_file(name: str) -> bool:
+    try:
+        return Path(name).is_file()
+    except (OSError, ValueError):  # a name too long for a path, or one with a NUL in it
+        return False
+
+
+def _model_path(name: str) -> Path:
+    """The file ``name`` names; each way a path can fail is its own clear error."""
+    shown = name if len(name) <= 120 else name[:117] + "..."
+    try:
+        path = Path(name).expanduser()
+    except RuntimeError:  # ~user for a user this machine does not have
+        raise ModelNotFound(f"no such user's home folder in {shown!r}", hint="check the path") from None
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise ModelNotFound(f"{shown} is a link to a file that does not exist", hint="check the link") from None
+        raise ModelNotFound(f"no such model file: {shown}", hint="check the path, or run `localllm list`") from None
+    except OSError as exc:  # a symlink loop (ELOOP), a name too long (ENAMETOOLONG), no permission...
+        raise ModelNotFound(f"cannot use {shown}: {exc.strerror or exc}",
+                            hint="check the path, or run `localllm list`") from None
+    except ValueError:
+        raise ModelNotFound("the model path holds a NUL character", hint="check the path") from None
+    return path
+
+
 def resolve_model(name: str, settings: Settings) -> ModelRef:
     """Turn ``-m`` into a model file: a path, ``NAME`` or ``NAME:QUANT``; unknown names get suggestions."""
     installed = installed_models(settings)
     exact = [ref for ref in installed if ref.name == name.lower()]
     if exact:
         return exact[0]
-    if looks_like_path(name) or Path(name).is_file():
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ModelNotFound(f"no such model file: {path}", hint="check the path, or run `localllm list`")
-        return ModelRef(path.stem.lower(), path, "file")
+    if looks_like_path(name) or _is_file(name):
+        return ModelRef(Path(name).stem.lower(), _model_path(name), "file")
     base, _, quant = name.lower().partition(":")
     matches = [ref for ref in installed if ref.name == base and (not quant or (ref.quant or "").lower() == quant)]
     if matches:

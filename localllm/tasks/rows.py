@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.core.errors import UsageError
-from localllm.tasks.documents import InputError, read_document, read_limited
+from localllm.tasks.documents import MAX_INPUT_BYTES, InputError, read_document, read_limited
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ def parse_rows(text: str, name: str, field: str | None, *, whole_record: bool = 
     """Rows of CSV/TSV or JSONL text (by ``name``'s suffix); a row that cannot be used carries its problem."""
     suffix = Path(name).suffix.lower()
     if suffix in (".csv", ".tsv"):
+        # The csv module refuses a field over 128 KiB and ends the whole batch; the input is bounded as a whole.
+        csv.field_size_limit(MAX_INPUT_BYTES)
         reader = csv.DictReader(io.StringIO(text), dialect="excel-tab" if suffix == ".tsv" else "excel")
         if reader.fieldnames is None:
             raise InputError(f"{name} is empty", hint="there is nothing to work on")
