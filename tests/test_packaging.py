@@ -17,4 +17,4 @@ def test_wheel_ships_models_toml_and_the_entry_point(tmp_path):
         assert "localllm/models.toml" in names
         assert archive.read("localllm/models.toml") == (ROOT / "models.toml").read_bytes()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "localllm = localllm.cli.main:main" in archive.read(entry_points).decode()
+        assert "localllm = localllm.cli:main" in archive.read(entry_points).decode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -179,15 +180,17 @@ class LlamaCppBackend(Backend):
             self._formatter = plain_text_formatter
         elif self.chat_format:
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
-        elif template and llm.model_params.vocab_only:
-            self._formatter = None  # tokenizing needs no template: a broken one must not stop it
         elif template:
             try:
                 self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
                                                       stop_token_ids=[eos_id] if eos_id != -1 else None)
             except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
-                raise TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
-                                      f"{_reason(exc)}", hint=TEMPLATE_HINT) from None
+                failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
+                                          f"{_reason(exc)}", hint=TEMPLATE_HINT)
+                if not llm.model_params.vocab_only:
+                    raise failure from None
+                # Tokenizing needs no template: the failure waits until a prompt is rendered, if ever.
+                self._formatter = _UncompiledTemplate(exc).to_chat_handler()
         else:
             # A base model never saw chat tags (for many vocabularies they are not even single tokens): wrapping
             # the prompt in ChatML would make noise of the answer, so the text itself is continued.
@@ -220,6 +223,8 @@ class LlamaCppBackend(Backend):
             messages = fold_system_prompt(messages)
         try:
             return self._formatter(messages=[m.as_dict() for m in messages])
+        except TemplateFailure:
+            raise
         except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
             failure = exc
         folded = fold_system_prompt(messages)
@@ -364,19 +369,25 @@ def templates_compiled_leniently():
     """
     from llama_cpp import llama_chat_format
 
-    original = llama_chat_format.Jinja2ChatFormatter
+    # One load at a time swaps the module's class: two at once (the app's panes, two apps in one process) would
+    # each restore what the other put there.
+    with _LENIENT_LOADS:
+        original = llama_chat_format.Jinja2ChatFormatter
 
-    def lenient(*args: Any, **kwargs: Any) -> Any:
+        def lenient(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(*args, **kwargs)
+            except Exception as exc:  # untrusted Jinja from the file
+                return _UncompiledTemplate(exc)
+
+        llama_chat_format.Jinja2ChatFormatter = lenient  # type: ignore[misc, assignment]
         try:
-            return original(*args, **kwargs)
-        except Exception as exc:  # untrusted Jinja from the file
-            return _UncompiledTemplate(exc)
+            yield
+        finally:
+            llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
 
-    llama_chat_format.Jinja2ChatFormatter = lenient  # type: ignore[misc, assignment]
-    try:
-        yield
-    finally:
-        llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
+
+_LENIENT_LOADS = threading.Lock()
 
 
 class _UncompiledTemplate:
