@@ -192,6 +192,7 @@ def write_code(markdown: str, path: str, *, force: bool) -> Path:
         raise UsageError(f"{target} exists; it was left as it was", hint="choose a new path, or pass --force")
     if target.is_dir():
         raise UsageError(f"{target} is a folder", hint="name a file")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(code.rstrip("\n") + "\n", encoding="utf-8")
+    from localllm.core.files import write_text_atomically
+
+    write_text_atomically(target, code.rstrip("\n") + "\n")
     return target

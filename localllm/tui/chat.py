@@ -315,10 +315,12 @@ class ChatPane(Vertical):
             if target.exists():
                 self.app.notify(f"{target} exists; choose a new name", severity="error")
                 return
+            from localllm.core.files import write_text_atomically
+
             try:
-                target.write_text(self.store.export_markdown(conversation_id), encoding="utf-8")
-            except OSError as exc:
-                self.app.notify(f"cannot write {target}: {exc.strerror}", severity="error")
+                write_text_atomically(target, self.store.export_markdown(conversation_id))
+            except LocalLLMError as exc:
+                self.app.notify(f"{exc.message}; {exc.hint}", severity="error", markup=False)
                 return
             self.app.notify(f"exported to {target}")
 

@@ -377,8 +377,9 @@ class SummarizePane(Vertical):
             target = Path(box.value.strip()).expanduser()
             if target.exists():
                 raise UsageError(f"{target} exists; it was left as it was", hint="choose a new path")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(self.summary.rstrip("\n") + "\n", encoding="utf-8")
+            from localllm.core.files import write_text_atomically
+
+            write_text_atomically(target, self.summary.rstrip("\n") + "\n")
         except LocalLLMError as exc:
             self._error(exc)
             return

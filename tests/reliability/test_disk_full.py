@@ -1,0 +1,42 @@
+"""A full disk never destroys the user's file: `code gen --write F --force` writes beside F and renames only a
+complete file over it (a real, tiny tmpfs fills up; the tests skip where mounting is not allowed)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from localllm.core.errors import LocalLLMError
+from localllm.core.files import write_text_atomically
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_leaves_the_old_file_whole(tiny_disk: Path) -> None:
+    target = tiny_disk / "app.py"
+    target.write_text("print('the user wrote this')\n" * 100)  # about 3 KB of the 64 KB
+    before = target.read_bytes()
+    with pytest.raises(LocalLLMError) as raised:
+        write_text_atomically(target, "x = 1\n" * 20_000)  # 120 KB: more than the disk holds
+    assert "No space left on device" in raised.value.message and "unchanged" in raised.value.message
+    assert target.read_bytes() == before
+    assert [p.name for p in tiny_disk.iterdir()] == ["app.py"]  # no temporary file left behind
+
+
+def test_a_complete_write_replaces_the_file(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "app.py"
+    write_text_atomically(target, "print('new')\n")
+    write_text_atomically(target, "print('newer')\n")
+    assert target.read_text() == "print('newer')\n"
+    assert [p.name for p in target.parent.iterdir()] == ["app.py"]
