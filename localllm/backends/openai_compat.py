@@ -195,8 +195,15 @@ class OpenAICompatBackend(Backend):
             self._http.close()
         self._http = httpx.Client(base_url=self._root(), headers=headers, timeout=min(10.0, self.timeout))
         try:
-            answer = self._http.post("/extras/tokenize", json={"input": "probe", "model": self._model})
-            return answer.status_code == 200 and isinstance(answer.json().get("tokens"), list)
+            with self._http.stream("POST", "/extras/tokenize", json={"input": "probe", "model": self._model}) as answer:
+                if answer.status_code != 200:
+                    return False
+                body = b""
+                for chunk in answer.iter_bytes():
+                    body += chunk
+                    if len(body) > 1 << 16:  # the answer for one word is tiny: endless data is not it
+                        return False
+            return isinstance(json.loads(body).get("tokens"), list)
         except (httpx.HTTPError, ValueError, AttributeError):
             return False
 

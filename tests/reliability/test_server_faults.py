@@ -72,6 +72,11 @@ class EndlessHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not self.path.endswith("/chat/completions"):  # e.g. llama-cpp-python's /extras/tokenize: not here
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.end_headers()
@@ -100,5 +105,27 @@ def test_a_server_that_ignores_max_tokens_is_cut_at_the_budget() -> None:
         assert response.final is not None and response.final.finish_reason == "length"
         assert text.count("word") == 20
         assert server.disconnected.wait(10), "the connection was closed, so the server stopped"
+    finally:
+        server.shutdown()
+
+
+class EndlessEverywhereHandler(EndlessHandler):
+    """The same fake, streaming without end on every route, llama-cpp-python's /extras/tokenize included."""
+
+    def do_POST(self) -> None:
+        self.path = "/v1/chat/completions"
+        super().do_POST()
+
+
+def test_connecting_to_a_server_that_streams_everywhere_does_not_hang() -> None:
+    server = EndlessServer(("127.0.0.1", 0), EndlessEverywhereHandler)
+    server.disconnected = threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with OpenAICompatBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=10) as backend:
+            backend.connect(None)
+            assert backend._exact_counts is False  # the endless answer is no tokenizer
+        assert time.monotonic() - started < 20  # the probe gave up after a few KiB, not at the server's 30 s
     finally:
         server.shutdown()
