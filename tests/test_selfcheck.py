@@ -305,11 +305,11 @@ def test_a_damaged_verdict_file_is_checked_again(tmp_path: Path, bundled_model: 
     assert check.cached_verdict(tmp_path, identity) is None
     verdict = check.check_build(tmp_path, bundled_model, identity=identity)
     assert verdict.status == "ok" and verdict.fresh
-    known = check.cached_verdict(tmp_path, replace_digest(identity))
+    known = check.cached_verdict(tmp_path, forget_in_process(identity))
     assert known is not None and known.status == "ok"  # the file was rewritten whole
 
 
-def replace_digest(identity: BuildIdentity) -> BuildIdentity:
+def forget_in_process(identity: BuildIdentity) -> BuildIdentity:
     check._memo.pop(identity.digest, None)
     return identity
 

@@ -27,7 +27,7 @@ from localllm.backends.base import Backend, BackendOption, Capabilities
 from localllm.backends.streaming import PromptEstimate, StopScanner, estimate_tokens
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, TemplateFailure
-from localllm.core.messages import Message, fold_system_prompt
+from localllm.core.messages import Message, fold_system_prompt, render_folding_system
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -174,21 +174,14 @@ class GPT4AllBackend(Backend):
     def render(self, messages: Sequence[Message]) -> str:
         """As the llama.cpp backend does: a template that refuses the system prompt gets it folded, said once."""
         messages = fold_system_prompt(list(messages)) if self._folds_system else list(messages)
-        try:
-            return render_template(self._template, messages, self._bos, self._eos)
-        except TemplateFailure as failure:
-            folded = fold_system_prompt(messages)
-            if folded is messages:
-                raise
-            try:
-                prompt = render_template(self._template, folded, self._bos, self._eos)
-            except TemplateFailure:
-                raise failure from None
+        prompt, refused = render_folding_system(
+            lambda chosen: render_template(self._template, chosen, self._bos, self._eos), messages)
+        if refused is not None:
             self._folds_system = True
             logging.getLogger("localllm").warning(
-                f"note: the model's chat template does not take a system prompt ({failure.message}); it is put at "
+                f"note: the model's chat template does not take a system prompt ({refused.message}); it is put at "
                 "the start of the first message instead")
-            return prompt
+        return prompt
 
     def count_tokens(self, text: str) -> int:
         return estimate_tokens(text)

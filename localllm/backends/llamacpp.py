@@ -27,7 +27,7 @@ from localllm.core.errors import (
     TemplateFailure,
     UsageError,
 )
-from localllm.core.messages import Message, fold_system_prompt
+from localllm.core.messages import Message, fold_system_prompt, render_folding_system
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -221,25 +221,21 @@ class LlamaCppBackend(Backend):
         first user message (said once); any other error is a clear TemplateFailure, never a traceback."""
         if self._folds_system:
             messages = fold_system_prompt(messages)
+        formatted, refused = render_folding_system(self._format_once, messages)
+        if refused is not None:
+            self._folds_system = True
+            logger.warning(f"note: the chat template of {self._model_name} does not take a system prompt "
+                           f"({refused.message}); it is put at the start of the first message instead")
+        return formatted
+
+    def _format_once(self, messages: list[Message]):
         try:
             return self._formatter(messages=[m.as_dict() for m in messages])
         except TemplateFailure:
             raise
         except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
-            failure = exc
-        folded = fold_system_prompt(messages)
-        if folded is not messages:
-            try:
-                formatted = self._formatter(messages=[m.as_dict() for m in folded])
-            except Exception:
-                pass
-            else:
-                self._folds_system = True
-                logger.warning(f"note: the chat template of {self._model_name} does not take a system prompt "
-                               f"({_reason(failure)}); it is put at the start of the first message instead")
-                return formatted
-        raise TemplateFailure(f"the chat template of {self._model_name} failed: {_reason(failure)}",
-                              hint=TEMPLATE_HINT)
+            raise TemplateFailure(f"the chat template of {self._model_name} failed: {_reason(exc)}",
+                                  hint=TEMPLATE_HINT) from None
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         return len(self._render(messages)[1])

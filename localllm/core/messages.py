@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+from localllm.core.errors import TemplateFailure
 
 Role = Literal["system", "user", "assistant"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -26,3 +30,20 @@ def fold_system_prompt(messages: list[Message]) -> list[Message]:
     if rest and rest[0].role == "user":
         return [Message("user", f"{system}\n\n{rest[0].content}"), *rest[1:]]
     return [Message("user", system), *rest]
+
+
+def render_folding_system(render: Callable[[list[Message]], T],
+                          messages: list[Message]) -> tuple[T, TemplateFailure | None]:
+    """``render(messages)``; when a chat template fails with a system prompt first, once more with it folded into
+    the first user message. Returns the result and the failure the fold got round (None: no fold was needed);
+    raises the first failure when folding does not help either."""
+    try:
+        return render(messages), None
+    except TemplateFailure as failure:
+        folded = fold_system_prompt(messages)
+        if folded is messages:
+            raise
+        try:
+            return render(folded), failure
+        except TemplateFailure:
+            raise failure from None
