@@ -5,7 +5,7 @@ Three things the bindings do not do, done here:
   message (written to the process's stderr) becomes the error. Its llama.cpp is from mid-2024, so newer models
   (SmolLM2's ``smollm`` pre-tokenizer) are refused with the advice to use the llama.cpp backend.
 - gpt4all 2.8 ignores the GGUF's chat template: the prompt is rendered here from that template in jinja2's sandbox
-  (a model file is untrusted input) and passed whole with special tokens parsed.
+  in a bounded child process (a model file is untrusted input) and passed whole with special tokens parsed.
 - Its generator shifts the context when it is full, dropping text without a word; the C call is made directly with
   context shifting off, and stop strings end the answer through the response callback returning False, which is
   also how closing the stream stops decoding.
@@ -26,7 +26,7 @@ from typing import Any
 from localllm.backends.base import Backend, BackendOption, Capabilities
 from localllm.backends.streaming import PromptEstimate, StopScanner, estimate_tokens
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
-from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile, TemplateFailure
+from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
 from localllm.core.messages import Message, fold_system_prompt, render_folding_system
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
@@ -65,21 +65,12 @@ def captured_stderr() -> Iterator[list[str]]:
             lines.extend(sink.read().decode("utf-8", "replace").splitlines())
 
 
-def render_template(template: str, messages: Sequence[Message], bos: str, eos: str) -> str:
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+def render_template(template: str, messages: Sequence[Message], bos: str, eos: str, model: str = "the model") -> str:
+    """The prompt from the GGUF's chat template, rendered in the sandboxed child process (chat_templates)."""
+    from localllm.backends.chat_templates import shared_renderer
 
-    def raise_exception(message: str) -> None:
-        raise TemplateError(message)
-
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    environment.globals["raise_exception"] = raise_exception
-    try:
-        return environment.from_string(template).render(
-            messages=[m.as_dict() for m in messages], add_generation_prompt=True, bos_token=bos, eos_token=eos)
-    except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
-        raise TemplateFailure(f"the model's chat template failed: {type(exc).__name__}: {str(exc)[:200]}",
-                              hint="use --backend llama.cpp, or a model with a standard template") from None
+    return shared_renderer().render(template, model, messages=[m.as_dict() for m in messages],
+                                    add_generation_prompt=True, bos_token=bos, eos_token=eos)
 
 
 def special_tokens(path) -> tuple[str, str]:
@@ -114,6 +105,7 @@ class GPT4AllBackend(Backend):
         self._model = None
         self._n_ctx = 0
         self._template = PLAIN_TEXT
+        self._model_name = "the model"
         self._folds_system = False
         self._bos = self._eos = ""
         self._lock = threading.Lock()
@@ -147,6 +139,7 @@ class GPT4AllBackend(Backend):
 
             logging.getLogger("localllm").warning(BASE_MODEL_NOTE)
         self._template = template or PLAIN_TEXT
+        self._model_name = model.name or model.path.name
         self._bos, self._eos = special_tokens(model.path)
 
     @staticmethod
@@ -175,7 +168,7 @@ class GPT4AllBackend(Backend):
         """As the llama.cpp backend does: a template that refuses the system prompt gets it folded, said once."""
         messages = fold_system_prompt(list(messages)) if self._folds_system else list(messages)
         prompt, refused = render_folding_system(
-            lambda chosen: render_template(self._template, chosen, self._bos, self._eos), messages)
+            lambda chosen: render_template(self._template, chosen, self._bos, self._eos, self._model_name), messages)
         if refused is not None:
             self._folds_system = True
             logging.getLogger("localllm").warning(

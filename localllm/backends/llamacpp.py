@@ -1,9 +1,9 @@
 """llama.cpp in-process, through llama-cpp-python.
 
-The chat prompt is rendered from the GGUF's own chat template with llama-cpp-python's Jinja2ChatFormatter, which
-renders in jinja2's ImmutableSandboxedEnvironment: a model file is untrusted input and its template never runs
-outside that sandbox. Rendering here, rather than inside create_chat_completion, gives the exact prompt token count
-before any decoding starts, so an over-long prompt is refused instead of being cut.
+The chat prompt is rendered from the GGUF's own chat template in jinja2's ImmutableSandboxedEnvironment, in a child
+process bounded in time and memory (chat_templates): a model file is untrusted input and its template never runs
+outside that sandbox, nor for long. Rendering here, rather than inside create_chat_completion, gives the exact prompt
+token count before any decoding starts, so an over-long prompt is refused instead of being cut.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
+from localllm.backends.chat_templates import shared_renderer
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import (
     TEMPLATE_HINT,
@@ -114,6 +115,8 @@ class LlamaCppBackend(Backend):
         self._model_name, self._folds_system = model.name or model.path.name, False
         if not params.get("vocab_only"):
             self.build_verdict = self._check_build(model)
+        if not params.get("vocab_only") and not self.chat_format:
+            shared_renderer().start()  # the child's imports overlap llama_cpp's and the load
         llama_cpp = _import_llama_cpp()
         self.close()
         if self.chat_format and self.chat_format != PLAIN:
@@ -182,8 +185,8 @@ class LlamaCppBackend(Backend):
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
         elif template:
             try:
-                self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
-                                                      stop_token_ids=[eos_id] if eos_id != -1 else None)
+                Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)  # compiles: errors show now
+                self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
             except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
                 failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
                                           f"{_reason(exc)}", hint=TEMPLATE_HINT)
@@ -396,6 +399,31 @@ class _UncompiledTemplate:
                                   hint=TEMPLATE_HINT)
 
         return handler
+
+
+class BoundedTemplate:
+    """The GGUF's chat template as llama-cpp-python's formatters answer, rendered by the bounded child process
+    (chat_templates) instead of in this one, with the same context as its Jinja2ChatFormatter."""
+
+    def __init__(self, template: str, eos: str, bos: str, eos_id: int, model_name: str) -> None:
+        self.template, self.eos, self.bos, self.model_name = template, eos, bos, model_name
+        self.stop_ids = {eos_id} if eos_id != -1 else set()
+
+    def __call__(self, *, messages: list[dict[str, Any]], **_: Any):
+        import llama_cpp
+        from llama_cpp.llama_chat_format import ChatFormatterResponse
+
+        prompt = shared_renderer().render(self.template, self.model_name, messages=messages, eos_token=self.eos,
+                                          bos_token=self.bos, add_generation_prompt=True, functions=None,
+                                          function_call=None, tools=None, tool_choice=None)
+        stop_ids = self.stop_ids
+
+        def stop_on_end(tokens, _logits) -> bool:
+            return bool(tokens[-1] in stop_ids)
+
+        return ChatFormatterResponse(prompt=prompt, stop=[self.eos], added_special=True,
+                                     stopping_criteria=llama_cpp.StoppingCriteriaList([stop_on_end]) if stop_ids
+                                     else None)
 
 
 def _reason(exc: BaseException) -> str:

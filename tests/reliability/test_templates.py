@@ -125,7 +125,7 @@ def test_gpt4alls_renderer_runs_nothing_either(tmp_path: Path, name: str) -> Non
     try:
         prompt = render_template(ESCAPES[name].replace("MARK", str(marker)), [Message("user", "hi")], "<s>", "</s>")
     except TemplateFailure as failure:
-        assert failure.message.startswith("the model's chat template failed: ")
+        assert failure.message.startswith("the chat template of the model failed: ")
     else:
         assert "<class" not in prompt and "root:" not in prompt and "function" not in prompt
     assert not marker.exists()
@@ -140,3 +140,62 @@ def test_gpt4alls_renderer_folds_a_refused_system_prompt(caplog) -> None:
         prompt = backend.render([Message("system", "Be brief."), Message("user", "Hi")])
     assert "<|im_start|>user\nBe brief.\n\nHi<|im_end|>" in prompt
     assert any("does not take a system prompt" in r.getMessage() for r in caplog.records)
+
+
+@pytest.fixture(scope="module")
+def huge_indent(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
+    return copy_with_template(bundled_model, tmp_path_factory.mktemp("indent") / "huge-indent.gguf",
+                              "{{ messages | tojson(indent=1000000000) }}")
+
+
+def test_a_template_that_needs_gigabytes_is_refused_without_a_crash(huge_indent: Path, home: Path) -> None:
+    done = run_cli("run", "-m", str(huge_indent), "-o", "max_tokens=4", "Hello", home=home, timeout=60)
+    assert done.returncode == 1, done.stderr_text
+    assert done.stderr_text.strip().splitlines()[-1].startswith(
+        "error: the chat template of huge-indent failed: it needs more than 1024 MiB of memory")
+
+
+BOUNDLESS = {
+    "nested-loops": "{% for a in range(99999) %}{% for b in range(99999) %}{% endfor %}{% endfor %}",
+    "growing-string": "{% set s = namespace(t='x') %}{% for i in range(40) %}{% set s.t = s.t ~ s.t %}{% endfor %}"
+                      "{{ s.t }}",
+    "repeated-string": "{{ 'x' * 10000000000 }}",
+}
+
+
+@pytest.mark.parametrize("name", BOUNDLESS)
+def test_rendering_is_bounded_in_time_and_memory(name: str) -> None:
+    from localllm.backends.chat_templates import TemplateRenderer
+
+    renderer = TemplateRenderer(seconds=2, memory=256 << 20)
+    try:
+        with pytest.raises(TemplateFailure) as raised:
+            renderer.render(BOUNDLESS[name], "hostile", messages=[{"role": "user", "content": "hi"}])
+        assert raised.value.message.startswith("the chat template of hostile ")
+        assert ("took more than 2 s" in raised.value.message or "more than 256 MiB" in raised.value.message)
+        # The renderer survives what it was made to do.
+        assert renderer.render("{{ messages[0]['content'] }}!", "fine",
+                               messages=[{"role": "user", "content": "héllo \udcff"}]) == "héllo \udcff!"
+    finally:
+        renderer.close()
+
+
+def test_a_renderer_killed_mid_render_is_an_error_and_is_replaced() -> None:
+    import os
+    import signal
+    import threading
+
+    from localllm.backends.chat_templates import TemplateRenderer
+
+    renderer = TemplateRenderer(seconds=20)
+    try:
+        renderer.start()
+        process = renderer._process
+        assert process is not None
+        threading.Timer(1.0, os.kill, (process.pid, signal.SIGKILL)).start()
+        with pytest.raises(TemplateFailure) as raised:
+            renderer.render(BOUNDLESS["nested-loops"], "victim", messages=[])
+        assert "the renderer was killed by SIGKILL" in raised.value.message
+        assert renderer.render("{{ bos_token }}ok", "fine", bos_token="<s>") == "<s>ok"
+    finally:
+        renderer.close()
