@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import builtins
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
+from localllm.core.errors import LocalLLMError
 from localllm.core.messages import Role
+
+T = TypeVar("T")
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("001_conversations", """
@@ -58,44 +61,90 @@ class StoredMessage:
     created: str
 
 
+# SQLite's primary result codes for a file that cannot be written or read: PERM, READONLY, IOERR, CORRUPT, FULL,
+# CANTOPEN, NOTADB.
+FILE_FAILURES = frozenset({3, 8, 10, 11, 13, 14, 26})
+
+
+class StorageProblem(LocalLLMError):
+    """The conversation database cannot be opened or written."""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class ConversationStore:
+    """Conversations in ``path``; when that file cannot be opened or written (a read-only folder, a full disk, a
+    damaged file), they are kept in memory for the session instead: the file is never touched again, ``problem``
+    says why, and ``on_problem`` hears it once. Nothing the user typed is refused for want of a place to save it."""
+
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._migrate()
+        self.problem: StorageProblem | None = None
+        self.on_problem: Callable[[StorageProblem], None] | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = _connect(str(path))
+        except (sqlite3.Error, OSError) as exc:
+            self._db = _connect(":memory:")
+            self.problem = self._describe(exc)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> ConversationStore:
         return cls(data_dir / "conversations.db")
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front, so two writers queue instead of failing half-way.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _describe(self, exc: Exception) -> StorageProblem:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in reason or "not a database" in reason):
+            return StorageProblem(
+                f"{self.path} is damaged ({reason}): it is left as it is, and this session's conversations are kept "
+                "in memory only", hint=f"move it aside (mv {self.path} {self.path}.damaged) to start a new one, or "
+                f"recover it with `sqlite3 {self.path} .recover`")
+        return StorageProblem(f"conversations cannot be saved in {self.path} ({reason}): this session's are kept "
+                              "in memory only", hint="free some disk space, or check the folder's permissions")
 
-    def _migrate(self) -> None:
-        with self._transaction() as db:
-            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
-            done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
-            for name, sql in MIGRATIONS:
-                if name not in done:
-                    db.execute(sql)
-                    db.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, _now()))
+    def _fall_back(self, exc: sqlite3.Error) -> None:
+        """Carry on in memory with what the file still gives (all of it, unless it is damaged)."""
+        memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        try:
+            self._db.backup(memory)
+        except sqlite3.Error:
+            memory.close()
+            memory = _connect(":memory:")
+        else:
+            memory.row_factory = sqlite3.Row
+            memory.execute("PRAGMA foreign_keys=ON")
+        failed, self._db = self._db, memory
+        failed.close()
+        self.problem = self._describe(exc)
+        if self.on_problem is not None:
+            self.on_problem(self.problem)
+
+    def _run(self, statements: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
+        """``statements`` in one transaction (BEGIN IMMEDIATE takes the write lock up front, so two writers queue
+        instead of failing half-way); after a failure of the file, once more in memory."""
+        for attempt in (1, 2):
+            try:
+                if not write:
+                    return statements(self._db)
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = statements(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                # Only a failing file moves the session to memory: "database is locked" (another writer held it
+                # past the busy timeout) or a bug in a statement would move it there for nothing.
+                failing_file = getattr(exc, "sqlite_errorcode", 0) & 0xFF in FILE_FAILURES
+                if attempt == 2 or self.problem is not None or not failing_file:
+                    raise StorageProblem(f"the conversation could not be saved: {exc}",
+                                         hint="try again; if it keeps failing, restart the app") from None
+                self._fall_back(exc)
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def close(self) -> None:
         self._db.close()
@@ -104,13 +153,13 @@ class ConversationStore:
     def create(self, title: str = "New conversation", *, system: str | None = None,
                model: str | None = None) -> Conversation:
         now = _now()
-        with self._transaction() as db:
-            cursor = db.execute("INSERT INTO conversations (title, system, model, created, updated) "
-                                "VALUES (?, ?, ?, ?, ?)", (title, system, model, now, now))
+        cursor = self._run(lambda db: db.execute("INSERT INTO conversations (title, system, model, created, "
+                                                 "updated) VALUES (?, ?, ?, ?, ?)", (title, system, model, now, now)))
         return self.get(_row_id(cursor))
 
     def get(self, conversation_id: int) -> Conversation:
-        row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+        row = self._run(lambda db: db.execute("SELECT * FROM conversations WHERE id = ?",
+                                              (conversation_id,)).fetchone(), write=False)
         if row is None:
             raise KeyError(conversation_id)
         return Conversation(**dict(row))
@@ -119,12 +168,13 @@ class ConversationStore:
         """Most recently updated first; ``search`` matches titles and message text."""
         if search:
             pattern = f"%{search}%"
-            rows = self._db.execute(
+            rows = self._run(lambda db: db.execute(
                 "SELECT * FROM conversations WHERE title LIKE ? OR id IN "
                 "(SELECT conversation_id FROM messages WHERE content LIKE ?) ORDER BY updated DESC, id DESC",
-                (pattern, pattern))
+                (pattern, pattern)).fetchall(), write=False)
         else:
-            rows = self._db.execute("SELECT * FROM conversations ORDER BY updated DESC, id DESC")
+            rows = self._run(lambda db: db.execute(
+                "SELECT * FROM conversations ORDER BY updated DESC, id DESC").fetchall(), write=False)
         return [Conversation(**dict(row)) for row in rows]
 
     def rename(self, conversation_id: int, title: str) -> None:
@@ -137,30 +187,36 @@ class ConversationStore:
         self._update(conversation_id, "model", model)
 
     def _update(self, conversation_id: int, column: str, value: object) -> None:
-        with self._transaction() as db:
-            db.execute(f"UPDATE conversations SET {column} = ?, updated = ? WHERE id = ?",  # column is ours
-                       (value, _now(), conversation_id))
+        self._run(lambda db: db.execute(f"UPDATE conversations SET {column} = ?, updated = ? WHERE id = ?",
+                                        (value, _now(), conversation_id)))  # the column is one of ours
 
     def delete(self, conversation_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        self._run(lambda db: db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)))
 
     # -- messages --------------------------------------------------------------------------------------------------
     def add_message(self, conversation_id: int, role: Role, content: str, *, stopped: bool = False) -> StoredMessage:
         now = _now()
-        with self._transaction() as db:
+
+        def insert(db: sqlite3.Connection) -> sqlite3.Cursor:
             cursor = db.execute("INSERT INTO messages (conversation_id, role, content, stopped, created) "
                                 "VALUES (?, ?, ?, ?, ?)", (conversation_id, role, content, int(stopped), now))
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
-        return StoredMessage(_row_id(cursor), role, content, stopped, now)
+            return cursor
+
+        return StoredMessage(_row_id(self._run(insert)), role, content, stopped, now)
+
+    def update_message(self, message_id: int, content: str, *, stopped: bool) -> None:
+        """An answer's text so far (``stopped`` until it ends), so a crash or a kill keeps what was written."""
+        self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ? WHERE id = ?",
+                                        (content, int(stopped), message_id)))
 
     def delete_message(self, message_id: int) -> None:
-        with self._transaction() as db:
-            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        self._run(lambda db: db.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
 
     def messages(self, conversation_id: int) -> builtins.list[StoredMessage]:
-        rows = self._db.execute("SELECT id, role, content, stopped, created FROM messages "
-                                "WHERE conversation_id = ? ORDER BY id", (conversation_id,))
+        rows = self._run(lambda db: db.execute("SELECT id, role, content, stopped, created FROM messages "
+                                               "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall(),
+                         write=False)
         return [StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"])
                 for row in rows]
 
@@ -173,6 +229,34 @@ class ConversationStore:
             speaker = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
             lines += [f"**{speaker}:**", "", message.content + (" *(stopped)*" if message.stopped else ""), ""]
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _connect(where: str) -> sqlite3.Connection:
+    db = sqlite3.connect(where, timeout=30, isolation_level=None, check_same_thread=False)
+    try:
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
+            done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
+            for name, sql in MIGRATIONS:
+                if name not in done:
+                    db.execute(sql)
+                    db.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, _now()))
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        # A file that opens may still be damaged further in: better to know now than at the first save.
+        if where != ":memory:" and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise sqlite3.DatabaseError("database disk image is malformed")
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _row_id(cursor: sqlite3.Cursor) -> int:

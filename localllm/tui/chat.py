@@ -5,6 +5,7 @@ the model, its speed, a context meter and a warning when earlier messages no lon
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
+SAVE_INTERVAL_S = 1.0
+"""How often a streaming answer's text so far is written to the store."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
@@ -90,6 +93,8 @@ class ChatPane(Vertical):
         self._answer: ChatMessage | None = None
         self._last_ids: list[int] = []
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
+        self._answer_text = ""
+        self._saved_at = 0.0
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -102,10 +107,17 @@ class ChatPane(Vertical):
             yield Vertical(id="params-slot", classes="closed")
 
     def on_mount(self) -> None:
+        if self.store.problem is not None:
+            self._storage_problem(self.store.problem)
+        self.store.on_problem = self._storage_problem
         self.shared.on_loaded(lambda loaded: self.app.call_from_thread(self._model_ready, loaded))
         self.set_interval(DRAIN_INTERVAL_S, self._drain)
         # Loading starts after the first frame: its imports hold the interpreter for a moment.
         self.call_after_refresh(self.load_model)
+
+    def _storage_problem(self, problem: LocalLLMError) -> None:
+        self.app.notify(f"{problem.message}\n{problem.hint}" if problem.hint else problem.message,
+                        title="conversations", severity="error", markup=False, timeout=30)
 
     # -- model -----------------------------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="model")
@@ -367,6 +379,11 @@ class ChatPane(Vertical):
                                              system=self.session.system)
             self.conversation_id = conversation.id
             self.sidebar.refresh_list()
+        # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
+        # was written of the answer (marked stopped until it ends).
+        user = self.store.add_message(self.conversation_id, "user", text)
+        reply = self.store.add_message(self.conversation_id, "assistant", "", stopped=True)
+        self._last_ids, self._answer_text, self._saved_at = [user.id, reply.id], "", time.monotonic()
         log = self.query_one("#log", VerticalScroll)
         from localllm.tui.answer import ChatMessage, TextBuffer
 
@@ -435,7 +452,11 @@ class ChatPane(Vertical):
             text = self._buffer.take()
             if text:
                 await self._answer.append(text)
+                self._answer_text += text
                 self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+                if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S and len(self._last_ids) == 2:
+                    self.store.update_message(self._last_ids[1], self._answer_text, stopped=True)
+                    self._saved_at = time.monotonic()
 
     async def _finish(self, text: str, response, error) -> None:
         if self._closing:
@@ -447,30 +468,44 @@ class ChatPane(Vertical):
         if error is not None:
             await answer.finish(f"*{error.message}*")
             self.app.notify(error.hint or error.message, title="error", severity="error")
+            self._unsave_failed_exchange(text)
             return
         full = response.partial_text if response is not None else ""
         stopped = response is None or response.final is None
         await answer.finish(full)
-        self._last_ids = self._save_exchange(text, response)
+        self._save_answer(response)
         rate = response.final.tokens_per_second if response is not None and response.final else None
         self._status(self._status_text(rate) + (" · stopped" if stopped else ""))
         self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
-    def _save_exchange(self, text: str, response) -> list[int]:
-        full = response.partial_text if response is not None else ""
-        stopped = response is None or response.final is None
-        assert self.conversation_id is not None, "_ask created the conversation"
-        user = self.store.add_message(self.conversation_id, "user", text)
-        reply = self.store.add_message(self.conversation_id, "assistant", full, stopped=stopped)
-        return [user.id, reply.id]
+    def _save_answer(self, response) -> None:
+        if len(self._last_ids) == 2:
+            full = response.partial_text if response is not None else self._answer_text
+            self.store.update_message(self._last_ids[1], full,
+                                      stopped=response is None or response.final is None)
+
+    def _unsave_failed_exchange(self, text: str) -> None:
+        """A prompt that got no answer (refused, or the backend failed) leaves the store as it was, and its text
+        goes back into an empty prompt box to be sent again."""
+        for message_id in self._last_ids:
+            self.store.delete_message(message_id)
+        self._last_ids = []
+        if self.conversation_id is not None and not self.store.messages(self.conversation_id):
+            self.store.delete(self.conversation_id)
+            self.conversation_id = None
+            self.sidebar.refresh_list()
+        box = self.query_one("#prompt", PromptArea)
+        if not box.text.strip():
+            box.insert(text)
 
     def on_unmount(self) -> None:
         # Quitting mid-answer: the generation ends at its next token and what it wrote is kept, as Esc would.
         self._closing = True
         self._stop.set()
-        if self.generating and self._generation_done.wait(timeout=5) and self._outcome is not None:
-            text, response, error = self._outcome
-            if error is None:
-                self._save_exchange(text, response)
+        if self.generating:
+            response = None
+            if self._generation_done.wait(timeout=5) and self._outcome is not None:
+                _text, response, _error = self._outcome
+            self._save_answer(response)
         self.store.close()
 
