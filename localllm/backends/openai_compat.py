@@ -358,8 +358,15 @@ def _pick(models: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return None
 
 
+MAX_REPORTED_WINDOW = 1 << 24
+"""16M tokens: beyond any model's window, a server reporting more is reporting nonsense."""
+
+
 def _nested_int(entry: dict[str, Any], keys: tuple[str, ...]) -> int | None:
     value: Any = entry
     for key in keys:
         value = value.get(key) if isinstance(value, dict) else None
-    return int(value) if isinstance(value, (int, float)) and value > 0 else None
+    # A server's numbers are data: NaN, infinity, booleans and absurd sizes are no window at all.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_REPORTED_WINDOW:
+        return None
+    return int(value)

@@ -239,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace):
     """The settings, with this command's backend and server flags applied over the config and environment."""
-    from localllm.core.settings import Settings
+    from localllm.core.errors import UsageError
+    from localllm.core.settings import SERVER_URL_EXAMPLES, Settings, server_url_problem
 
     settings = Settings.load()
     backend = getattr(args, "backend", None)
@@ -247,6 +248,11 @@ def settings_from(args: argparse.Namespace):
         from localllm.backends.profiles import server_profile
 
         server_profile(args.server)  # an unknown profile is a usage error before anything runs
+    for flag, value in (("--host", getattr(args, "host", None)), ("--base-url", getattr(args, "base_url", None))):
+        problem = server_url_problem(value) if value else None
+        if problem:
+            example = SERVER_URL_EXAMPLES["ollama_host" if flag == "--host" else "base_url"]
+            raise UsageError(f"{flag} {value!r} {problem}", hint=f"for example {flag} {example}")
     # -o threads=N and -o template=NAME choose how the model is loaded: they travel in the settings.
     load = apply_assignments(GenerationOptions(), getattr(args, "option", None) or [])
     return settings.with_overrides(

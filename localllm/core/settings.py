@@ -109,7 +109,7 @@ class Settings:
         # The variables the servers' own clients read come last: localllm's config and LOCALLLM_* win over them.
         for name, variable in STANDARD_VARIABLES.items():
             if not values.get(name) and env.get(variable):
-                values[name] = env[variable]
+                values[name] = _coerce(name, env[variable], f"environment variable {variable}")
         return cls(paths=paths, **values)
 
     def secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -168,7 +168,37 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     if not isinstance(value, str):
         shown = "a secret" if name == "api_key" else repr(value)
         raise ConfigError(f"{where}: {name} must be a string, got {shown}", hint=f'{name} = "{default}"')
+    if name in SERVER_URL_EXAMPLES and value:
+        problem = server_url_problem(value)
+        if problem:
+            raise ConfigError(f"{where}: {name} {value!r} {problem}", hint=f'{name} = "{SERVER_URL_EXAMPLES[name]}"')
     return value
+
+
+SERVER_URL_EXAMPLES = {"ollama_host": "http://127.0.0.1:11434", "base_url": "http://127.0.0.1:8000/v1"}
+
+
+def server_url_problem(value: str) -> str | None:
+    """What is wrong with a server address (None: nothing), checked before any client library parses it: they
+    raise bare ValueErrors for a port out of range or a broken IPv6 bracket. A missing scheme is allowed, as
+    Ollama's OLLAMA_HOST allows (``localhost:11434``)."""
+    from urllib.parse import urlsplit
+
+    text = value.strip()
+    if any(ord(c) < 32 or c in " \x7f" for c in text):
+        return "holds spaces or control characters"
+    try:
+        parts = urlsplit(text if "://" in text else f"http://{text}")
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", "Invalid IPv6 URL", "Port could not be cast ..."
+        return f"is not a valid address ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"has the scheme {parts.scheme!r}; only http and https are served"
+    if not parts.hostname:
+        return "has no host name"
+    if port == 0:
+        return "has port 0"
+    return None
 
 
 APP_SECTIONS = {"tui", "keys"}

@@ -24,6 +24,9 @@ def render(name: str, settings: Settings, **values: object) -> str:
         template = string.Template(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read the prompt {path}: {exc.strerror}", hint="check the file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"the prompt {path} is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})",
+                          hint="save it as UTF-8, or remove it to use the built-in prompt") from None
     try:
         return template.substitute({key: str(value) for key, value in values.items()}).strip()
     except (KeyError, ValueError) as exc:

@@ -49,3 +49,45 @@ def test_a_csv_field_over_128_kib_is_one_failed_row(shared_home: Path, tmp_path:
     assert [row["id"] for row in out] == ["1", "2"]
     assert out[0].get("label") in ("bug", "feature") and "error" in out[1]
     assert done.returncode == 1
+
+
+BAD_ADDRESSES = {
+    "http://127.0.0.1:99999/v1": "Port out of range",
+    "http://[::1/v1": "Invalid IPv6 URL",
+    "localhost:abc": "Port could not be cast",
+    "ftp://127.0.0.1/v1": "only http and https",
+    "http://:8000/v1": "no host name",
+}
+
+
+@pytest.mark.parametrize("address", BAD_ADDRESSES)
+def test_a_bad_server_address_is_one_clear_error_wherever_it_is_given(address: str, home: Path) -> None:
+    fragment = BAD_ADDRESSES[address]
+    flag = run_cli("run", "-b", "openai", "--base-url", address, "Hello", home=home)
+    assert flag.returncode == 2 and flag.stderr_text.startswith(f"error: --base-url {address!r}"), flag.stderr_text
+    host = run_cli("run", "-b", "ollama", "--host", address, "Hello", home=home)
+    assert host.returncode == 2 and host.stderr_text.startswith(f"error: --host {address!r}"), host.stderr_text
+    variable = run_cli("run", "-b", "openai", "Hello", home=home, env={"OPENAI_BASE_URL": address})
+    assert variable.returncode == 1 and "environment variable OPENAI_BASE_URL" in variable.stderr_text
+    (home / "config").mkdir(exist_ok=True)
+    (home / "config" / "config.toml").write_text(f"ollama_host = {json.dumps(address)}\n")
+    config = run_cli("list", home=home)
+    assert config.returncode == 1 and "config.toml: ollama_host" in config.stderr_text
+    for done in (flag, host, variable, config):
+        lines = done.stderr_text.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0] and "hint:" in lines[0], lines
+
+
+def test_an_ipv6_server_address_is_taken(home: Path) -> None:
+    done = run_cli("run", "-b", "ollama", "--host", "http://[::1]:9", "--timeout", "5", "Hello", home=home)
+    assert done.returncode == 1 and "cannot reach Ollama at http://[::1]:9" in done.stderr_text, done.stderr_text
+
+
+def test_a_prompt_override_that_is_not_utf8_is_named(home: Path) -> None:
+    prompts = home / "config" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "summarize.md").write_bytes(b"Summarize \xff\xfe this: $document\n")
+    done = run_cli("summarize", home=home, stdin="Some text to summarize.")
+    assert done.returncode == 1
+    assert done.stderr_text.strip() == (f"error: the prompt {prompts / 'summarize.md'} is not UTF-8 text (byte 10 is "
+                                        "0xff) — hint: save it as UTF-8, or remove it to use the built-in prompt")

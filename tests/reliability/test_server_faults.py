@@ -129,3 +129,33 @@ def test_connecting_to_a_server_that_streams_everywhere_does_not_hang() -> None:
         assert time.monotonic() - started < 20  # the probe gave up after a few KiB, not at the server's 30 s
     finally:
         server.shutdown()
+
+
+class AbsurdWindowHandler(EndlessHandler):
+    """The same fake, reporting model windows no server could have (vLLM's `max_model_len`, llama-cpp-python's
+    `meta.n_ctx_train`), as JSON's non-standard Infinity and NaN, a boolean and a 400-digit number."""
+
+    entries = [{"id": "inf", "object": "model", "max_model_len": float("inf")},
+               {"id": "nan", "object": "model", "max_model_len": float("nan"), "meta": {"n_ctx_train": float("inf")}},
+               {"id": "bool", "object": "model", "max_model_len": True},
+               {"id": "huge", "object": "model", "max_model_len": 10 ** 400}]
+
+    def do_GET(self) -> None:
+        body = json.dumps({"object": "list", "data": self.entries}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("model", ["inf", "nan", "bool", "huge"])
+def test_an_absurd_reported_window_is_ignored(model: str) -> None:
+    server = EndlessServer(("127.0.0.1", 0), AbsurdWindowHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with OpenAICompatBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=10) as backend:
+            served = backend.connect(model, ctx=4096)
+        assert served.n_ctx == 4096 and served.context_length is None
+    finally:
+        server.shutdown()
