@@ -234,10 +234,15 @@ def test_two_app_instances_writing_the_same_database_keep_both_conversations(tmp
 
     async def one_app(question: str) -> None:
         app = LocalLLMApp(settings, SHORT)
+        notes = record_notifications(app)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
             for turn in range(2):
-                await answered(pilot, pane, f"{question} ({turn})")
+                try:
+                    await answered(pilot, pane, f"{question} ({turn})")
+                except AssertionError as failure:
+                    raise AssertionError(f"turn {turn} of {question!r}: {failure}; the app said {notes}; focus on "
+                                         f"{app.focused!r}") from None
 
     async def both():
         await asyncio.gather(one_app("Name a fruit"), one_app("Name a tree"))

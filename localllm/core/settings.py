@@ -7,6 +7,7 @@ config file (``<config_dir>/config.toml``) > the defaults below. ``LOCALLLM_HOME
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -214,6 +215,11 @@ def _read_config(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})",
                           hint="check its permissions and encoding") from None
+    if data.get("api_key") and os.name == "posix":
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            logging.getLogger("localllm").warning(
+                f"note: {path} holds an API key and other users can read it (mode {mode:04o}): chmod 600 {path}")
     known = {f.name for f in _setting_fields()}
     values = {}
     for key, value in data.items():

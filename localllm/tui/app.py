@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
+from localllm.core.errors import LocalLLMError
 from localllm.core.options import PRESETS, GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tui.events import SettingsChanged
@@ -100,7 +101,7 @@ class LocalLLMApp(App):
             self.set_keymap(prefs.keys)
         for problem in prefs.problems:
             self.notify(problem, title="config", severity="warning", timeout=10)
-        self.theme_changed_signal.subscribe(self, lambda theme: self.preferences.save(theme=theme.name))
+        self.theme_changed_signal.subscribe(self, lambda theme: self.save_preferences(theme=theme.name))
 
         self._notices = NoticeHandler(self)
         logging.getLogger("localllm").addHandler(self._notices)
@@ -147,13 +148,21 @@ class LocalLLMApp(App):
         pane = self.panes[tab]
         await pane.run_action(action)
 
+    def save_preferences(self, **values) -> None:
+        """Into the config file; a file that cannot be written is said, and the session goes on with the values."""
+        try:
+            self.preferences.save(**values)
+        except LocalLLMError as exc:
+            self.notify(f"{exc.message}\n{exc.hint}" if exc.hint else exc.message, title="config not saved",
+                        severity="error", markup=False, timeout=15)
+
     def on_settings_changed(self, event: SettingsChanged) -> None:
-        self.preferences.save(**event.values)
+        self.save_preferences(**event.values)
 
     async def on_models_pane_use_model(self, event) -> None:
         await self.action_show_tab("chat")
         self.panes["chat"].load_model(event.name)
-        self.preferences.save(model=event.name)
+        self.save_preferences(model=event.name)
 
 
 class NoticeHandler(logging.Handler):

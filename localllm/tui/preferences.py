@@ -91,7 +91,7 @@ class Preferences:
             else:
                 tui[key] = value
             setattr(self, key, value)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        temporary.write_text(tomlkit.dumps(document), encoding="utf-8")
-        temporary.replace(self.path)
+        from localllm.core.files import write_text_atomically
+
+        # A file that holds a key stays readable by the user alone, whatever mode it had.
+        write_text_atomically(self.path, tomlkit.dumps(document), private="api_key" in document)

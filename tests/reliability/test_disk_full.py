@@ -40,3 +40,11 @@ def test_a_complete_write_replaces_the_file(tmp_path: Path) -> None:
     write_text_atomically(target, "print('newer')\n")
     assert target.read_text() == "print('newer')\n"
     assert [p.name for p in target.parent.iterdir()] == ["app.py"]
+
+
+def test_a_rewritten_file_keeps_its_permissions(tmp_path: Path) -> None:
+    script = tmp_path / "tool.py"
+    script.write_text("print('old')\n")
+    script.chmod(0o755)
+    write_text_atomically(script, "print('new')\n")
+    assert script.stat().st_mode & 0o777 == 0o755 and script.read_text() == "print('new')\n"
