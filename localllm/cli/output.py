@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any
 
+from localllm.core.printable import inert_text
+
 
 def use_color(stream=None) -> bool:
     stream = stream or sys.stdout
@@ -24,7 +26,9 @@ def console(stderr: bool = False):
 
 
 def error_line(message: str, hint: str | None = None, secrets: tuple[str, ...] = ()) -> str:
-    return redact(f"error: {message}" + (f" — hint: {hint}" if hint else ""), secrets)
+    """One line, whatever a server or a file put in the message: its control characters (escape sequences, line
+    breaks) are shown as escapes."""
+    return redact(inert_text(f"error: {message}" + (f" — hint: {hint}" if hint else ""), keep=""), secrets)
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -38,7 +42,7 @@ def note(text: str) -> None:
     """A remark for the person at the terminal; stdout stays clean for pipes."""
     prefix = "\x1b[2m" if use_color(sys.stderr) else ""
     suffix = "\x1b[0m" if prefix else ""
-    print(f"{prefix}{text}{suffix}", file=sys.stderr, flush=True)
+    print(f"{prefix}{inert_text(text)}{suffix}", file=sys.stderr, flush=True)
 
 
 def print_json(data: Any) -> None:
@@ -62,20 +66,9 @@ def human_count(count: int) -> str:
     return str(count)
 
 
-# Bidirectional overrides can make text read differently from what it is (a file name that hides its extension).
-_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
-
-
 def inert(value: object):
     """Text from a model file, a server or a file name, made safe to print: control characters (escape sequences,
     bells, bidi overrides) are shown as escapes, and Rich markup in it is printed as typed."""
-    import unicodedata
-
     from rich.text import Text
 
-    text = str(value)
-    if any(ch in _BIDI or (unicodedata.category(ch) == "Cc" and ch not in "\n\t") for ch in text):
-        text = "".join(ch.encode("unicode_escape").decode("ascii")
-                       if ch in _BIDI or (unicodedata.category(ch) == "Cc" and ch not in "\n\t") else ch
-                       for ch in text)
-    return Text(text)
+    return Text(inert_text(value))

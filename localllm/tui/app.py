@@ -16,6 +16,7 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import PRESETS, GenerationOptions
+from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
 from localllm.tui.events import SettingsChanged
 from localllm.tui.help import HelpScreen
@@ -147,6 +148,11 @@ class LocalLLMApp(App):
         await self.action_show_tab(tab)
         pane = self.panes[tab]
         await pane.run_action(action)
+
+    def notify(self, message: str, *, title: str = "", **kwargs) -> None:  # type: ignore[override]
+        """Every notification's text inert: error messages carry what servers and model files said, and a toast
+        is no place for their escape sequences."""
+        super().notify(inert_text(message), title=inert_text(title), **kwargs)
 
     def save_preferences(self, **values) -> None:
         """Into the config file; a file that cannot be written is said, and the session goes on with the values."""

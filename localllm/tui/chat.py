@@ -21,6 +21,7 @@ from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import ConversationStore
 from localllm.tui.events import SettingsChanged
+from localllm.tui.inert import plain
 from localllm.tui.params import ParameterPanel
 from localllm.tui.prompt import PromptArea
 from localllm.tui.shared_model import SharedModel
@@ -142,7 +143,7 @@ class ChatPane(Vertical):
         self._status(self._status_text())
 
     def _status(self, text: str) -> None:
-        self.query_one("#status", Static).update(text)
+        self.query_one("#status", Static).update(plain(text))
 
     def _status_text(self, rate: float | None = None) -> str:
         if self.session is None:

