@@ -85,7 +85,7 @@ class ConversationStore:
         self.on_problem: Callable[[StorageProblem], None] | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = _connect(str(path))
+            self._db = _connect_waiting(str(path))
         except (sqlite3.Error, OSError) as exc:
             self._db = _connect(":memory:")
             self.problem = self._describe(exc)
@@ -229,6 +229,22 @@ class ConversationStore:
             speaker = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
             lines += [f"**{speaker}:**", "", message.content + (" *(stopped)*" if message.stopped else ""), ""]
         return "\n".join(lines).rstrip() + "\n"
+
+
+def _connect_waiting(where: str, seconds: float = 30.0) -> sqlite3.Connection:
+    """``_connect``, waiting while another process holds the database: switching a new file to WAL, or a first
+    read while another connection recovers the WAL, answers "database is locked" at once, without the busy timeout
+    that every later statement gets."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return _connect(where)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (5, 6) or time.monotonic() > deadline:  # BUSY, LOCKED
+                raise
+            time.sleep(0.05)
 
 
 def _connect(where: str) -> sqlite3.Connection:
