@@ -44,25 +44,61 @@ class ChatSession:
         return ([Message("system", self.system)] if self.system else []) + history
 
     def fitted_messages(self, user_text: str) -> list[Message]:
-        """The prompt for the next turn: oldest turns are left out (and counted in ``dropped``) until it fits."""
+        """The prompt for the next turn: the oldest turns are left out (and counted in ``dropped``) until it fits."""
+        history = [*self.history, Message("user", user_text)]
+        fitted, dropped, tokens = self._fit(history)
+        if fitted is None:
+            window, reserve = self.model.backend.context_window, answer_reserve(
+                self.model.backend.context_window, self.options.max_tokens)
+            raise ContextOverflow(
+                f"this message has {tokens} tokens; with {reserve} kept for the answer it exceeds the "
+                f"{window}-token window", hint="send a shorter message, or restart with -o ctx=N",
+                prompt_tokens=tokens, window=window)
+        self.dropped = dropped
+        return fitted
+
+    def context_used(self) -> tuple[int, int]:
+        """(tokens the history takes in the next prompt, messages of it that no longer fit), for a context meter."""
+        if not self.history:
+            return 0, 0
+        fitted, dropped, tokens = self._fit(self.history)
+        return tokens, dropped
+
+    def _fit(self, history: list[Message]) -> tuple[list[Message] | None, int, int]:
+        """The messages with as few of the oldest left out as fits, how many were left out, and their tokens; None
+        when even the last message alone does not fit. A whole exchange is left out at a time, so the history never
+        starts with an answer. The cut is searched from the newest end, doubling then bisecting, so the cost
+        follows the window, not the history: a conversation of thousands of messages is never counted whole."""
         backend = self.model.backend
         window = backend.context_window
         reserve = answer_reserve(window, self.options.max_tokens)
-        history = [*self.history, Message("user", user_text)]
-        dropped = 0
-        while backend.count_prompt_tokens(self._messages(history)) + reserve > window:
-            if len(history) <= 1:
-                tokens = backend.count_prompt_tokens(self._messages(history))
-                raise ContextOverflow(
-                    f"this message has {tokens} tokens; with {reserve} kept for the answer it exceeds the "
-                    f"{window}-token window", hint="send a shorter message, or restart with -o ctx=N",
-                    prompt_tokens=tokens, window=window)
-            # Drop a whole exchange so the history never starts with an assistant reply.
-            cut = 2 if len(history) > 2 and history[1].role == "assistant" else 1
-            history = history[cut:]
-            dropped += cut
-        self.dropped = dropped
-        return self._messages(history)
+        cuts = [0, *(cut for cut in range(1, len(history)) if history[cut].role != "assistant")]
+        counted: dict[int, int] = {}
+
+        def fits(index: int) -> bool:
+            if index not in counted:
+                counted[index] = backend.count_prompt_tokens(self._messages(history[cuts[index]:]))
+            return counted[index] + reserve <= window
+
+        last = len(cuts) - 1
+        if not fits(last):
+            return None, 0, counted[last]
+        good, step = last, 1
+        while good > 0:  # widen towards the oldest message while it still fits
+            probe = max(0, good - step)
+            if not fits(probe):
+                bad = probe
+                break
+            good, step = probe, step * 2
+        else:
+            return self._messages(history), 0, counted[0]
+        while bad + 1 < good:  # cuts[bad] does not fit, cuts[good] does
+            middle = (bad + good) // 2
+            if fits(middle):
+                good = middle
+            else:
+                bad = middle
+        return self._messages(history[cuts[good]:]), cuts[good], counted[good]
 
     def send(self, user_text: str) -> Response:
         """Stream the answer; the exchange joins the history when the stream ends or is stopped."""

@@ -13,6 +13,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Static
 
 from localllm.core.errors import LocalLLMError
@@ -34,6 +35,8 @@ from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
 SAVE_INTERVAL_S = 1.0
+SHOWN_MESSAGES = 50
+"""The latest messages of a conversation shown when it is opened."""
 """How often a streaming answer's text so far is written to the store."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
@@ -150,14 +153,12 @@ class ChatPane(Vertical):
             return "loading the model…"
         loaded = self.session.model
         window = loaded.plan.n_ctx
-        used = 0
-        if self.session.history:
-            used = loaded.backend.count_prompt_tokens(self.session._messages(self.session.history))
+        used, left_out = self.session.context_used()
         parts = [loaded.ref.name, loaded.choice.name, f"context {used}/{window}"]
         if rate:
             parts.insert(2, f"{rate:.0f} tokens/s")
-        if self.session.dropped:
-            parts.append(f"⚠ {self.session.dropped} earlier message(s) left out to fit the window")
+        if left_out:
+            parts.append(f"⚠ {left_out} earlier message(s) left out to fit the window")
         return " · ".join(parts)
 
     def action_pick_model(self) -> None:
@@ -240,7 +241,14 @@ class ChatPane(Vertical):
         history, stored = [], self.store.messages(self.conversation_id)
         from localllm.tui.answer import ChatMessage
 
-        await log.mount_all([ChatMessage(message.role, message.content) for message in stored])
+        # A long conversation shows its latest messages: thousands of Markdown widgets would take minutes to
+        # mount. The whole of it stays in the history (and in an export).
+        hidden = max(0, len(stored) - SHOWN_MESSAGES)
+        shown: list[Widget] = [ChatMessage(message.role, message.content) for message in stored[hidden:]]
+        if hidden:
+            shown.insert(0, Static(plain(f"… {hidden:,} earlier messages are not shown here (Ctrl+S exports the "
+                                         "whole conversation)"), classes="hidden-messages"))
+        await log.mount_all(shown)
         history = [Message(message.role, message.content) for message in stored]
         self._last_ids = [m.id for m in stored[-2:]] if len(stored) >= 2 and stored[-1].role == "assistant" else []
         if self.session is not None:
