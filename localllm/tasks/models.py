@@ -202,6 +202,24 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
     A second process pulling the same file waits for the first and then finds the model installed.
     The fit is judged from the file's own header, fetched before the download (and kept as its first bytes).
     """
+    try:
+        return _pull(settings, target, report, force=force, progress=progress, max_rate=max_rate, on_wait=on_wait,
+                     on_plan=on_plan, cancel=cancel)
+    except OSError as exc:
+        import errno
+
+        if exc.errno not in (errno.EROFS, errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise  # not the models folder's fault
+        where = exc.filename or target.target.parent
+        raise LocalLLMError(f"cannot write {where}: {exc.strerror or exc}; a partial download, if any, is kept",
+                            hint="free some space or check the folder's permissions (LOCALLLM_HOME moves the "
+                            "store), then pull again to resume") from None
+
+
+def _pull(settings: Settings, target: PullTarget, report: HardwareReport, *, force: bool,
+          progress: transfer.ProgressCallback | None, max_rate: int | None,
+          on_wait: Callable[[str], None] | None, on_plan: Callable[[LoadPlan], None] | None,
+          cancel: threading.Event | None) -> PullResult:
     lock = transfer.TransferLock(target.target)
     if not lock.try_acquire():
         if on_wait:

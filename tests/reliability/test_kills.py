@@ -80,4 +80,5 @@ def test_a_pull_into_a_folder_that_cannot_be_written_is_one_clear_error(tmp_path
     assert done.returncode == 1, done.stderr_text
     lines = done.stderr_text.strip().splitlines()
     assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr_text, lines
-    assert "read-only" in lines[-1].lower() or "permission" in lines[-1].lower(), lines
+    assert lines[-1].startswith(f"error: cannot write {models}"), lines
+    assert "Read-only file system" in lines[-1] or "Permission denied" in lines[-1], lines
