@@ -92,3 +92,26 @@ def test_markup_and_escapes_in_a_conversation_title_are_shown_as_typed(tmp_path:
             return str(title.render())
 
     assert run(session()) == "What does [/bold] close? \\x1b[2J"
+
+
+# Where localllm starts processes, and why; nothing else may. Documents, answers and model files are data: a task
+# that ran code from them would have to call one of these.
+PROCESS_STARTERS = {
+    "localllm/backends/chat_templates.py": "the bounded template renderer: this package's own module",
+    "localllm/backends/llamacpp_check.py": "the llama.cpp self-check: this package's own module",
+    "localllm/hardware/detect.py": "nvidia-smi, rocm-smi and sysctl with fixed arguments",
+}
+CODE_RUNNERS = ("subprocess", "os.system", "os.popen", "os.exec", "os.spawn", "eval(", "exec(", "pickle",
+                "shell=True", "__import__(", "runpy")
+
+
+def test_no_task_runs_code_from_its_input() -> None:
+    root = Path(__file__).resolve().parents[2]
+    found = {}
+    for path in sorted((root / "localllm").rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        used = [word for word in CODE_RUNNERS if word in source]
+        if used:
+            found[str(path.relative_to(root))] = used
+    assert set(found) == set(PROCESS_STARTERS), found
+    assert all(set(used) <= {"subprocess"} for used in found.values()), found
