@@ -56,3 +56,16 @@ def test_sigint_with_json_keeps_the_partial_answer_as_json(shared_home: Path) ->
     assert process.returncode == 130, err.decode()[-500:]
     answer = json.loads(out)
     assert answer["finish_reason"] == "cancelled" and answer["text"].strip()
+
+
+def test_a_native_crash_while_stderr_is_silenced_still_leaves_a_message() -> None:
+    """What llama-cpp-python does while a model loads (fd 2 pointed at /dev/null), then what a llama.cpp assertion
+    does (abort): the report still reaches the real stderr."""
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom localllm.cli import report_native_crashes\nreport_native_crashes()\n"
+            "silence = os.open(os.devnull, os.O_WRONLY)\nos.dup2(silence, 2)\nos.abort()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode < 0
+    assert "Fatal Python error: Aborted" in done.stderr and 'File "<string>", line 6' in done.stderr
