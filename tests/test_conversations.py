@@ -27,7 +27,7 @@ def test_a_conversation_survives_reopening_and_a_deleted_one_is_gone(tmp_path):
     assert count == 0  # the cascade removed the deleted conversation's messages
     assert reopened.list(search="danube")[0].id == only.id and reopened.list(search="nile") == []
     markdown = reopened.export_markdown(only.id)
-    assert markdown.startswith("# European rivers") and "The Danube *(stopped)*" in markdown
+    assert markdown.startswith("# European rivers") and "The Danube *(stopped before the end)*" in markdown
 
 
 def _writer(path, label, count):
@@ -58,4 +58,4 @@ def test_migrations_are_recorded_once(tmp_path):
     ConversationStore(tmp_path / "m.db").close()
     store = ConversationStore(tmp_path / "m.db")
     names = [row[0] for row in store._db.execute("SELECT name FROM migrations ORDER BY name")]
-    assert names == ["001_conversations", "002_messages", "003_messages_by_conversation"]
+    assert names == ["001_conversations", "002_messages", "003_messages_by_conversation", "004_messages_finish"]

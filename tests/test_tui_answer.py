@@ -60,3 +60,30 @@ def test_the_buffer_hands_over_text_in_order():
     for piece in ("a", "b", "c"):
         buffer.put(piece)
     assert buffer.take() == "abc" and buffer.take() == ""
+
+
+def test_a_message_is_shown_as_typed_and_html_in_an_answer_is_shown() -> None:
+    from localllm.tui.answer import ChatMessage
+
+    typed = "What does the <div> tag do in *HTML*? [/bold] # not a heading"
+    answer = "The <div> element groups content; `<span>` is inline.\n\n```html\n<p>hi</p>\n```\n"
+
+    class Host(App):
+        def compose(self):
+            yield ChatMessage("user", typed)
+            yield ChatMessage("assistant", answer)
+
+    async def session():
+        app = Host()
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            user, reply = app.query(ChatMessage)
+            shown_user = str(user.query_one("Static.typed").render())
+            paragraphs = [str(block._content) for block in reply.query("MarkdownParagraph")]
+            fences = [str(block.code) for block in reply.query("MarkdownFence")]
+            return shown_user, user.text, paragraphs, fences
+
+    shown_user, text, paragraphs, fences = run(session())
+    assert shown_user == typed and text == typed
+    assert paragraphs == ["The <div> element groups content; <span> is inline."]
+    assert fences == ["<p>hi</p>"]

@@ -38,7 +38,13 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             created TEXT NOT NULL
         )"""),
     ("003_messages_by_conversation", "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)"),
+    # How an answer ended: stop, length (its token limit), window (the context was full), stopped (by the user, or
+    # the app ended first); NULL for messages stored before this column and for the user's.
+    ("004_messages_finish", "ALTER TABLE messages ADD COLUMN finish TEXT"),
 )
+FINISH_NOTES = {"length": "cut: the answer reached its token limit", "window": "cut: the context window is full",
+                "stopped": "stopped before the end"}
+"""What a message's end says, where it is not a normal one."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,8 @@ class StoredMessage:
     stopped: bool
     """The answer was stopped before it ended."""
     created: str
+    finish: str | None = None
+    """How the answer ended (see FINISH_NOTES); None: normally, or not recorded."""
 
 
 # SQLite's primary result codes for a file that cannot be written or read: PERM, READONLY, IOERR, CORRUPT, FULL,
@@ -205,20 +213,20 @@ class ConversationStore:
 
         return StoredMessage(_row_id(self._run(insert)), role, content, stopped, now)
 
-    def update_message(self, message_id: int, content: str, *, stopped: bool) -> None:
+    def update_message(self, message_id: int, content: str, *, stopped: bool, finish: str | None = None) -> None:
         """An answer's text so far (``stopped`` until it ends), so a crash or a kill keeps what was written."""
-        self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ? WHERE id = ?",
-                                        (content, int(stopped), message_id)))
+        self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ?, finish = ? WHERE id = ?",
+                                        (content, int(stopped), finish, message_id)))
 
     def delete_message(self, message_id: int) -> None:
         self._run(lambda db: db.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
 
     def messages(self, conversation_id: int) -> builtins.list[StoredMessage]:
-        rows = self._run(lambda db: db.execute("SELECT id, role, content, stopped, created FROM messages "
+        rows = self._run(lambda db: db.execute("SELECT id, role, content, stopped, created, finish FROM messages "
                                                "WHERE conversation_id = ? ORDER BY id", (conversation_id,)).fetchall(),
                          write=False)
-        return [StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"])
-                for row in rows]
+        return [StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"],
+                              row["finish"] or ("stopped" if row["stopped"] else None)) for row in rows]
 
     def export_markdown(self, conversation_id: int) -> str:
         conversation = self.get(conversation_id)
@@ -227,7 +235,8 @@ class ConversationStore:
             lines += [f"*System:* {conversation.system}", ""]
         for message in self.messages(conversation_id):
             speaker = {"user": "You", "assistant": "Assistant", "system": "System"}[message.role]
-            lines += [f"**{speaker}:**", "", message.content + (" *(stopped)*" if message.stopped else ""), ""]
+            note = FINISH_NOTES.get(message.finish or "")
+            lines += [f"**{speaker}:**", "", message.content + (f" *({note})*" if note else ""), ""]
         return "\n".join(lines).rstrip() + "\n"
 
 

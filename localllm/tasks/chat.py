@@ -106,6 +106,27 @@ class ChatSession:
         return Response(self.model.backend.chat(messages, self.options),
                         on_done=lambda response: self._record(user_text, response))
 
+    def continue_answer(self) -> Response:
+        """More of the last answer (cut at its token limit, or stopped): the model goes on from its last word, and
+        the longer answer takes the old one's place in the history."""
+        if len(self.history) < 2 or self.history[-1].role != "assistant":
+            raise UsageError("there is no answer to continue", hint="send a message first")
+        question, partial = self.history[-2], self.history[-1]
+        earlier, self.history = self.history, self.history[:-2]
+        try:
+            messages = self.fitted_messages(question.content)
+        finally:
+            self.history = earlier
+        options = self.options.with_overrides(answer_prefix=partial.content)
+        return Response(self.model.backend.chat(messages, options), on_done=self._record_continued)
+
+    def _record_continued(self, response: Response) -> None:
+        self.history[-1] = Message("assistant", response.partial_text)
+        if response.final is not None:
+            self.stats.last = response.final
+            self.stats.prompt_tokens += response.final.usage.prompt_tokens
+            self.stats.completion_tokens += response.final.usage.completion_tokens
+
     def _record(self, user_text: str, response: Response) -> None:
         self.history.append(Message("user", user_text))
         self.history.append(Message("assistant", response.partial_text))

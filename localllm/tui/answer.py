@@ -22,6 +22,14 @@ from textual.widgets import Markdown
 FENCE = re.compile(r"\s{0,3}(```|~~~)")
 
 
+def answer_markdown(text: str = "", **kwargs) -> Markdown:
+    """Markdown for a model's text: HTML in it is shown as typed (``<div>``), not taken as markup that Textual
+    then drops."""
+    from markdown_it import MarkdownIt
+
+    return Markdown(text, parser_factory=lambda: MarkdownIt("gfm-like", {"html": False}), **kwargs)
+
+
 class TextBuffer:
     """Text handed from the generating thread to the event loop without blocking the thread."""
 
@@ -40,9 +48,10 @@ class TextBuffer:
         return text
 
 
-def pump(response, buffer: TextBuffer, stop: threading.Event) -> None:
+def pump(response, buffer: TextBuffer, stop: threading.Event, skip: int = 0) -> None:
     """In a worker thread: feed ``response``'s text into ``buffer`` until it ends, or until ``stop`` is set, which
-    closes it (decoding stops and the partial answer stays in the response)."""
+    closes it (decoding stops and the partial answer stays in the response). The first ``skip`` characters are
+    already on screen (an answer being continued starts with its own text so far)."""
     from localllm.core.chunks import TextChunk
 
     for chunk in response:
@@ -50,7 +59,10 @@ def pump(response, buffer: TextBuffer, stop: threading.Event) -> None:
             response.close()
             return
         if isinstance(chunk, TextChunk) and chunk.text:
-            buffer.put(chunk.text)
+            text = chunk.text[skip:]
+            skip = max(0, skip - len(chunk.text))
+            if text:
+                buffer.put(text)
 
 
 def is_fence(line: str) -> bool:
@@ -89,7 +101,7 @@ class StreamingAnswer(Vertical):
         super().__init__(**kwargs)
         self._initial = text
         self._parts: list[str] = []
-        self._live = Markdown(text)
+        self._live = answer_markdown(text)
         self._live_text = ""
         self._in_fence = False
         self._line_start = 0
@@ -137,7 +149,7 @@ class StreamingAnswer(Vertical):
     async def _new_part(self) -> None:
         self._parts.append(self._live_text)
         self._live_text, self._line_start = "", 0
-        self._live = Markdown("")
+        self._live = answer_markdown()
         await self.mount(self._live)
 
     async def finish(self, full_text: str | None = None) -> None:
@@ -153,7 +165,7 @@ class StreamingAnswer(Vertical):
             await self.remove_children()
             self._parts, self._in_fence, self._line_start, self._live_text = [], False, 0, ""
             self._track(full_text)
-            self._live = Markdown(full_text)
+            self._live = answer_markdown(full_text)
             await self.mount(self._live)
             return
         await self._live.update(self._live_text)
@@ -165,6 +177,8 @@ class ChatMessage(StreamingAnswer, can_focus=True):
     DEFAULT_CSS = """
     ChatMessage { padding: 0 1; }
     ChatMessage.user { background: $boost; margin: 1 0 0 0; }
+    ChatMessage > Static.typed { padding: 1 0; }
+    ChatMessage > Static.finish { color: $warning; padding: 0 0 1 0; }
     ChatMessage:focus { border-left: thick $accent; }
     """
     BINDINGS = [
@@ -172,9 +186,44 @@ class ChatMessage(StreamingAnswer, can_focus=True):
         Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
     ]
 
-    def __init__(self, role: str, text: str = "") -> None:
+    def __init__(self, role: str, text: str = "", note: str | None = None) -> None:
         super().__init__(text, classes=role)
         self.role = role
+        self._note = note
+        """How the answer ended, where not normally (cut, stopped): a line under it."""
+
+    def compose(self):
+        if self.role != "user":
+            yield from super().compose()
+            if self._note:
+                yield self._note_line(self._note)
+            return
+        # The user's own words, exactly as typed: not Markdown (a `*` or a `#` would change them), not markup.
+        from textual.widgets import Static
+
+        from localllm.tui.inert import plain
+
+        self._live_text = self._initial
+        yield Static(plain(self._initial), classes="typed")
+
+    @staticmethod
+    def _note_line(note: str):
+        from textual.widgets import Static
+
+        from localllm.tui.inert import plain
+
+        return Static(plain(note), classes="finish")
+
+    async def mark(self, note: str | None) -> None:
+        """Say (or stop saying) under the answer how it ended."""
+        await self.query("Static.finish").remove()
+        self._note = note
+        if note:
+            await self.mount(self._note_line(note))
+
+    async def _new_part(self) -> None:
+        await self.query("Static.finish").remove()  # a continued answer grows below its old end
+        await super()._new_part()
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)

@@ -53,6 +53,7 @@ class ChatPane(Vertical):
         Binding("escape", "stop", "Stop", id="chat.stop"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
         Binding("ctrl+r", "regenerate", "Regenerate", id="chat.regenerate"),
+        Binding("f8", "continue_answer", "Continue", id="chat.continue", show=False),
         Binding("ctrl+g", "edit_last", "Edit last", id="chat.edit", show=False),
         Binding("ctrl+o", "toggle_parameters", "Parameters", id="chat.parameters"),
         Binding("ctrl+l", "pick_model", "Model", id="chat.model"),
@@ -66,6 +67,7 @@ class ChatPane(Vertical):
         # action → what the command palette says
         "new_conversation": "Chat: start a new conversation",
         "regenerate": "Chat: regenerate the last answer",
+        "continue_answer": "Chat: continue the last answer (cut or stopped)",
         "edit_last": "Chat: edit and resend the last prompt",
         "copy_last": "Chat: copy the last answer",
         "copy_last_code": "Chat: copy the last answer's first code block",
@@ -99,6 +101,8 @@ class ChatPane(Vertical):
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
         self._answer_text = ""
         self._saved_at = 0.0
+        self._last_finish: str | None = None
+        """How the last answer ended (conversations.FINISH_NOTES), for continue."""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -244,13 +248,15 @@ class ChatPane(Vertical):
         # A long conversation shows its latest messages: thousands of Markdown widgets would take minutes to
         # mount. The whole of it stays in the history (and in an export).
         hidden = max(0, len(stored) - SHOWN_MESSAGES)
-        shown: list[Widget] = [ChatMessage(message.role, message.content) for message in stored[hidden:]]
+        shown: list[Widget] = [ChatMessage(message.role, message.content, self._finish_note(message.finish))
+                               for message in stored[hidden:]]
         if hidden:
             shown.insert(0, Static(plain(f"… {hidden:,} earlier messages are not shown here (Ctrl+S exports the "
                                          "whole conversation)"), classes="hidden-messages"))
         await log.mount_all(shown)
         history = [Message(message.role, message.content) for message in stored]
         self._last_ids = [m.id for m in stored[-2:]] if len(stored) >= 2 and stored[-1].role == "assistant" else []
+        self._last_finish = stored[-1].finish if self._last_ids else None
         if self.session is not None:
             self.session.history = history
             self.session.system = conversation.system
@@ -419,7 +425,7 @@ class ChatPane(Vertical):
         del self.session.history[-2:]
         for message_id in self._last_ids:
             self.store.delete_message(message_id)
-        self._last_ids = []
+        self._last_ids, self._last_finish = [], None
         for widget in self._messages_in_log()[-2:]:
             await widget.remove()
         return prompt
@@ -437,8 +443,26 @@ class ChatPane(Vertical):
             box.insert(prompt)
             box.focus()
 
+    async def action_continue_answer(self) -> None:
+        answer = self._messages_in_log()[-1] if self._messages_in_log() else None
+        if (self.generating or self.session is None or answer is None or answer.role != "assistant"
+                or len(self._last_ids) != 2 or self._last_finish not in ("length", "stopped")):
+            self.app.notify("there is no cut or stopped answer to continue", severity="warning")
+            return
+        from localllm.tui.answer import TextBuffer
+
+        if self._buffer is None:
+            self._buffer = TextBuffer()
+        self._answer, self._answer_text, self._saved_at = answer, answer.text, time.monotonic()
+        await answer.mark(None)
+        self.generating = True
+        self._stop.clear()
+        self._generation_done.clear()
+        self.generate(answer.text, continuing=True)
+
     @work(thread=True, exclusive=True, group="generation")
-    def generate(self, text: str) -> None:
+    def generate(self, text: str, continuing: bool = False) -> None:
+        """The answer to ``text``; with ``continuing``, more of the last answer, whose text so far is ``text``."""
         response = None
         error = None
         session, buffer = self.session, self._buffer
@@ -447,14 +471,14 @@ class ChatPane(Vertical):
             from localllm.tui.answer import pump
 
             with self.shared.use():
-                response = session.send(text)
-                pump(response, buffer, self._stop)
+                response = session.continue_answer() if continuing else session.send(text)
+                pump(response, buffer, self._stop, skip=len(text) if continuing else 0)
         except LocalLLMError as exc:
             error = exc
         self._outcome = (text, response, error)
         self._generation_done.set()
         if not self._closing:
-            self.app.call_from_thread(self._finish, text, response, error)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
+            self.app.call_from_thread(self._finish, text, response, error, continuing)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
 
     async def _drain(self) -> None:
         if self._answer is not None and self._buffer is not None:
@@ -467,7 +491,7 @@ class ChatPane(Vertical):
                     self.store.update_message(self._last_ids[1], self._answer_text, stopped=True)
                     self._saved_at = time.monotonic()
 
-    async def _finish(self, text: str, response, error) -> None:
+    async def _finish(self, text: str, response, error, continuing: bool = False) -> None:
         if self._closing:
             return
         await self._drain()
@@ -475,23 +499,68 @@ class ChatPane(Vertical):
         assert answer is not None, "_ask mounted it"
         self.generating = False
         if error is not None:
-            await answer.finish(f"*{error.message}*")
-            self.app.notify(error.hint or error.message, title="error", severity="error")
-            self._unsave_failed_exchange(text)
+            if continuing:  # the answer stays as it was
+                await answer.mark(self._finish_note(self._last_finish))
+                self.app.notify(f"{error.message}\n{error.hint}" if error.hint else error.message,
+                                title="not continued", severity="error", markup=False)
+                return
+            await self._refuse(text, answer, error)
             return
         full = response.partial_text if response is not None else ""
-        stopped = response is None or response.final is None
+        finish = self._finish_kind(response)
         await answer.finish(full)
-        self._save_answer(response)
+        await answer.mark(self._finish_note(finish))
+        self._last_finish = finish
+        self._save_answer(response, finish)
         rate = response.final.tokens_per_second if response is not None and response.final else None
-        self._status(self._status_text(rate) + (" · stopped" if stopped else ""))
+        self._status(self._status_text(rate) + {"stopped": " · stopped", "length": " · cut at the token limit",
+                                                "window": " · cut: the window is full"}.get(finish, ""))
         self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
-    def _save_answer(self, response) -> None:
+    def _finish_kind(self, response) -> str:
+        """stop, length (the answer's token limit), window (the context filled up) or stopped."""
+        if response is None or response.final is None or response.final.finish_reason in ("cancelled", "error"):
+            return "stopped"
+        if response.final.finish_reason != "length":
+            return "stop"
+        limit = self.session.options.max_tokens if self.session is not None else None
+        return "length" if limit and response.final.usage.completion_tokens >= limit else "window"
+
+    @staticmethod
+    def _finish_note(finish: str | None) -> str | None:
+        from localllm.store.conversations import FINISH_NOTES
+
+        note = FINISH_NOTES.get(finish or "")
+        if note is None:
+            return None
+        if finish == "window":
+            return f"✂ {note}: start a new chat, or raise the context in the parameters (Ctrl+O)"
+        return f"{'✂' if finish == 'length' else '■'} {note} · F8 continues"
+
+    async def _refuse(self, text: str, answer, error: LocalLLMError) -> None:
+        """A prompt that got no answer: an over-long one leaves no trace in the log (the text goes back to the box
+        and the message says by how much it is over); another failure stays in the log as what happened."""
+        from localllm.core.errors import ContextOverflow
+
+        if isinstance(error, ContextOverflow) and error.window:
+            log_messages = self._messages_in_log()
+            for widget in log_messages[-2:]:
+                await widget.remove()
+            self.app.notify(f"this message is {error.prompt_tokens:,} tokens, over the {error.window:,}-token "
+                            "window (with room kept for the answer)\nshorten it, raise the context in the "
+                            "parameters (Ctrl+O), or summarize it in the Summarize pane (F3)",
+                            title="not sent", severity="error", markup=False, timeout=15)
+        else:
+            await answer.finish(f"*{error.message}*")
+            self.app.notify(error.hint or error.message, title="error", severity="error", markup=False)
+        self._unsave_failed_exchange(text)
+
+    def _save_answer(self, response, finish: str | None = None) -> None:
         if len(self._last_ids) == 2:
             full = response.partial_text if response is not None else self._answer_text
-            self.store.update_message(self._last_ids[1], full,
-                                      stopped=response is None or response.final is None)
+            stopped = response is None or response.final is None
+            self.store.update_message(self._last_ids[1], full, stopped=stopped,
+                                      finish=finish or ("stopped" if stopped else None))
 
     def _unsave_failed_exchange(self, text: str) -> None:
         """A prompt that got no answer (refused, or the backend failed) leaves the store as it was, and its text
@@ -515,6 +584,6 @@ class ChatPane(Vertical):
             response = None
             if self._generation_done.wait(timeout=5) and self._outcome is not None:
                 _text, response, _error = self._outcome
-            self._save_answer(response)
+            self._save_answer(response, self._finish_kind(response))
         self.store.close()
 

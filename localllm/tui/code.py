@@ -21,7 +21,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
-from localllm.tui.answer import TextBuffer, pump
+from localllm.tui.answer import TextBuffer, answer_markdown, pump
 from localllm.tui.shared_model import SharedModel
 
 ACTIONS = {
@@ -150,7 +150,7 @@ class CodePane(Vertical):
         with Horizontal(id="code-main"):
             yield TextArea.code_editor("", id="code-editor", placeholder="open a file, or type code here")
             with VerticalScroll(id="code-answer"):
-                yield Markdown(ANSWER_PLACEHOLDER, id="code-result")
+                yield answer_markdown(ANSWER_PLACEHOLDER, id="code-result")
         with Horizontal():
             yield Select([(label, name) for name, (label, _) in ACTIONS.items()], value="explain", allow_blank=False,
                          id="code-action")

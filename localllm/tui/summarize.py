@@ -19,7 +19,7 @@ from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks.documents import Document
 from localllm.tasks.summarize import STYLES
-from localllm.tui.answer import TextBuffer
+from localllm.tui.answer import TextBuffer, answer_markdown
 from localllm.tui.shared_model import SharedModel
 
 STYLE_LABELS = {"tldr": "TL;DR", "bullets": "Bullet points", "executive": "Executive summary", "detailed": "Detailed"}
@@ -130,7 +130,7 @@ class SummarizePane(Vertical):
         with Horizontal(id="sum-main"):
             yield TextArea("", id="sum-text", placeholder="paste text to summarize here")
             with VerticalScroll(id="sum-answer"):
-                yield Markdown(RESULT_PLACEHOLDER, id="sum-result")
+                yield answer_markdown(RESULT_PLACEHOLDER, id="sum-result")
         with Horizontal():
             yield Input(placeholder="new file for the summary (an existing file is never overwritten)",
                         id="sum-save-path")

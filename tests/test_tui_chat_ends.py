@@ -1,0 +1,111 @@
+"""How an answer ends is shown, stored and acted on, on the real bundled model: an answer cut at its token limit
+is marked in the message and the status bar, stored as cut, and F8 continues it from its last word; a stopped
+answer is marked, and still marked after the app restarts; an over-long message is refused before it is added:
+the text stays in the box, no conversation is left behind, and the message says by how much it is over."""
+
+from conftest import settings_for
+from tui_helpers import ask, record_notifications, run, wait_until
+
+from localllm.core.options import preset
+from localllm.store.conversations import ConversationStore
+from localllm.tui.app import LocalLLMApp
+from localllm.tui.chat import ChatPane
+from localllm.tui.prompt import PromptArea
+
+STORY = "Write a long story about a dragon who learns to bake bread."
+
+
+def stored(settings):
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    try:
+        return [(m.role, m.content, m.finish) for c in store.list() for m in store.messages(c.id)]
+    finally:
+        store.close()
+
+
+def finish_line(pane: ChatPane) -> str:
+    lines = pane.query("ChatMessage Static.finish")
+    return str(lines.last().render()) if lines else ""
+
+
+def test_a_cut_answer_is_marked_stored_and_continued(tmp_path):
+    settings = settings_for(tmp_path)
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
+        notes = record_notifications(app)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            turns = await ask(pilot, pane, STORY)
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
+            await pilot.pause()
+            cut = (finish_line(pane), str(pane.query_one("#status").render()), pane.session.history[-1].content)
+            await pilot.press("f8")
+            try:
+                await wait_until(pilot, lambda: not pane.generating and len(pane.session.history[-1].content) > len(
+                    cut[2]), timeout=30)
+            except AssertionError:
+                raise AssertionError(f"not continued; the app said {notes}; focus on {app.focused!r}") from None
+            await pilot.pause()
+            return cut, finish_line(pane), pane.session.history[-1].content, pane._messages_in_log()[-1].text
+
+    (line, status, first), again, continued, shown = run(session())
+    assert line == "✂ cut: the answer reached its token limit · F8 continues"
+    assert "cut at the token limit" in status
+    assert continued.startswith(first) and len(continued) > len(first) and shown == continued
+    assert again.startswith("✂ cut")  # the continuation had 8 tokens too
+    assert stored(settings) == [("user", STORY, None), ("assistant", continued, "length")]
+
+
+def test_a_stopped_answer_is_marked_and_stays_marked_after_a_restart(tmp_path):
+    settings = settings_for(tmp_path)
+
+    async def first_session():
+        app = LocalLLMApp(settings, preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await ask(pilot, pane, STORY)
+            await wait_until(pilot, lambda: len(pane._messages_in_log()[-1].text) > 20)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.generating)
+            await pilot.pause()
+            return finish_line(pane)
+
+    async def second_session():
+        app = LocalLLMApp(settings, preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            conversation = pane.store.list()[0]
+            pane.sidebar.post_message(pane.sidebar.Opened(conversation.id))
+            await wait_until(pilot, lambda: len(pane._messages_in_log()) == 2)
+            await pilot.pause()
+            return finish_line(pane)
+
+    assert run(first_session()) == "■ stopped before the end · F8 continues"
+    assert stored(settings)[-1][2] == "stopped"
+    assert run(second_session()) == "■ stopped before the end · F8 continues"
+
+
+def test_an_over_long_message_is_refused_and_kept_in_the_box(tmp_path):
+    settings = settings_for(tmp_path, ctx=512)
+    pasted = "The quick brown fox jumps over the lazy dog. " * 300
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
+        notes = record_notifications(app)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None)
+            pane.query_one("#prompt", PromptArea).insert(pasted)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: any(title == "error" for title, _ in notes))
+            await wait_until(pilot, lambda: not pane.generating)
+            await pilot.pause()
+            return notes, pane.query_one("#prompt", PromptArea).text, len(pane._messages_in_log())
+
+    notes, box, logged = run(session())
+    assert box == pasted.strip() and logged == 0
+    assert stored(settings) == []
+    message = next(text for severity, text in notes if severity == "error")
+    assert message.startswith("not sent: this message is ") and "over the 512-token window" in message
+    assert "Ctrl+O" in message and "-o ctx" not in message
