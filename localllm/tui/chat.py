@@ -4,6 +4,7 @@ the model, its speed, a context meter and a warning when earlier messages no lon
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from pathlib import Path
@@ -204,6 +205,7 @@ class ChatPane(Vertical):
                 if model != loaded.served.name]
 
     def _switch_to(self, name: str | None) -> None:
+        self.focus_prompt()
         if name:
             self.session = None
             self._status(f"loading {name}…")
@@ -228,6 +230,8 @@ class ChatPane(Vertical):
             await slot.mount(ParameterPanel(self.options, self.settings.preset, id="params"))
         slot.toggle_class("closed")
         self.query_one(ParameterPanel).set_class(not slot.has_class("closed"), "open")
+        if slot.has_class("closed"):
+            self.focus_prompt()
 
     # -- conversations ---------------------------------------------------------------------------------------------
     @property
@@ -263,10 +267,18 @@ class ChatPane(Vertical):
             self.session.dropped = 0
         self._status(self._status_text())
         log.scroll_end(animate=False)
+        self.focus_prompt()
+
+    def focus_prompt(self) -> None:
+        """Typing goes into the prompt box after every dialog, panel and choice that took the focus."""
+        self.query_one("#prompt", PromptArea).focus()
 
     async def action_new_conversation(self) -> None:
-        if self.generating:
-            return
+        if self.generating:  # right after Esc the answer is still ending: a new chat waits for it, not ignored
+            self._stop.set()
+            await asyncio.to_thread(self._generation_done.wait, 10)
+            while self.generating:
+                await asyncio.sleep(0.02)
         self.conversation_id = None
         self._last_ids = []
         await self.query_one("#log", VerticalScroll).remove_children()
@@ -407,6 +419,7 @@ class ChatPane(Vertical):
         self._answer = ChatMessage("assistant")
         await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
+        self._status("reading the prompt…")
         self.generating = True
         self._stop.clear()
         self._generation_done.clear()
@@ -436,6 +449,11 @@ class ChatPane(Vertical):
             await self._ask(prompt)
 
     async def action_edit_last(self) -> None:
+        box = self.query_one("#prompt", PromptArea)
+        if box.text.strip():
+            self.app.notify("the prompt box holds a message not yet sent: send or clear it first, so it is not "
+                            "replaced", severity="warning")
+            return
         prompt = await self._forget_last_exchange()
         if prompt is not None:
             box = self.query_one("#prompt", PromptArea)
@@ -484,6 +502,8 @@ class ChatPane(Vertical):
         if self._answer is not None and self._buffer is not None:
             text = self._buffer.take()
             if text:
+                if not self._answer_text and not self._answer.text:
+                    self._status("writing the answer… (Esc stops)")
                 await self._answer.append(text)
                 self._answer_text += text
                 self.query_one("#log", VerticalScroll).scroll_end(animate=False)

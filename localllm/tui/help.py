@@ -61,6 +61,9 @@ class HelpScreen(ModalScreen[None]):
         super().__init__()
         self.text = help_markdown(groups, keymap)
 
+    AUTO_FOCUS = "#help-scroll"
+    """PgDn, PgUp and the arrows scroll the text at once, without a Tab first."""
+
     def compose(self) -> ComposeResult:
-        with VerticalScroll():
+        with VerticalScroll(id="help-scroll"):
             yield Markdown(self.text, id="help-text")
