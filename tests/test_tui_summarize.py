@@ -192,3 +192,24 @@ def test_the_summary_streams_in_while_it_is_written(tmp_path):
             assert pane.summary and result.source == pane.summary
 
     asyncio.run(session())
+
+
+def test_a_summary_stopped_after_some_parts_keeps_their_notes(tmp_path):
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=768)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#sum-text", TextArea).load_text(long_text())
+            await pilot.click("#sum-run")
+            await wait_until(pilot, lambda: pane.calls_done >= 1)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.running, timeout=30)
+            await pilot.pause()
+            return (pane.part_notes, pane.summary, text_of(pane, "#sum-status"),
+                    pane.query_one("#sum-result", Markdown).source, len(pane.plan.chunks))
+
+    notes, summary, status, shown, parts = asyncio.run(session())
+    assert notes and all(text.strip() for _, text in notes)
+    assert status == f"stopped: no summary, but the notes on {len(notes)} of {parts} parts are kept below (Ctrl+S " \
+                     "saves them)"
+    assert shown == summary and summary.startswith(f"**Notes on part 1 of {parts}**") and notes[0][1] in summary

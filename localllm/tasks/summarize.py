@@ -44,6 +44,8 @@ class CallRecord:
     window: int
     seconds: float
     tokens_per_second: float | None
+    text: str = ""
+    """What the call wrote: a part's notes, a combined note, or the summary."""
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ class Summarizer:
             raise GenerationError(f"{label}: the answer ended without the backend's report",
                                   hint="try again; if it persists, run with --debug")
         record = CallRecord(kind, label, end.usage.prompt_tokens, end.usage.completion_tokens, self.window,
-                            end.timings.total_s, end.tokens_per_second)
+                            end.timings.total_s, end.tokens_per_second, text)
         result.calls.append(record)
         if self.on_call is not None:
             self.on_call(record)

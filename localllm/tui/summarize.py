@@ -283,6 +283,7 @@ class SummarizePane(Vertical):
         self.running = True
         self.summary = ""
         self.calls_done = 0
+        self.part_notes: list[tuple[str, str]] = []
         self._stop.clear()
         if self._plan_timer is not None:
             self._plan_timer.stop()
@@ -339,6 +340,8 @@ class SummarizePane(Vertical):
 
     def _call_done(self, record) -> None:
         self.calls_done += 1
+        if record.kind == "part":
+            self.part_notes.append((record.label, record.text))
         bar = self.query_one("#sum-progress", ProgressBar)
         # The plan estimates how many combining calls there will be; a bar never runs past its total.
         bar.update(total=max(bar.total or 0, self.calls_done), progress=self.calls_done)
@@ -347,7 +350,16 @@ class SummarizePane(Vertical):
         self._drain_timer.stop()
         self.remove_class("running")
         if isinstance(error, Stopped):
-            self._show("#sum-status", f"stopped; nothing was summarized ({self.calls_done} call(s) had finished)")
+            if self.part_notes:  # the finished parts' notes are kept: they are a summary of what they cover
+                kept = "\n\n".join(f"**Notes on {label}**\n\n{text}" for label, text in self.part_notes)
+                total = len(self.plan.chunks) if self.plan is not None else len(self.part_notes)
+                self.summary = kept
+                await self.query_one("#sum-result", Markdown).update(kept)
+                self._show("#sum-status", f"stopped: no summary, but the notes on {len(self.part_notes)} of "
+                                          f"{total} parts are kept below (Ctrl+S saves them)")
+            else:
+                self._show("#sum-status", f"stopped; nothing was summarized ({self.calls_done} call(s) had "
+                                          "finished)")
         elif error is not None:
             self._show("#sum-status", f"error: {error.message}")
             self._error(error)
