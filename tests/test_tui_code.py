@@ -54,6 +54,7 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
             editor = pane.query_one("#code-editor", TextArea)
             assert editor.text == BUGGY and editor.language == "python"
             pane.query_one("#code-action", Select).value = "fix"
+            await pilot.pause()  # the choice is taken, as a user's would be, before typing
             pane.query_one("#code-detail", TextArea).load_text(ERROR)
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: not pane.generating and pane.answer)
@@ -74,7 +75,9 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
             await pilot.press("ctrl+s")
             await pilot.pause()
             assert taken.read_text() == "# keep me\n"
-            assert app.notes[-1][0] == "error" and "exists; it was left as it was" in app.notes[-1][1]
+            assert app.notes[-1][0] == "warning" and "exists and was left as it was" in app.notes[-1][1]
+            assert "--force" not in app.notes[-1][1]
+            assert pane.query_one("#code-save-path", Input).value == str(tmp_path / "taken_2.py")
             assert source.read_text() == BUGGY
 
     asyncio.run(session())
@@ -88,6 +91,7 @@ def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"
+            await pilot.pause()  # the choice is taken, as a user's would be, before typing
             pane.query_one("#code-detail", TextArea).load_text("a function that reverses a string")
             await pilot.click("#code-run")
             await wait_until(pilot, lambda: not pane.generating and pane.answer)
@@ -95,6 +99,7 @@ def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
 
             pane.query_one("#code-editor", TextArea).load_text("print(sum(range(10)))\n")
             pane.query_one("#code-action", Select).value = "explain"
+            await pilot.pause()  # the choice is taken, as a user's would be, before typing
             generated = pane.answer
             await pilot.click("#code-run")
             await wait_until(pilot, lambda: not pane.generating and pane.answer != generated)
@@ -114,6 +119,7 @@ def test_a_missing_file_or_missing_input_is_a_notification(tmp_path):
             assert pane.query_one("#code-editor", TextArea).text == ""
 
             pane.query_one("#code-action", Select).value = "fix"
+            await pilot.pause()  # the choice is taken, as a user's would be, before typing
             await pilot.press("ctrl+r")
             assert "fix needs code" in app.notes[-1][1] and not pane.generating
 
@@ -175,6 +181,7 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"
+            await pilot.pause()  # the choice is taken, as a user's would be, before typing
             pane.query_one("#code-detail", TextArea).load_text("a long Python program: a text adventure game")
             await pilot.press("ctrl+r")
             result = pane.query_one("#code-result", Markdown)
@@ -194,3 +201,65 @@ def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
     pane = CodePane(settings_for(tmp_path), preset("precise"), SharedModel(settings_for(tmp_path)))
     callbacks = {command.callback.__name__ for command in pane.palette_commands()}
     assert callbacks == {f"action_{binding.action}" for binding in CodePane.BINDINGS}
+
+
+def test_each_action_keeps_its_own_input_and_the_save_name_follows_the_answer(tmp_path):
+    source = tmp_path / "cart.py"
+    source.write_text(BUGGY)
+    options = preset("precise").with_overrides(max_tokens=48)
+
+    async def session():
+        app = CodeApp(one_thread(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            await open_file(pilot, pane, str(source))
+            action, detail = pane.query_one("#code-action", Select), pane.query_one("#code-detail", TextArea)
+            action.value = "fix"
+            await pilot.pause()
+            detail.load_text(ERROR)
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: not pane.generating and pane.answer)
+            first_name = pane.query_one("#code-save-path", Input).value
+            action.value = "convert"
+            await pilot.pause()
+            empty_for_convert = detail.text
+            detail.load_text("JavaScript")
+            fixed = pane.answer
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: not pane.generating and pane.answer != fixed)
+            second_name = pane.query_one("#code-save-path", Input).value
+            action.value = "fix"
+            await pilot.pause()
+            return first_name, empty_for_convert, second_name, detail.text
+
+    first_name, empty_for_convert, second_name, fix_detail = asyncio.run(session())
+    assert first_name == str(tmp_path / "cart_fixed.py")
+    assert empty_for_convert == ""
+    assert second_name in (str(tmp_path / "cart.js"), "")  # "" when the small model wrote no code block
+    assert fix_detail == ERROR
+
+
+def test_one_escape_in_the_editor_stops_the_answer(tmp_path):
+    options = preset("precise").with_overrides(max_tokens=400)
+
+    async def session():
+        app = CodeApp(one_thread(tmp_path), options)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            pane.query_one("#code-action", Select).value = "gen"
+            await pilot.pause()
+            pane.query_one("#code-detail", TextArea).load_text("a Python module with twenty functions")
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: pane.generating and len(pane._buffer.take()) >= 0)
+            pane.query_one("#code-editor", TextArea).focus()
+            await pilot.pause()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.generating, timeout=10)
+            stopped = "stopped" in str(pane.query_one("#code-status").render())
+            pane.query_one("#code-editor", TextArea).focus()
+            await pilot.press("escape")
+            await pilot.pause()
+            return stopped, app.focused
+
+    stopped, focused = asyncio.run(session())
+    assert stopped and isinstance(focused, Select)

@@ -129,7 +129,8 @@ class CodePane(Vertical):
         Binding("ctrl+r", "run", "Run action", id="code.run"),
         Binding("ctrl+o", "open", "Open file", id="code.open"),
         Binding("ctrl+s", "save", "Save code", id="code.save"),
-        Binding("escape", "stop", "Stop", id="code.stop"),
+        # Priority: in the editor, Esc would first only leave the editor, and a second one stop the answer.
+        Binding("escape", "stop", "Stop", id="code.stop", priority=True),
     ]
 
     def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
@@ -142,6 +143,11 @@ class CodePane(Vertical):
         self.answer = ""
         self.generating = False
         self._stop = threading.Event()
+        self._details: dict[str, str] = {}
+        """What was typed by each action (a traceback for fix, a language for convert), kept apart."""
+        self._action = "explain"
+        self._suggested = ""
+        """The save name last filled in here; replaced by the next answer's, unlike a name the user typed."""
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -212,8 +218,13 @@ class CodePane(Vertical):
 
     @on(Select.Changed, "#code-action")
     def _action_chosen(self, event: Select.Changed) -> None:
-        detail = ACTIONS[str(event.value)][1]
-        self.query_one("#code-detail", TextArea).placeholder = detail or f"({event.value} needs nothing more)"
+        action = str(event.value)
+        box = self.query_one("#code-detail", TextArea)
+        self._details[self._action] = box.text
+        self._action = action
+        box.load_text(self._details.get(action, ""))  # a traceback typed for fix is no language for convert
+        detail = ACTIONS[action][1]
+        box.placeholder = detail or f"({action} needs nothing more)"
 
     # -- running ---------------------------------------------------------------------------------------------------
     @on(Button.Pressed, "#code-run")
@@ -251,6 +262,8 @@ class CodePane(Vertical):
     def action_stop(self) -> None:
         if self.generating:
             self._stop.set()
+        elif isinstance(self.app.focused, TextArea):  # what Esc does in an editor when nothing runs
+            self.query_one("#code-action", Select).focus()
 
     @work(thread=True, exclusive=True, group="code")
     def generate(self, action: str, source: code.CodeSource | None, detail: str, result: Markdown, stream) -> None:
@@ -289,13 +302,13 @@ class CodePane(Vertical):
         self._status(" · ".join(parts))
         self.generating = False
         save_box = self.query_one("#code-save-path", Input)
-        if not save_box.value.strip():
+        if not save_box.value.strip() or save_box.value == self._suggested:  # never a name the user typed
             try:
                 suggestion = suggested_path(self.path, action, detail)
             except LocalLLMError:
                 suggestion = None
-            if suggestion is not None and code.first_code_block(self.answer) is not None:
-                save_box.value = str(suggestion)
+            has_code = suggestion is not None and code.first_code_block(self.answer) is not None
+            save_box.value = self._suggested = str(suggestion) if has_code else ""
 
     def on_unmount(self) -> None:
         self._stop.set()  # a worker still generating ends at its next token
@@ -314,6 +327,14 @@ class CodePane(Vertical):
         if not box.value.strip():
             self._error(UsageError("name a new file to save the code to", hint="type a path in the save box"))
             box.focus()
+            return
+        wanted = Path(box.value.strip()).expanduser()
+        if wanted.exists():  # the app never replaces a file: it offers the next free name instead
+            free = next(wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}") for n in range(2, 10_000)
+                        if not wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}").exists())
+            box.value = self._suggested = str(free)
+            self.app.notify(f"{wanted} exists and was left as it was; Save again to write {free.name}, or type "
+                            "another name", title="not saved", severity="warning", markup=False)
             return
         try:
             written = code.write_code(self.answer, box.value.strip(), force=False)
