@@ -280,7 +280,9 @@ def find_installed(settings: Settings, name: str) -> list[ModelRef]:
 
 def removable(ref: ModelRef) -> str | None:
     """None when localllm owns the file; otherwise why it will not delete it."""
-    if ref.source == LOCALLLM_SOURCE and read_manifest(ref.path) is not None:
+    # A file in localllm's own models folder is localllm's to delete, pulled (with a manifest) or dropped there by
+    # the user; a link there is removed as a link (remove() unlinks; what it points to stays).
+    if ref.source == LOCALLLM_SOURCE:
         return None
     if ref.source.startswith("package "):
         return f"{ref.name} ships in the Python package {ref.source.removeprefix('package ')}: pip uninstall it"

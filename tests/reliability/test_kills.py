@@ -82,3 +82,14 @@ def test_a_pull_into_a_folder_that_cannot_be_written_is_one_clear_error(tmp_path
     assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr_text, lines
     assert lines[-1].startswith(f"error: cannot write {models}"), lines
     assert "Read-only file system" in lines[-1] or "Permission denied" in lines[-1], lines
+
+
+def test_a_gguf_dropped_into_the_models_folder_can_be_removed(home: Path, bundled_model: Path) -> None:
+    dropped = home / "data" / "models" / "mine" / "mine.gguf"
+    dropped.parent.mkdir(parents=True)
+    dropped.symlink_to(bundled_model)  # as good as a copy here: rm removes the entry, and a link only as a link
+    listed = run_cli("list", home=home)
+    assert "mine" in listed.stdout_text
+    done = run_cli("rm", "mine", "-y", home=home)
+    assert done.returncode == 0, done.stderr_text
+    assert not dropped.is_symlink() and bundled_model.exists()
