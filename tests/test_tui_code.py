@@ -240,7 +240,7 @@ def test_each_action_keeps_its_own_input_and_the_save_name_follows_the_answer(tm
 
 
 def test_one_escape_in_the_editor_stops_the_answer(tmp_path):
-    options = preset("precise").with_overrides(max_tokens=400)
+    options = preset("precise").with_overrides(max_tokens=2000)
 
     async def session():
         app = CodeApp(one_thread(tmp_path), options)
@@ -248,11 +248,12 @@ def test_one_escape_in_the_editor_stops_the_answer(tmp_path):
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"
             await pilot.pause()
-            pane.query_one("#code-detail", TextArea).load_text("a Python module with twenty functions")
-            await pilot.press("ctrl+r")
-            await wait_until(pilot, lambda: pane.generating and len(pane._buffer.take()) >= 0)
+            pane.query_one("#code-detail", TextArea).load_text(
+                "a long Python module with twenty functions, each with a docstring and a test")
             pane.query_one("#code-editor", TextArea).focus()
-            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await wait_until(pilot, lambda: pane.generating)
+            pane.query_one("#code-editor", TextArea).focus()  # running moved the focus to the answer
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.generating, timeout=10)
             stopped = "stopped" in str(pane.query_one("#code-status").render())

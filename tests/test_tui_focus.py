@@ -94,3 +94,44 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
     assert statuses[:2] == ["reading the prompt…", "writing the answer… (Esc stops)"], statuses
     assert box == "my unsent draft"
     assert any("not yet sent" in text for _, text in notes)
+
+
+def test_the_list_marks_the_open_chat_dates_each_and_its_search_clears(tmp_path):
+    from datetime import datetime, timedelta
+
+    from localllm.tui.sidebar import ConversationItem, when
+
+    now = datetime(2026, 12, 2, 15, 30).astimezone()
+    assert when((now - timedelta(hours=1)).isoformat(), now) == "14:30"
+    assert when((now - timedelta(days=3)).isoformat(), now) == "Nov 29"
+    assert when((now - timedelta(days=400)).isoformat(), now) == "2025-10-28"
+    settings = settings_for(tmp_path)
+
+    async def session():
+        app = LocalLLMApp(settings, SHORT)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            turns = await ask(pilot, pane, "Name a river in France, please, and tell me about it.")
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
+            search = pane.query_one("#search")
+            search.focus()
+            search.value = "no such words"
+            await pilot.pause()
+            hidden = len(pane.sidebar.list_view.children)
+            await pilot.press("escape")
+            await pilot.pause()
+            after_escape = (search.value, len(pane.sidebar.list_view.children))
+            search.value = "no such words"
+            await pilot.pause()
+            await pilot.press("ctrl+n")
+            turns = await ask(pilot, pane, "Name a mountain.")
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
+            await pilot.pause()
+            items = list(pane.sidebar.list_view.query(ConversationItem))
+            current = [item for item in items if item.has_class("-current")]
+            return hidden, after_escape, search.value, len(items), current[0].conversation_id, pane.conversation_id
+
+    hidden, after_escape, search_after_new, listed, current, open_id = run(session())
+    assert hidden == 0 and after_escape == ("", 1)
+    assert search_after_new == "" and listed == 2  # the new chat is not hidden by the old search
+    assert current == open_id

@@ -243,6 +243,7 @@ class ChatPane(Vertical):
         if self.generating:
             return
         self.conversation_id = event.conversation_id
+        self.sidebar.show(self.conversation_id)
         conversation = self.store.get(self.conversation_id)
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
@@ -281,6 +282,7 @@ class ChatPane(Vertical):
                 await asyncio.sleep(0.02)
         self.conversation_id = None
         self._last_ids = []
+        self.sidebar.show(None)
         await self.query_one("#log", VerticalScroll).remove_children()
         if self.session is not None:
             self.session.reset()
@@ -405,7 +407,7 @@ class ChatPane(Vertical):
             conversation = self.store.create(text.splitlines()[0][:40], model=self.session.model.ref.name,
                                              system=self.session.system)
             self.conversation_id = conversation.id
-            self.sidebar.refresh_list()
+            self.sidebar.show(conversation.id)
         # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
         # was written of the answer (marked stopped until it ends).
         user = self.store.add_message(self.conversation_id, "user", text)
@@ -591,7 +593,7 @@ class ChatPane(Vertical):
         if self.conversation_id is not None and not self.store.messages(self.conversation_id):
             self.store.delete(self.conversation_id)
             self.conversation_id = None
-            self.sidebar.refresh_list()
+            self.sidebar.show(None)
         box = self.query_one("#prompt", PromptArea)
         if not box.text.strip():
             box.insert(text)

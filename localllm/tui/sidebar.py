@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from textual import on
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
@@ -11,9 +14,21 @@ from localllm.store.conversations import ConversationStore
 from localllm.tui.inert import plain
 
 
+def when(iso: str, now: datetime | None = None) -> str:
+    """A conversation's last change, short: the time today, the day this year, else the date."""
+    try:
+        moment = datetime.fromisoformat(iso).astimezone()
+    except ValueError:
+        return ""
+    now = now or datetime.now().astimezone()
+    if moment.date() == now.date():
+        return moment.strftime("%H:%M")
+    return moment.strftime("%b %-d" if moment.year == now.year else "%Y-%m-%d")
+
+
 class ConversationItem(ListItem):
-    def __init__(self, conversation_id: int, title: str) -> None:
-        super().__init__(Label(plain(title)))
+    def __init__(self, conversation_id: int, title: str, updated: str = "") -> None:
+        super().__init__(Label(plain(title), classes="title"), Label(plain(when(updated)), classes="when"))
         self.conversation_id = conversation_id
 
 
@@ -21,7 +36,11 @@ class ConversationList(Vertical):
     DEFAULT_CSS = """
     ConversationList { width: 28; border-right: solid $primary-background; }
     ConversationList #search { height: 3; }
+    ConversationItem Label.title { width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
+    ConversationItem Label.when { color: $text-muted; }
+    ConversationItem.-current Label.title { text-style: bold; color: $accent; }
     """
+    BINDINGS = [Binding("escape", "clear_search", "Clear search", id="chat.clear_search", show=False)]
 
     class Opened(Message):
         def __init__(self, conversation_id: int) -> None:
@@ -31,6 +50,8 @@ class ConversationList(Vertical):
     def __init__(self, store: ConversationStore, **kwargs) -> None:
         super().__init__(**kwargs)
         self.store = store
+        self.current_id: int | None = None
+        """The conversation open in the chat, marked in the list."""
 
     def compose(self):
         yield Input(placeholder="search chats (Ctrl+F)", id="search")
@@ -53,7 +74,26 @@ class ConversationList(Vertical):
         view = self.list_view
         view.clear()
         for conversation in self.store.list(search or None):
-            view.append(ConversationItem(conversation.id, conversation.title))
+            item = ConversationItem(conversation.id, conversation.title, conversation.updated)
+            item.set_class(conversation.id == self.current_id, "-current")
+            view.append(item)
+
+    def show(self, conversation_id: int | None) -> None:
+        """Mark the open conversation; one that the search hides (a new chat) clears the search."""
+        self.current_id = conversation_id
+        search = self.query_one("#search", Input)
+        if conversation_id is not None and search.value.strip() and not any(
+                isinstance(item, ConversationItem) and item.conversation_id == conversation_id
+                for item in self.list_view.children):
+            search.value = ""  # its Changed event lists everything again
+        self.refresh_list()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # Esc clears a search; with none, it is the chat's Esc (stop the answer).
+        return action != "clear_search" or bool(self.query_one("#search", Input).value)
+
+    def action_clear_search(self) -> None:
+        self.query_one("#search", Input).value = ""
 
     @on(Input.Changed, "#search")
     def search_changed(self) -> None:
