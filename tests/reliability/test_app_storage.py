@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, settings_for
+from fake_http import tmpfs
 from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
@@ -82,12 +83,8 @@ def test_a_kill_mid_answer_keeps_the_prompt_and_the_answer_so_far(home: Path) ->
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_a_damaged_database_is_left_alone_and_the_chat_goes_on_in_memory(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path)
-    settings.paths.data_dir.mkdir(parents=True)
-    database = settings.paths.data_dir / "conversations.db"
-    database.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
-    before = database.read_bytes()
+def chat_once(settings) -> tuple[list[tuple[str, str]], list[str]]:
+    """One exchange in the app: what it notified, and the roles the store kept (in memory or on disk)."""
 
     async def session():
         app = LocalLLMApp(settings, SHORT)
@@ -97,10 +94,20 @@ def test_a_damaged_database_is_left_alone_and_the_chat_goes_on_in_memory(tmp_pat
             await wait_until(pilot, lambda: pane.session is not None)
             turns = await ask(pilot, pane, "Hello")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
-            assert [m.role for m in pane.store.messages(pane.conversation_id)] == ["user", "assistant"]
-        return notes
+            kept = [m.role for m in pane.store.messages(pane.conversation_id)]
+        return notes, kept
 
-    notes = run(session())
+    return run(session())
+
+
+def test_a_damaged_database_is_left_alone_and_the_chat_goes_on_in_memory(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    settings.paths.data_dir.mkdir(parents=True)
+    database = settings.paths.data_dir / "conversations.db"
+    database.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    before = database.read_bytes()
+    notes, kept = chat_once(settings)
+    assert kept == ["user", "assistant"]
     assert any("is damaged" in text and "kept in memory only" in text and ".recover" in text for _, text in notes)
     assert database.read_bytes() == before
 
@@ -110,32 +117,18 @@ def read_only_folder(tmp_path: Path):
     """A folder nobody can write to: a read-only tmpfs for root (who ignores permissions), else mode 0555."""
     folder = tmp_path / "home" / "data"
     folder.mkdir(parents=True)
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
+    if os.geteuid() == 0:
+        with tmpfs(folder, "ro,size=64k"):
+            yield folder
         return
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.decode().strip()}")
+    folder.chmod(0o555)
     yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    folder.chmod(0o755)
 
 
 def test_a_read_only_data_folder_says_so_and_the_chat_goes_on(read_only_folder: Path) -> None:
-    settings = settings_for(read_only_folder.parent)
-
-    async def session():
-        app = LocalLLMApp(settings, SHORT)
-        notes = record_notifications(app)
-        async with app.run_test(size=(120, 40)) as pilot:
-            pane = app.query_one(ChatPane)
-            await wait_until(pilot, lambda: pane.session is not None)
-            turns = await ask(pilot, pane, "Hello")
-            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
-        return notes
-
-    notes = run(session())
+    notes, kept = chat_once(settings_for(read_only_folder.parent))
+    assert kept == ["user", "assistant"]
     assert any("cannot be saved" in text and "permissions" in text for _, text in notes), notes
 
 

