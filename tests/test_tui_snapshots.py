@@ -21,6 +21,12 @@ def stored_conversation(settings) -> None:
     store.add_message(chat.id, "assistant", "The **Danube** and the **Rhine**.\n\n```python\n"
                                             "print(['Danube', 'Rhine'])\n```\n")
     store.close()
+    import sqlite3
+
+    # The list shows when each conversation last changed: a fixed day long ago draws the same in every run.
+    with sqlite3.connect(settings.paths.data_dir / "conversations.db") as db:
+        db.execute("UPDATE conversations SET created = ?, updated = ?",
+                   ("2020-01-05T12:00:00+00:00", "2020-01-05T12:00:00+00:00"))
 
 
 def test_snapshot_of_the_chat_pane(tmp_path, snap_compare):
