@@ -169,8 +169,6 @@ class LlamaCppBackend(Backend):
         self._open(model, vocab_only=True)
 
     def _make_formatter(self, llama_cpp) -> None:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
         llm = self._llm
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
@@ -185,7 +183,12 @@ class LlamaCppBackend(Backend):
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
         elif template:
             try:
-                Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)  # compiles: errors show now
+                # Compiled here so errors show now; under the lock, since while another thread loads a model, the
+                # module's Jinja2ChatFormatter (which its own __init__ looks up by name) is the lenient stand-in.
+                with _LENIENT_LOADS:
+                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                    Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
                 self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
             except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
                 failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "

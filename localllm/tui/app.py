@@ -41,6 +41,13 @@ def pane_class(where: str) -> Any:
 class LocalLLMApp(App):
     TITLE = "localllm"
     AUTO_FOCUS = "#prompt"
+    # Narrow terminals: the conversation list shrinks under 100 columns and gives its place to the chat under 70;
+    # the chat keeps the width.
+    HORIZONTAL_BREAKPOINTS = [(0, "-very-narrow"), (70, "-narrow"), (100, "-wide")]
+    CSS = """
+    .-narrow ConversationList { width: 20; }
+    .-very-narrow ConversationList { display: none; }
+    """
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
         *[Binding(key, f"show_tab('{tab}')", title, id=binding_id) for tab, title, key, binding_id, _ in PANES],

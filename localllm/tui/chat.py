@@ -90,7 +90,7 @@ class ChatPane(Vertical):
         self.store = ConversationStore.in_data_dir(settings.paths.data_dir)
         self.session: ChatSession | None = None
         self.conversation_id: int | None = None
-        self.generating = False
+        self._generating = False
         self._stop = threading.Event()
         self._generation_done = threading.Event()
         self._outcome: tuple[str, Response | None, LocalLLMError | None] | None = None
@@ -104,6 +104,18 @@ class ChatPane(Vertical):
         self._saved_at = 0.0
         self._last_finish: str | None = None
         """How the last answer ended (conversations.FINISH_NOTES), for continue."""
+
+    @property
+    def generating(self) -> bool:
+        return self._generating
+
+    @generating.setter
+    def generating(self, value: bool) -> None:
+        self._generating = value
+        self.refresh_bindings()  # the footer offers Esc (stop) only while an answer is written
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self._generating if action == "stop" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -159,9 +171,10 @@ class ChatPane(Vertical):
         loaded = self.session.model
         window = loaded.plan.n_ctx
         used, left_out = self.session.context_used()
-        parts = [loaded.ref.name, loaded.choice.name, f"context {used}/{window}"]
+        # The meter first: a narrow terminal cuts the end of the line, and the model's name is in the switcher.
+        parts = [f"context {used:,}/{window:,}", loaded.ref.name, loaded.choice.name]
         if rate:
-            parts.insert(2, f"{rate:.0f} tokens/s")
+            parts.append(f"{rate:.0f} tokens/s")
         if left_out:
             parts.append(f"⚠ {left_out} earlier message(s) left out to fit the window")
         return " · ".join(parts)
@@ -530,13 +543,14 @@ class ChatPane(Vertical):
             return
         full = response.partial_text if response is not None else ""
         finish = self._finish_kind(response)
-        await answer.finish(full)
-        await answer.mark(self._finish_note(finish))
         self._last_finish = finish
         self._save_answer(response, finish)
         rate = response.final.tokens_per_second if response is not None and response.final else None
+        # Said before the awaits below: the answer is over once generating is False.
         self._status(self._status_text(rate) + {"stopped": " · stopped", "length": " · cut at the token limit",
                                                 "window": " · cut: the window is full"}.get(finish, ""))
+        await answer.finish(full)
+        await answer.mark(self._finish_note(finish))
         self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
     def _finish_kind(self, response) -> str:
