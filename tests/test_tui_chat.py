@@ -87,16 +87,20 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             app.screen.query_one("#answer").value = "chat.md"
             await pilot.press("enter")
             await wait_until(pilot, lambda: (tmp_path / "chat.md").exists())
-            # Exporting again to the same name refuses instead of overwriting.
+            # Exporting again to the same name leaves that file alone and offers the next free name.
             (tmp_path / "chat.md").write_text("mine")
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: isinstance(app.screen, AskText))
             app.screen.query_one("#answer").value = "chat.md"
             await pilot.press("enter")
-            await pilot.pause(0.2)
+            await wait_until(pilot, lambda: isinstance(app.screen, AskText)
+                             and app.screen.query_one("#answer").value.endswith("chat_2.md"))
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: (tmp_path / "chat_2.md").exists())
 
     run(session())
     assert (tmp_path / "chat.md").read_text() == "mine"
+    assert (tmp_path / "chat_2.md").read_text().startswith("# Greetings")
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
     (greetings,) = store.list("Greetings")
     assert greetings.system == "Answer in French."
@@ -163,6 +167,8 @@ def test_the_model_switcher_lists_models_with_their_verdict_and_loads_the_choice
             options = app.screen.query_one("#choices")
             labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
             assert any("smollm2-135m" in label and "CPU only" in label for label in labels), labels
+            assert [label for label in labels if label.startswith("● in use · ")] == [
+                label for label in labels if "smollm2-135m" in label and "package" in label]
             options.focus()
             await pilot.press("enter")
             await wait_until(pilot, lambda: pane.session is not None and pane.session.model is not first)

@@ -193,9 +193,12 @@ class ChatPane(Vertical):
         report = detect_hardware()
         rows = installed_rows(self.settings, report)
         choices = []
+        loaded = self.shared.loaded
         for row in rows:
             size = f"{row.info.file_size / 1024**3:.2f} GiB · " if row.info else ""
-            choices.append((name_to_load(row.ref, rows), f"{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
+            current = "● in use · " if loaded is not None and loaded.ref.path == row.ref.path else ""
+            choices.append((name_to_load(row.ref, rows),
+                            f"{current}{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
                             row.plan is not None and row.plan.fits))
         choices += self._served_choices(report)
         from localllm.tui.dialogs import PickOne
@@ -358,6 +361,8 @@ class ChatPane(Vertical):
         if self.conversation_id is None:
             self.app.notify("nothing to export yet", severity="warning")
             return
+        from localllm.tui.dialogs import AskText
+
         conversation_id = self.conversation_id
         default = f"{self.store.get(conversation_id).title[:40].strip() or 'conversation'}.md"
         default = "".join(c if c.isalnum() or c in "-_. " else "_" for c in default)
@@ -366,8 +371,11 @@ class ChatPane(Vertical):
             if not path:
                 return
             target = Path(path).expanduser()
-            if target.exists():
-                self.app.notify(f"{target} exists; choose a new name", severity="error")
+            if target.exists():  # never over a file: the dialog comes back with the next free name
+                free = next(target.with_name(f"{target.stem}_{n}{target.suffix}") for n in range(2, 10_000)
+                            if not target.with_name(f"{target.stem}_{n}{target.suffix}").exists())
+                self.app.notify(f"{target.name} exists and was left as it was", severity="warning", markup=False)
+                self.app.push_screen(AskText("Export to Markdown file:", str(free)), answered)
                 return
             from localllm.core.files import write_text_atomically
 
@@ -377,8 +385,6 @@ class ChatPane(Vertical):
                 self.app.notify(f"{exc.message}; {exc.hint}", severity="error", markup=False)
                 return
             self.app.notify(f"exported to {target}")
-
-        from localllm.tui.dialogs import AskText
 
         self.app.push_screen(AskText("Export to Markdown file:", default), answered)
 
