@@ -1,9 +1,9 @@
 """The plain-terminal front end: `localllm COMMAND ...`."""
 
 import sys
-from typing import TextIO
 
-_CRASH_REPORT: list[TextIO] = []
+_CRASH_REPORT: list = []
+"""The copy of stderr the crash report goes to: kept open for as long as the process runs."""
 
 
 def report_native_crashes() -> None:
@@ -20,14 +20,14 @@ def report_native_crashes() -> None:
     except (OSError, ValueError, AttributeError):  # no real stderr (embedded, or closed): nothing to write to
         return
     faulthandler.enable(file=stream, all_threads=False)
-    _CRASH_REPORT.append(stream)  # the copy must stay open for as long as the process runs
+    _CRASH_REPORT.append(stream)
 
 
 def main() -> int:
     """The `localllm` command. Ctrl-C while its modules are still being imported ends quietly with status 130, as
     it does later, instead of with a traceback."""
-    report_native_crashes()
     try:
+        report_native_crashes()
         from localllm.cli.main import main as run
     except KeyboardInterrupt:
         print(file=sys.stderr)
