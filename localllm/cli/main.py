@@ -366,9 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.print_help()
             return 0
-    if args.command != "tui":  # the app shows them as notifications
-        _show_notices()
     try:
+        if args.command != "tui":  # the app shows them as notifications
+            _show_notices()
         return _dispatch(args)
     except LocalLLMError as exc:
         if args.debug:
