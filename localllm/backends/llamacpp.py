@@ -115,8 +115,8 @@ class LlamaCppBackend(Backend):
         self._model_name, self._folds_system = model.name or model.path.name, False
         if not params.get("vocab_only"):
             self.build_verdict = self._check_build(model)
-        if not params.get("vocab_only") and not self.chat_format:
-            shared_renderer().start()  # the child's imports overlap llama_cpp's and the load
+            if not self.chat_format:
+                shared_renderer().start()  # the child's imports overlap llama_cpp's and the load
         llama_cpp = _import_llama_cpp()
         self.close()
         if self.chat_format and self.chat_format != PLAIN:
@@ -125,14 +125,14 @@ class LlamaCppBackend(Backend):
         # error message instead of letting them interleave with the answer.
         log = io.StringIO()
         try:
-            with contextlib.redirect_stderr(log), templates_compiled_leniently(), interrupts_kept():
+            with contextlib.redirect_stderr(log), templates_compiled_leniently() as refused, interrupts_kept():
                 self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
         except ValueError as exc:  # "Failed to load model from file: ..."
             lines = [line for line in log.getvalue().splitlines() if line.strip()]
             detail = f" ({lines[-1].strip()})" if lines else ""
             raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}{detail}",
                                    hint="the file may be damaged, or too new for this llama-cpp-python") from None
-        self._make_formatter(llama_cpp)
+        self._make_formatter(llama_cpp, refused)
 
     def load(self, model: ModelRef, plan: LoadPlan) -> None:
         n_gpu_layers = -1 if plan.n_gpu_layers > plan.n_layers else plan.n_gpu_layers
@@ -168,7 +168,8 @@ class LlamaCppBackend(Backend):
     def load_tokenizer(self, model: ModelRef) -> None:
         self._open(model, vocab_only=True)
 
-    def _make_formatter(self, llama_cpp) -> None:
+    def _make_formatter(self, llama_cpp, refused: dict[str, Exception] | None = None) -> None:
+        """``refused``: the templates that did not compile while the model loaded, with why."""
         llm = self._llm
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
@@ -182,21 +183,18 @@ class LlamaCppBackend(Backend):
         elif self.chat_format:
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
         elif template:
-            try:
-                # Compiled here so errors show now; under the lock, since while another thread loads a model, the
-                # module's Jinja2ChatFormatter (which its own __init__ looks up by name) is the lenient stand-in.
-                with _LENIENT_LOADS:
-                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-                    Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+            # The load compiled it already (templates_compiled_leniently): its error shows now, not at the first
+            # render. One it did not see (swapped in later) gets its error from the renderer.
+            error = (refused or {}).get(template)
+            if error is None:
                 self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
-            except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
+            else:
                 failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
-                                          f"{_reason(exc)}", hint=TEMPLATE_HINT)
+                                          f"{_reason(error)}", hint=TEMPLATE_HINT)
                 if not llm.model_params.vocab_only:
                     raise failure from None
                 # Tokenizing needs no template: the failure waits until a prompt is rendered, if ever.
-                self._formatter = _UncompiledTemplate(exc).to_chat_handler()
+                self._formatter = _UncompiledTemplate(error).to_chat_handler()
         else:
             # A base model never saw chat tags (for many vocabularies they are not even single tokens): wrapping
             # the prompt in ChatML would make noise of the answer, so the text itself is continued.
@@ -367,7 +365,7 @@ def templates_compiled_leniently():
     llama-cpp-python compiles every template in the file while loading (for its own chat handlers, which localllm
     does not use) and fails the whole load on one that does not compile, a vocabulary-only load included. Here a
     template that does not compile becomes a handler that fails when used; localllm's own formatter reports it,
-    and `-o template=NAME` or `tokenize` work regardless.
+    and `-o template=NAME` or `tokenize` work regardless. Yields the templates refused, each with its error.
     """
     from llama_cpp import llama_chat_format
 
@@ -375,16 +373,22 @@ def templates_compiled_leniently():
     # each restore what the other put there.
     with _LENIENT_LOADS:
         original = llama_chat_format.Jinja2ChatFormatter
+        refused: dict[str, Exception] = {}
 
-        def lenient(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return original(*args, **kwargs)
-            except Exception as exc:  # untrusted Jinja from the file
-                return _UncompiledTemplate(exc)
+        class Lenient(original):  # type: ignore[misc, valid-type]
+            """A subclass, not a function: the original's __init__ looks up its own class attributes through the
+            module's name (Jinja2ChatFormatter.IgnoreGenerationTags), which is this while a model loads."""
 
-        llama_chat_format.Jinja2ChatFormatter = lenient  # type: ignore[misc, assignment]
+            def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    return original(*args, **kwargs)
+                except Exception as exc:  # untrusted Jinja from the file
+                    refused[kwargs.get("template", args[0] if args else "")] = exc
+                    return _UncompiledTemplate(exc)
+
+        llama_chat_format.Jinja2ChatFormatter = Lenient  # type: ignore[misc]
         try:
-            yield
+            yield refused
         finally:
             llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
 
