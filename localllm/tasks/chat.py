@@ -45,7 +45,9 @@ class ChatSession:
 
     def fitted_messages(self, user_text: str) -> list[Message]:
         """The prompt for the next turn: the oldest turns are left out (and counted in ``dropped``) until it fits."""
-        history = [*self.history, Message("user", user_text)]
+        return self._fitted([*self.history, Message("user", user_text)])
+
+    def _fitted(self, history: list[Message]) -> list[Message]:
         fitted, dropped, tokens = self._fit(history)
         if fitted is None:
             window, reserve = self.model.backend.context_window, answer_reserve(
@@ -111,26 +113,21 @@ class ChatSession:
         the longer answer takes the old one's place in the history."""
         if len(self.history) < 2 or self.history[-1].role != "assistant":
             raise UsageError("there is no answer to continue", hint="send a message first")
-        question, partial = self.history[-2], self.history[-1]
-        earlier, self.history = self.history, self.history[:-2]
-        try:
-            messages = self.fitted_messages(question.content)
-        finally:
-            self.history = earlier
-        options = self.options.with_overrides(answer_prefix=partial.content)
+        messages = self._fitted(self.history[:-1])  # up to the question; the answer so far is the prefix
+        options = self.options.with_overrides(answer_prefix=self.history[-1].content)
         return Response(self.model.backend.chat(messages, options), on_done=self._record_continued)
 
     def _record_continued(self, response: Response) -> None:
         self.history[-1] = Message("assistant", response.partial_text)
-        if response.final is not None:
-            self.stats.last = response.final
-            self.stats.prompt_tokens += response.final.usage.prompt_tokens
-            self.stats.completion_tokens += response.final.usage.completion_tokens
+        self._count(response)
 
     def _record(self, user_text: str, response: Response) -> None:
         self.history.append(Message("user", user_text))
         self.history.append(Message("assistant", response.partial_text))
         self.stats.turns += 1
+        self._count(response)
+
+    def _count(self, response: Response) -> None:
         if response.final is not None:
             self.stats.last = response.final
             self.stats.prompt_tokens += response.final.usage.prompt_tokens
