@@ -36,9 +36,9 @@ from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
 SAVE_INTERVAL_S = 1.0
+"""How often a streaming answer's text so far is written to the store."""
 SHOWN_MESSAGES = 50
 """The latest messages of a conversation shown when it is opened."""
-"""How often a streaming answer's text so far is written to the store."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
@@ -100,7 +100,6 @@ class ChatPane(Vertical):
         self._answer: ChatMessage | None = None
         self._last_ids: list[int] = []
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
-        self._answer_text = ""
         self._saved_at = 0.0
         self._last_finish: str | None = None
         """How the last answer ended (conversations.FINISH_NOTES), for continue."""
@@ -431,7 +430,7 @@ class ChatPane(Vertical):
         # was written of the answer (marked stopped until it ends).
         user = self.store.add_message(self.conversation_id, "user", text)
         reply = self.store.add_message(self.conversation_id, "assistant", "", stopped=True)
-        self._last_ids, self._answer_text, self._saved_at = [user.id, reply.id], "", time.monotonic()
+        self._last_ids, self._saved_at = [user.id, reply.id], time.monotonic()
         log = self.query_one("#log", VerticalScroll)
         from localllm.tui.answer import ChatMessage, TextBuffer
 
@@ -483,7 +482,7 @@ class ChatPane(Vertical):
             box.focus()
 
     async def action_continue_answer(self) -> None:
-        answer = self._messages_in_log()[-1] if self._messages_in_log() else None
+        answer = next(reversed(self._messages_in_log()), None)
         if (self.generating or self.session is None or answer is None or answer.role != "assistant"
                 or len(self._last_ids) != 2 or self._last_finish not in ("length", "stopped")):
             self.app.notify("there is no cut or stopped answer to continue", severity="warning")
@@ -492,7 +491,7 @@ class ChatPane(Vertical):
 
         if self._buffer is None:
             self._buffer = TextBuffer()
-        self._answer, self._answer_text, self._saved_at = answer, answer.text, time.monotonic()
+        self._answer, self._saved_at = answer, time.monotonic()
         await answer.mark(None)
         self.generating = True
         self._stop.clear()
@@ -523,13 +522,12 @@ class ChatPane(Vertical):
         if self._answer is not None and self._buffer is not None:
             text = self._buffer.take()
             if text:
-                if not self._answer_text and not self._answer.text:
+                if not self._answer.text:
                     self._status("writing the answer… (Esc stops)")
                 await self._answer.append(text)
-                self._answer_text += text
                 self.query_one("#log", VerticalScroll).scroll_end(animate=False)
                 if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S and len(self._last_ids) == 2:
-                    self.store.update_message(self._last_ids[1], self._answer_text, stopped=True)
+                    self.store.update_message(self._last_ids[1], self._answer.text, stopped=True)
                     self._saved_at = time.monotonic()
 
     async def _finish(self, text: str, response, error, continuing: bool = False) -> None:
@@ -597,9 +595,10 @@ class ChatPane(Vertical):
             self.app.notify(error.hint or error.message, title="error", severity="error", markup=False)
         self._unsave_failed_exchange(text)
 
-    def _save_answer(self, response, finish: str | None = None) -> None:
+    def _save_answer(self, response, finish: str | None = None, shown: str = "") -> None:
+        """The answer's end into the store; ``shown``: what the log shows of it, when there is no response."""
         if len(self._last_ids) == 2:
-            full = response.partial_text if response is not None else self._answer_text
+            full = response.partial_text if response is not None else shown
             stopped = response is None or response.final is None
             self.store.update_message(self._last_ids[1], full, stopped=stopped,
                                       finish=finish or ("stopped" if stopped else None))
@@ -626,6 +625,6 @@ class ChatPane(Vertical):
             response = None
             if self._generation_done.wait(timeout=5) and self._outcome is not None:
                 _text, response, _error = self._outcome
-            self._save_answer(response, self._finish_kind(response))
+            self._save_answer(response, self._finish_kind(response), self._answer.text if self._answer else "")
         self.store.close()
 
