@@ -34,6 +34,16 @@ def write_text_atomically(target: Path, text: str, *, private: bool = False) -> 
                             hint="free some space or choose another folder, then try again") from None
 
 
+def free_name(wanted: Path) -> Path:
+    """``wanted``, or the first of ``name_2.ext``, ``name_3.ext``... beside it that does not exist: files the user
+    already has are never written over."""
+    candidate, number = wanted, 2
+    while candidate.exists():
+        candidate = wanted.with_name(f"{wanted.stem}_{number}{wanted.suffix}")
+        number += 1
+    return candidate
+
+
 def _mode_for(target: Path) -> int:
     try:
         return stat.S_IMODE(target.stat().st_mode)

@@ -18,6 +18,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from localllm.core.errors import LocalLLMError
+from localllm.core.files import free_name, write_text_atomically
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
@@ -371,13 +372,10 @@ class ChatPane(Vertical):
                 return
             target = Path(path).expanduser()
             if target.exists():  # never over a file: the dialog comes back with the next free name
-                free = next(target.with_name(f"{target.stem}_{n}{target.suffix}") for n in range(2, 10_000)
-                            if not target.with_name(f"{target.stem}_{n}{target.suffix}").exists())
+                free = free_name(target)
                 self.app.notify(f"{target.name} exists and was left as it was", severity="warning", markup=False)
                 self.app.push_screen(AskText("Export to Markdown file:", str(free)), answered)
                 return
-            from localllm.core.files import write_text_atomically
-
             try:
                 write_text_atomically(target, self.store.export_markdown(conversation_id))
             except LocalLLMError as exc:

@@ -17,6 +17,7 @@ from textual.widgets import Button, Input, Markdown, Select, Static, TextArea
 
 from localllm.core.chunks import Response
 from localllm.core.errors import LocalLLMError, UsageError
+from localllm.core.files import free_name
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
@@ -106,12 +107,7 @@ def suggested_path(source: Path | None, action: str, detail: str) -> Path | None
     else:
         name = {"fix": f"{stem}_fixed{suffix}", "doc": f"{stem}_documented{suffix}", "test": f"test_{stem}{suffix}",
                 "gen": f"{stem}{suffix}"}[action]
-    candidate = folder / name
-    number = 2
-    while candidate.exists():
-        candidate = folder / f"{Path(name).stem}_{number}{Path(name).suffix}"
-        number += 1
-    return candidate
+    return free_name(folder / name)
 
 
 class CodePane(Vertical):
@@ -330,8 +326,7 @@ class CodePane(Vertical):
             return
         wanted = Path(box.value.strip()).expanduser()
         if wanted.exists():  # the app never replaces a file: it offers the next free name instead
-            free = next(wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}") for n in range(2, 10_000)
-                        if not wanted.with_name(f"{wanted.stem}_{n}{wanted.suffix}").exists())
+            free = free_name(wanted)
             box.value = self._suggested = str(free)
             self.app.notify(f"{wanted} exists and was left as it was; Save again to write {free.name}, or type "
                             "another name", title="not saved", severity="warning", markup=False)
