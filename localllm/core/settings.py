@@ -202,6 +202,7 @@ def server_url_problem(value: str) -> str | None:
     return None
 
 
+_KEY_FILES_POINTED_OUT: set[Path] = set()
 APP_SECTIONS = {"tui", "keys"}
 """Config tables the app reads for itself (localllm/tui/preferences.py); not settings."""
 
@@ -215,9 +216,10 @@ def _read_config(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})",
                           hint="check its permissions and encoding") from None
-    if data.get("api_key") and os.name == "posix":
+    if data.get("api_key") and os.name == "posix" and path not in _KEY_FILES_POINTED_OUT:
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
+            _KEY_FILES_POINTED_OUT.add(path)  # once: a command can read the config more than once
             logging.getLogger("localllm").warning(
                 f"note: {path} holds an API key and other users can read it (mode {mode:04o}): chmod 600 {path}")
     known = {f.name for f in _setting_fields()}
