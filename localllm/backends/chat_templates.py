@@ -37,6 +37,7 @@ class TemplateRenderer:
         self.seconds, self.memory = seconds, memory
         self._process: subprocess.Popen[bytes] | None = None
         self._answers: queue.Queue[bytes] = queue.Queue()
+        """The child's lines, read by a thread: a pipe read cannot wait with a time-out everywhere."""
         self._lock = threading.Lock()
         self._ready = False
 
@@ -85,9 +86,9 @@ class TemplateRenderer:
         with self._lock:
             self._stop()
 
-    def _ensure_child(self) -> bool:
+    def _ensure_child(self) -> None:
         if self._process is not None and self._process.poll() is None:
-            return False
+            return
         self._stop()
         process = subprocess.Popen(
             [sys.executable, "-m", "localllm.backends.chat_templates", str(self.memory)],
@@ -102,7 +103,6 @@ class TemplateRenderer:
 
         threading.Thread(target=read_answers, name="template-renderer", daemon=True).start()
         self._process, self._answers, self._ready = process, answers, False
-        return True
 
     def _died(self, model: str) -> TemplateFailure:
         process = self._process
