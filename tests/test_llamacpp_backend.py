@@ -87,3 +87,22 @@ def test_a_window_that_is_not_a_multiple_of_256_is_the_size_asked_for(bundled_mo
         long_text = "word " * 700  # about 700 tokens: over 640, under the 768 llama.cpp pads to
         with pytest.raises(ContextOverflow):
             list(loaded.backend.chat([Message("user", long_text)], preset("precise").with_overrides(max_tokens=4)))
+
+
+def test_interrupt_stops_while_the_prompt_is_read_and_the_model_answers_after(loaded):
+    import threading
+    import time
+
+    # ~1,800 tokens: reading them takes seconds on two cores, far longer than the interrupt below.
+    long_prompt = [Message("user", "Summarize this: " + "The river flows past the old mill. " * 220)]
+    started = time.monotonic()
+    threading.Timer(0.3, loaded.backend.interrupt).start()
+    chunks = list(loaded.backend.chat(long_prompt, greedy(max_tokens=50)))
+    stopped_after = time.monotonic() - started
+    final = chunks[-1]
+    assert isinstance(final, FinalChunk) and final.finish_reason == "cancelled"
+    assert final.usage.completion_tokens == 0 and len(chunks) == 1  # stopped before the first token
+    assert stopped_after < 3, stopped_after  # a generous bound: only a read cut short ends this early here
+    # The next request is not interrupted by the last one's stop, and the model answers as before.
+    again = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=12)))
+    assert again.text() and again.final.finish_reason == "length"

@@ -109,3 +109,33 @@ def test_an_over_long_message_is_refused_and_kept_in_the_box(tmp_path):
     message = next(text for severity, text in notes if severity == "error")
     assert message.startswith("not sent: this message is ") and "over the 512-token window" in message
     assert "Ctrl+O" in message and "-o ctx" not in message
+
+
+def test_esc_while_a_long_prompt_is_read_stops_at_once(tmp_path):
+    import time
+
+    settings = settings_for(tmp_path)
+    long_prompt = "Summarize this: " + "The river flows past the old mill. " * 220  # ~1,800 tokens: seconds to read
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            turns = await ask(pilot, pane, long_prompt)
+            await wait_until(pilot, lambda: "reading the prompt (" in str(pane.query_one("#status").render()))
+            pressed = time.monotonic()
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.generating)
+            stopped_after = time.monotonic() - pressed
+            written = pane._messages_in_log()[-1].text
+            await pilot.pause()
+            note = finish_line(pane)
+            await ask(pilot, pane, "Name a colour.")  # the model answers the next message as before
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns + 1)
+            return stopped_after, written, note, pane._messages_in_log()[-1].text
+
+    stopped_after, written, note, next_answer = run(session())
+    assert written == "" and note == "■ stopped before the end · F8 continues"  # no token was written
+    assert stopped_after < 2, stopped_after  # generous: reading the whole prompt takes several seconds here
+    assert [(role, finish) for role, _, finish in stored(settings)][:2] == [("user", None), ("assistant", "stopped")]
+    assert next_answer

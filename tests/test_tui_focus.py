@@ -3,12 +3,14 @@ opened from the list and after the parameter panel or the model switcher closes;
 at once; the status bar says an answer is being prepared instead of the last one's end; Ctrl+G never replaces a
 draft; Ctrl+N right after Esc starts the new chat instead of being ignored."""
 
+import re
+
 from conftest import settings_for
 from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.app import LocalLLMApp
-from localllm.tui.chat import ChatPane
+from localllm.tui.chat import SPINNER, ChatPane
 from localllm.tui.dialogs import PickOne
 from localllm.tui.help import HelpScreen
 from localllm.tui.prompt import PromptArea
@@ -81,7 +83,8 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
             await pilot.press("escape")
             await pilot.press("ctrl+n")
             await wait_until(pilot, lambda: not pane.generating and not pane._messages_in_log(), timeout=20)
-            turns = await ask(pilot, pane, "Write a short poem.")
+            # Long enough that reading it spans several frames of the status bar.
+            turns = await ask(pilot, pane, "Summarize this: " + "The river flows past the old mill. " * 120)
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
             box = pane.query_one("#prompt", PromptArea)
@@ -91,7 +94,14 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
             return statuses, box.text, notes
 
     statuses, box, notes = run(session())
-    assert statuses[:2] == ["reading the prompt…", "writing the answer… (Esc stops)"], statuses
+    # A spinner and the phase while the answer is prepared (with the prompt's size once counted), then written.
+    phases = [text[2:].split("…")[0] for text in statuses if text[:1] in SPINNER]
+    assert phases[0] == "reading the prompt", statuses
+    counted = [int(m.group(1)) for phase in phases if (m := re.fullmatch(r"reading the prompt \(([\d,]+) tokens\)",
+                                                                           phase.replace(",", "")))]
+    assert max(counted) > 900, statuses  # the long prompt, counted while it is read
+    assert "writing the answer" in phases, statuses
+    assert all(text.endswith("s (Esc stops)") for text in statuses if text[:1] in SPINNER), statuses
     assert box == "my unsent draft"
     assert any("not yet sent" in text for _, text in notes)
 

@@ -108,6 +108,11 @@ class Backend:
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         raise NotImplementedError
 
+    def interrupt(self) -> None:
+        """From any thread: stop the generation running now, before its next chunk. Closing the stream does that
+        between chunks; a backend that can also stop while it reads a long prompt (before the first chunk) does it
+        here. The default waits for the next chunk."""
+
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens the rendered chat prompt takes, counted exactly where ``capabilities.tokenize``."""
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -76,6 +77,7 @@ class LlamaCppBackend(Backend):
         self._eos_token_id: int | None = None
         self._grammars: dict[str, Any] = {}
         self.grammar_warnings: list[str] = []
+        self._interrupted = threading.Event()
         self.cache_dir: Path | None = None
         """Where the self-check's verdict is kept; None: the default cache folder."""
         self.chat_format: str | None = None
@@ -264,6 +266,7 @@ class LlamaCppBackend(Backend):
                                   hint="shorten it, raise -o ctx=N, or use `localllm summarize` for long documents",
                                   prompt_tokens=len(prompt), window=window)
         generated = 0
+        self._interrupted.clear()
 
         def count_tokens(_tokens, _logits) -> bool:
             # llama-cpp-python calls each stopping criterion once per sampled token (an end-of-generation token
@@ -294,6 +297,26 @@ class LlamaCppBackend(Backend):
         )
         return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0), options.answer_prefix)
 
+    def interrupt(self) -> None:
+        self._interrupted.set()
+
+    @contextlib.contextmanager
+    def _abortable(self):
+        """While the prompt is read, llama.cpp asks this callback between the steps of its compute graph whether to
+        give up, so a stop takes effect within a step instead of after the whole prompt (30 s for a long one on a
+        CPU). The callback takes the GIL at each step, so it is set only until the first token: from then on the
+        stream stops between tokens."""
+        import llama_cpp.llama_cpp as native
+
+        interrupted = self._interrupted
+        callback = native.ggml_abort_callback(lambda _data: interrupted.is_set())
+        context = self._require_loaded()._ctx.ctx
+        native.llama_set_abort_callback(context, callback, None)
+        try:
+            yield
+        finally:
+            native.llama_set_abort_callback(context, native.ggml_abort_callback(0), None)
+
     def _grammar(self, schema) -> Any:
         """A GBNF grammar from the JSON schema. llama-cpp-python's response_format quietly falls back to generic
         JSON when a schema cannot be converted; here the fallback is explicit and recorded, and the caller
@@ -312,14 +335,26 @@ class LlamaCppBackend(Backend):
                 self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return self._grammars[key]
 
-    @staticmethod
-    def _stream(stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None
+    def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None
                 ) -> Iterator[Chunk]:
         finish: FinishReason = "stop"
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream):
-            for part in stream:
+            try:
+                with self._abortable():
+                    first = next(stream, None)
+            except RuntimeError:  # llama_decode returned 2: aborted by the callback
+                if not self._interrupted.is_set():
+                    raise
+                first = None
+            if self._interrupted.is_set():
+                yield FinalChunk("cancelled", Usage(prompt_tokens, 0), watch.timings())
+                return
+            for part in itertools.chain([first] if first is not None else [], stream):
+                if self._interrupted.is_set():
+                    finish = "cancelled"
+                    break
                 choice = part["choices"][0]
                 if choice["text"]:
                     watch.mark_token()

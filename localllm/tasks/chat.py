@@ -29,6 +29,8 @@ class ChatSession:
     stats: SessionStats = field(default_factory=SessionStats)
     dropped: int = 0
     """Messages at the start of the history left out of the last prompt because the window was full."""
+    prompt_tokens: int = 0
+    """Tokens of the last prompt sent (history, system prompt and the new message), before its answer starts."""
 
     def reset(self) -> None:
         self.history.clear()
@@ -56,7 +58,7 @@ class ChatSession:
                 f"this message has {tokens} tokens; with {reserve} kept for the answer it exceeds the "
                 f"{window}-token window", hint="send a shorter message, or restart with -o ctx=N",
                 prompt_tokens=tokens, window=window)
-        self.dropped = dropped
+        self.dropped, self.prompt_tokens = dropped, tokens
         return fitted
 
     def context_used(self) -> tuple[int, int]:
@@ -107,6 +109,10 @@ class ChatSession:
         messages = self.fitted_messages(user_text)
         return Response(self.model.backend.chat(messages, self.options),
                         on_done=lambda response: self._record(user_text, response))
+
+    def interrupt(self) -> None:
+        """From any thread: stop the answer being generated, even while the model still reads the prompt."""
+        self.model.backend.interrupt()
 
     def continue_answer(self) -> Response:
         """More of the last answer (cut at its token limit, or stopped): the model goes on from its last word, and

@@ -40,6 +40,8 @@ SAVE_INTERVAL_S = 1.0
 """How often a streaming answer's text so far is written to the store."""
 SHOWN_MESSAGES = 50
 """The latest messages of a conversation shown when it is opened."""
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+"""Frames of the sign of life in the status bar while an answer is prepared and written."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
@@ -104,6 +106,10 @@ class ChatPane(Vertical):
         self._saved_at = 0.0
         self._last_finish: str | None = None
         """How the last answer ended (conversations.FINISH_NOTES), for continue."""
+        self._started = 0.0
+        self._written = False
+        """Whether the answer being generated has shown text yet (until then the model reads the prompt)."""
+        self._shown_progress = ""
 
     @property
     def generating(self) -> bool:
@@ -292,7 +298,7 @@ class ChatPane(Vertical):
 
     async def action_new_conversation(self) -> None:
         if self.generating:  # right after Esc the answer is still ending: a new chat waits for it, not ignored
-            self._stop.set()
+            self._request_stop()
             await asyncio.to_thread(self._generation_done.wait, 10)
             while self.generating:
                 await asyncio.sleep(0.02)
@@ -437,15 +443,42 @@ class ChatPane(Vertical):
         self._answer = ChatMessage("assistant")
         await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
-        self._status("reading the prompt…")
+        self._start_generation()
+        self.generate(text)
+
+    def _start_generation(self) -> None:
         self.generating = True
         self._stop.clear()
         self._generation_done.clear()
-        self.generate(text)
+        self._started, self._written = time.monotonic(), False
+        if self.session is not None:
+            self.session.prompt_tokens = 0  # counted again for this prompt in the generating thread
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """A spinner, the phase and the seconds so far: reading a long prompt takes a while and must not look dead.
+        Redrawn only when its text changes."""
+        elapsed = time.monotonic() - self._started
+        frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+        if self._written:
+            text = f"{frame} writing the answer… {elapsed:.0f} s (Esc stops)"
+        else:
+            tokens = self.session.prompt_tokens if self.session is not None else 0
+            counted = f" ({tokens:,} tokens)" if tokens else ""
+            text = f"{frame} reading the prompt{counted}… {elapsed:.0f} s (Esc stops)"
+        if text != self._shown_progress:
+            self._shown_progress = text
+            self._status(text)
 
     def action_stop(self) -> None:
         if self.generating:
-            self._stop.set()
+            self._request_stop()
+
+    def _request_stop(self) -> None:
+        """The answer ends at once, even while the prompt is still being read; what was written is kept."""
+        self._stop.set()
+        if self.session is not None:
+            self.session.interrupt()
 
     async def _forget_last_exchange(self) -> str | None:
         """Remove the last prompt and answer from the log, the history and the store; return the prompt."""
@@ -491,9 +524,7 @@ class ChatPane(Vertical):
             self._buffer = TextBuffer()
         self._answer, self._saved_at = answer, time.monotonic()
         await answer.mark(None)
-        self.generating = True
-        self._stop.clear()
-        self._generation_done.clear()
+        self._start_generation()
         self.generate(answer.text, continuing=True)
 
     @work(thread=True, exclusive=True, group="generation")
@@ -508,6 +539,8 @@ class ChatPane(Vertical):
 
             with self.shared.use():
                 response = session.continue_answer() if continuing else session.send(text)
+                if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
+                    session.interrupt()
                 pump(response, buffer, self._stop, skip=len(text) if continuing else 0)
         except LocalLLMError as exc:
             error = exc
@@ -519,9 +552,10 @@ class ChatPane(Vertical):
     async def _drain(self) -> None:
         if self._answer is not None and self._buffer is not None:
             text = self._buffer.take()
+            if self.generating:
+                self._written = self._written or bool(text)
+                self._show_progress()
             if text:
-                if not self._answer.text:
-                    self._status("writing the answer… (Esc stops)")
                 await self._answer.append(text)
                 self.query_one("#log", VerticalScroll).scroll_end(animate=False)
                 if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S and len(self._last_ids) == 2:
@@ -618,7 +652,7 @@ class ChatPane(Vertical):
     def on_unmount(self) -> None:
         # Quitting mid-answer: the generation ends at its next token and what it wrote is kept, as Esc would.
         self._closing = True
-        self._stop.set()
+        self._request_stop()
         if self.generating:
             response = None
             if self._generation_done.wait(timeout=5) and self._outcome is not None:
