@@ -9,8 +9,9 @@ from conftest import settings_for
 from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
+from localllm.tui.activity import SPINNER
 from localllm.tui.app import LocalLLMApp
-from localllm.tui.chat import SPINNER, ChatPane
+from localllm.tui.chat import ChatPane
 from localllm.tui.dialogs import PickOne
 from localllm.tui.help import HelpScreen
 from localllm.tui.prompt import PromptArea

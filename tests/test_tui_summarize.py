@@ -2,6 +2,7 @@
 anything is generated, progress call by call, the summary shown, saved to a new file only, and copied."""
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.options import preset
 from localllm.tasks.summarize import STYLES, words_to_tokens
+from localllm.tui.activity import SPINNER
 from localllm.tui.shared_model import SharedModel
 from localllm.tui.summarize import SummarizePane
 
@@ -103,23 +105,26 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
 
     plan = asyncio.run(session())
     assert {1, len(plan.chunks)} <= seen_progress
-    assert any(message.startswith(f"part 1 of {len(plan.chunks)}: ") for message in messages)
+    # A spinner, the call and its prompt's size while it is read, and the seconds so far.
+    assert any(re.fullmatch(f"[{SPINNER}] part 1 of {len(plan.chunks)}: reading [0-9,]+ tokens… \\d+ s \\(Esc stops\\)",
+                            message) for message in messages), messages
 
 
 def test_escape_stops_a_summary_within_its_call(tmp_path):
     async def session():
-        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=768)
+        # One call over the whole text: ~1,900 tokens of prompt, seconds of reading before the first token.
+        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=4096)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
-            pane.query_one("#sum-text", TextArea).load_text(long_text())
+            pane.query_one("#sum-text", TextArea).load_text("\n\n".join([long_text()] * 3))
             await pilot.click("#sum-run")
-            await wait_until(pilot, lambda: pane.running and pane.plan is not None)
+            await wait_until(pilot, lambda: "reading" in text_of(pane, "#sum-progress-text"))
             await pilot.pause(0.3)
             started = time.monotonic()
             await pilot.press("escape")
-            await wait_until(pilot, lambda: not pane.running, timeout=10)
-            # Decoding stops at the next token; only a prompt still being read delays it, under a busy machine.
-            assert time.monotonic() - started < 10
+            await wait_until(pilot, lambda: not pane.running, timeout=30)
+            # The read is cut short: generous, reading the whole prompt takes several seconds here.
+            assert time.monotonic() - started < 2
             assert pane.calls_done == 0 and pane.summary == ""  # unstopped, the first call would have finished
             assert text_of(pane, "#sum-status") == "stopped; nothing was summarized (0 call(s) had finished)"
             assert pane.query_one("#sum-result", Markdown).source == "*The summary appears here.*"

@@ -90,10 +90,13 @@ class Summarizer:
     def __init__(self, settings: Settings, backend: Backend, options: GenerationOptions, *, style: str = "bullets",
                  words: int | None = None, progress: ProgressCallback | None = None,
                  window: int | None = None, on_call: CallCallback | None = None,
-                 on_text: Callable[[str], None] | None = None) -> None:
+                 on_text: Callable[[str], None] | None = None,
+                 on_call_start: Callable[[str, int], None] | None = None) -> None:
         """``window`` defaults to the loaded model's; `--plan` passes the planned one with only a tokenizer loaded.
         ``on_call`` receives each finished call's record, for a progress bar that counts calls. ``on_text``
-        receives the summary itself as it is written (the text of the last call only, not the notes)."""
+        receives the summary itself as it is written (the text of the last call only, not the notes).
+        ``on_call_start`` receives each call's label and prompt tokens as it starts, for a sign of life while a long
+        prompt is read."""
         if style not in STYLES:
             raise UsageError(f"unknown style {style!r}", hint=f"styles: {', '.join(STYLES)}")
         if words is not None and words < 10:
@@ -107,6 +110,7 @@ class Summarizer:
         self.window = window or backend.context_window
         self.on_call = on_call
         self.on_text = on_text
+        self.on_call_start = on_call_start
         # Notes shrink with a small window, so that several of them and a merged answer still fit one combine call.
         self.note_tokens = min(PART_NOTE_TOKENS, max(32, self.window // 8))
 
@@ -169,7 +173,7 @@ class Summarizer:
         source = _sources(documents)
         if plan.single:
             text = "\n\n".join(d.text.strip() for d in documents)
-            self.progress(f"summarizing {plan.input_tokens} tokens in one call")
+            self.progress(f"summarizing {plan.input_tokens:,} tokens in one call")
             result.summary = self._call(self.single_messages(text, source), plan.answer_tokens, "single", "all",
                                         result, final=True)
             return result
@@ -213,6 +217,8 @@ class Summarizer:
                                   "window with the answer's room", hint="raise -o ctx=N",
                                   prompt_tokens=prompt_tokens, window=self.window)
         options = self.options.with_overrides(max_tokens=max_tokens)
+        if self.on_call_start is not None:
+            self.on_call_start(label, prompt_tokens)
         response = Response(self.backend.chat(messages, options))
         if final and self.on_text is not None:
             for piece in response.text_chunks():
@@ -228,7 +234,7 @@ class Summarizer:
         if self.on_call is not None:
             self.on_call(record)
         rate = f", {record.tokens_per_second:.0f} tokens/s" if record.tokens_per_second else ""
-        self.progress(f"{label}: {record.prompt_tokens} tokens in, {record.completion_tokens} out{rate}")
+        self.progress(f"{label}: {record.prompt_tokens:,} tokens in, {record.completion_tokens:,} out{rate}")
         return text
 
 

@@ -40,8 +40,6 @@ SAVE_INTERVAL_S = 1.0
 """How often a streaming answer's text so far is written to the store."""
 SHOWN_MESSAGES = 50
 """The latest messages of a conversation shown when it is opened."""
-SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-"""Frames of the sign of life in the status bar while an answer is prepared and written."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
@@ -456,16 +454,15 @@ class ChatPane(Vertical):
         self._show_progress()
 
     def _show_progress(self) -> None:
-        """A spinner, the phase and the seconds so far: reading a long prompt takes a while and must not look dead.
-        Redrawn only when its text changes."""
-        elapsed = time.monotonic() - self._started
-        frame = SPINNER[int(elapsed * 10) % len(SPINNER)]
+        """The phase (the prompt's size once counted) with a spinner; redrawn only when its text changes."""
+        from localllm.tui.activity import activity_line
+
         if self._written:
-            text = f"{frame} writing the answer… {elapsed:.0f} s (Esc stops)"
+            text = activity_line(self._started, "writing the answer")
         else:
             tokens = self.session.prompt_tokens if self.session is not None else 0
-            counted = f" ({tokens:,} tokens)" if tokens else ""
-            text = f"{frame} reading the prompt{counted}… {elapsed:.0f} s (Esc stops)"
+            text = activity_line(self._started, f"reading the prompt ({tokens:,} tokens)" if tokens else
+                                 "reading the prompt")
         if text != self._shown_progress:
             self._shown_progress = text
             self._status(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shlex
 import threading
+import time
 from pathlib import Path
 
 from textual import on, work
@@ -48,6 +49,8 @@ class StoppableBackend:
 
     def chat(self, messages, options):
         chunks = self._backend.chat(messages, options)
+        if self._stop.is_set():  # asked before this call began: the backend's start reset its interrupt
+            self._backend.interrupt()
 
         def until_stopped():
             try:
@@ -109,6 +112,11 @@ class SummarizePane(Vertical):
         self.summary = ""
         self.running = False
         self._stop = threading.Event()
+        self._stoppable: StoppableBackend | None = None
+        self._activity = ("", 0.0)
+        """What the model is doing now, and since when (monotonic)."""
+        self._shown_activity = ""
+        self._streamed = False
         self._plan_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
@@ -290,15 +298,36 @@ class SummarizePane(Vertical):
         self.add_class("running")
         self._show("#sum-status", "summarizing…")
         self.query_one("#sum-progress", ProgressBar).update(total=None, progress=0)
-        self._show("#sum-progress-text", "waiting for the model…")
+        self._activity = ("waiting for the model", time.monotonic())
+        self._shown_activity = ""
+        self._show_activity()
         # The summary streams in as its last call writes it: the worker fills a buffer that a timer drains.
         self._buffer = TextBuffer()
         self._streamed = False
         self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain)
         self.summarize(documents, str(self.query_one("#sum-style", Select).value), words)
 
+    def _show_activity(self) -> None:
+        """What the model is doing, with a spinner and the call's seconds so far: a part's prompt can take a minute
+        to read, with nothing else on screen moving."""
+        from localllm.tui.activity import activity_line
+
+        what, started = self._activity
+        if self._stop.is_set():
+            return  # "stopping…" stays until the worker ends
+        line = activity_line(started, "writing the summary" if self._streamed else what)
+        if line != self._shown_activity:
+            self._shown_activity = line
+            self._show("#sum-progress-text", line)
+
+    def _call_started(self, label: str, prompt_tokens: int) -> None:
+        reading = f"reading {prompt_tokens:,} tokens"
+        self._activity = (reading if label == "all" else f"{label}: {reading}", time.monotonic())
+
     async def _drain(self) -> None:
         text = self._buffer.take()
+        if self.running:
+            self._show_activity()
         if not text:
             return
         result = self.query_one("#sum-result", Markdown)
@@ -310,6 +339,8 @@ class SummarizePane(Vertical):
     def action_stop(self) -> None:
         if self.running:
             self._stop.set()
+            if self._stoppable is not None:  # ends the call at once, even while it reads its prompt
+                self._stoppable.interrupt()
             self._show("#sum-progress-text", "stopping…")
 
     @work(thread=True, exclusive=True, group="summarize")
@@ -317,20 +348,24 @@ class SummarizePane(Vertical):
         def on_call(record) -> None:
             self.app.call_from_thread(self._call_done, record)
 
-        def progress(message: str) -> None:
-            self.app.call_from_thread(self._show, "#sum-progress-text", message)
+        def call_started(label: str, prompt_tokens: int) -> None:
+            self.app.call_from_thread(self._call_started, label, prompt_tokens)
 
         result, error = None, None
         try:
             with self.shared.use() as loaded:
-                backend = StoppableBackend(loaded.backend, self._stop)
-                summarizer = self._summarizer(backend, style, words, progress=progress, on_call=on_call,
+                backend = self._stoppable = StoppableBackend(loaded.backend, self._stop)
+                if self._stop.is_set():
+                    raise Stopped
+                summarizer = self._summarizer(backend, style, words, on_call=on_call, on_call_start=call_started,
                                               on_text=self._buffer.put)
                 plan = summarizer.plan(documents)
                 self.app.call_from_thread(self._run_started, plan, documents)
                 result = summarizer.run(documents)
         except (LocalLLMError, Stopped) as exc:
             error = exc
+        finally:
+            self._stoppable = None
         self.app.call_from_thread(self._finish, result, error)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
 
     def _run_started(self, plan, documents: list[Document]) -> None:
