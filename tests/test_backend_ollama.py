@@ -99,7 +99,7 @@ def test_cli_pull_with_the_same_progress_bar(standin, home):
     done = run_cli("pull", "--backend", "ollama", "--host", standin.url, "tinyllama:latest", home=home)
     assert done.returncode == 0, done.stderr_text
     assert done.stdout_text.strip() == "tinyllama:latest"
-    assert "tinyllama:latest" in done.stderr_text and "MB" in done.stderr_text  # rich's DownloadColumn
+    assert "tinyllama:latest" in done.stderr_text and "MiB" in done.stderr_text  # rich's DownloadColumn, binary
 
 
 def test_model_not_pulled_offers_the_pull(standin, home):

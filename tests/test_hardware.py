@@ -117,3 +117,30 @@ def test_reinstall_hint_names_the_right_build_flag():
 
 def test_report_serialises_to_json():
     assert json.loads(json.dumps(report_with("nvidia", True).to_dict()))["gpus"][0]["vendor"] == "nvidia"
+
+
+def test_nvml_bandwidth_is_bus_width_times_memory_clock_and_none_where_unsupported():
+    """Published peaks: A100 40GB (5120 bits, 1215 MHz) 1.56 TB/s; RTX 3090 (384 bits, 9751 MHz) 936 GB/s."""
+
+    class NVMLError(Exception):
+        pass
+
+    class FakeNVML:
+        NVML_CLOCK_MEM = 2
+
+        def __init__(self, bits, mhz):
+            self.bits, self.mhz = bits, mhz
+
+        def nvmlDeviceGetMemoryBusWidth(self, handle):
+            if self.bits is None:
+                raise NVMLError("Not Supported")
+            return self.bits
+
+        def nvmlDeviceGetMaxClockInfo(self, handle, clock):
+            assert clock == self.NVML_CLOCK_MEM
+            return self.mhz
+
+    assert gpus.nvml_bandwidth(FakeNVML(5120, 1215), None) == 1_555_200_000_000
+    assert gpus.nvml_bandwidth(FakeNVML(384, 9751), None) == 936_096_000_000
+    assert gpus.nvml_bandwidth(FakeNVML(None, 1215), None) is None
+    assert gpus.nvml_bandwidth(FakeNVML(384, 0), None) is None

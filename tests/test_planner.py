@@ -1,5 +1,7 @@
 """The planner on synthetic machines and on the real bundled model's metadata."""
 
+from dataclasses import replace
+
 import pytest
 
 from localllm.core.model import ModelInfo
@@ -144,6 +146,72 @@ def test_refusal_names_a_smaller_catalog_quant_that_fits(tmp_path):
     quant = smaller_quant_that_fits(settings, ref, q8, small_machine, plan)
     assert quant in ("qwen2.5-1.5b-instruct:q5_k_m", "qwen2.5-1.5b-instruct:q4_k_m")
     error = refusal(plan, ref.name, quant)
-    assert error.message.startswith("qwen2.5-1.5b-instruct needs about") and "1.6 GiB free" in error.message
+    assert error.message.startswith("qwen2.5-1.5b-instruct needs about") and "1.60 GiB free" in error.message
     assert f"{quant} fits" in error.hint
     assert smaller_quant_that_fits(settings, ref, q8, machine(4 * GIB, int(0.3 * GIB)), plan) is None
+
+
+# -- the decode speed estimate ----------------------------------------------------------------------------------------
+def test_cpu_speed_is_bandwidth_over_the_weights_per_token():
+    """8B Q4_K_M on a 4-core laptop: 4 threads × 2.5 GB/s = 10 GB/s over 4.92 GB of weights, ~2 tokens/s."""
+    plan = plan_load(LAPTOP_8GB, LLAMA_8B)
+    assert plan.decode_tokens_per_s == pytest.approx(10e9 / LLAMA_8B.weights_bytes)
+    assert plan.speed == "~2 tokens/s" and plan.verdict_with_speed == "CPU only · est. ~2 tokens/s"
+    assert plan.to_dict()["decode_tokens_per_s"] == pytest.approx(2.0, abs=0.05)
+
+
+def test_cpu_speed_stops_at_the_memory_ceiling_however_many_threads():
+    """64 threads would read 160 GB/s; a PC's RAM is counted at 25 GB/s whatever the core count."""
+    many = machine(512 * GIB, 480 * GIB, cores=64)
+    assert plan_load(many, LLAMA_8B).decode_tokens_per_s == pytest.approx(25e9 / LLAMA_8B.weights_bytes)
+    busy = replace(LAPTOP_8GB, cpu_busy=3.0)  # three of four cores taken: one thread
+    plan = plan_load(busy, LLAMA_8B)
+    assert plan.n_threads == 1 and plan.decode_tokens_per_s == pytest.approx(2.5e9 / LLAMA_8B.weights_bytes)
+
+
+def test_bundled_model_estimate_is_under_what_was_measured(bundled_model):
+    """docs/llama-cpp.md measured 32.6 tokens/s on one thread and 55.8 on two; the estimate stays below both."""
+    info = read_model_info(bundled_model)
+    one, two = (plan_load(machine(8 * GIB, 6 * GIB, cores=cores), info) for cores in (1, 2))
+    assert 25 < one.decode_tokens_per_s < 32.6 and 45 < two.decode_tokens_per_s < 55.8
+    assert two.speed == "~52 tokens/s"
+    from tui_helpers import TEST_MACHINE
+
+    assert plan_load(TEST_MACHINE, info).verdict_with_speed == "CPU only · est. ~100 tokens/s"
+    refused = plan_load(replace(TEST_MACHINE, ram_available=10 * MIB), info)
+    assert refused.verdict_with_speed == "will not fit" and refused.decode_tokens_per_s is None
+
+
+def test_gpu_speed_comes_from_the_bandwidth_the_driver_reports():
+    known = machine(64 * GIB, 58 * GIB, [GPUInfo("nvidia", "RTX 4090", 24 * GIB, int(23.3 * GIB),
+                                                 memory_bandwidth=1_008_000_000_000)], cores=16)
+    whole = plan_load(known, LLAMA_8B)
+    assert whole.placement == "gpu"
+    assert whole.decode_tokens_per_s == pytest.approx(0.6 * 1.008e12 / LLAMA_8B.weights_bytes)
+    assert whole.speed == "~120 tokens/s"
+    # 70B in part: the layers left in RAM set the pace
+    part = plan_load(known, LLAMA_70B)
+    on_gpu = part.n_gpu_layers * LLAMA_70B.layer_bytes
+    seconds = (LLAMA_70B.weights_bytes - on_gpu) / 25e9 + on_gpu / (0.6 * 1.008e12)
+    assert part.placement == "partial" and part.decode_tokens_per_s == pytest.approx(1 / seconds)
+    assert part.speed == "~1 token/s"
+    # a GPU whose bandwidth no probe reported: no number rather than a made-up one
+    unknown = plan_load(RTX_4090, LLAMA_8B)
+    assert unknown.decode_tokens_per_s is None and unknown.speed is None
+    assert unknown.verdict_with_speed == "fits on GPU"
+    # all on the CPU: 16 threads, held to the RAM's 25 GB/s
+    assert plan_load(RTX_4090, LLAMA_8B, PlanRequest(n_gpu_layers=0)).speed == "~5 tokens/s"
+
+
+def test_apple_silicon_counts_the_slowest_chips_unified_memory():
+    plan = plan_load(M2_16GB, LLAMA_8B)
+    assert plan.placement == "gpu" and plan.decode_tokens_per_s == pytest.approx(0.6 * 68e9 / LLAMA_8B.weights_bytes)
+    assert plan.speed == "~8 tokens/s"
+
+
+@pytest.mark.parametrize(("rate", "shown"), [(0.04, "<0.1"), (0.06, "0.1"), (0.44, "0.4"), (0.96, "1"), (9.4, "9"),
+                                             (12.3, "12"), (99.6, "100"), (123, "120"), (1234, "1,200")])
+def test_rates_are_rounded_as_far_as_an_estimate_deserves(rate, shown):
+    from localllm.core.plan import rounded_rate
+
+    assert rounded_rate(rate) == shown

@@ -66,7 +66,7 @@ def test_full_pull_verifies_installs_and_answers(home, hub, bundled_sha256):
     assert manifest["sha256"] == bundled_sha256 and manifest["source"] == URI and manifest["repo"] == REPO
     assert manifest["revision"] == "0123456789abcdef0123456789abcdef01234567"
     assert manifest["size"] == path.stat().st_size
-    assert "will it fit? CPU only" in done.stderr_text and "sha256 verified" in done.stderr_text
+    assert "will it fit? CPU only · est. ~" in done.stderr_text and "sha256 verified" in done.stderr_text
     assert not list(path.parent.glob("*.partial*"))
     answer = run_cli("run", "-m", NAME, "--preset", "precise", "-o", "max_tokens=6", "Hi", home=home)
     assert answer.returncode == 0 and answer.stdout_text.strip()

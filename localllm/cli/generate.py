@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localllm.cli.output import error_line, human_bytes, note, print_json
+from localllm.cli.output import error_line, note, print_json
 from localllm.core.chunks import FinalChunk, Response, TextChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import GenerationOptions, apply_assignments, preset
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 from localllm.tasks.loading import LoadedModel
 
 
@@ -35,10 +36,10 @@ def describe_plan(loaded: LoadedModel) -> str:
     plan = loaded.plan
     if loaded.served is not None:
         counts = "exact token counts" if loaded.backend.capabilities.tokenize else "token counts are estimates"
-        return f"{loaded.ref.name} via {loaded.choice.name} on {loaded.served.where}: context {plan.n_ctx}, {counts}"
+        return f"{loaded.ref.name} via {loaded.choice.name} on {loaded.served.where}: context {plan.n_ctx:,}, {counts}"
     threads = f"{plan.n_threads} thread{'s' if plan.n_threads != 1 else ''}"
-    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict}, context {plan.n_ctx}, {threads}, "
-            f"predicted memory {human_bytes(plan.memory.total)}")
+    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict_with_speed}, context {plan.n_ctx:,}, "
+            f"{threads}, predicted memory {human_size(plan.memory.total)}")
     verdict = getattr(loaded.backend, "build_verdict", None)
     if verdict is not None:
         line += f"; llama.cpp self-check {verdict.outcome}, setting: {verdict.setting}"
@@ -53,7 +54,7 @@ def stats_line(final: FinalChunk | None) -> str:
         return "stopped"
     rate = final.tokens_per_second
     first = final.timings.first_token_s
-    parts = [f"{final.usage.prompt_tokens} prompt tokens", f"{final.usage.completion_tokens} generated"]
+    parts = [f"{final.usage.prompt_tokens:,} prompt tokens", f"{final.usage.completion_tokens:,} generated"]
     if rate is not None:
         parts.append(f"{rate:.1f} tokens/s")
     if first is not None:
@@ -169,7 +170,7 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             if session.dropped:
                 note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
-                     f"{loaded.plan.n_ctx}-token window")
+                     f"{loaded.plan.n_ctx:,}-token window")
             try:
                 stream_to_stdout(response)
             except KeyboardInterrupt:
@@ -202,7 +203,7 @@ def _chat_command(text: str, session) -> bool:
             note(error_line(exc.message, exc.hint))
     elif name == "/stats":
         stats = session.stats
-        note(f"{stats.turns} turn(s), {stats.prompt_tokens} prompt tokens, {stats.completion_tokens} generated; "
+        note(f"{stats.turns:,} turn(s), {stats.prompt_tokens:,} prompt tokens, {stats.completion_tokens:,} generated; "
              f"last answer: {stats_line(stats.last)}")
     elif name == "/help":
         note(CHAT_HELP)

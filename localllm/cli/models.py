@@ -7,9 +7,10 @@ import re
 import sys
 import time
 
-from localllm.cli.output import console, human_bytes, note, print_json
-from localllm.core.errors import UsageError
+from localllm.cli.output import console, note, print_json
+from localllm.core.errors import UsageError, WontFit
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 
 
 def parse_rate(text: str | None) -> int | None:
@@ -38,13 +39,14 @@ def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
     from rich.table import Table
 
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("NAME", "QUANT", "PARAMS", "USES", "DOWNLOAD", "MEMORY", "CTX", "VERDICT", ""):
+    for column in ("NAME", "QUANT", "PARAMS", "USES", "DOWNLOAD", "MEMORY", "CTX", "VERDICT", "EST. SPEED", ""):
         table.add_column(column)
     for row in rows:
         plan = row.plan
         table.add_row(row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B", ",".join(row.model.uses),
-                      ("~" if row.quant.approximate else "") + human_bytes(row.quant.size),
-                      human_bytes(plan.memory.total) if plan else "?", str(plan.n_ctx) if plan else "?", row.verdict,
+                      ("~" if row.quant.approximate else "") + human_size(row.quant.size),
+                      human_size(plan.memory.total) if plan else "?", f"{plan.n_ctx:,}" if plan else "?",
+                      row.verdict, (plan.speed if plan else None) or "-",
                       "installed" if row.installed else "")
     console().print(table)
     return 0
@@ -58,14 +60,20 @@ class _ProgressBar:
             BarColumn,
             DownloadColumn,
             Progress,
+            ProgressColumn,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
+        from rich.text import Text
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=console(stderr=True),
-                                 transient=False)
+        class Speed(ProgressColumn):
+            """rich's TransferSpeedColumn in the app's units (it writes decimal MB/s)."""
+
+            def render(self, task) -> Text:
+                return Text(f"{human_size(task.speed)}/s" if task.speed else "?", style="progress.data.speed")
+
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+                                 Speed(), TimeRemainingColumn(), console=console(stderr=True), transient=False)
         self.task = self.progress.add_task(label, total=None)
         self.last = 0.0
 
@@ -93,23 +101,28 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
     max_rate = parse_rate(args.max_rate)
     report = detect_hardware(include_llama_cpp="if-gpu")
     target = resolve_pull(settings, args.model, report)
-    note(f"{target.name}: {target.remote.repo}/{target.remote.path} ({human_bytes(target.remote.size)}), "
+    note(f"{target.name}: {target.remote.repo}/{target.remote.path} ({human_size(target.remote.size)}), "
          f"{target.why}")
 
     def on_plan(plan) -> None:
-        note(f"will it fit? {plan.verdict}: about {human_bytes(plan.memory.total)} with {plan.n_ctx} tokens of "
-             f"context; {human_bytes(plan.ram_available)} RAM and {human_bytes(plan.gpu_available)} GPU free")
+        note(f"will it fit? {plan.verdict_with_speed}: about {human_size(plan.memory.total)} with {plan.n_ctx:,} "
+             f"tokens of context; {human_size(plan.ram_available)} RAM and {human_size(plan.gpu_available)} GPU free")
 
-    with _ProgressBar(target.name) as bar:
-        result = pull(settings, target, report, force=args.force, progress=bar, max_rate=max_rate,
-                      on_wait=lambda who: note(f"{who} is downloading this model; waiting for it to finish"),
-                      on_plan=on_plan)
+    try:
+        with _ProgressBar(target.name) as bar:
+            result = pull(settings, target, report, force=args.force, progress=bar, max_rate=max_rate,
+                          on_wait=lambda who: note(f"{who} is downloading this model; waiting for it to finish"),
+                          on_plan=on_plan)
+    except WontFit as error:
+        anyway = "pass --force to download it anyway"
+        error.hint = f"{error.hint}; or {anyway}" if error.hint else anyway
+        raise
     if result.already_installed:
         note(f"{target.name} is already installed and intact: {result.path}")
     else:
-        resumed = f", resumed at {human_bytes(result.resumed_from)}" if result.resumed_from else ""
-        speed = f", {human_bytes(result.transferred / result.seconds)}/s" if result.seconds > 0 else ""
-        note(f"installed {target.name} ({human_bytes(result.path.stat().st_size)}, sha256 verified{resumed}"
+        resumed = f", resumed at {human_size(result.resumed_from)}" if result.resumed_from else ""
+        speed = f", {human_size(result.transferred / result.seconds)}/s" if result.seconds > 0 else ""
+        note(f"installed {target.name} ({human_size(result.path.stat().st_size)}, sha256 verified{resumed}"
              f"{speed}): {result.path}")
     print(result.path)
     return 0
@@ -151,7 +164,7 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
 
         raise LocalLLMError(f"not removed: {removable(refs[0])}", hint="remove it with the tool that owns it")
     if not args.yes:
-        listing = ", ".join(f"{ref.path} ({human_bytes(ref.path.stat().st_size)})" for ref in owned)
+        listing = ", ".join(f"{ref.path} ({human_size(ref.path.stat().st_size)})" for ref in owned)
         if not sys.stdin.isatty():
             raise UsageError(f"this would delete {listing}", hint="pass -y to confirm")
         answer = input(f"delete {listing}? [y/N] ").strip().lower()
@@ -160,7 +173,7 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     for ref in owned:
         freed = remove(ref)
-        note(f"deleted {ref.path} ({human_bytes(freed)})")
+        note(f"deleted {ref.path} ({human_size(freed)})")
     for ref in refs:
         if ref not in owned:
             note(f"kept: {removable(ref)}")
@@ -173,7 +186,7 @@ def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "clean":
         removed = clean_downloads(settings)
         for item in removed:
-            note(f"removed the partial download of {item.target.name} ({human_bytes(item.have)})")
+            note(f"removed the partial download of {item.target.name} ({human_size(item.have)})")
         if not removed:
             note("no partial downloads to remove")
         return 0
@@ -188,7 +201,7 @@ def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
     for item in items:
         share = f"{100 * item.have / item.size:.1f} %" if item.size else "?"
         state = f"downloading now ({item.active})" if item.active else "paused: `localllm pull` resumes it"
-        console().print(f"{item.target.name}: {human_bytes(item.have)} of {human_bytes(item.size)} ({share}) "
+        console().print(f"{item.target.name}: {human_size(item.have)} of {human_size(item.size)} ({share}) "
                         f"from {item.source}, started {item.started}, {state}")
     return 0
 

@@ -50,15 +50,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def human_bytes(count: int | float) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
 def human_count(count: int) -> str:
     for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
         if count >= threshold:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from localllm.cli.output import console, human_bytes, human_count, inert, print_json
+from localllm.cli.output import console, human_count, inert, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 from localllm.tasks import reports
 
 
@@ -39,8 +40,8 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
         if info is None:
             table.add_row(row.ref.name, "-", row.ref.quant or "-", "-", "-", "-", f"{row.ref.source}: {row.problem}")
             continue
-        table.add_row(row.ref.name, human_bytes(info.file_size), info.quant or "-", info.architecture,
-                      str(info.context_length), "chat" if info.chat_template else "base (no chat template)",
+        table.add_row(row.ref.name, human_size(info.file_size), info.quant or "-", info.architecture,
+                      f"{info.context_length:,}", "chat" if info.chat_template else "base (no chat template)",
                       f"{row.ref.source} ({row.ref.path})")
     console().print(table)
     return 0
@@ -62,16 +63,16 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in (
         ("name", f"{result.ref.name} ({info.name or '-'})"),
         ("file", f"{info.path} [{result.ref.source}]"),
-        ("size", human_bytes(info.file_size)),
+        ("size", human_size(info.file_size)),
         ("architecture", info.architecture),
         ("parameters", human_count(info.parameters) + (f" ({info.size_label})" if info.size_label else "")),
         ("quant", info.quant or "-"),
-        ("context", f"{info.context_length} tokens (trained)"),
+        ("context", f"{info.context_length:,} tokens (trained)"),
         ("layers", str(info.block_count)),
         ("attention", f"{info.head_count} heads, {info.head_count_kv} KV heads, "
                       f"head size {info.key_length}/{info.value_length}"),
-        ("embedding", str(info.embedding_length)),
-        ("vocabulary", f"{info.vocab_size} tokens, {info.tokenizer_kind}"),
+        ("embedding", f"{info.embedding_length:,}"),
+        ("vocabulary", f"{info.vocab_size:,} tokens, {info.tokenizer_kind}"),
         ("chat template", "yes" if info.chat_template else _no_template(result)),
         ("licence", info.license or "-"),
     ):
@@ -83,15 +84,17 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     load.show_header = False
     for key, value in (
         ("verdict", plan.verdict),
+        *((("speed", f"{plan.speed}, estimated from memory bandwidth (not measured); slower as the context "
+                     "fills"),) if plan.speed else ()),
         ("backend", result.choice.name),
-        ("context", f"{plan.n_ctx} tokens"),
+        ("context", f"{plan.n_ctx:,} tokens"),
         ("GPU layers", f"{min(plan.n_gpu_layers, plan.n_layers)} of {plan.n_layers}"
                        + (" + output" if plan.n_gpu_layers > plan.n_layers else "")),
         ("threads", str(plan.n_threads)),
-        ("memory", f"{human_bytes(memory.total)} = weights {human_bytes(memory.weights)} + KV cache "
-                   f"{human_bytes(memory.kv_cache)} + compute {human_bytes(memory.compute)}"),
-        ("on GPU / CPU", f"{human_bytes(memory.gpu)} / {human_bytes(memory.cpu)}"),
-        ("available", f"RAM {human_bytes(plan.ram_available)}, GPU {human_bytes(plan.gpu_available)}"),
+        ("memory", f"{human_size(memory.total)} = weights {human_size(memory.weights)} + KV cache "
+                   f"{human_size(memory.kv_cache)} + compute {human_size(memory.compute)}"),
+        ("on GPU / CPU", f"{human_size(memory.gpu)} / {human_size(memory.cpu)}"),
+        ("available", f"RAM {human_size(plan.ram_available)}, GPU {human_size(plan.gpu_available)}"),
     ):
         load.add_row(key, value)
     for reason in plan.reasons:
@@ -119,8 +122,8 @@ def _show_served(result) -> int:
     table.show_header = False
     table.add_row("name", served.name)
     table.add_row("where", served.where)
-    table.add_row("context", f"{served.n_ctx} tokens per request"
-                  + (f" (trained for {served.context_length})" if served.context_length else ""))
+    table.add_row("context", f"{served.n_ctx:,} tokens per request"
+                  + (f" (trained for {served.context_length:,})" if served.context_length else ""))
     for key, value in served.details:
         table.add_row(key, value)
     table.add_row("backend", result.choice.name)
@@ -146,9 +149,9 @@ def hw_command(args: argparse.Namespace, settings: Settings) -> int:
     table.add_row("CPU", f"{cpu.model} ({cpu.arch})")
     table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
     table.add_row("SIMD", ", ".join(cpu.simd) or "none detected")
-    table.add_row("RAM", f"{human_bytes(hardware.ram_available)} available of {human_bytes(hardware.ram_total)}")
+    table.add_row("RAM", f"{human_size(hardware.ram_available)} available of {human_size(hardware.ram_total)}")
     for gpu in hardware.gpus:
-        details = [f"{human_bytes(gpu.free_bytes)} free of {human_bytes(gpu.total_bytes)}"]
+        details = [f"{human_size(gpu.free_bytes)} free of {human_size(gpu.total_bytes)}"]
         if gpu.unified_memory:
             details.append("unified memory: the limit is Metal's recommended working set")
         if gpu.driver:
@@ -216,5 +219,5 @@ def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row(str(index), str(token.id), repr(token.piece))
     out = console()
     out.print(table)
-    out.print(f"{len(tokens)} tokens · tokenizer: {info.tokenizer_kind} ({info.tokenizer_model}) · model {ref.name}")
+    out.print(f"{len(tokens):,} tokens · tokenizer: {info.tokenizer_kind} ({info.tokenizer_model}) · model {ref.name}")
     return 0

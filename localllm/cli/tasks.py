@@ -21,7 +21,7 @@ def note_single_call(response) -> None:
     """The context accounting of a one-call task, on stderr."""
     if response.final is not None:
         usage = response.final.usage
-        note(f"1 call, {usage.prompt_tokens} tokens in, {usage.completion_tokens} out")
+        note(f"1 call, {usage.prompt_tokens:,} tokens in, {usage.completion_tokens:,} out")
 
 
 def read_inputs(paths: list[str]):
@@ -54,8 +54,8 @@ def summarize_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         sys.stdout.write(result.summary.rstrip() + "\n")
         if args.verbose:
-            note(f"{len(result.calls)} call(s), {result.tokens_in} tokens in, {result.tokens_out} out, "
-                 f"window {result.plan.window}")
+            note(f"{len(result.calls):,} call(s), {result.tokens_in:,} tokens in, {result.tokens_out:,} out, "
+                 f"window {result.plan.window:,}")
     return 0
 
 
@@ -87,16 +87,16 @@ def _plan_only(args: argparse.Namespace, settings: Settings, documents, options)
         print_json(plan.to_dict(documents))
         return 0
     out = console()
-    out.print(f"input: {plan.input_tokens} tokens in {len(documents)} file(s); window {plan.window} tokens; "
-              f"answer budget {plan.answer_tokens} tokens")
+    out.print(f"input: {plan.input_tokens:,} tokens in {len(documents):,} file(s); window {plan.window:,} tokens; "
+              f"answer budget {plan.answer_tokens:,} tokens")
     if plan.single:
         out.print("plan: one call (the whole input fits the window)")
     else:
-        out.print(f"plan: {len(plan.chunks)} chunks of at most {plan.chunk_budget} tokens, then combining: "
-                  f"{plan.calls} calls in all")
+        out.print(f"plan: {len(plan.chunks):,} chunks of at most {plan.chunk_budget:,} tokens, then combining: "
+                  f"{plan.calls:,} calls in all")
         for number, chunk in enumerate(plan.chunks, start=1):
-            out.print(f"  chunk {number}: {documents[chunk.document].name} characters {chunk.start}-{chunk.end}, "
-                      f"{chunk.tokens} tokens")
+            out.print(f"  chunk {number}: {documents[chunk.document].name} characters {chunk.start:,}-{chunk.end:,}, "
+                      f"{chunk.tokens:,} tokens")
     return 0
 
 
@@ -132,8 +132,8 @@ def _batch(args: argparse.Namespace, settings: Settings, messages_for, schema: d
                 sys.stdout.flush()
         for warning in getattr(backend, "grammar_warnings", []):
             note(f"note: {warning}")
-    note(f"{len(rows)} row(s): {done} done, {failed} failed; {calls} call(s), {tokens_in} tokens in, "
-         f"{tokens_out} out")
+    note(f"{len(rows):,} row(s): {done:,} done, {failed:,} failed; {calls:,} call(s), {tokens_in:,} tokens in, "
+         f"{tokens_out:,} out")
     return 1 if failed else 0
 
 
@@ -245,8 +245,8 @@ def ask_command(args: argparse.Namespace, settings: Settings) -> int:
     options = options.with_overrides(max_tokens=options.max_tokens or ANSWER_TOKENS)
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
         plan = plan_ask(settings, loaded.backend, documents, question, answer_tokens=options.max_tokens)
-        how = (f"{len(plan.passages)} of {plan.candidates} passages, ranked by BM25" if plan.retrieved
-               else f"the documents whole ({plan.candidates} passages)")
+        how = (f"{len(plan.passages):,} of {plan.candidates:,} passages, ranked by BM25" if plan.retrieved
+               else f"the documents whole ({plan.candidates:,} passages)")
         note(f"sent {how}: {', '.join(p.id for p in plan.passages)}")
         response = Response(loaded.backend.chat(ask_messages(settings, plan.passages, question), options))
         if args.json:
@@ -359,13 +359,13 @@ def feedback_command(args: argparse.Namespace, settings: Settings) -> int:
                     "top": [t.name for t in top], "calls": result.calls, "tokens_in": result.tokens_in,
                     "tokens_out": result.tokens_out})
         return 0
-    lines = [f"Top {len(top)} themes in {result.analysed} rows:", ""]
+    lines = [f"Top {len(top)} themes in {result.analysed:,} rows:", ""]
     for rank, theme in enumerate(top, start=1):
         share = 100 * len(theme.rows) / result.analysed
-        lines.append(f"{rank}. **{theme.name}**: {len(theme.rows)} rows ({share:.0f} %)")
+        lines.append(f"{rank}. **{theme.name}**: {len(theme.rows):,} rows ({share:.0f} %)")
         lines.extend(f'   > "{quote}"' for quote in result.quotes(theme))
     sys.stdout.write("\n".join(lines) + "\n")
-    note(f"{result.calls} call(s), {result.tokens_in} tokens in, {result.tokens_out} out")
+    note(f"{result.calls:,} call(s), {result.tokens_in:,} tokens in, {result.tokens_out:,} out")
     return 0
 
 
@@ -403,7 +403,7 @@ def embed_command(args: argparse.Namespace, settings: Settings) -> int:
         for vector in vectors:
             sys.stdout.write(json.dumps([round(value, 6) for value in vector]) + "\n")
     note(f"{len(vectors)} vector(s) of {len(vectors[0]) if vectors else 0} dimensions from {name}, "
-         f"{tokens_in} tokens in")
+         f"{tokens_in:,} tokens in")
     return 0
 
 
@@ -426,9 +426,9 @@ def segment_command(args: argparse.Namespace, settings: Settings) -> int:
                     "tokens_in": tally.tokens_in, "tokens_out": tally.tokens_out})
     else:
         for item in segments:
-            sys.stdout.write(f"## {item.name} ({len(item.rows)} rows)\n{item.description}\n"
+            sys.stdout.write(f"## {item.name} ({len(item.rows):,} rows)\n{item.description}\n"
                              f"rows: {', '.join(map(str, sorted(item.rows)))}\n\n")
-        note(f"{tally.calls} call(s), {tally.tokens_in} tokens in, {tally.tokens_out} out")
+        note(f"{tally.calls:,} call(s), {tally.tokens_in:,} tokens in, {tally.tokens_out:,} out")
     return 0
 
 
@@ -448,5 +448,5 @@ def recommend_command(args: argparse.Namespace, settings: Settings) -> int:
     for rank, pick in enumerate(picks, start=1):
         label = next(iter(pick.row.record.values()), f"row {pick.row.number}")
         sys.stdout.write(f"{rank}. **{label}** (row {pick.row.number}): {pick.reason}\n")
-    note(f"{tally.calls} call(s), {tally.tokens_in} tokens in, {tally.tokens_out} out")
+    note(f"{tally.calls:,} call(s), {tally.tokens_in:,} tokens in, {tally.tokens_out:,} out")
     return 0

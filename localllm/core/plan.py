@@ -40,6 +40,28 @@ class LoadPlan:
     gpu_available: int
     reasons: tuple[str, ...] = field(default_factory=tuple)
     suggestion: str | None = None
+    decode_tokens_per_s: float | None = None
+    """An estimate of the answer's speed from memory bandwidth (see localllm.hardware.speed), never a measurement;
+    None where there is no ground for one (a server, a GPU whose bandwidth is not known)."""
+
+    @property
+    def speed(self) -> str | None:
+        """``~12 tokens/s``, rounded as far as an estimate deserves; None when there is none or it will not run."""
+        if self.decode_tokens_per_s is None or not self.fits:
+            return None
+        text = rounded_rate(self.decode_tokens_per_s)
+        unit = "token/s" if text == "1" else "tokens/s"
+        return f"{text} {unit}" if text.startswith("<") else f"~{text} {unit}"
+
+    @property
+    def rounded_speed(self) -> float | None:
+        """The estimate to one decimal, for JSON; None as for ``speed``."""
+        return round(self.decode_tokens_per_s, 1) if self.decode_tokens_per_s is not None and self.fits else None
+
+    @property
+    def verdict_with_speed(self) -> str:
+        """The verdict and, where there is one, the estimated speed marked as such: ``CPU only · est. ~12 tokens/s``."""
+        return f"{self.verdict} · est. {self.speed}" if self.speed else self.verdict
 
     @property
     def verdict(self) -> str:
@@ -55,8 +77,22 @@ class LoadPlan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["decode_tokens_per_s"] = self.rounded_speed
         data["memory"]["total"] = self.memory.total
         data["memory"]["cpu"] = self.memory.cpu
         data["verdict"] = self.verdict
         data["reasons"] = list(self.reasons)
         return data
+
+
+def rounded_rate(rate: float) -> str:
+    """Two significant digits at most (``12``, ``120``, ``1,200``), one decimal under 1 (``0.4``): an estimate from a
+    bandwidth guess is not worth more. Anything under 0.05 is ``0.1`` at most: ``<0.1``."""
+    if rate < 0.05:
+        return "<0.1"
+    if rate < 0.95:
+        return f"{rate:.1f}"
+    if rate < 9.5:
+        return f"{rate:.0f}"
+    digits = len(str(int(round(rate)))) - 2
+    return f"{int(round(rate, -digits)):,}"

@@ -9,6 +9,8 @@ Memory model (bytes):
 
 GPU offload fills the GPUs layer by layer (each layer's weights plus its KV cache) after setting aside headroom and
 the compute buffer, as Ollama's estimator does; the output head goes last.
+
+The plan also carries an estimate of the decode speed from where the weights land (localllm.hardware.speed).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from localllm.core.model import ModelInfo
 from localllm.core.plan import LoadPlan, MemoryEstimate, Placement
 from localllm.hardware.report import HardwareReport
+from localllm.hardware.speed import decode_tokens_per_s
 
 KV_BYTES_PER_VALUE = 2  # f16
 N_UBATCH = 512
@@ -90,11 +93,12 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
     if request.ctx is not None:
         n_ctx = request.ctx
         if n_ctx > trained:
-            reasons.append(f"context {n_ctx} is beyond the {trained} the model was trained on; quality may drop")
+            reasons.append(f"context {n_ctx:,} is beyond the {trained:,} the model was trained on; quality may drop")
     else:
         n_ctx = min(request.default_ctx, trained)
-        reasons.append(f"context {n_ctx}: the default {request.default_ctx} capped by the trained {trained}"
-                       if n_ctx < request.default_ctx else f"context {n_ctx}: the default (the model allows {trained})")
+        reasons.append(f"context {n_ctx:,}: the default {request.default_ctx:,} capped by the trained {trained:,}"
+                       if n_ctx < request.default_ctx else
+                       f"context {n_ctx:,}: the default (the model allows {trained:,})")
 
     memory, layers = _estimate(info, n_ctx, report, request)
     fits = _fits(memory, report)
@@ -105,14 +109,14 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
             memory, layers = _estimate(info, chosen, report, request)
             fits = _fits(memory, report)
         if fits:
-            reasons.append(f"context lowered to {chosen} so that it fits in free memory")
+            reasons.append(f"context lowered to {chosen:,} so that it fits in free memory")
             n_ctx = chosen
 
     suggestion = None
     if not fits:
         smaller = next((c for c in _halvings(n_ctx) if _fits(_estimate(info, c, report, request)[0], report)), None)
         if smaller is not None:
-            suggestion = f"a context of {smaller} tokens fits: -o ctx={smaller}"
+            suggestion = f"a context of {smaller:,} tokens fits: -o ctx={smaller}"
         else:
             suggestion = "the weights alone do not fit: choose a smaller quant or a smaller model"
 
@@ -135,6 +139,9 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
 
     placement: Placement = "none" if not fits else (
         "gpu" if layers > info.block_count else "partial" if layers else "cpu")
+    gpu_weights = gpu_weight_bytes(info, layers)
+    speed = decode_tokens_per_s(report, cpu_bytes=info.weights_bytes - gpu_weights, gpu_bytes=gpu_weights,
+                                threads=threads) if fits else None
     return LoadPlan(
         backend=request.backend,
         n_ctx=n_ctx,
@@ -148,7 +155,14 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
         gpu_available=report.gpu_free,
         reasons=tuple(reasons),
         suggestion=suggestion,
+        decode_tokens_per_s=speed,
     )
+
+
+def gpu_weight_bytes(info: ModelInfo, layers: int) -> int:
+    """The weights in GPU memory when ``layers`` are offloaded (``block_count + 1``: the output head too)."""
+    return min(layers, info.block_count) * info.layer_bytes + (info.non_layer_bytes if layers > info.block_count
+                                                                  else 0)
 
 
 def default_threads(report: HardwareReport) -> tuple[int, str]:

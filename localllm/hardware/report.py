@@ -31,6 +31,8 @@ class GPUInfo:
     """Apple Silicon: GPU and CPU share RAM; ``free_bytes`` is the recommended working set, not all of RAM."""
     source: str = ""
     """Which probe found it: nvml, nvidia-smi, rocm-smi, sysfs, sysctl."""
+    memory_bandwidth: int | None = None
+    """Peak memory bandwidth in bytes/s as the driver reports it (NVML); None where no probe tells."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from localllm.core.errors import BackendUnavailable, ModelNotFound, WontFit
 from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.plan import LoadPlan, MemoryEstimate
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 from localllm.hardware.detect import detect_hardware
 from localllm.hardware.planner import PlanRequest, plan_load
 from localllm.hardware.report import HardwareReport
@@ -25,7 +26,6 @@ from localllm.store.catalog import find_model, load_catalog
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import resolve_model
 
-GIB = 1024**3
 logger = logging.getLogger("localllm")
 
 
@@ -82,14 +82,14 @@ def smaller_quant_that_fits(settings: Settings, ref: ModelRef, info: ModelInfo, 
 
 
 def refusal(plan: LoadPlan, name: str, smaller_quant: str | None = None) -> WontFit:
-    need = plan.memory.total / GIB
-    have = (plan.ram_available + plan.gpu_available) / GIB
+    need = human_size(plan.memory.total)
+    have = human_size(plan.ram_available + plan.gpu_available)
     hint = plan.suggestion
     if smaller_quant:
         hint = f"{hint}; or the smaller quant {smaller_quant} fits" if hint else f"{smaller_quant} fits"
     return WontFit(
-        f"{name} needs about {need:.1f} GiB at a {plan.n_ctx}-token context, "
-        f"but this machine has {have:.1f} GiB free (RAM + GPU)",
+        f"{name} needs about {need} at a {plan.n_ctx:,}-token context, "
+        f"but this machine has {have} free (RAM + GPU)",
         hint=hint,
         plan=plan,
     )

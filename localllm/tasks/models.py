@@ -16,6 +16,7 @@ from localllm.core.errors import LocalLLMError, ModelNotFound, UsageError, WontF
 from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.plan import LoadPlan
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 from localllm.hardware.report import HardwareReport
 from localllm.store import hub, transfer
 from localllm.store.catalog import USES, CatalogModel, CatalogQuant, estimated_info, find_model, load_catalog
@@ -45,6 +46,7 @@ class CatalogRow:
                 "size": self.quant.size, "source": self.quant.repo or f"package {self.quant.package}",
                 "predicted_memory": self.plan.memory.total if self.plan else None,
                 "context": self.plan.n_ctx if self.plan else None, "verdict": self.verdict,
+                "decode_tokens_per_s": self.plan.rounded_speed if self.plan else None,
                 "fits": bool(self.plan and self.plan.fits), "installed": self.installed}
 
 
@@ -132,9 +134,10 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
         if plan is None or plan.fits:
             reason = "the largest quant" if not passed else f"the largest quant that fits ({'; '.join(passed)})"
             if plan is not None:
-                reason += f": {plan.verdict}, about {plan.memory.total / 2**30:.1f} GiB at a {plan.n_ctx}-token context"
+                reason += (f": {plan.verdict_with_speed}, about {human_size(plan.memory.total)} at a "
+                           f"{plan.n_ctx:,}-token context")
             return quant, reason
-        passed.append(f"{quant.quant} needs about {plan.memory.total / 2**30:.1f} GiB")
+        passed.append(f"{quant.quant} needs about {human_size(plan.memory.total)}")
     raise WontFit(f"no quant of {entry.name} fits this machine ({'; '.join(passed)})",
                   hint="choose a smaller model: `localllm catalog --fits`")
 
@@ -175,8 +178,8 @@ def check_disk(settings: Settings, pull: PullTarget) -> None:
     reserve = settings.min_free_disk_mb * MIB
     if free - needed < reserve:
         raise LocalLLMError(
-            f"not enough disk space: {pull.name} needs {needed / 2**30:.2f} GiB more and {folder} has "
-            f"{free / 2**30:.2f} GiB free (keeping {settings.min_free_disk_mb} MiB free)",
+            f"not enough disk space: {pull.name} needs {human_size(needed)} more and {folder} has "
+            f"{human_size(free)} free (keeping {human_size(reserve)} free)",
             hint="free some space, or lower min_free_disk_mb in the config")
 
 
@@ -236,9 +239,7 @@ def _pull(settings: Settings, target: PullTarget, report: HardwareReport, *, for
         if not plan.fits and not force:
             if not had_partial:
                 transfer.discard_partial(target.target)
-            error = refusal(plan, target.name)
-            error.hint = f"{error.hint}; or pass --force to download it anyway" if error.hint else "--force"
-            raise error
+            raise refusal(plan, target.name)  # the caller offers to download it anyway (--force, the app's dialog)
         if on_plan:
             on_plan(plan)
         started = time.perf_counter()

@@ -1,0 +1,68 @@
+"""An estimate of decode speed: how many tokens a second an answer is written at, before anything is loaded.
+
+Writing one token reads every weight once, so decoding is bound by how fast memory is read: tokens/s ≈ bytes/s ÷
+bytes read per token. The bytes per token are the weights (the part on the GPU read at the GPU's rate, the rest at
+the CPU's); the KV cache read grows as the context fills, so the estimate holds for a short conversation and the
+speed drops as the window fills. Counting the whole token-embedding table, of which a token reads one row, errs on
+the slow side too.
+
+The rates are conservative on purpose. Nothing here is measured: a read-bandwidth benchmark would cost every start
+time (or a cache of a number that changes with what else runs), and the raw bandwidth is not what llama.cpp reaches
+on a few cores anyway, where dequantising is the bound. So:
+
+- CPU: ``CPU_BYTES_PER_THREAD_S`` per llama.cpp thread, up to the ceiling of the memory kind. The per-thread rate is
+  under what was measured here (docs/llama-cpp.md, "Threads": the bundled 92 MiB model decoded at 32.6 tokens/s on
+  one thread of a 2-core EPYC VM, 3.1 GB/s, and 55.8 on two, 2.7 GB/s each).
+- Memory kind: the module's type is not readable without root (dmidecode), so a PC's RAM counts as dual-channel
+  DDR4-3200 (51.2 GB/s peak) of which llama.cpp reaches about half, ``DDR_BYTES_S``; a server with more channels is
+  faster than this says. Apple Silicon's unified memory counts as the slowest M-series chip's (M1, 68 GB/s) at the
+  same share of its peak as a GPU reaches, ``UNIFIED_BYTES_S``.
+- GPU: the peak the driver reports (NVML: bus width × memory clock) times ``GPU_EFFICIENCY``, the share of peak
+  llama.cpp's decode kernels reach; Apple's GPU reads the same unified memory. A GPU whose bandwidth is unknown
+  (rocm-smi, sysfs, nvidia-smi without NVML) gets no estimate rather than a guess.
+"""
+
+from __future__ import annotations
+
+from localllm.hardware.report import HardwareReport
+
+GB = 10**9
+CPU_BYTES_PER_THREAD_S = 2.5 * GB
+DDR_BYTES_S = 25 * GB
+GPU_EFFICIENCY = 0.6
+UNIFIED_BYTES_S = 68 * GB * GPU_EFFICIENCY
+
+
+def is_apple_silicon(report: HardwareReport) -> bool:
+    return report.unified_memory or report.cpu.model.startswith("Apple M")
+
+
+def cpu_rate(report: HardwareReport, threads: int) -> float:
+    """Bytes a second llama.cpp's CPU threads read weights at, by this module's conservative rule."""
+    ceiling = UNIFIED_BYTES_S if is_apple_silicon(report) else DDR_BYTES_S
+    return min(max(threads, 1) * CPU_BYTES_PER_THREAD_S, ceiling)
+
+
+def gpu_rate(report: HardwareReport) -> float | None:
+    """Bytes a second the slowest GPU reads weights at (layers are spread over them and run one after another);
+    None when one of them does not report its bandwidth."""
+    rates = []
+    for gpu in report.gpus:
+        if gpu.unified_memory:
+            rates.append(UNIFIED_BYTES_S)
+        elif gpu.memory_bandwidth:
+            rates.append(gpu.memory_bandwidth * GPU_EFFICIENCY)
+        else:
+            return None
+    return min(rates) if rates else None
+
+
+def decode_tokens_per_s(report: HardwareReport, *, cpu_bytes: int, gpu_bytes: int, threads: int) -> float | None:
+    """Tokens a second when each token reads ``cpu_bytes`` of weights in RAM and ``gpu_bytes`` in GPU memory."""
+    seconds = cpu_bytes / cpu_rate(report, threads)
+    if gpu_bytes:
+        rate = gpu_rate(report)
+        if rate is None:
+            return None
+        seconds += gpu_bytes / rate
+    return 1 / seconds if seconds > 0 else None
