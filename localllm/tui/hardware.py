@@ -32,15 +32,16 @@ class HardwarePane(VerticalScroll):
 
 
 def render_report(report) -> str:
-    gib = 1024**3
+    from localllm.core.units import human_size
+
     hw = report.hardware
     lines = ["# Hardware", "", f"- **System**: {hw.os}", f"- **CPU**: {hw.cpu.model} ({hw.cpu.arch}), "
              f"{hw.cpu.physical_cores} physical / {hw.cpu.logical_cores} logical cores",
              f"- **SIMD**: {', '.join(hw.cpu.simd) or 'none detected'}",
-             f"- **RAM**: {hw.ram_available / gib:.1f} GiB available of {hw.ram_total / gib:.1f} GiB"]
+             f"- **RAM**: {human_size(hw.ram_available)} available of {human_size(hw.ram_total)}"]
     for gpu in hw.gpus:
-        lines.append(f"- **GPU {gpu.index}**: {gpu.name}, {gpu.free_bytes / gib:.1f} GiB free of "
-                     f"{gpu.total_bytes / gib:.1f} GiB")
+        lines.append(f"- **GPU {gpu.index}**: {gpu.name}, {human_size(gpu.free_bytes)} free of "
+                     f"{human_size(gpu.total_bytes)}")
     if not hw.gpus:
         lines.append("- **GPU**: none")
     llama = hw.llama_cpp

@@ -4,6 +4,7 @@ a confirmation, and the selected model's metadata."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -17,16 +18,13 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
+from localllm.core.units import human_size
 from localllm.hardware.report import HardwareReport
 from localllm.tui.inert import plain
 
 HUB_PREFIX = "hf://"
-
-
-def size_text(count: float) -> str:
-    from rich.filesize import decimal
-
-    return decimal(int(count))
+SPEED = "EST. SPEED"
+"""The column of decode speeds: estimates from memory bandwidth (localllm.hardware.speed), never measurements."""
 
 
 class ModelsPane(Vertical):
@@ -93,8 +91,8 @@ class ModelsPane(Vertical):
         yield Static("reading the models…", id="models-status")
 
     def on_mount(self) -> None:
-        self.query_one("#installed", DataTable).add_columns("NAME", "SIZE", "QUANT", "VERDICT", "WHERE")
-        self.query_one("#catalog", DataTable).add_columns("NAME", "QUANT", "PARAMS", "DOWNLOAD", "VERDICT", "")
+        self.query_one("#installed", DataTable).add_columns("NAME", "SIZE", "QUANT", "VERDICT", SPEED, "WHERE")
+        self.query_one("#catalog", DataTable).add_columns("NAME", "QUANT", "PARAMS", "DOWNLOAD", "VERDICT", SPEED, "")
         self.action_refresh()
 
     # -- listing ---------------------------------------------------------------------------------------------------
@@ -123,14 +121,15 @@ class ModelsPane(Vertical):
         table = self.query_one("#installed", DataTable)
         table.clear()
         for index, row in enumerate(installed):
-            size = size_text(row.info.file_size) if row.info else "-"
+            size = human_size(row.info.file_size) if row.info else "-"
             quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
             verdict = row.verdict if row.info is None or row.info.chat_template else f"{row.verdict} · base model"
-            table.add_row(*map(plain, (row.ref.name, size, quant, verdict, row.ref.source)), key=str(index))
+            table.add_row(*map(plain, (row.ref.name, size, quant, verdict, speed_cell(row.plan), row.ref.source)),
+                          key=str(index))
         self._fill_catalog(force=True)
         self._show_partials()
-        self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed)})")
-        self.query_one("#catalog-heading", Label).update(f"Catalog ({len(catalog)} files)")
+        self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed):,})")
+        self.query_one("#catalog-heading", Label).update(f"Catalog ({len(catalog):,} files)")
         if not self._listed:
             self._listed = True
             self._status("/ search · p pull · x cancel a pull · d delete · u use in chat · ctrl+r refresh")
@@ -143,7 +142,7 @@ class ModelsPane(Vertical):
         for item in self.partials:
             share = f"{100 * item.have / item.size:.0f} %" if item.size else "?"
             state = f"downloading ({item.active})" if item.active else "paused: pull it again to resume"
-            lines.append(f"partial: {item.target.name} {size_text(item.have)} of {size_text(item.size)} ({share}), "
+            lines.append(f"partial: {item.target.name} {human_size(item.have)} of {human_size(item.size)} ({share}), "
                          f"{state}")
         partials = self.query_one("#partials", Static)
         partials.update(plain("\n".join(lines)))
@@ -175,8 +174,8 @@ class ModelsPane(Vertical):
         for index in matching:
             row = self.catalog[index]
             cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
-                     ("~" if row.quant.approximate else "") + size_text(row.quant.size), row.verdict,
-                     "installed" if row.installed else "")
+                     ("~" if row.quant.approximate else "") + human_size(row.quant.size), row.verdict,
+                     speed_cell(row.plan), "installed" if row.installed else "")
             table.add_row(*map(plain, cells), key=str(index))
 
     # -- metadata --------------------------------------------------------------------------------------------------
@@ -242,10 +241,14 @@ class ModelsPane(Vertical):
         else:
             self.app.notify("choose a catalog row, or type hf://OWNER/REPO/FILE.gguf", severity="warning")
             return
+        self._start_pull(spec)
+
+    def _start_pull(self, spec: str, *, force: bool = False) -> None:
         self.pulling = spec
         self._cancel.clear()
-        self._status(f"pulling {spec}: checking the Hub, disk space and fit…")
-        self.pull(spec)
+        self._status(f"pulling {spec} anyway: checking the Hub and disk space…" if force
+                     else f"pulling {spec}: checking the Hub, disk space and fit…")
+        self.pull(spec, force)
 
     def action_cancel_pull(self) -> None:
         if self.pulling:
@@ -253,7 +256,9 @@ class ModelsPane(Vertical):
             self._status(f"cancelling {self.pulling}…")
 
     @work(thread=True, exclusive=True, group="models-pull")
-    def pull(self, spec: str) -> None:
+    def pull(self, spec: str, force: bool = False) -> None:
+        """``force``: download even when the plan says it will not fit (the answer to the refusal's question)."""
+        from localllm.core.errors import WontFit
         from localllm.store.transfer import TransferCancelled
         from localllm.tasks.models import pull, resolve_pull
 
@@ -265,29 +270,58 @@ class ModelsPane(Vertical):
                 self.report = detect_hardware(include_llama_cpp="if-gpu")
             target = resolve_pull(self.settings, spec, self.report)
             self.app.call_from_thread(self._pull_started, target.name, target.remote.size, target.why)
-            result = pull(self.settings, target, self.report, progress=meter, cancel=self._cancel,
+            result = pull(self.settings, target, self.report, force=force, progress=meter, cancel=self._cancel,
                           on_wait=lambda who: self.app.call_from_thread(
                               self._status, f"{who} is pulling this model; waiting for it"))
         except TransferCancelled as exc:
             self.app.call_from_thread(self._pull_ended, f"{exc.message}: pull it again to resume", "warning")
+        except WontFit as exc:
+            self.app.call_from_thread(self._pull_ended, None)
+            if exc.plan is not None:  # the file's own plan refused it; a download can go ahead all the same
+                self.app.call_from_thread(self._offer_pull_anyway, spec, exc)
+            else:
+                self.app.call_from_thread(self._error, exc)
         except LocalLLMError as exc:
             self.app.call_from_thread(self._pull_ended, None)
             self.app.call_from_thread(self._error, exc)
         else:
             done = (f"{target.name} was already installed" if result.already_installed
-                    else f"installed {target.name} ({size_text(result.path.stat().st_size)}, sha256 verified)")
+                    else f"installed {target.name} ({human_size(result.path.stat().st_size)}, sha256 verified)")
             self.app.call_from_thread(self._pull_ended, done, "information")
+
+    def _offer_pull_anyway(self, spec: str, refusal: LocalLLMError) -> None:
+        """The plan says it will not fit: say why, and let the user download it all the same (for another machine,
+        a smaller context, or memory about to be freed). Cancel has the focus."""
+        from localllm.tui.dialogs import Confirm
+
+        self._status(f"not pulled: {refusal.message}")
+        question = f"{refusal.message}."
+        hint = re.sub(r": -o ctx=\d+", "", refusal.hint or "")  # the command line's way to set it, not the app's
+        if hint:
+            question += f"\n{hint[0].upper()}{hint[1:]}."
+        question += (f"\n\nPull {spec} anyway? It is downloaded and installed; loading it is refused while it does "
+                     "not fit.")
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                self._status(f"not pulled: {refusal.message}")
+            elif self.pulling:  # another pull started meanwhile
+                self.app.notify(f"{self.pulling} is being pulled: wait, then pull {spec} again", severity="warning")
+            else:
+                self._start_pull(spec, force=True)
+
+        self.app.push_screen(Confirm(question, yes="Pull anyway", no="Cancel"), answered)
 
     def _pull_started(self, name: str, size: int, why: str) -> None:
         self.query_one("#pull-label", Label).update(plain(name))
         self.query_one("#pull-progress", ProgressBar).update(total=size, progress=0)
         self.query_one("#pull-row").add_class("active")
-        self._status(f"pulling {name} ({size_text(size)}): {why} · x cancels")
+        self._status(f"pulling {name} ({human_size(size)}): {why} · x cancels")
 
     def _progress(self, done: int, total: int, rate: float | None) -> None:
         self.query_one("#pull-progress", ProgressBar).update(total=total, progress=done)
-        speed = f" · {size_text(rate)}/s" if rate else ""
-        self.query_one("#pull-stats", Label).update(f"{size_text(done)} of {size_text(total)}{speed}")
+        speed = f" · {human_size(rate)}/s" if rate else ""
+        self.query_one("#pull-stats", Label).update(f"{human_size(done)} of {human_size(total)}{speed}")
 
     def _pull_ended(self, message: str | None, severity: SeverityLevel = "information") -> None:
         self.pulling = None
@@ -310,7 +344,7 @@ class ModelsPane(Vertical):
             self._status(f"not deleted: {reason}")
             self.app.notify(reason, title="not deleted", severity="warning")
             return
-        size = size_text(row.ref.path.stat().st_size) if row.ref.path.exists() else "?"
+        size = human_size(row.ref.path.stat().st_size) if row.ref.path.exists() else "?"
         question = f"Delete {row.ref.name} ({size})?\n{row.ref.path}"
 
         def answered(yes: bool | None) -> None:
@@ -336,7 +370,7 @@ class ModelsPane(Vertical):
         self.app.call_from_thread(self._deleted, ref, freed)
 
     def _deleted(self, ref, freed: int) -> None:
-        self._status(f"deleted {ref.path} ({size_text(freed)})")
+        self._status(f"deleted {ref.path} ({human_size(freed)})")
         self.selected = None
         self.load_rows()
 
@@ -371,6 +405,10 @@ class PullMeter:
         self.report(done, total, (done - self.start[1]) / elapsed if elapsed > 0 else None)
 
 
+def speed_cell(plan) -> str:
+    return (plan.speed if plan is not None else None) or "-"
+
+
 def catalog_text(row) -> str:
     """What the search box matches: name, quant, title and uses."""
     return " ".join((row.model.name, row.quant.quant, row.model.title, *row.model.uses)).lower()
@@ -382,15 +420,15 @@ def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
     if info is None:
         return ref.name, fields + [("problem", row.problem or "unknown")]
     params = f"{info.parameters / 1e9:.2f} B" if info.parameters >= 1e8 else f"{info.parameters / 1e6:.0f} M"
-    fields += [("size", size_text(info.file_size)), ("architecture", info.architecture),
+    fields += [("size", human_size(info.file_size)), ("architecture", info.architecture),
                ("parameters", params + (f" ({info.size_label})" if info.size_label else "")),
-               ("quant", info.quant or "-"), ("context", f"{info.context_length} tokens (trained)"),
+               ("quant", info.quant or "-"), ("context", f"{info.context_length:,} tokens (trained)"),
                ("tokenizer", info.tokenizer_kind),
                ("chat template", "yes" if info.chat_template else
                 "no: a base model; the chat continues your text (-o template=NAME on the command line picks one)"),
                ("licence", info.license or "-"), ("verdict", row.verdict)]
     if row.plan is not None:
-        fields.append(("memory", f"about {size_text(row.plan.memory.total)} at {row.plan.n_ctx} tokens"))
+        fields += plan_fields(row.plan)
     return ref.name, fields
 
 
@@ -399,12 +437,20 @@ def catalog_metadata(row) -> tuple[str, list[tuple[str, str]]]:
     source = f"hf://{quant.repo}/{quant.file}" if quant.repo else f"pip package {quant.package}"
     fields = [("name", f"{model.name}:{quant.quant.lower()}"), ("uses", ", ".join(model.uses)),
               ("parameters", f"{model.parameters:g} B"), ("quant", quant.quant),
-              ("download", size_text(quant.size)), ("context", f"{model.context_length} tokens (trained)"),
+              ("download", human_size(quant.size)), ("context", f"{model.context_length:,} tokens (trained)"),
               ("licence", model.licence), ("source", source), ("verdict", row.verdict)]
     if plan is not None:
-        fields.append(("memory", f"about {size_text(plan.memory.total)} at {plan.n_ctx} tokens"))
+        fields += plan_fields(plan)
     fields.append(("installed", "yes (u uses it)" if row.installed else "no (p pulls it)"))
     return model.title, fields
+
+
+def plan_fields(plan) -> list[tuple[str, str]]:
+    fields = []
+    if plan.speed:
+        fields.append(("speed", f"{plan.speed} (an estimate; slower as the context fills)"))
+    fields.append(("memory", f"about {human_size(plan.memory.total)} at {plan.n_ctx:,} tokens"))
+    return fields
 
 
 def metadata_view(title: str, fields: list[tuple[str, str]]):
