@@ -87,6 +87,20 @@ def test_short_input_from_stdin_is_one_call(shared_home):
     assert data["tokens_in"] == data["calls"][0]["prompt_tokens"] and data["tokens_out"] <= 20
 
 
+def test_a_summary_cut_at_its_token_limit_says_so(shared_home):
+    done = run_cli("summarize", "--words", "10", "--style", "detailed", "--preset", "precise", "--json",
+                   str(DATA / "article.txt"), home=shared_home)
+    assert done.returncode == 0, done.stderr_text
+    data = json.loads(done.stdout_text)
+    limit = data["plan"]["answer_tokens"]
+    assert data["cut"] and data["calls"][-1]["finish"] == "length" and data["tokens_out"] == limit
+    assert f"note: the summary reached its {limit:,}-token limit and ends where it was cut; --words N gives it " \
+           "more room" in done.stderr_text
+    roomy = json.loads(run_cli("summarize", "--words", "200", "--style", "tldr", "--preset", "precise", "--json",
+                               str(DATA / "article.txt"), home=shared_home).stdout_text)
+    assert not roomy["cut"] and roomy["calls"][-1]["finish"] == "stop"
+
+
 def test_several_files_and_kinds_in_one_summary(shared_home):
     done = run_cli("summarize", str(DATA / "meeting-notes.md"), str(DATA / "page.html"), str(DATA / "tickets.csv"),
                    "--plan", "--json", home=shared_home)

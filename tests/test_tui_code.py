@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 from conftest import settings_for
-from textual.widgets import Input, Markdown, Select, TextArea
+from textual.widgets import Input, Select, TextArea
 from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.errors import UsageError
 from localllm.core.options import preset
 from localllm.tasks import code
+from localllm.tui.answer import StreamingAnswer
 from localllm.tui.code import CodePane, build_request, suggested_path
 from localllm.tui.shared_model import SharedModel
 
@@ -59,7 +60,7 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: not pane.generating and pane.answer)
             assert pane.answer.startswith("```python\n")
-            assert pane.query_one("#code-result", Markdown).source == pane.answer
+            assert pane.query_one("#code-result", StreamingAnswer).text == pane.answer
             status = str(pane.query_one("#code-status").render())
             assert "all of cart.py, 3 lines" in status and "tokens in" in status
             suggestion = pane.query_one("#code-save-path", Input).value
@@ -184,14 +185,16 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
             await pilot.pause()  # the choice is taken, as a user's would be, before typing
             pane.query_one("#code-detail", TextArea).load_text("a long Python program: a text adventure game")
             await pilot.press("ctrl+r")
-            result = pane.query_one("#code-result", Markdown)
-            await wait_until(pilot, lambda: pane.generating and len(result.source) > 40)
+            result = pane.query_one("#code-result", StreamingAnswer)
+            await wait_until(pilot, lambda: pane.generating and len(result.text) > 40)
             await pilot.press("escape")
             started = time.monotonic()
             await wait_until(pilot, lambda: not pane.generating, timeout=10)
             assert time.monotonic() - started < 5
             assert "stopped" in str(pane.query_one("#code-status").render())
-            assert pane.answer.startswith("```python\n") and result.source == pane.answer
+            assert pane.answer.startswith("```python\n") and result.text == pane.answer
+            await pilot.pause()
+            assert str(result.query_one("Static.finish").render()) == "■ stopped before the end"  # in the answer too
 
     asyncio.run(session())
 

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 from conftest import settings_for
-from textual.widgets import Input, Markdown, ProgressBar, Select, TextArea
+from textual.widgets import Input, ProgressBar, Select, TextArea
 from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.options import preset
 from localllm.tasks.summarize import STYLES, words_to_tokens
 from localllm.tui.activity import SPINNER
+from localllm.tui.answer import StreamingAnswer
 from localllm.tui.shared_model import SharedModel
 from localllm.tui.summarize import SummarizePane
 
@@ -55,7 +56,7 @@ def test_two_files_are_planned_as_one_call_summarized_saved_and_copied(tmp_path)
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: not pane.running and pane.summary)
             assert pane.calls_done == 1 and pane.query_one("#sum-progress", ProgressBar).progress == 1
-            assert pane.query_one("#sum-result", Markdown).source == pane.summary
+            assert pane.query_one("#sum-result", StreamingAnswer).text == pane.summary
             assert text_of(pane, "#sum-status").startswith("done: 1 call(s)")
 
             pane.query_one("#sum-save-path", Input).value = str(saved)
@@ -100,7 +101,7 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
                 seen_progress.add(pane.calls_done)
                 messages.add(text_of(pane, "#sum-progress-text"))
                 await pilot.pause(0.05)
-            assert len(pane.query_one("#sum-result", Markdown).source) > 0
+            assert len(pane.query_one("#sum-result", StreamingAnswer).text) > 0
             return plan
 
     plan = asyncio.run(session())
@@ -127,7 +128,7 @@ def test_escape_stops_a_summary_within_its_call(tmp_path):
             assert time.monotonic() - started < 2
             assert pane.calls_done == 0 and pane.summary == ""  # unstopped, the first call would have finished
             assert text_of(pane, "#sum-status") == "stopped; nothing was summarized (0 call(s) had finished)"
-            assert pane.query_one("#sum-result", Markdown).source == "*The summary appears here.*"
+            assert pane.query_one("#sum-result", StreamingAnswer).text == "*The summary appears here.*"
 
     asyncio.run(session())
 
@@ -191,11 +192,11 @@ def test_the_summary_streams_in_while_it_is_written(tmp_path):
             pane.query_one("#sum-text", TextArea).load_text(DATA.joinpath("meeting-notes.md").read_text())
             await wait_until(pilot, lambda: pane.plan is not None)
             await pilot.click("#sum-run")
-            result = pane.query_one("#sum-result", Markdown)
-            await wait_until(pilot, lambda: pane.running and pane._streamed and result.source.strip())
+            result = pane.query_one("#sum-result", StreamingAnswer)
+            await wait_until(pilot, lambda: pane.running and pane._streamed and result.text.strip())
             assert not pane.summary, "text shows before the summary is done"
             await wait_until(pilot, lambda: not pane.running)
-            assert pane.summary and result.source == pane.summary
+            assert pane.summary and result.text == pane.summary
 
     asyncio.run(session())
 
@@ -212,10 +213,43 @@ def test_a_summary_stopped_after_some_parts_keeps_their_notes(tmp_path):
             await wait_until(pilot, lambda: not pane.running, timeout=30)
             await pilot.pause()
             return (pane.part_notes, pane.summary, text_of(pane, "#sum-status"),
-                    pane.query_one("#sum-result", Markdown).source, len(pane.plan.chunks))
+                    pane.query_one("#sum-result", StreamingAnswer).text, len(pane.plan.chunks))
 
     notes, summary, status, shown, parts = asyncio.run(session())
     assert notes and all(text.strip() for _, text in notes)
     assert status == f"stopped: no summary, but the notes on {len(notes)} of {parts} parts are kept below (Ctrl+S " \
                      "saves them)"
     assert shown == summary and summary.startswith(f"**Notes on part 1 of {parts}**") and notes[0][1] in summary
+
+
+def test_a_cut_summary_and_one_stopped_while_written_are_marked(tmp_path):
+    async def session():
+        app = SummarizeApp(one_thread(tmp_path), preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.pane
+            result = pane.query_one("#sum-result", StreamingAnswer)
+            pane.query_one("#sum-text", TextArea).load_text(DATA.joinpath("article.txt").read_text())
+            pane.query_one("#sum-style", Select).value = "detailed"
+            pane.query_one("#sum-words", Input).value = "10"  # far less room than a detailed summary takes
+            await wait_until(pilot, lambda: pane.plan is not None and pane.plan.answer_tokens < 60)
+            await pilot.click("#sum-run")
+            await wait_until(pilot, lambda: not pane.running and pane.summary)
+            await pilot.pause()
+            cut = (text_of(pane, "#sum-status"), str(result.query_one("Static.finish").render()))
+
+            pane.query_one("#sum-words", Input).value = "300"
+            await wait_until(pilot, lambda: pane.plan is not None and pane.plan.answer_tokens > 300)
+            await pilot.click("#sum-run")
+            await wait_until(pilot, lambda: pane.running and pane._streamed and len(result.text) > 40)
+            await pilot.press("escape")
+            await wait_until(pilot, lambda: not pane.running)
+            await pilot.pause()
+            stopped = (text_of(pane, "#sum-status"), str(result.query_one("Static.finish").render()), pane.summary,
+                       result.text)
+            return cut, stopped
+
+    (cut_status, cut_note), (status, note, summary, shown) = asyncio.run(session())
+    assert cut_status.endswith(" · cut at the token limit") and cut_status.startswith("done: 1 call(s)")
+    assert cut_note.startswith("✂ cut: the answer reached its token limit (")
+    assert status == "stopped: the summary so far is kept below (Ctrl+S saves it)"
+    assert note == "■ stopped before the end" and len(summary) > 40 and summary == shown

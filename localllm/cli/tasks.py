@@ -49,6 +49,9 @@ def summarize_command(args: argparse.Namespace, settings: Settings) -> int:
         summarizer = Summarizer(settings, loaded.backend, options, style=args.style, words=args.words,
                                 progress=progress)
         result = summarizer.run(documents)
+    if result.cut:
+        note(f"note: the summary reached its {result.plan.answer_tokens:,}-token limit and ends where it was cut; "
+             "--words N gives it more room")
     if args.json:
         print_json(result_to_dict(result, documents))
     else:

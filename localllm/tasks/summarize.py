@@ -46,6 +46,8 @@ class CallRecord:
     tokens_per_second: float | None
     text: str = ""
     """What the call wrote: a part's notes, a combined note, or the summary."""
+    finish: str = "stop"
+    """stop, or length: the call reached its answer-token limit and its text ends where it was cut."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ class SummaryResult:
     plan: SummaryPlan
     calls: list[CallRecord] = field(default_factory=list)
     part_notes: list[str] = field(default_factory=list)
+
+    @property
+    def cut(self) -> bool:
+        """The summary (the last call's answer) reached its token limit: it ends mid-thought."""
+        return bool(self.calls) and self.calls[-1].finish == "length"
 
     @property
     def tokens_in(self) -> int:
@@ -229,7 +236,8 @@ class Summarizer:
             raise GenerationError(f"{label}: the answer ended without the backend's report",
                                   hint="try again; if it persists, run with --debug")
         record = CallRecord(kind, label, end.usage.prompt_tokens, end.usage.completion_tokens, self.window,
-                            end.timings.total_s, end.tokens_per_second, text)
+                            end.timings.total_s, end.tokens_per_second, text,
+                            "length" if end.finish_reason == "length" else "stop")
         result.calls.append(record)
         if self.on_call is not None:
             self.on_call(record)
@@ -255,4 +263,5 @@ def result_to_dict(result: SummaryResult, documents: Sequence[Document]) -> dict
         "part_notes": result.part_notes,
         "tokens_in": result.tokens_in,
         "tokens_out": result.tokens_out,
+        "cut": result.cut,
     }

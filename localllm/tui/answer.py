@@ -88,17 +88,21 @@ def scan_lines(pending: str, in_fence: bool) -> tuple[list[int], bool, int]:
 
 
 class StreamingAnswer(Vertical):
-    """Markdown parts stacked vertically; only the last one grows."""
+    """A model's answer as it streams, in every pane: Markdown parts stacked vertically (only the last one grows),
+    and under them, where the answer did not end normally, a line saying how it ended (cut, stopped)."""
 
     DEFAULT_CSS = """
     StreamingAnswer { height: auto; }
     StreamingAnswer > Markdown { margin: 0; }
+    StreamingAnswer > Static.finish { color: $warning; padding: 0 0 1 0; }
     """
     PART_SIZE = 1500
     """Characters after which the growing part is closed at the next paragraph break outside a code fence."""
 
-    def __init__(self, text: str = "", **kwargs) -> None:
+    def __init__(self, text: str = "", note: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._note = note
+        """How the answer ended, where not normally (cut, stopped): a line under it."""
         self._initial = text
         self._parts: list[str] = []
         self._live = answer_markdown(text)
@@ -113,6 +117,28 @@ class StreamingAnswer(Vertical):
         self._live_text = ""
         self._track(self._initial)
         yield self._live
+        if self._note:
+            yield self._note_line(self._note)
+
+    @staticmethod
+    def _note_line(note: str):
+        from textual.widgets import Static
+
+        from localllm.tui.inert import plain
+
+        return Static(plain(note), classes="finish")
+
+    async def mark(self, note: str | None) -> None:
+        """Say (or stop saying) under the answer how it ended."""
+        await self.query("Static.finish").remove()
+        self._note = note
+        if note:
+            await self.mount(self._note_line(note))
+
+    async def reset(self, text: str = "") -> None:
+        """Start a new answer in this place: what was shown goes, and ``text`` (a placeholder) is shown instead."""
+        await self.mark(None)
+        await self.finish(text)
 
     @property
     def text(self) -> str:
@@ -147,6 +173,7 @@ class StreamingAnswer(Vertical):
             await self._live.append(text)
 
     async def _new_part(self) -> None:
+        await self.query("Static.finish").remove()  # a continued answer grows below its old end
         self._parts.append(self._live_text)
         self._live_text, self._line_start = "", 0
         self._live = answer_markdown()
@@ -178,7 +205,6 @@ class ChatMessage(StreamingAnswer, can_focus=True):
     ChatMessage { padding: 0 1; }
     ChatMessage.user { background: $boost; margin: 1 0 0 0; }
     ChatMessage > Static.typed { padding: 1 0; }
-    ChatMessage > Static.finish { color: $warning; padding: 0 0 1 0; }
     ChatMessage:focus { border-left: thick $accent; }
     """
     BINDINGS = [
@@ -187,16 +213,12 @@ class ChatMessage(StreamingAnswer, can_focus=True):
     ]
 
     def __init__(self, role: str, text: str = "", note: str | None = None) -> None:
-        super().__init__(text, classes=role)
+        super().__init__(text, note, classes=role)
         self.role = role
-        self._note = note
-        """How the answer ended, where not normally (cut, stopped): a line under it."""
 
     def compose(self):
         if self.role != "user":
             yield from super().compose()
-            if self._note:
-                yield self._note_line(self._note)
             return
         # The user's own words, exactly as typed: not Markdown (a `*` or a `#` would change them), not markup.
         from textual.widgets import Static
@@ -205,25 +227,6 @@ class ChatMessage(StreamingAnswer, can_focus=True):
 
         self._live_text = self._initial
         yield Static(plain(self._initial), classes="typed")
-
-    @staticmethod
-    def _note_line(note: str):
-        from textual.widgets import Static
-
-        from localllm.tui.inert import plain
-
-        return Static(plain(note), classes="finish")
-
-    async def mark(self, note: str | None) -> None:
-        """Say (or stop saying) under the answer how it ended."""
-        await self.query("Static.finish").remove()
-        self._note = note
-        if note:
-            await self.mount(self._note_line(note))
-
-    async def _new_part(self) -> None:
-        await self.query("Static.finish").remove()  # a continued answer grows below its old end
-        await super()._new_part()
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)

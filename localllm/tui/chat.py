@@ -191,6 +191,7 @@ class ChatPane(Vertical):
 
     @work(thread=True, exclusive=True, group="list-models")
     def list_models(self) -> None:
+        from localllm.core.units import human_size
         from localllm.hardware.detect import detect_hardware
         from localllm.tasks.models import installed_rows, name_to_load
 
@@ -199,10 +200,11 @@ class ChatPane(Vertical):
         choices = []
         loaded = self.shared.loaded
         for row in rows:
-            size = f"{row.info.file_size / 1024**3:.2f} GiB · " if row.info else ""
+            size = f"{human_size(row.info.file_size)} · " if row.info else ""
             current = "● in use · " if loaded is not None and loaded.ref.path == row.ref.path else ""
             choices.append((name_to_load(row.ref, rows),
-                            f"{current}{row.ref.name} · {size}{row.ref.source} · {row.verdict}",
+                            f"{current}{row.ref.name} · {size}{row.ref.source} · "
+                            f"{row.plan.verdict_with_speed if row.plan is not None else row.verdict}",
                             row.plan is not None and row.plan.fits))
         choices += self._served_choices(report)
         from localllm.tui.dialogs import PickOne

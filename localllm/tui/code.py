@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, Markdown, Select, Static, TextArea
+from textual.widgets import Button, Input, Select, Static, TextArea
 
 from localllm.core.chunks import Response
 from localllm.core.errors import LocalLLMError, UsageError
@@ -22,7 +23,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
-from localllm.tui.answer import TextBuffer, answer_markdown, pump
+from localllm.tui.answer import StreamingAnswer, TextBuffer, pump
 from localllm.tui.shared_model import SharedModel
 
 ACTIONS = {
@@ -139,6 +140,11 @@ class CodePane(Vertical):
         self.answer = ""
         self.generating = False
         self._stop = threading.Event()
+        self._backend: Any = None
+        """The backend while it answers here, to interrupt it from the event loop."""
+        self._activity = ("", 0.0)
+        self._shown_activity = ""
+        self._written = False
         self._details: dict[str, str] = {}
         """What was typed by each action (a traceback for fix, a language for convert), kept apart."""
         self._action = "explain"
@@ -152,7 +158,7 @@ class CodePane(Vertical):
         with Horizontal(id="code-main"):
             yield TextArea.code_editor("", id="code-editor", placeholder="open a file, or type code here")
             with VerticalScroll(id="code-answer"):
-                yield answer_markdown(ANSWER_PLACEHOLDER, id="code-result")
+                yield StreamingAnswer(ANSWER_PLACEHOLDER, id="code-result")
         with Horizontal():
             yield Select([(label, name) for name, (label, _) in ACTIONS.items()], value="explain", allow_blank=False,
                          id="code-action")
@@ -236,65 +242,97 @@ class CodePane(Vertical):
         except LocalLLMError as exc:
             self._error(exc)
             return
-        result = self.query_one("#code-result", Markdown)
+        result = self.query_one("#code-result", StreamingAnswer)
         self.generating = True
         self.answer = ""
         self._stop.clear()
-        self._status(f"{ACTIONS[action][0]}: waiting for the model…")
+        self._activity = (f"{ACTIONS[action][0]}: waiting for the model", time.monotonic())
+        self._written = False
+        self._show_activity()
         self.query_one("#code-answer", VerticalScroll).focus()
-        await result.update("")
-        # The stream runs an asyncio task, so it is made here on the event loop, not in the worker thread. The worker
-        # only fills a buffer that a timer drains: waiting on the event loop from the worker would slow decoding.
-        stream = Markdown.get_stream(result)
+        await result.reset()
+        # The worker only fills a buffer that a timer drains: waiting on the event loop from the worker would slow
+        # decoding.
         self._buffer = TextBuffer()
-        self._drain_timer = self.set_interval(FLUSH_SECONDS, partial(self._drain, stream))
-        self.generate(action, source, detail, result, stream)
+        self._drain_timer = self.set_interval(FLUSH_SECONDS, self._drain)
+        self.generate(action, source, detail, result)
 
-    async def _drain(self, stream) -> None:
+    def _show_activity(self) -> None:
+        from localllm.tui.activity import activity_line
+
+        what, started = self._activity
+        line = activity_line(started, f"{what.split(':')[0]}: writing the answer" if self._written else what)
+        if line != self._shown_activity:
+            self._shown_activity = line
+            self._status(line)
+
+    def _reading(self, what: str) -> None:
+        self._activity = (what, time.monotonic())
+
+    async def _drain(self) -> None:
         text = self._buffer.take()
+        if self.generating and not self._stop.is_set():
+            self._written = self._written or bool(text)
+            self._show_activity()
         if text:
-            await stream.write(text)
+            await self.query_one("#code-result", StreamingAnswer).append(text)
 
     def action_stop(self) -> None:
         if self.generating:
             self._stop.set()
+            self._status("stopping…")
+            if self._backend is not None:  # ends the answer at once, even while its prompt is read
+                self._backend.interrupt()
         elif isinstance(self.app.focused, TextArea):  # what Esc does in an editor when nothing runs
             self.query_one("#code-action", Select).focus()
 
     @work(thread=True, exclusive=True, group="code")
-    def generate(self, action: str, source: code.CodeSource | None, detail: str, result: Markdown, stream) -> None:
+    def generate(self, action: str, source: code.CodeSource | None, detail: str, result: StreamingAnswer) -> None:
         response, request, error = None, None, None
         try:
             with self.shared.use() as loaded:
                 request = build_request(self.settings, loaded.backend, self.options, action, source, detail)
-                self.app.call_from_thread(self._status, f"{ACTIONS[action][0]}: sent {request.sent}")
+                self._backend = loaded.backend
+                self.app.call_from_thread(self._reading, f"{ACTIONS[action][0]}: reading {request.sent}")
                 response = Response(loaded.backend.chat(request.messages, request.options))
+                if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
+                    loaded.backend.interrupt()
                 pump(response, self._buffer, self._stop)
         except LocalLLMError as exc:
             error = exc
-        self.app.call_from_thread(self._finish, action, detail, result, stream, response, request,  # type: ignore[arg-type]
+        finally:
+            self._backend = None
+        self.app.call_from_thread(self._finish, action, detail, result, response, request,  # type: ignore[arg-type]
                                   error)  # a coroutine function: textual's hints solve it to Never
 
-    async def _finish(self, action: str, detail: str, result: Markdown, stream, response, request, error) -> None:
+    async def _finish(self, action: str, detail: str, result: StreamingAnswer, response, request, error) -> None:
+        from localllm.store.conversations import FINISH_NOTES
+
         self._drain_timer.stop()
-        await self._drain(stream)
-        await stream.stop()
+        await self._drain()
         if error is not None:
-            await result.update(f"*{error.message}*")
+            await result.finish(f"*{error.message}*")
             self._status(f"error: {error.message}")
             self._error(error)
             self.generating = False
             return
-        await result.update(response.partial_text)  # one final render, so code fences look right after streaming
+        await result.finish(response.partial_text)  # one final render, so code fences look right after streaming
         self.answer = response.partial_text
         final = response.final
         parts = [f"{ACTIONS[action][0]}: sent {request.sent}"]
-        if final is not None:
-            parts.append(f"{final.usage.prompt_tokens} tokens in, {final.usage.completion_tokens} out")
+        if final is not None and final.finish_reason != "cancelled":
+            parts.append(f"{final.usage.prompt_tokens:,} tokens in, {final.usage.completion_tokens:,} out")
             if final.tokens_per_second:
                 parts.append(f"{final.tokens_per_second:.0f} tokens/s")
-        else:
+        ended = "stopped" if final is None or final.finish_reason == "cancelled" else \
+            "length" if final.finish_reason == "length" else None
+        if ended == "stopped":
             parts.append("stopped")
+            await result.mark(f"■ {FINISH_NOTES['stopped']}")
+        elif ended == "length":
+            parts.append("cut at the token limit")
+            await result.mark(f"✂ {FINISH_NOTES['length']}: open fewer lines (FILE:START-END) for an answer "
+                              "that fits")
         self._status(" · ".join(parts))
         self.generating = False
         save_box = self.query_one("#code-save-path", Input)

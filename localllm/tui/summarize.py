@@ -13,14 +13,14 @@ from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.timer import Timer
-from textual.widgets import Button, Input, Markdown, ProgressBar, Select, Static, TextArea
+from textual.widgets import Button, Input, ProgressBar, Select, Static, TextArea
 
 from localllm.core.errors import LocalLLMError, UsageError
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks.documents import Document
 from localllm.tasks.summarize import STYLES
-from localllm.tui.answer import TextBuffer, answer_markdown
+from localllm.tui.answer import StreamingAnswer, TextBuffer
 from localllm.tui.shared_model import SharedModel
 
 STYLE_LABELS = {"tldr": "TL;DR", "bullets": "Bullet points", "executive": "Executive summary", "detailed": "Detailed"}
@@ -72,10 +72,11 @@ def words_hint(style: str) -> str:
 
 def describe_plan(plan, documents: list[Document]) -> str:
     what = f"{plan.input_tokens:,} tokens in {len(documents)} source(s) · window {plan.window:,} · " \
-           f"answer up to {plan.answer_tokens} tokens · "
+           f"answer up to {plan.answer_tokens:,} tokens · "
     if plan.single:
         return what + "1 call: it all fits the window"
-    return what + f"{len(plan.chunks)} chunks of at most {plan.chunk_budget} tokens, then combining: {plan.calls} calls"
+    return what + (f"{len(plan.chunks):,} chunks of at most {plan.chunk_budget:,} tokens, then combining: "
+                   f"{plan.calls:,} calls")
 
 
 class SummarizePane(Vertical):
@@ -138,7 +139,7 @@ class SummarizePane(Vertical):
         with Horizontal(id="sum-main"):
             yield TextArea("", id="sum-text", placeholder="paste text to summarize here")
             with VerticalScroll(id="sum-answer"):
-                yield answer_markdown(RESULT_PLACEHOLDER, id="sum-result")
+                yield StreamingAnswer(RESULT_PLACEHOLDER, id="sum-result")
         with Horizontal():
             yield Input(placeholder="new file for the summary (an existing file is never overwritten)",
                         id="sum-save-path")
@@ -276,7 +277,7 @@ class SummarizePane(Vertical):
 
     # -- running ---------------------------------------------------------------------------------------------------
     @on(Button.Pressed, "#sum-run")
-    def action_run(self) -> None:
+    async def action_run(self) -> None:
         if self.running:
             self.app.notify("a summary is being written: Esc stops it", severity="warning")
             return
@@ -304,6 +305,7 @@ class SummarizePane(Vertical):
         # The summary streams in as its last call writes it: the worker fills a buffer that a timer drains.
         self._buffer = TextBuffer()
         self._streamed = False
+        await self.query_one("#sum-result", StreamingAnswer).reset(RESULT_PLACEHOLDER)  # the last summary is gone
         self._drain_timer = self.set_interval(DRAIN_SECONDS, self._drain)
         self.summarize(documents, str(self.query_one("#sum-style", Select).value), words)
 
@@ -330,10 +332,10 @@ class SummarizePane(Vertical):
             self._show_activity()
         if not text:
             return
-        result = self.query_one("#sum-result", Markdown)
+        result = self.query_one("#sum-result", StreamingAnswer)
         if not self._streamed:
             self._streamed = True
-            await result.update("")
+            await result.reset()
         await result.append(text)
 
     def action_stop(self) -> None:
@@ -382,16 +384,27 @@ class SummarizePane(Vertical):
         bar.update(total=max(bar.total or 0, self.calls_done), progress=self.calls_done)
 
     async def _finish(self, result, error) -> None:
+        from localllm.store.conversations import FINISH_NOTES
+
         self._drain_timer.stop()
+        await self._drain()
         self.remove_class("running")
+        shown = self.query_one("#sum-result", StreamingAnswer)
         if isinstance(error, Stopped):
             if self.part_notes:  # the finished parts' notes are kept: they are a summary of what they cover
                 kept = "\n\n".join(f"**Notes on {label}**\n\n{text}" for label, text in self.part_notes)
                 total = len(self.plan.chunks) if self.plan is not None else len(self.part_notes)
                 self.summary = kept
-                await self.query_one("#sum-result", Markdown).update(kept)
+                await shown.reset(kept)
+                await shown.mark(f"■ stopped before the summary: these are the notes on {len(self.part_notes)} of "
+                                 f"{total} parts")
                 self._show("#sum-status", f"stopped: no summary, but the notes on {len(self.part_notes)} of "
                                           f"{total} parts are kept below (Ctrl+S saves them)")
+            elif self._streamed:  # the summary was being written: what there is of it stays, marked unfinished
+                await shown.finish()
+                self.summary = shown.text
+                await shown.mark(f"■ {FINISH_NOTES['stopped']}")
+                self._show("#sum-status", "stopped: the summary so far is kept below (Ctrl+S saves it)")
             else:
                 self._show("#sum-status", f"stopped; nothing was summarized ({self.calls_done} call(s) had "
                                           "finished)")
@@ -399,12 +412,16 @@ class SummarizePane(Vertical):
             self._show("#sum-status", f"error: {error.message}")
             self._error(error)
         else:
-            await self.query_one("#sum-result", Markdown).update(result.summary)
+            await shown.finish(result.summary)
             self.summary = result.summary
             rates = [c.tokens_per_second for c in result.calls if c.tokens_per_second]
             speed = f" · {sum(rates) / len(rates):.0f} tokens/s" if rates else ""
-            self._show("#sum-status", f"done: {len(result.calls)} call(s), {result.tokens_in:,} tokens in, "
-                                      f"{result.tokens_out:,} out, window {result.plan.window:,}{speed}")
+            cut = " · cut at the token limit" if result.cut else ""
+            if result.cut:
+                await shown.mark(f"✂ {FINISH_NOTES['length']} ({result.plan.answer_tokens:,} tokens): more words "
+                                 "in the words field give it more room")
+            self._show("#sum-status", f"done: {len(result.calls):,} call(s), {result.tokens_in:,} tokens in, "
+                                      f"{result.tokens_out:,} out, window {result.plan.window:,}{speed}{cut}")
         self.running = False
 
     def on_unmount(self) -> None:
