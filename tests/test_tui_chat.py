@@ -220,13 +220,8 @@ def test_a_message_and_its_code_block_can_be_copied(tmp_path):
         app = LocalLLMApp(settings, SHORT)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
-            sidebar = pane.query_one("#conversations")
-            await wait_until(pilot, lambda: len(sidebar.children) == 1)
-            sidebar.focus()
-            await pilot.press("down", "enter")
-            await wait_until(pilot, lambda: len(pane.query_one("#log").children) == 2)
-            answer = pane.query_one("#log").children[1]
-            answer.focus()
+            await wait_until(pilot, lambda: len(pane.query_one("#log").children) == 2)  # opened at start
+            pane.query_one("#log").focus()  # the last message, the answer, is picked first
             await pilot.press("k")
             assert app.clipboard.rstrip() == "for i in range(3):\n    print(i)"
             await pilot.press("c")

@@ -146,3 +146,48 @@ def test_the_list_marks_the_open_chat_dates_each_and_its_search_clears(tmp_path)
     assert hidden == 0 and after_escape == ("", 1)
     assert search_after_new == "" and listed == 2  # the new chat is not hidden by the old search
     assert current == open_id
+
+
+def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp_path):
+    from localllm.store.conversations import ConversationStore
+    from localllm.tui.answer import ChatMessage
+
+    settings = settings_for(tmp_path)
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    store.create("An older chat")
+    latest = store.create("Rivers")
+    for number in range(1, 4):
+        store.add_message(latest.id, "user", f"Question {number}?")
+        store.add_message(latest.id, "assistant", f"Answer {number}, with code:\n\n```python\nprint({number})\n```")
+    store.close()
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise"))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: len(pane._messages_in_log()) == 6)  # opened without a key pressed
+            opened = pane.conversation_id
+            chain = app.screen.focus_chain
+            messages = pane._messages_in_log()
+            labels = [str(m.query_one("Static.who").render()) for m in messages]
+            backgrounds = {m.role: m.styles.background for m in messages}
+            await pilot.press("shift+tab")  # from the prompt box, one step back: the log
+            in_log = app.focused
+            await pilot.press("up", "c")  # the last message is picked first: one up is "Question 3?"
+            copied = app.clipboard
+            await pilot.press("k")  # that message has no code block: said so, nothing copied
+            await pilot.press("down", "k")
+            code = app.clipboard
+            await pilot.press("tab")
+            return opened, chain, labels, backgrounds, in_log, copied, code, app.focused
+
+    opened, chain, labels, backgrounds, in_log, copied, code, back = run(session())
+    assert opened == latest.id
+    assert not any(isinstance(widget, ChatMessage) for widget in chain)
+    assert [widget.id for widget in chain].count("log") == 1
+    assert labels == ["You", "Assistant"] * 3
+    assert backgrounds["user"] != backgrounds["assistant"]
+    assert in_log is not None and in_log.id == "log"
+    assert copied == "Question 3?"
+    assert code == "print(3)"
+    assert isinstance(back, PromptArea)

@@ -15,7 +15,6 @@ import asyncio
 import re
 import threading
 
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Markdown
 
@@ -198,31 +197,34 @@ class StreamingAnswer(Vertical):
         await self._live.update(self._live_text)
 
 
-class ChatMessage(StreamingAnswer, can_focus=True):
-    """One message in the chat log. Focus it (Tab, or click) to copy it or its first code block."""
+class ChatMessage(StreamingAnswer):
+    """One message in the chat log, under a label saying whose turn it is. The log, not each message, takes the
+    focus: Tab does not walk through every message (see MessageLog)."""
 
     DEFAULT_CSS = """
-    ChatMessage { padding: 0 1; }
-    ChatMessage.user { background: $boost; margin: 1 0 0 0; }
-    ChatMessage > Static.typed { padding: 1 0; }
-    ChatMessage:focus { border-left: thick $accent; }
+    ChatMessage { padding: 0 1; border-left: thick $background; }
+    ChatMessage.user { background: $primary-muted; margin: 1 0 0 0; }
+    ChatMessage.assistant { margin: 1 0 0 0; }
+    ChatMessage > Static.who { text-style: bold; padding: 1 0 0 0; }
+    ChatMessage.user > Static.who { color: $accent; }
+    ChatMessage.assistant > Static.who { color: $success; }
+    ChatMessage > Static.typed { padding: 0 0 1 0; }
+    ChatMessage.-selected { border-left: thick $accent; }
     """
-    BINDINGS = [
-        Binding("c", "copy", "Copy message", id="message.copy"),
-        Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
-    ]
+    LABELS = {"user": "You", "assistant": "Assistant"}
 
     def __init__(self, role: str, text: str = "", note: str | None = None) -> None:
         super().__init__(text, note, classes=role)
         self.role = role
 
     def compose(self):
+        from textual.widgets import Static
+
+        yield Static(self.LABELS.get(self.role, self.role), classes="who", markup=False)
         if self.role != "user":
             yield from super().compose()
             return
         # The user's own words, exactly as typed: not Markdown (a `*` or a `#` would change them), not markup.
-        from textual.widgets import Static
-
         from localllm.tui.inert import plain
 
         self._live_text = self._initial
@@ -241,3 +243,4 @@ class ChatMessage(StreamingAnswer, can_focus=True):
             return
         self.app.copy_to_clipboard(code)
         self.app.notify("code block copied")
+

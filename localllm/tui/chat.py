@@ -25,6 +25,7 @@ from localllm.core.settings import Settings
 from localllm.store.conversations import ConversationStore
 from localllm.tui.events import SettingsChanged
 from localllm.tui.inert import plain
+from localllm.tui.message_log import MessageLog
 from localllm.tui.params import ParameterPanel
 from localllm.tui.prompt import PromptArea
 from localllm.tui.shared_model import SharedModel
@@ -125,7 +126,7 @@ class ChatPane(Vertical):
         with Horizontal():
             yield ConversationList(self.store, id="sidebar")
             with Vertical():
-                yield VerticalScroll(id="log")
+                yield MessageLog(id="log")
                 yield PromptArea(id="prompt")
                 yield Static("loading the model…", id="status")
             # Built when first opened (Ctrl+O): a dozen widgets the start-up need not wait for.
@@ -139,6 +140,14 @@ class ChatPane(Vertical):
         self.set_interval(DRAIN_INTERVAL_S, self._drain)
         # Loading starts after the first frame: its imports hold the interpreter for a moment.
         self.call_after_refresh(self.load_model)
+        self.call_after_refresh(self._open_latest)
+
+    async def _open_latest(self) -> None:
+        """The app opens where the user left off: the conversation changed last (Ctrl+N starts a new one). The
+        focus stays where it is: the user may already be in the list or typing."""
+        latest = next(iter(self.store.list()), None)
+        if latest is not None and self.conversation_id is None and not self.generating:
+            await self._show_conversation(latest.id, focus=False)
 
     def _storage_problem(self, problem: LocalLLMError) -> None:
         self.app.notify(f"{problem.message}\n{problem.hint}" if problem.hint else problem.message,
@@ -262,9 +271,13 @@ class ChatPane(Vertical):
 
     @on(ConversationList.Opened)
     async def open_conversation(self, event: ConversationList.Opened) -> None:
+        await self._show_conversation(event.conversation_id)
+
+    async def _show_conversation(self, conversation_id: int, focus: bool = True) -> None:
+        """Show a stored conversation and make it the one continued; ``focus``: typing goes to the prompt box."""
         if self.generating:
             return
-        self.conversation_id = event.conversation_id
+        self.conversation_id = conversation_id
         self.sidebar.show(self.conversation_id)
         conversation = self.store.get(self.conversation_id)
         log = self.query_one("#log", VerticalScroll)
@@ -290,7 +303,8 @@ class ChatPane(Vertical):
             self.session.dropped = 0
         self._status(self._status_text())
         log.scroll_end(animate=False)
-        self.focus_prompt()
+        if focus:
+            self.focus_prompt()
 
     def focus_prompt(self) -> None:
         """Typing goes into the prompt box after every dialog, panel and choice that took the focus."""
@@ -630,7 +644,7 @@ class ChatPane(Vertical):
         """The answer's end into the store; ``shown``: what the log shows of it, when there is no response."""
         if len(self._last_ids) == 2:
             full = response.partial_text if response is not None else shown
-            stopped = response is None or response.final is None
+            stopped = response is None or response.final is None or response.final.finish_reason == "cancelled"
             self.store.update_message(self._last_ids[1], full, stopped=stopped,
                                       finish=finish or ("stopped" if stopped else None))
 

@@ -86,6 +86,12 @@ class ConversationList(Vertical):
                 isinstance(item, ConversationItem) and item.conversation_id == conversation_id
                 for item in self.list_view.children):
             search.value = ""  # its Changed event lists everything again
+            return
+        items = [item for item in self.list_view.children if isinstance(item, ConversationItem)]
+        if conversation_id is None or any(item.conversation_id == conversation_id for item in items):
+            for item in items:  # listed already: only the mark moves, the list and its highlight stay
+                item.set_class(item.conversation_id == conversation_id, "-current")
+            return
         self.refresh_list()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

@@ -1,0 +1,60 @@
+"""The chat's log of messages: one focus stop for the lot, with a picked message to copy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+
+if TYPE_CHECKING:  # the answer module imports the Markdown widget, which the first frame does without
+    from localllm.tui.answer import ChatMessage
+
+
+class MessageLog(VerticalScroll):
+    """The chat's messages, one stop for Tab however many there are. Focused, ↑/↓ pick a message (marked at its
+    left edge), c copies it and k its first code block; PgUp/PgDn scroll."""
+
+    BINDINGS = [
+        Binding("up", "pick(-1)", "Previous message", show=False),
+        Binding("down", "pick(1)", "Next message", show=False),
+        Binding("c", "copy", "Copy message", id="message.copy"),
+        Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
+    ]
+
+    def messages(self) -> list[ChatMessage]:
+        return list(self.query_children("ChatMessage"))  # type: ignore[arg-type]  # all are ChatMessage
+
+    @property
+    def picked(self) -> ChatMessage | None:
+        return next((m for m in self.messages() if m.has_class("-selected")), None)
+
+    def _pick(self, message: ChatMessage | None) -> None:
+        for other in self.query_children(".-selected"):
+            other.remove_class("-selected")
+        if message is not None:
+            message.add_class("-selected")
+            self.scroll_to_widget(message, animate=False, top=message.outer_size.height > self.size.height)
+
+    def on_focus(self) -> None:
+        if self.picked is None and (messages := self.messages()):
+            self._pick(messages[-1])
+
+    def on_blur(self) -> None:
+        self._pick(None)
+
+    def action_pick(self, step: int) -> None:
+        messages = self.messages()
+        if not messages:
+            return
+        current = self.picked
+        index = messages.index(current) + step if current in messages else len(messages) - 1
+        self._pick(messages[max(0, min(index, len(messages) - 1))])
+
+    def action_copy(self) -> None:
+        if (message := self.picked) is not None:
+            message.action_copy()
+
+    def action_copy_code(self) -> None:
+        if (message := self.picked) is not None:
+            message.action_copy_code()
