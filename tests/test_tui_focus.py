@@ -159,6 +159,7 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
     for number in range(1, 4):
         store.add_message(latest.id, "user", f"Question {number}?")
         store.add_message(latest.id, "assistant", f"Answer {number}, with code:\n\n```python\nprint({number})\n```")
+    messages_stored = [m.content for m in store.messages(latest.id)]
     store.close()
 
     async def session():
@@ -167,6 +168,9 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
             pane = app.query_one(ChatPane)
             await wait_until(pilot, lambda: len(pane._messages_in_log()) == 6)  # opened without a key pressed
             opened = pane.conversation_id
+            await wait_until(pilot, lambda: pane.session is not None)
+            # Opened before the model was ready or after: the answer will see the whole conversation.
+            assert [m.content for m in pane.session.history][-2:] == ["Question 3?", messages_stored[-1]]
             chain = app.screen.focus_chain
             messages = pane._messages_in_log()
             labels = [str(m.query_one("Static.who").render()) for m in messages]

@@ -169,7 +169,13 @@ class ChatPane(Vertical):
     def _model_ready(self, loaded) -> None:
         if self.session is not None and self.session.model is loaded:
             return
-        history, system = (self.session.history, self.session.system) if self.session else ([], None)
+        if self.session is not None:
+            history, system = self.session.history, self.session.system
+        elif self.conversation_id is not None:  # opened before the model was ready: its history is in the store
+            history = [Message(m.role, m.content) for m in self.store.messages(self.conversation_id)]
+            system = self.store.get(self.conversation_id).system
+        else:
+            history, system = [], None
         from localllm.tasks.chat import ChatSession
 
         self.session = ChatSession(loaded, self.options, system=system, history=history)
@@ -583,6 +589,7 @@ class ChatPane(Vertical):
         assert answer is not None, "_ask mounted it"
         self.generating = False
         if error is not None:
+            self._status(self._status_text())  # the progress line ends with the attempt
             if continuing:  # the answer stays as it was
                 await answer.mark(self._finish_note(self._last_finish))
                 self.app.notify(f"{error.message}\n{error.hint}" if error.hint else error.message,
