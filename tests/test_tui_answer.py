@@ -87,3 +87,44 @@ def test_a_message_is_shown_as_typed_and_html_in_an_answer_is_shown() -> None:
     assert shown_user == typed and text == typed
     assert paragraphs == ["The <div> element groups content; <span> is inline."]
     assert fences == ["<p>hi</p>"]
+
+
+def test_thinking_streams_in_its_own_block_folded_when_the_answer_starts():
+    from textual.widgets import Collapsible
+
+    from localllm.tui.answer import ChatMessage
+    from localllm.tui.message_log import MessageLog
+
+    class Host(App):
+        def compose(self):
+            with MessageLog(id="log"):
+                yield ChatMessage("assistant")
+
+    async def session():
+        app = Host()
+        async with app.run_test(size=(100, 30)) as pilot:
+            message = app.query_one(ChatMessage)
+            for piece in ("The user wants ", "a <b>colour</b>. ", "Blue is [bold]fine[/bold]."):
+                await message.append_thinking(piece)
+            await pilot.pause()
+            block = message.query_one(Collapsible)
+            open_while_thinking = (block.collapsed, block.title)
+            shown = str(message.query_one(".thinking-text").render())
+            await message.append("Blue.")
+            await message.finish("Blue, surely.")  # replaced whole (a stored answer, an error): only the text goes
+            await message.mark("■ stopped before the end")
+            await pilot.pause()
+            folded = (block.collapsed, block.title)
+            order = [type(child).__name__ for child in message.children]
+            app.query_one(MessageLog).focus()
+            await pilot.press("t")
+            reopened = block.collapsed
+            return open_while_thinking, shown, folded, order, reopened, message.text, message.thinking
+
+    open_while_thinking, shown, folded, order, reopened, text, thinking = run(session())
+    assert open_while_thinking == (False, "Thinking…")
+    assert shown == "The user wants a <b>colour</b>. Blue is [bold]fine[/bold]."  # shown as written, inert
+    assert folded == (True, "Thought for 8 words")
+    assert order == ["Static", "Collapsible", "Markdown", "Static"]  # label, thinking, answer, how it ended
+    assert reopened is False
+    assert text == "Blue, surely." and thinking.endswith("fine[/bold].")

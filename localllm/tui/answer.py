@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from typing import Any
 
 from textual.containers import Vertical
 from textual.widgets import Markdown
@@ -94,6 +95,8 @@ class StreamingAnswer(Vertical):
     StreamingAnswer { height: auto; }
     StreamingAnswer > Markdown { margin: 0; }
     StreamingAnswer > Static.finish { color: $warning; padding: 0 0 1 0; }
+    StreamingAnswer > Collapsible.thinking { margin: 0; padding: 0; border: none; background: transparent; }
+    StreamingAnswer .thinking-text { color: $text-muted; text-style: italic; }
     """
     PART_SIZE = 1500
     """Characters after which the growing part is closed at the next paragraph break outside a code fence."""
@@ -111,6 +114,9 @@ class StreamingAnswer(Vertical):
         """Offset in the growing part where its unfinished last line starts; lines before it are scanned."""
         self._order = asyncio.Lock()
         """Appends awaited from two places (the drain timer, the end of the answer) must not interleave."""
+        self._thinking: Any = None
+        """The thinking block (a Collapsible), made when a reasoning model's thinking first arrives."""
+        self._thinking_text = ""
 
     def compose(self):
         self._live_text = ""
@@ -168,6 +174,7 @@ class StreamingAnswer(Vertical):
 
     async def _write(self, text: str) -> None:
         if text:
+            self._fold_thinking()
             self._track(text)
             await self._live.append(text)
 
@@ -188,13 +195,49 @@ class StreamingAnswer(Vertical):
 
     async def _finish(self, full_text: str | None) -> None:
         if full_text is not None and full_text != self.text:
-            await self.remove_children()
+            # Only the text's parts are replaced: a label above them, the thinking and the end's line stay.
+            notes = self.query_children("Static.finish")
+            await self.query_children(Markdown).remove()
             self._parts, self._in_fence, self._line_start, self._live_text = [], False, 0, ""
             self._track(full_text)
             self._live = answer_markdown(full_text)
-            await self.mount(self._live)
+            await self.mount(self._live, before=notes.first() if notes else None)
             return
         await self._live.update(self._live_text)
+
+    # -- a reasoning model's thinking ------------------------------------------------------------------------------
+    @property
+    def thinking(self) -> str:
+        return self._thinking_text
+
+    async def append_thinking(self, text: str) -> None:
+        """A reasoning model's thinking, apart from the answer: a block above it, open while the thinking streams
+        and folded once the answer starts (Enter or a click on its title opens it again)."""
+        if not text:
+            return
+        async with self._order:
+            from textual.widgets import Collapsible, Static
+
+            from localllm.tui.inert import plain
+
+            if self._thinking is None:
+                self._thinking = Collapsible(Static("", classes="thinking-text"), title="Thinking…", collapsed=False,
+                                             classes="thinking")
+                await self.mount(self._thinking, before=self._live)
+            self._thinking_text += text
+            self._thinking.query_one(".thinking-text", Static).update(plain(self._thinking_text))
+
+    def _fold_thinking(self) -> None:
+        if self._thinking is not None and self._thinking.title == "Thinking…":
+            self._thinking.collapsed = True
+            self._thinking.title = f"Thought for {len(self._thinking_text.split()):,} words"
+
+    def toggle_thinking(self) -> bool:
+        """Open or fold the thinking block; False when the answer has none."""
+        if self._thinking is None:
+            return False
+        self._thinking.collapsed = not self._thinking.collapsed
+        return True
 
 
 class ChatMessage(StreamingAnswer):

@@ -13,13 +13,14 @@ if TYPE_CHECKING:  # the answer module imports the Markdown widget, which the fi
 
 class MessageLog(VerticalScroll):
     """The chat's messages, one stop for Tab however many there are. Focused, ↑/↓ pick a message (marked at its
-    left edge), c copies it and k its first code block; PgUp/PgDn scroll."""
+    left edge), c copies it, k its first code block, t opens or folds its thinking; PgUp/PgDn scroll."""
 
     BINDINGS = [
         Binding("up", "pick(-1)", "Previous message", show=False),
         Binding("down", "pick(1)", "Next message", show=False),
         Binding("c", "copy", "Copy message", id="message.copy"),
         Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
+        Binding("t", "toggle_thinking", "Show/fold thinking", id="message.thinking"),
     ]
 
     def messages(self) -> list[ChatMessage]:
@@ -58,3 +59,7 @@ class MessageLog(VerticalScroll):
     def action_copy_code(self) -> None:
         if (message := self.picked) is not None:
             message.action_copy_code()
+
+    def action_toggle_thinking(self) -> None:
+        if (message := self.picked) is not None and not message.toggle_thinking():
+            self.app.notify("this message has no thinking to show", severity="warning")
