@@ -97,7 +97,11 @@ def test_interrupt_stops_while_the_prompt_is_read_and_the_model_answers_after(lo
     long_prompt = [Message("user", "Summarize this: " + "The river flows past the old mill. " * 220)]
     started = time.monotonic()
     threading.Timer(0.3, loaded.backend.interrupt).start()
-    chunks = list(loaded.backend.chat(long_prompt, greedy(max_tokens=50)))
+    chunks: list = []
+    # Read on a worker thread, as the app does (on the main thread the prompt is read whole: see _abortable).
+    reader = threading.Thread(target=lambda: chunks.extend(loaded.backend.chat(long_prompt, greedy(max_tokens=50))))
+    reader.start()
+    reader.join()
     stopped_after = time.monotonic() - started
     final = chunks[-1]
     assert isinstance(final, FinalChunk) and final.finish_reason == "cancelled"

@@ -295,7 +295,10 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
             stream=True,
         )
-        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0), options.answer_prefix)
+        from localllm.core.thinking import opened_in, split_thinking
+
+        return split_thinking(self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0),
+                                           options.answer_prefix), opened_in(formatted.prompt))
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -305,7 +308,12 @@ class LlamaCppBackend(Backend):
         """While the prompt is read, llama.cpp asks this callback between the steps of its compute graph whether to
         give up, so a stop takes effect within a step instead of after the whole prompt (30 s for a long one on a
         CPU). The callback takes the GIL at each step, so it is set only until the first token: from then on the
-        stream stops between tokens."""
+        stream stops between tokens. Not on the main thread: Python runs a pending signal's handler inside the
+        callback, where ctypes swallows the KeyboardInterrupt (a CLI's Ctrl-C), so there the prompt is read whole
+        and Ctrl-C arrives after it, as before; an interrupt comes from another thread (the app's)."""
+        if threading.current_thread() is threading.main_thread():
+            yield
+            return
         import llama_cpp.llama_cpp as native
 
         interrupted = self._interrupted
