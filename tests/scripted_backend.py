@@ -34,6 +34,11 @@ class ScriptedBackend(Backend):
         self.calls = 0
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        from localllm.core.thinking import split_thinking
+
+        return split_thinking(self._tokens(messages, options))  # as every real backend's stream is
+
+    def _tokens(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         self.calls += 1
         watch = Stopwatch()
         sent = 0

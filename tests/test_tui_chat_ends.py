@@ -139,3 +139,38 @@ def test_esc_while_a_long_prompt_is_read_stops_at_once(tmp_path):
     assert stopped_after < 2, stopped_after  # generous: reading the whole prompt takes several seconds here
     assert [(role, finish) for role, _, finish in stored(settings)][:2] == [("user", None), ("assistant", "stopped")]
     assert next_answer
+
+
+def test_a_reasoning_models_thinking_is_shown_apart_and_never_sent_back(tmp_path):
+    # The scripted backend: text as a reasoning model writes it, through the same thinking split as every backend.
+    from scripted_backend import scripted_model
+
+    from localllm.tui.shared_model import SharedModel
+
+    tokens = ["<think>", "\nThe user", " wants", " a colour", ".\n", "</think>", "\n\n", "Blue", "."]
+    settings = settings_for(tmp_path)
+
+    async def session():
+        shared = SharedModel(settings, loaded=scripted_model(tokens, delay_s=0.15))
+        app = LocalLLMApp(settings, preset("precise"), shared=shared)
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            statuses: list[str] = []
+            shown = pane._status
+            pane._status = lambda text: (statuses.append(text), shown(text))
+            turns = await ask(pilot, pane, "Pick a colour.")
+            answer = pane._messages_in_log()[-1]
+            await wait_until(pilot, lambda: "colour" in answer.thinking)
+            block = answer.query_one("Collapsible")
+            open_while_thinking = not block.collapsed
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
+            await pilot.pause()
+            return (open_while_thinking, block.collapsed, answer.text, answer.thinking,
+                    [m.content for m in pane.session.history], statuses)
+
+    open_while_thinking, folded, text, thinking, history, statuses = run(session())
+    assert open_while_thinking and folded
+    assert text == "Blue." and thinking == "\nThe user wants a colour.\n"
+    assert history == ["Pick a colour.", "Blue."]  # the thinking is not sent back in later turns
+    assert stored(settings) == [("user", "Pick a colour.", None), ("assistant", "Blue.", "stop")]
+    assert any("thinking…" in status for status in statuses), statuses

@@ -233,7 +233,9 @@ class GPT4AllBackend(Backend):
                 out.put(_DONE)
 
         worker = threading.Thread(target=run, name="gpt4all-generate", daemon=True)
-        return self._stream(worker, out, stop_now, counts, options, watch, estimated)
+        from localllm.core.thinking import split_thinking
+
+        return split_thinking(self._stream(worker, out, stop_now, counts, options, watch, estimated))
 
     def _stream(self, worker: threading.Thread, out: queue.Queue, stop_now: threading.Event, counts: dict,
                 options: GenerationOptions, watch: Stopwatch, estimated: int) -> Iterator[Chunk]:

@@ -235,7 +235,9 @@ class OllamaBackend(Backend):
         stream = self.client.chat(self._model, [m.as_dict() for m in messages], stream=True,
                                   format=dict(options.json_schema) if options.json_schema is not None else None,
                                   options=self.request_options(options), keep_alive=self.keep_alive)
-        return self._stream(stream, watch, estimated, options.answer_prefix)
+        from localllm.core.thinking import split_thinking
+
+        return split_thinking(self._stream(stream, watch, estimated, options.answer_prefix))
 
     def _stream(self, stream, watch: Stopwatch, estimated: int, prefix: str | None) -> Iterator[Chunk]:
         ollama = _import_ollama()

@@ -270,7 +270,9 @@ class OpenAICompatBackend(Backend):
         # A server that ignores max_tokens would otherwise stream without bound: the answer is cut here instead,
         # at the budget (or the window), and marked as cut.
         limit = options.max_tokens or self._n_ctx
-        return self._stream(request, response, watch, estimated, options.answer_prefix, limit)
+        from localllm.core.thinking import split_thinking
+
+        return split_thinking(self._stream(request, response, watch, estimated, options.answer_prefix, limit))
 
     def _overflow(self, tokens: int, about: str) -> ContextOverflow:
         return ContextOverflow(f"{self.where}: the prompt has {about}{tokens} tokens but the window is {self._n_ctx}",

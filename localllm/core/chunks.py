@@ -1,6 +1,7 @@
 """Streaming output: an iterator of typed chunks, wrapped in a Response that records what happened.
 
-A backend's ``chat`` yields ``TextChunk`` pieces and then exactly one ``FinalChunk``. Closing the iterator (or the
+A backend's ``chat`` yields ``TextChunk`` pieces (``ThinkingChunk`` pieces first, for a reasoning model's thinking)
+and then exactly one ``FinalChunk``. Closing the iterator (or the
 Response) stops decoding: that is how Ctrl-C, Esc in the TUI and a stop button cancel a generation.
 """
 
@@ -16,6 +17,13 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 @dataclass(frozen=True)
 class TextChunk:
+    text: str
+
+
+@dataclass(frozen=True)
+class ThinkingChunk:
+    """A reasoning model's thinking before its answer: shown apart, never sent back to the model."""
+
     text: str
 
 
@@ -55,7 +63,7 @@ class FinalChunk:
         return self.timings.tokens_per_second(self.usage.completion_tokens)
 
 
-Chunk = TextChunk | FinalChunk
+Chunk = TextChunk | ThinkingChunk | FinalChunk
 
 
 @dataclass
@@ -86,6 +94,7 @@ class Response:
     def __init__(self, chunks: Iterator[Chunk], on_done: Callable[[Response], None] | None = None) -> None:
         self._chunks = chunks
         self._parts: list[str] = []
+        self._thinking: list[str] = []
         self._on_done = on_done
         self.final: FinalChunk | None = None
 
@@ -94,6 +103,8 @@ class Response:
             for chunk in self._chunks:
                 if isinstance(chunk, FinalChunk):
                     self.final = chunk
+                elif isinstance(chunk, ThinkingChunk):
+                    self._thinking.append(chunk.text)
                 else:
                     self._parts.append(chunk.text)
                 yield chunk
@@ -118,7 +129,12 @@ class Response:
 
     @property
     def partial_text(self) -> str:
+        """The answer so far, without the thinking."""
         return "".join(self._parts)
+
+    @property
+    def thinking(self) -> str:
+        return "".join(self._thinking)
 
     def close(self) -> None:
         close = getattr(self._chunks, "close", None)

@@ -48,17 +48,21 @@ class TextBuffer:
         return text
 
 
-def pump(response, buffer: TextBuffer, stop: threading.Event, skip: int = 0) -> None:
-    """In a worker thread: feed ``response``'s text into ``buffer`` until it ends, or until ``stop`` is set, which
-    closes it (decoding stops and the partial answer stays in the response). The first ``skip`` characters are
-    already on screen (an answer being continued starts with its own text so far)."""
-    from localllm.core.chunks import TextChunk
+def pump(response, buffer: TextBuffer, stop: threading.Event, skip: int = 0,
+         thinking: TextBuffer | None = None) -> None:
+    """In a worker thread: feed ``response``'s text into ``buffer`` (and a reasoning model's thinking into
+    ``thinking``) until it ends, or until ``stop`` is set, which closes it (decoding stops and the partial answer
+    stays in the response). The first ``skip`` characters are already on screen (an answer being continued starts
+    with its own text so far)."""
+    from localllm.core.chunks import TextChunk, ThinkingChunk
 
     for chunk in response:
         if stop.is_set():
             response.close()
             return
-        if isinstance(chunk, TextChunk) and chunk.text:
+        if isinstance(chunk, ThinkingChunk) and thinking is not None:
+            thinking.put(chunk.text)
+        elif isinstance(chunk, TextChunk) and chunk.text:
             text = chunk.text[skip:]
             skip = max(0, skip - len(chunk.text))
             if text:

@@ -99,6 +99,9 @@ class ChatPane(Vertical):
         self._closing = False
         self._buffer: TextBuffer | None = None
         """A TextBuffer from the generating thread to the drain timer (made on first use: see _ask)."""
+        self._thinking: TextBuffer | None = None
+        """The same for a reasoning model's thinking."""
+        self._thought = False
         self._answer: ChatMessage | None = None
         self._last_ids: list[int] = []
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
@@ -459,7 +462,7 @@ class ChatPane(Vertical):
         from localllm.tui.answer import ChatMessage, TextBuffer
 
         if self._buffer is None:
-            self._buffer = TextBuffer()
+            self._buffer, self._thinking = TextBuffer(), TextBuffer()
         self._answer = ChatMessage("assistant")
         await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
@@ -470,7 +473,7 @@ class ChatPane(Vertical):
         self.generating = True
         self._stop.clear()
         self._generation_done.clear()
-        self._started, self._written = time.monotonic(), False
+        self._started, self._written, self._thought = time.monotonic(), False, False
         if self.session is not None:
             self.session.prompt_tokens = 0  # counted again for this prompt in the generating thread
         self._show_progress()
@@ -481,6 +484,8 @@ class ChatPane(Vertical):
 
         if self._written:
             text = activity_line(self._started, "writing the answer")
+        elif self._thought:
+            text = activity_line(self._started, "thinking")
         else:
             tokens = self.session.prompt_tokens if self.session is not None else 0
             text = activity_line(self._started, f"reading the prompt ({tokens:,} tokens)" if tokens else
@@ -540,7 +545,7 @@ class ChatPane(Vertical):
         from localllm.tui.answer import TextBuffer
 
         if self._buffer is None:
-            self._buffer = TextBuffer()
+            self._buffer, self._thinking = TextBuffer(), TextBuffer()
         self._answer, self._saved_at = answer, time.monotonic()
         await answer.mark(None)
         self._start_generation()
@@ -560,7 +565,7 @@ class ChatPane(Vertical):
                 response = session.continue_answer() if continuing else session.send(text)
                 if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
                     session.interrupt()
-                pump(response, buffer, self._stop, skip=len(text) if continuing else 0)
+                pump(response, buffer, self._stop, skip=len(text) if continuing else 0, thinking=self._thinking)
         except LocalLLMError as exc:
             error = exc
         self._outcome = (text, response, error)
@@ -571,6 +576,10 @@ class ChatPane(Vertical):
     async def _drain(self) -> None:
         if self._answer is not None and self._buffer is not None:
             text = self._buffer.take()
+            thought = self._thinking.take() if self._thinking is not None else ""
+            if thought:
+                self._thought = True
+                await self._answer.append_thinking(thought)
             if self.generating:
                 self._written = self._written or bool(text)
                 self._show_progress()

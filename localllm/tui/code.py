@@ -253,7 +253,7 @@ class CodePane(Vertical):
         await result.reset()
         # The worker only fills a buffer that a timer drains: waiting on the event loop from the worker would slow
         # decoding.
-        self._buffer = TextBuffer()
+        self._buffer, self._thinking = TextBuffer(), TextBuffer()
         self._drain_timer = self.set_interval(FLUSH_SECONDS, self._drain)
         self.generate(action, source, detail, result)
 
@@ -271,6 +271,8 @@ class CodePane(Vertical):
 
     async def _drain(self) -> None:
         text = self._buffer.take()
+        if thought := self._thinking.take():  # a reasoning model's, shown apart above the answer
+            await self.query_one("#code-result", StreamingAnswer).append_thinking(thought)
         if self.generating and not self._stop.is_set():
             self._written = self._written or bool(text)
             self._show_activity()
@@ -297,7 +299,7 @@ class CodePane(Vertical):
                 response = Response(loaded.backend.chat(request.messages, request.options))
                 if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
                     loaded.backend.interrupt()
-                pump(response, self._buffer, self._stop)
+                pump(response, self._buffer, self._stop, thinking=self._thinking)
         except LocalLLMError as exc:
             error = exc
         finally:
