@@ -64,3 +64,18 @@ def test_chunks_a_server_separated_itself_pass_through():
     chunks = [ThinkingChunk("plan"), TextChunk("Answer."), END]
     response = Response(split_thinking(iter(chunks)))
     assert response.text() == "Answer." and response.thinking == "plan"
+
+
+def test_the_cli_writes_the_thinking_to_stderr_and_only_the_answer_to_stdout(capsys):
+    from localllm.cli.generate import stream_to_stdout
+
+    def answer():
+        return Response(split_thinking(iter(pieces("<think>Plan: say blue.\x1b[31m</think>\n\nBlue.", 4))))
+
+    assert stream_to_stdout(answer()) == "Blue."
+    out, err = capsys.readouterr()
+    assert out == "Blue.\n"
+    assert err == "Plan: say blue.\\x1b[31m\n"  # inert: a control sequence in it is shown, not obeyed
+    stream_to_stdout(answer(), show_thinking=False)
+    out, err = capsys.readouterr()
+    assert out == "Blue.\n" and err == ""

@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from localllm.cli.output import error_line, note, print_json
-from localllm.core.chunks import FinalChunk, Response, TextChunk
+from localllm.core.chunks import FinalChunk, Response, TextChunk, ThinkingChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import GenerationOptions, apply_assignments, preset
+from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
 from localllm.tasks.loading import LoadedModel
@@ -63,12 +64,22 @@ def stats_line(final: FinalChunk | None) -> str:
     return ", ".join(parts)
 
 
-def stream_to_stdout(response: Response) -> str:
-    """Print chunks as they arrive; Ctrl-C stops decoding and leaves the partial answer on screen."""
+def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:
+    """Print chunks as they arrive; Ctrl-C stops decoding and leaves the partial answer on screen. A reasoning
+    model's thinking goes to stderr (dimmed on a terminal), so stdout holds only the answer, also in a pipe."""
     last = ""
+    thinking = ""
+    dim, undim = ("\x1b[2m", "\x1b[0m") if sys.stderr.isatty() else ("", "")
     try:
         for chunk in response:
-            if isinstance(chunk, TextChunk) and chunk.text:
+            if isinstance(chunk, ThinkingChunk) and chunk.text and show_thinking:
+                sys.stderr.write(f"{dim}{inert_text(chunk.text)}{undim}")
+                sys.stderr.flush()
+                thinking += chunk.text
+            elif isinstance(chunk, TextChunk) and chunk.text:
+                if thinking and not thinking.endswith("\n"):
+                    sys.stderr.write("\n")
+                thinking = ""
                 sys.stdout.write(chunk.text)
                 sys.stdout.flush()
                 last = chunk.text
@@ -101,6 +112,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             final = response.final
             print_json({
                 "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
+                **({"thinking": response.thinking} if response.thinking and not args.hide_thinking else {}),
                 "finish_reason": final.finish_reason if final else "cancelled",
                 "usage": {"prompt_tokens": final.usage.prompt_tokens,
                           "completion_tokens": final.usage.completion_tokens} if final else None,
@@ -109,7 +121,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
             })
             return 130 if stopped else 0
         try:
-            stream_to_stdout(response)
+            stream_to_stdout(response, show_thinking=not args.hide_thinking)
         except KeyboardInterrupt:
             note("[stopped]")
             return 130
@@ -172,7 +184,7 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
                 note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
                      f"{loaded.plan.n_ctx:,}-token window")
             try:
-                stream_to_stdout(response)
+                stream_to_stdout(response, show_thinking=not args.hide_thinking)
             except KeyboardInterrupt:
                 note("[stopped]")
             if args.verbose:

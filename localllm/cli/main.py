@@ -56,6 +56,8 @@ def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
                             help=f"decoding option, repeatable; keys: {', '.join(OPTION_TYPES)}")
         parser.add_argument("-v", "--verbose", action="store_true",
                             help="print the plan and tokens/s on stderr")
+        parser.add_argument("--hide-thinking", action="store_true",
+                            help="drop a reasoning model's thinking (shown dimmed on stderr by default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,10 +281,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             raise UsageError("the app needs a terminal, and stdin or stdout is not one",
                              hint="run `localllm` in a terminal; in scripts use `localllm run` or `localllm chat`")
         from localllm.core.options import preset
-        from localllm.tui.app import LocalLLMApp
+        from localllm.tui.app import LocalLLMApp, end_process
 
-        LocalLLMApp(settings, preset(settings.preset), args.model).run()
-        return 0
+        app = LocalLLMApp(settings, preset(settings.preset), args.model)
+        app.run()
+        end_process(app, app.return_code or 0)
     if args.command == "run":
         from localllm.cli.generate import run_command
 
