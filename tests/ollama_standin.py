@@ -12,8 +12,10 @@ in Ollama's docs/api.md:
   POST /api/pull                  NDJSON progress {"status", "digest", "total", "completed"} ... {"status": "success"}
   errors                          {"error": "..."} with 404 for a model that is not pulled, or as a line mid-stream
 Like Ollama, a prompt longer than num_ctx is cut from the front without a word.
-Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S}; GET /_requests
-lists the requests and, for a stream the client closed, how many tokens were generated before it stopped.
+Thinking, as a thinking model's /api/chat stream carries it: lines whose message has "thinking" and an empty
+"content", before the answer's lines (the served model does not think: the control below gives the text).
+Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S, "thinking": TEXT};
+GET /_requests lists the requests and, for a stream the client closed, how many tokens were generated before it stopped.
 """
 
 from __future__ import annotations
@@ -236,6 +238,11 @@ class Handler(BaseHTTPRequestHandler):
             pieces, finish = [], "stop"
             if stream:
                 self.start_lines()
+                if chat and faults.get("thinking"):
+                    for word in faults["thinking"].split(" "):
+                        thought = part("")
+                        thought["message"]["thinking"] = word + " "
+                        self.line(thought)
             try:
                 for chunk in completion:
                     choice = chunk["choices"][0]

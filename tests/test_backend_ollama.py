@@ -131,6 +131,15 @@ def test_error_line_mid_stream_keeps_the_partial_answer(standin):
     assert response.partial_text and response.final is None
 
 
+def test_a_thinking_models_thinking_field_is_thinking_and_not_the_answer(standin):
+    standin.post("/_control", {"thinking": "Three colours: red, green, blue."})
+    with connected(standin.url) as backend:
+        response = Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=12)))
+        answer = response.text()
+    assert response.thinking == "Three colours: red, green, blue. "
+    assert answer and "Three colours:" not in answer and response.final.finish_reason == "length"
+
+
 def test_garbage_instead_of_json_is_a_clear_error(standin):
     standin.post("/_control", {"garbage": True})
     with connected(standin.url) as backend:

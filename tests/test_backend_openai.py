@@ -226,3 +226,35 @@ def test_summarize_plan_counts_on_the_server(llama_server, home, tmp_path):
     assert done.returncode == 0, done.stderr_text
     plan = json.loads(done.stdout_text)
     assert plan["window"] == 2048 and plan["input_tokens"] > 400, plan
+
+
+class FakeReasoningServer(GarbageHandler):
+    """A fake: llama_cpp.server has no reasoning model here, so this replays the stream a reasoning model's server
+    sends (llama-server with --reasoning-format deepseek, vLLM, DeepSeek's API): the thinking as
+    ``delta.reasoning_content`` events, then the answer as ``delta.content``, then usage and [DONE]."""
+
+    def do_POST(self) -> None:
+        self.server.bodies.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+        events = [{"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]}]
+        events += [{"choices": [{"index": 0, "delta": {"reasoning_content": piece}}]}
+                   for piece in ("The user wants ", "a colour.")]
+        events += [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in ("Bl", "ue.")]
+        events += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+                   {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}}]
+        body = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+        self.reply(body.encode(), "text/event-stream")
+
+
+def test_reasoning_content_is_thinking_and_not_the_answer():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeReasoningServer)
+    server.models_ok, server.bodies = True, []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with OpenAICompatBackend(f"http://127.0.0.1:{server.server_address[1]}/v1", timeout=10) as backend:
+            backend.connect(None)
+            response = Response(backend.chat(QUESTION, preset("precise")))
+            answer = response.text()
+    finally:
+        server.shutdown()
+    assert answer == "Blue." and response.thinking == "The user wants a colour."
+    assert response.final.finish_reason == "stop" and response.final.usage.completion_tokens == 9

@@ -14,7 +14,7 @@ from typing import Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, ServedModel
 from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, ThinkingChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, LocalLLMError, ModelNotFound
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -245,10 +245,13 @@ class OllamaBackend(Backend):
 
         state: dict[str, Any] = {"final": None, "pieces": 0}
 
-        def pieces() -> Iterator[str]:
+        def pieces() -> Iterator[str | ThinkingChunk]:
             for part in stream:
                 if part.done:
                     state["final"] = part
+                thought = getattr(part.message, "thinking", None) if part.message is not None else None
+                if isinstance(thought, str) and thought:  # Ollama's own split of a thinking model's text
+                    yield ThinkingChunk(thought)
                 text = part.message.content if part.message is not None else None
                 if text:
                     state["pieces"] += 1

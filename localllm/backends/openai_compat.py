@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from localllm.backends.base import Backend, Capabilities, ServedModel
 from localllm.backends.profiles import ServerProfile, response_format, server_profile
 from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, Usage
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, ThinkingChunk, Usage
 from localllm.core.errors import (
     BackendUnavailable,
     ContextOverflow,
@@ -285,7 +285,7 @@ class OpenAICompatBackend(Backend):
 
         state: dict[str, Any] = {"finish": None, "usage": None, "pieces": 0}
 
-        def pieces() -> Iterator[str]:
+        def pieces() -> Iterator[str | ThinkingChunk]:
             for line in response.iter_lines():
                 if not line.startswith("data:"):
                     continue
@@ -303,7 +303,13 @@ class OpenAICompatBackend(Backend):
                 for choice in event.get("choices") or ():
                     if choice.get("finish_reason"):
                         state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
-                    text = (choice.get("delta") or {}).get("content")
+                    delta = choice.get("delta") or {}
+                    # llama-server, vLLM and DeepSeek's API send the thinking apart as reasoning_content; some
+                    # servers name it reasoning.
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if isinstance(thought, str) and thought:
+                        yield ThinkingChunk(thought)
+                    text = delta.get("content")
                     if text:
                         state["pieces"] += 1
                         yield text

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from localllm.core.chunks import Stopwatch, TextChunk
+from localllm.core.chunks import Stopwatch, TextChunk, ThinkingChunk
 from localllm.core.messages import Message
 
 # ASCII words, single digits, whitespace runs, and any other single character.
@@ -92,15 +92,17 @@ class StopScanner:
         return shown
 
 
-def without_repeated_prefix(pieces: Iterator[str], prefix: str | None) -> Iterator[str]:
+def without_repeated_prefix(pieces: Iterator[str | ThinkingChunk], prefix: str | None
+                            ) -> Iterator[str | ThinkingChunk]:
     """Servers cannot always continue a given answer start; the caller shows ``prefix`` itself and asks for a
-    normal answer. Models then often begin with the same text (an opening code fence): drop that repeat once."""
+    normal answer. Models then often begin with the same text (an opening code fence): drop that repeat once.
+    Thinking the server separated itself passes as it is."""
     if not prefix:
         yield from pieces
         return
     held: str | None = ""
     for piece in pieces:
-        if held is None:
+        if held is None or isinstance(piece, ThinkingChunk):
             yield piece
             continue
         held += piece
@@ -115,11 +117,13 @@ def without_repeated_prefix(pieces: Iterator[str], prefix: str | None) -> Iterat
         yield held
 
 
-def answer_chunks(pieces: Iterator[str], prefix: str | None, watch: Stopwatch) -> Iterator[TextChunk]:
+def answer_chunks(pieces: Iterator[str | ThinkingChunk], prefix: str | None, watch: Stopwatch
+                  ) -> Iterator[TextChunk | ThinkingChunk]:
     """A server's text pieces as the answer's chunks: ``prefix`` first (shown by us, see
-    ``without_repeated_prefix``), then the pieces with its repeat dropped, each timed by ``watch``."""
+    ``without_repeated_prefix``), then the pieces with its repeat dropped, each timed by ``watch``; thinking the
+    server sent apart (``reasoning_content``, Ollama's ``thinking``) as ThinkingChunk."""
     if prefix:
         yield TextChunk(prefix)
-    for text in without_repeated_prefix(pieces, prefix):
+    for piece in without_repeated_prefix(pieces, prefix):
         watch.mark_token()
-        yield TextChunk(text)
+        yield piece if isinstance(piece, ThinkingChunk) else TextChunk(piece)
