@@ -58,4 +58,26 @@ def test_migrations_are_recorded_once(tmp_path):
     ConversationStore(tmp_path / "m.db").close()
     store = ConversationStore(tmp_path / "m.db")
     names = [row[0] for row in store._db.execute("SELECT name FROM migrations ORDER BY name")]
-    assert names == ["001_conversations", "002_messages", "003_messages_by_conversation", "004_messages_finish"]
+    assert names == ["001_conversations", "002_messages", "003_messages_by_conversation", "004_messages_finish",
+                     "005_messages_meta", "006_messages_fts", "007_messages_fts_fill", "008_messages_fts_insert",
+                     "009_messages_fts_delete", "010_messages_fts_update"]
+
+
+def test_full_text_search_follows_every_change_and_takes_words_not_syntax(tmp_path):
+    store = ConversationStore(tmp_path / "s.db")
+    rivers = store.create("Rivers")
+    store.add_message(rivers.id, "user", "Which river flows through Vienna?")
+    answer = store.add_message(rivers.id, "assistant", "", stopped=True)
+    store.update_message(answer.id, "The Danube flows through Vienna.", stopped=False, finish="stop",
+                         meta={"model": "smollm2-135m", "usage": {"prompt_tokens": 20, "completion_tokens": 7}})
+    other = store.create("Primes")
+    store.add_message(other.id, "user", "List primes below 20.")
+    found = store.search("danube vienna")
+    assert [(c.title, m.role) for c, m, _ in found] == [("Rivers", "assistant")]
+    assert found[0][2] == "The [Danube] flows through [Vienna]."
+    assert [m.content for _, m, _ in store.search("prime*")] == ["List primes below 20."]
+    assert store.search('" NEAR( -') == [] and store.search("   ") == []  # words, never query syntax
+    assert store.meta(answer.id)["usage"]["completion_tokens"] == 7
+    store.delete(rivers.id)
+    assert store.search("danube") == []  # gone with its conversation
+    store.close()

@@ -92,41 +92,70 @@ def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:
 
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.tasks.ask import ask, open_for
-    from localllm.tasks.prompting import build_messages
+    from localllm.tasks.conversation_log import ConversationLog
 
     options = options_from(args, settings)
     document = read_stdin()
-    messages = build_messages(" ".join(args.prompt), document, args.system)
+    log = ConversationLog(settings, continue_last=args.continue_last, conversation_id=args.cid)
+    try:
+        return _run_logged(args, settings, options, document, log)
+    finally:
+        log.close()
+
+
+def _run_logged(args: argparse.Namespace, settings: Settings, options: GenerationOptions, document: str | None,
+                log) -> int:
+    from localllm.tasks.ask import ask, open_for
+    from localllm.tasks.chat import ChatSession
+    from localllm.tasks.prompting import build_messages
+
+    system = args.system or log.system
+    messages = build_messages(" ".join(args.prompt), document, system)
+    history = log.history()
     with open_for(settings, messages, options, model=args.model, backend=args.backend or "auto",
                   piped=document is not None) as loaded:
         if args.verbose:
             note(describe_plan(loaded))
-        response = ask(loaded, messages, options)
-        if args.json:
-            try:
-                text, stopped = response.text(), False
-            except KeyboardInterrupt:  # the answer so far is still the answer, as JSON
-                response.close()
-                text, stopped = response.partial_text, True
-            final = response.final
-            print_json({
-                "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
-                **({"thinking": response.thinking} if response.thinking and not args.hide_thinking else {}),
-                "finish_reason": final.finish_reason if final else "cancelled",
-                "usage": {"prompt_tokens": final.usage.prompt_tokens,
-                          "completion_tokens": final.usage.completion_tokens} if final else None,
-                "tokens_per_second": final.tokens_per_second if final else None,
-                "first_token_s": final.timings.first_token_s if final else None,
-            })
-            return 130 if stopped else 0
+        if history:  # a recorded conversation goes on: its oldest turns give way if the window is full
+            session = ChatSession(loaded, options, system=system, history=history)
+            response = session.send(messages[-1].content)
+            if session.dropped:
+                note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
+                     f"{loaded.plan.n_ctx:,}-token window")
+        else:
+            response = ask(loaded, messages, options)
+        answer_id = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
         try:
-            stream_to_stdout(response, show_thinking=not args.hide_thinking)
-        except KeyboardInterrupt:
-            note("[stopped]")
-            return 130
-        if args.verbose:
-            note(stats_line(response.final))
+            return _answer(args, loaded, response)
+        finally:
+            log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
+
+
+def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -> int:
+    if args.json:
+        try:
+            text, stopped = response.text(), False
+        except KeyboardInterrupt:  # the answer so far is still the answer, as JSON
+            response.close()
+            text, stopped = response.partial_text, True
+        final = response.final
+        print_json({
+            "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
+            **({"thinking": response.thinking} if response.thinking and not args.hide_thinking else {}),
+            "finish_reason": final.finish_reason if final else "cancelled",
+            "usage": {"prompt_tokens": final.usage.prompt_tokens,
+                      "completion_tokens": final.usage.completion_tokens} if final else None,
+            "tokens_per_second": final.tokens_per_second if final else None,
+            "first_token_s": final.timings.first_token_s if final else None,
+        })
+        return 130 if stopped else 0
+    try:
+        stream_to_stdout(response, show_thinking=not args.hide_thinking)
+    except KeyboardInterrupt:
+        note("[stopped]")
+        return 130
+    if args.verbose:
+        note(stats_line(response.final))
     return 0
 
 
@@ -141,9 +170,6 @@ Ctrl-C stops an answer and keeps what was written."""
 
 
 def chat_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.tasks.chat import ChatSession
-    from localllm.tasks.loading import load_model
-
     options = options_from(args, settings)
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):
@@ -153,10 +179,26 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             import readline  # noqa: F401  (line editing and history for input())
         except ImportError:
             pass
+    from localllm.tasks.conversation_log import ConversationLog
+
+    log = ConversationLog(settings, continue_last=args.continue_last, conversation_id=args.cid)
+    try:
+        return _chat(args, settings, options, interactive, log)
+    finally:
+        log.close()
+
+
+def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptions, interactive: bool, log) -> int:
+    from localllm.tasks.chat import ChatSession
+    from localllm.tasks.loading import load_model
+
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        session = ChatSession(loaded, options, system=args.system)
+        session = ChatSession(loaded, options, system=args.system or log.system, history=log.history())
         if interactive or args.verbose:
             note(describe_plan(loaded))
+            if log.conversation is not None:
+                note(f"continuing conversation {log.conversation.id} ({log.conversation.title!r}, "
+                     f"{len(session.history):,} messages)")
             note("type /help for commands, /exit to leave")
         while True:
             try:
@@ -174,6 +216,10 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             if text.startswith("/"):
                 if _chat_command(text, session):
                     return 0
+                if text.split()[0] == "/reset":
+                    log.forget()
+                elif text.split()[0] == "/system":
+                    log.set_system(session.system)
                 continue
             try:
                 response = session.send(text)
@@ -183,10 +229,15 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             if session.dropped:
                 note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
                      f"{loaded.plan.n_ctx:,}-token window")
+            # The prompt is recorded as it is sent and the answer when it ends (stopped, if Ctrl-C ends it).
+            answer_id = log.begin(text, model=loaded.ref.name, system=session.system)
             try:
                 stream_to_stdout(response, show_thinking=not args.hide_thinking)
             except KeyboardInterrupt:
                 note("[stopped]")
+            finally:
+                log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name,
+                        options=session.options)
             if args.verbose:
                 note(stats_line(response.final))
 

@@ -60,6 +60,12 @@ def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
                             help="drop a reasoning model's thinking (shown dimmed on stderr by default)")
 
 
+def _log_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--continue", dest="continue_last", action="store_true",
+                        help="continue the conversation changed last (the app's or the CLI's)")
+    parser.add_argument("--cid", type=int, metavar="ID", help="continue conversation ID (`localllm logs` lists them)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="localllm", description="Run large language models on your own machine.", epilog=EPILOG,
@@ -73,9 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("prompt", nargs="*", help="the prompt; piped stdin is added as a delimited document")
     _model_args(run, generation=True)
     run.add_argument("--json", action="store_true", help="print the answer and its statistics as JSON")
+    _log_args(run)
 
     chat = commands.add_parser("chat", help="chat in the terminal (/exit /reset /system /set /stats /help)")
     _model_args(chat, generation=True)
+    _log_args(chat)
+
+    logs = commands.add_parser("logs", help="recorded conversations (the app's and the CLI's): list, search, "
+                                            "turn off or on")
+    logs.add_argument("switch", nargs="?", choices=("off", "on", "status"),
+                      help="stop or resume recording, or say which it is")
+    logs.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    logs.add_argument("-q", "--query", metavar="TEXT", help="messages holding every word of TEXT (word* for a prefix)")
+    logs.add_argument("--json", action="store_true")
 
     listing = commands.add_parser("list", aliases=["ls"], help="installed models")
     listing.add_argument("--json", action="store_true")
@@ -294,6 +310,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "logs":
+        from localllm.cli.conversations import logs_command
+
+        return logs_command(args, settings)
     if args.command in ("summarize", "classify", "sentiment", "extract", "ner", "code", "ask", "translate", "reply",
                         "feedback", "simplify", "write", "embed", "segment",
                         "recommend"):

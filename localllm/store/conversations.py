@@ -41,6 +41,25 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     # How an answer ended: stop, length (its token limit), window (the context was full), stopped (by the user, or
     # the app ended first); NULL for messages stored before this column and for the user's.
     ("004_messages_finish", "ALTER TABLE messages ADD COLUMN finish TEXT"),
+    # What produced an answer, as JSON: model, backend, options, token counts and timings.
+    ("005_messages_meta", "ALTER TABLE messages ADD COLUMN meta TEXT"),
+    # Full-text search over the messages (`localllm logs -q`), kept in step by triggers.
+    ("006_messages_fts", "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
+                         "content_rowid='id')"),
+    ("007_messages_fts_fill", "INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')"),
+    ("008_messages_fts_insert", """
+        CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+            INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+        END"""),
+    ("009_messages_fts_delete", """
+        CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+        END"""),
+    ("010_messages_fts_update", """
+        CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+            INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+            INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+        END"""),
 )
 FINISH_NOTES = {"length": "cut: the answer reached its token limit", "window": "cut: the context window is full",
                 "stopped": "stopped before the end"}
@@ -213,10 +232,16 @@ class ConversationStore:
 
         return StoredMessage(_row_id(self._run(insert)), role, content, stopped, now)
 
-    def update_message(self, message_id: int, content: str, *, stopped: bool, finish: str | None = None) -> None:
-        """An answer's text so far (``stopped`` until it ends), so a crash or a kill keeps what was written."""
-        self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ?, finish = ? WHERE id = ?",
-                                        (content, int(stopped), finish, message_id)))
+    def update_message(self, message_id: int, content: str, *, stopped: bool, finish: str | None = None,
+                       meta: dict | None = None) -> None:
+        """An answer's text so far (``stopped`` until it ends), so a crash or a kill keeps what was written;
+        ``meta``: what produced it (model, backend, options, tokens, timings), once it has ended."""
+        import json
+
+        encoded = json.dumps(meta) if meta is not None else None
+        self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ?, finish = ?, "
+                                        "meta = COALESCE(?, meta) WHERE id = ?",
+                                        (content, int(stopped), finish, encoded, message_id)))
 
     def delete_message(self, message_id: int) -> None:
         self._run(lambda db: db.execute("DELETE FROM messages WHERE id = ?", (message_id,)))
@@ -227,6 +252,34 @@ class ConversationStore:
                          write=False)
         return [StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"],
                               row["finish"] or ("stopped" if row["stopped"] else None)) for row in rows]
+
+    def meta(self, message_id: int) -> dict | None:
+        import json
+
+        row = self._run(lambda db: db.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone(),
+                        write=False)
+        return json.loads(row["meta"]) if row is not None and row["meta"] else None
+
+    def search(self, text: str, limit: int = 20) -> builtins.list[tuple[Conversation, StoredMessage, str]]:
+        """Messages whose words match every word of ``text`` (full-text, any order; a word may be the start of
+        one: ``prime*``), newest first, each with its conversation and a snippet around the match."""
+        words = [word for word in text.split() if word.strip('"*')]
+        if not words:
+            return []
+        # Each word quoted: the user's text is words, never FTS5 syntax (a stray `"`, `-` or `NEAR`).
+        query = " ".join('"' + word.rstrip("*").replace('"', '""') + '"' + ("*" if word.endswith("*") else "")
+                         for word in words)
+        rows = self._run(lambda db: db.execute(
+            "SELECT m.id, m.role, m.content, m.stopped, m.created, m.finish, m.conversation_id, "
+            "snippet(messages_fts, 0, '[', ']', '…', 12) AS snippet FROM messages_fts "
+            "JOIN messages m ON m.id = messages_fts.rowid WHERE messages_fts MATCH ? "
+            "ORDER BY m.id DESC LIMIT ?", (query, limit)).fetchall(), write=False)
+        found = []
+        for row in rows:
+            message = StoredMessage(row["id"], row["role"], row["content"], bool(row["stopped"]), row["created"],
+                                    row["finish"])
+            found.append((self.get(row["conversation_id"]), message, row["snippet"]))
+        return found
 
     def export_markdown(self, conversation_id: int) -> str:
         conversation = self.get(conversation_id)

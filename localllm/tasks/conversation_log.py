@@ -1,0 +1,118 @@
+"""One conversation log for the CLI and the app: `run` and `chat` record each exchange in the store the app uses
+(conversations.db), so a conversation started in one continues in the other, and `localllm logs` lists and searches
+them. Logging stops while a marker file sits in the data folder (`localllm logs off`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from localllm.core.chunks import Response
+from localllm.core.errors import UsageError
+from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
+from localllm.core.settings import Settings
+from localllm.store.conversations import Conversation, ConversationStore
+
+OFF_MARKER = "logging-off"
+
+
+def off_marker(settings: Settings) -> Path:
+    return settings.paths.data_dir / OFF_MARKER
+
+
+def logging_on(settings: Settings) -> bool:
+    return not off_marker(settings).exists()
+
+
+def set_logging(settings: Settings, on: bool) -> None:
+    marker = off_marker(settings)
+    if on:
+        marker.unlink(missing_ok=True)
+    else:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("localllm does not record conversations while this file exists (`localllm logs on`)\n")
+
+
+def finish_of(response: Response) -> str:
+    final = response.final
+    if final is None or final.finish_reason in ("cancelled", "error"):
+        return "stopped"
+    return final.finish_reason
+
+
+def meta_of(response: Response, model: str, backend: str, options: GenerationOptions) -> dict:
+    final = response.final
+    chosen = {key: value for key, value in asdict(options).items()
+              if value is not None and key not in ("answer_prefix", "json_schema")}
+    meta: dict = {"model": model, "backend": backend, "options": chosen}
+    if final is not None:
+        meta["usage"] = {"prompt_tokens": final.usage.prompt_tokens,
+                         "completion_tokens": final.usage.completion_tokens}
+        meta["timings"] = {"first_token_s": final.timings.first_token_s, "total_s": final.timings.total_s,
+                           "tokens_per_second": final.tokens_per_second}
+    return meta
+
+
+class ConversationLog:
+    """The CLI's side of the store: which conversation an exchange belongs to, and recording it. Off (logs off),
+    it records nothing but can still continue a conversation already recorded."""
+
+    def __init__(self, settings: Settings, *, continue_last: bool = False, conversation_id: int | None = None
+                 ) -> None:
+        self.enabled = logging_on(settings)
+        self.store = ConversationStore.in_data_dir(settings.paths.data_dir)
+        self.conversation: Conversation | None = None
+        try:
+            if conversation_id is not None:
+                try:
+                    self.conversation = self.store.get(conversation_id)
+                except KeyError:
+                    raise UsageError(f"there is no conversation {conversation_id}",
+                                     hint="`localllm logs` lists them with their ids") from None
+            elif continue_last:
+                self.conversation = next(iter(self.store.list()), None)
+                if self.conversation is None:
+                    raise UsageError("there is no conversation to continue yet",
+                                     hint="start one with `localllm chat` or `localllm run`")
+        except BaseException:
+            self.store.close()
+            raise
+
+    def history(self) -> list[Message]:
+        if self.conversation is None:
+            return []
+        return [Message(m.role, m.content) for m in self.store.messages(self.conversation.id)]
+
+    @property
+    def system(self) -> str | None:
+        return self.conversation.system if self.conversation is not None else None
+
+    def begin(self, user_text: str, *, model: str, system: str | None) -> int | None:
+        """Record the prompt as it is sent (a crash keeps it); returns the answer's message id to finish."""
+        if not self.enabled:
+            return None
+        if self.conversation is None:
+            title = (user_text.strip().splitlines() or ["New conversation"])[0][:40]
+            self.conversation = self.store.create(title, model=model, system=system)
+        self.store.add_message(self.conversation.id, "user", user_text)
+        return self.store.add_message(self.conversation.id, "assistant", "", stopped=True).id
+
+    def end(self, answer_id: int | None, response: Response, *, model: str, backend: str,
+            options: GenerationOptions) -> None:
+        if answer_id is None:
+            return
+        finish = finish_of(response)
+        self.store.update_message(answer_id, response.partial_text, stopped=finish == "stopped", finish=finish,
+                                  meta=meta_of(response, model, backend, options))
+
+    def forget(self) -> None:
+        """``/reset``: the next message starts a new conversation; the old one stays in the log."""
+        self.conversation = None
+
+    def set_system(self, system: str | None) -> None:
+        if self.conversation is not None and self.enabled:
+            self.store.set_system(self.conversation.id, system)
+
+    def close(self) -> None:
+        self.store.close()
