@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
-from collections.abc import Iterable
+import os
+import sys
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import NoActiveWorker, get_current_worker
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import PRESETS, GenerationOptions
@@ -31,6 +36,37 @@ PANES = (
     ("models", "Models", "f4", "app.models", "localllm.tui.models:ModelsPane"),
     ("hardware", "Hardware", "f5", "app.hardware", "localllm.tui.hardware:HardwarePane"),
 )
+
+
+WRITING_GROUPS = frozenset({"models-pull", "models-delete"})
+"""Thread workers that write files (a download, a deletion): a process ending under them waits for them."""
+WRITES_WAIT_S = 30.0
+"""How long the process waits for them: a pull told to stop ends after its current read."""
+
+T = TypeVar("T")
+
+
+class WorkerThreads(ThreadPoolExecutor):
+    """The pool the app's thread workers run in, which knows the jobs of those that write files."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="localllm-worker")
+        self.writes: set[Future[Any]] = set()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        future = super().submit(fn, *args, **kwargs)
+        try:
+            group = get_current_worker().group  # a thread worker's job is submitted from the worker's own task
+        except NoActiveWorker:
+            group = None
+        if group in WRITING_GROUPS:
+            self.writes.add(future)
+            future.add_done_callback(self.writes.discard)
+        return future
+
+    def wait_for_writes(self, timeout: float) -> bool:
+        """True once every job that writes files has ended; False if some still run after ``timeout`` seconds."""
+        return not wait(set(self.writes), timeout).not_done
 
 
 def pane_class(where: str) -> Any:
@@ -68,6 +104,34 @@ class LocalLLMApp(App):
         self.settings = settings
         self.options = options
         self.shared = shared or SharedModel(settings, model or prefs.model, options.ctx)
+        self._threads: WorkerThreads | None = None
+
+    def run(self, **kwargs: Any) -> Any:
+        """Runs the app on an event loop of its own, whose thread workers run in a pool this app holds, and
+        returns as soon as the app has ended. asyncio.run would first wait for every thread worker still at
+        work (a model load, a hardware probe, the model listing), so Ctrl+Q took as long as they did: seconds.
+        Their results are no longer wanted; ``end_process`` waits only for the workers that write files."""
+        loop = asyncio.new_event_loop()
+        self._threads = WorkerThreads()
+        loop.set_default_executor(self._threads)
+        asyncio.set_event_loop(loop)
+        try:
+            return super().run(loop=loop, **kwargs)
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()  # shuts the pool down without waiting for its threads
+
+    def wait_for_writes(self, timeout: float = WRITES_WAIT_S) -> bool:
+        """After ``run``: waits up to ``timeout`` seconds for the thread workers that write files (WRITING_GROUPS)
+        and are still at work; True once none is."""
+        return self._threads is None or self._threads.wait_for_writes(timeout)
 
     def make_pane(self, tab: str):
         where = next(where for tab_id, *_, where in PANES if tab_id == tab)
@@ -176,6 +240,24 @@ class LocalLLMApp(App):
         await self.action_show_tab("chat")
         self.panes["chat"].load_model(event.name)
         self.save_preferences(model=event.name)
+
+
+def end_process(app: LocalLLMApp, code: int = 0) -> NoReturn:
+    """Ends the process once ``app`` has run, without the interpreter's teardown.
+
+    By then the conversations are saved and closed (the chat pane closes its store as it unmounts) and the model
+    is freed, or left to the process where a load or a generation still runs. A normal exit would join each
+    thread worker still at work, a model load for seconds, and then take down the modules and the objects of a
+    process holding a model, another half second; a worker that writes files is waited for (``wait_for_writes``).
+    """
+    app.wait_for_writes()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a terminal already gone
+            pass
+    os._exit(code)
 
 
 class NoticeHandler(logging.Handler):
