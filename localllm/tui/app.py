@@ -84,9 +84,13 @@ class LocalLLMApp(App):
     .-narrow ConversationList { width: 20; }
     .-very-narrow ConversationList { display: none; }
     """
+    # The footer shows the keys of the pane in use, Quit and Help; the pane keys (F1–F5) stay out of it, as the tabs
+    # name the panes, and with them the footer ran past 120 columns. Every key is on the help screen (F9) and in
+    # the command palette.
     BINDINGS = [
         Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True),
-        *[Binding(key, f"show_tab('{tab}')", title, id=binding_id) for tab, title, key, binding_id, _ in PANES],
+        *[Binding(key, f"show_tab('{tab}')", title, id=binding_id, show=False)
+          for tab, title, key, binding_id, _ in PANES],
         Binding("f9", "help", "Help", id="app.help"),
     ]
 
