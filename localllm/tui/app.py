@@ -77,12 +77,14 @@ def pane_class(where: str) -> Any:
 class LocalLLMApp(App):
     TITLE = "localllm"
     AUTO_FOCUS = "#prompt"
-    # Narrow terminals: the conversation list shrinks under 100 columns and gives its place to the chat under 70;
-    # the chat keeps the width.
+    # Narrow terminals: the conversation list shrinks under 100 columns and gives its place to the chat under 70,
+    # and to the parameter panel while that is open (params.OPEN_CLASS); the chat keeps the width.
     HORIZONTAL_BREAKPOINTS = [(0, "-very-narrow"), (70, "-narrow"), (100, "-wide")]
     CSS = """
     .-narrow ConversationList { width: 20; }
     .-very-narrow ConversationList { display: none; }
+    .-narrow.-parameters-open ConversationList { display: none; }
+    .-very-narrow ParameterPanel { width: 26; }
     """
     # The footer shows the keys of the pane in use, Quit and Help; the pane keys (F1–F5) stay out of it, as the tabs
     # name the panes, and with them the footer ran past 120 columns. Every key is on the help screen (F9) and in
