@@ -51,9 +51,16 @@ def help_markdown(groups: list[tuple[str, list[Binding]]], keymap: dict[str, str
 
 
 class HelpScreen(ModalScreen[None]):
+    # The box takes the terminal's width up to 100 columns (a fixed 90 ran off an 80-column terminal), and the
+    # scrollbar's track is drawn in the box's own colour: the theme's darker track made a black band down the
+    # right of the tables.
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > VerticalScroll { width: 90; height: 90%; border: thick $primary; background: $surface; }
+    HelpScreen > VerticalScroll {
+        width: 100%; max-width: 100; height: 90%; border: thick $primary; background: $surface;
+        scrollbar-background: $surface; scrollbar-background-hover: $surface; scrollbar-background-active: $surface;
+    }
+    HelpScreen MarkdownTableContent { grid-columns: 1fr 2fr 2fr; }
     """
     BINDINGS = [Binding("escape,f9,q", "dismiss", "Close", id="help.close")]
 
