@@ -156,7 +156,8 @@ def fit_source(source: CodeSource, count_prompt, build, window: int, lines: list
             return narrowed
     tokens = count_prompt(build(source))
     raise ContextOverflow(
-        f"{source.what} takes {tokens} tokens with the instructions, over the {window}-token window",
+        f"{source.what} takes {tokens:,} tokens with the instructions; with {answer_tokens:,} kept for the answer, "
+        f"that is over the {window:,}-token window",
         hint=f"name a line range, e.g. {source.path.name}:1-200, or raise -o ctx=N", prompt_tokens=tokens,
         window=window)
 

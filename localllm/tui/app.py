@@ -203,13 +203,14 @@ class LocalLLMApp(App):
 
     def all_bindings(self) -> list[tuple[str, list[Binding]]]:
         """Every binding with an id, grouped by where it works, for the help screen."""
-        from localllm.tui.answer import ChatMessage
+        from localllm.tui.message_log import MessageLog
 
         groups = [("Everywhere", [b for b in self.BINDINGS if isinstance(b, Binding) and b.id])]
         for _, title, _, _, where in PANES:
             groups.append((title, [b for b in pane_class(where).BINDINGS if isinstance(b, Binding) and b.id]))
 
-        groups.append(("A focused chat message", [b for b in ChatMessage.BINDINGS if isinstance(b, Binding)]))
+        groups.append(("The chat's messages (Shift+Tab from the prompt box)",
+                       [b for b in MessageLog.BINDINGS if isinstance(b, Binding)]))
         return groups
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

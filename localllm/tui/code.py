@@ -17,7 +17,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, Input, Select, Static, TextArea
 
 from localllm.core.chunks import Response
-from localllm.core.errors import LocalLLMError, UsageError
+from localllm.core.errors import ContextOverflow, LocalLLMError, UsageError
 from localllm.core.files import free_name
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -128,6 +128,7 @@ class CodePane(Vertical):
         Binding("ctrl+s", "save", "Save code", id="code.save"),
         # Priority: in the editor, Esc would first only leave the editor, and a second one stop the answer.
         Binding("escape", "stop", "Stop", id="code.stop", priority=True),
+        Binding("escape", "leave_editor", "Leave the editor", show=False, priority=True),
     ]
 
     def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
@@ -138,7 +139,7 @@ class CodePane(Vertical):
         self.path: Path | None = None
         self.source: code.CodeSource | None = None
         self.answer = ""
-        self.generating = False
+        self._generating = False
         self._stop = threading.Event()
         self._backend: Any = None
         """The backend while it answers here, to interrupt it from the event loop."""
@@ -150,6 +151,25 @@ class CodePane(Vertical):
         self._action = "explain"
         self._suggested = ""
         """The save name last filled in here; replaced by the next answer's, unlike a name the user typed."""
+
+    @property
+    def generating(self) -> bool:
+        return self._generating
+
+    @generating.setter
+    def generating(self, value: bool) -> None:
+        self._generating = value
+        self.refresh_bindings()  # the footer offers Esc (stop) only while an answer is written
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return self._generating
+        if action == "leave_editor":  # what Esc does in an editor when nothing runs
+            return not self._generating and isinstance(self.app.focused, TextArea)
+        return True
+
+    def action_leave_editor(self) -> None:
+        self.query_one("#code-action", Select).focus()
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -182,7 +202,8 @@ class CodePane(Vertical):
         self.query_one("#code-status", Static).update(text)
 
     def _error(self, exc: LocalLLMError) -> None:
-        self.app.notify(f"{exc.message}\n{exc.hint}" if exc.hint else exc.message, title="error", severity="error")
+        self.app.notify(f"{exc.message}\n{exc.hint}" if exc.hint else exc.message, title="error", severity="error",
+                        markup=False)
 
     # -- files -----------------------------------------------------------------------------------------------------
     @on(Input.Submitted, "#code-path")
@@ -222,9 +243,12 @@ class CodePane(Vertical):
     def _action_chosen(self, event: Select.Changed) -> None:
         action = str(event.value)
         box = self.query_one("#code-detail", TextArea)
-        self._details[self._action] = box.text
+        typed_for_nothing = not ACTIONS[self._action][1] and box.text.strip()
+        if not typed_for_nothing:
+            self._details[self._action] = box.text
+            box.load_text(self._details.get(action, ""))  # a traceback typed for fix is no language for convert
+        # else: text typed while an action that takes none was chosen (a traceback pasted first) is for the next
         self._action = action
-        box.load_text(self._details.get(action, ""))  # a traceback typed for fix is no language for convert
         detail = ACTIONS[action][1]
         box.placeholder = detail or f"({action} needs nothing more)"
 
@@ -285,8 +309,6 @@ class CodePane(Vertical):
             self._status("stopping…")
             if self._backend is not None:  # ends the answer at once, even while its prompt is read
                 self._backend.interrupt()
-        elif isinstance(self.app.focused, TextArea):  # what Esc does in an editor when nothing runs
-            self.query_one("#code-action", Select).focus()
 
     @work(thread=True, exclusive=True, group="code")
     def generate(self, action: str, source: code.CodeSource | None, detail: str, result: StreamingAnswer) -> None:
@@ -312,6 +334,9 @@ class CodePane(Vertical):
 
         self._drain_timer.stop()
         await self._drain()
+        if isinstance(error, ContextOverflow):  # the command line's hint names flags; here, where to click
+            error = ContextOverflow(error.message, hint="open a line range (FILE:START-END), or raise the context "
+                                    "in the chat's parameters (Ctrl+O in the Chat pane)")
         if error is not None:
             await result.finish(f"*{error.message}*")
             self._status(f"error: {error.message}")

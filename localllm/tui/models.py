@@ -67,10 +67,23 @@ class ModelsPane(Vertical):
         self.partials: list = []
         self.selected: tuple[str, int] | None = None
         """("installed" or "catalog", row index) of the row the metadata shows."""
-        self.pulling: str | None = None
+        self._pulling: str | None = None
         self._cancel = threading.Event()
         self._listed = False
         self._catalog_shown: list[int] | None = None
+
+    @property
+    def pulling(self) -> str | None:
+        """The model being pulled, if one is."""
+        return self._pulling
+
+    @pulling.setter
+    def pulling(self, value: str | None) -> None:
+        self._pulling = value
+        self.refresh_bindings()  # the footer offers to cancel only while a pull runs
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self._pulling is not None if action == "cancel_pull" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():

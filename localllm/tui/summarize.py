@@ -111,7 +111,7 @@ class SummarizePane(Vertical):
         self.plan = None
         self.calls_done = 0
         self.summary = ""
-        self.running = False
+        self._summarizing = False
         self._stop = threading.Event()
         self._stoppable: StoppableBackend | None = None
         self._activity = ("", 0.0)
@@ -119,6 +119,18 @@ class SummarizePane(Vertical):
         self._shown_activity = ""
         self._streamed = False
         self._plan_timer: Timer | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._summarizing
+
+    @running.setter
+    def running(self, value: bool) -> None:
+        self._summarizing = value
+        self.refresh_bindings()  # the footer offers Esc (stop) only while a summary is written
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self._summarizing if action == "stop" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():
