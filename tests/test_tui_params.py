@@ -94,3 +94,62 @@ def test_the_field_messages_speak_of_the_field_not_the_command_line():
     assert field_problem("temperature", error) == "9 is out of range; use a value from 0 to 5"
     error = UsageError("option top_k needs an integer, got '1.5'", hint="for example: -o top_k=40")
     assert field_problem("top_k", error) == "needs an integer, got '1.5'; for example: 40"
+
+
+def test_closing_the_panel_applies_what_was_typed_and_a_cleared_context_goes_back_to_automatic(tmp_path):
+    settings = settings_for(tmp_path, discover=False)
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(ctx=512))
+        notes = record_notifications(app)
+        async with app.run_test(size=(120, 50)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None)
+            first_window = pane.session.model.backend.context_window
+            await pilot.press("ctrl+o")
+            await wait_until(pilot, lambda: bool(pane.query(ParameterPanel)))
+            panel = pane.query_one(ParameterPanel)
+            top_k = panel.query_one("#param-top_k")
+            top_k.focus()
+            top_k.value = "7"
+            await pilot.press("ctrl+o")  # closed without Apply: what was typed is applied, not dropped
+            await pilot.pause(0.1)
+            by_ctrl_o = (pane.options.top_k, panel.display, app.focused.id if app.focused else None)
+
+            await pilot.press("ctrl+o")
+            await pilot.pause(0.1)
+            seed = panel.query_one("#param-seed")
+            seed.focus()
+            seed.value = "abc"
+            await pilot.press("escape")  # a wrong value keeps the panel open, with the field focused
+            await pilot.pause(0.1)
+            kept_open = (panel.display, app.focused is seed, pane.options.seed)
+            seed.value = ""
+            ctx = panel.query_one("#param-ctx")
+            ctx.focus()
+            ctx.value = ""  # back to the automatic size: the model is loaded again with it
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            by_escape = (panel.display, app.focused.id if app.focused else None, pane.options.ctx)
+            await wait_until(pilot, lambda: pane.session is not None
+                             and pane.session.model.backend.context_window != first_window, timeout=60)
+            second_window = pane.session.model.backend.context_window
+
+            await pilot.press("ctrl+o")
+            await pilot.pause(0.1)
+            temperature = panel.query_one("#param-temperature")
+            temperature.focus()
+            temperature.value = "0.3"
+            await pilot.press("enter")  # applied; typing goes on in the prompt box, the panel stays open
+            await pilot.pause(0.1)
+            by_enter = (pane.options.temperature, panel.display, app.focused.id if app.focused else None)
+            return first_window, by_ctrl_o, kept_open, by_escape, second_window, by_enter, notes
+
+    first_window, by_ctrl_o, kept_open, by_escape, second_window, by_enter, notes = run(session())
+    assert first_window == 512
+    assert by_ctrl_o == (7, False, "prompt")
+    assert kept_open == (True, True, None)
+    assert by_escape == (False, "prompt", None)
+    assert second_window > 512, "the automatic size is the model's own (8,192 for the bundled one)"
+    assert by_enter == (0.3, True, "prompt")
+    assert [text for _, text in notes].count("parameters applied") == 3

@@ -263,15 +263,25 @@ class ChatPane(Vertical):
             self._status("loading the model with the new context size…")
             self.load_model(self.shared.name or self.settings.model)
         self.app.notify("parameters applied")
+        self.focus_prompt()
 
     async def action_toggle_parameters(self) -> None:
         slot = self.query_one("#params-slot")
         if not slot.children:
             await slot.mount(ParameterPanel(self.options, self.settings.preset, id="params"))
+        elif not slot.has_class("closed"):
+            panel = self.query_one(ParameterPanel)
+            # Values typed and not yet applied are applied as the panel closes; a wrong one keeps it open, marked.
+            if panel.changed() and not panel.apply():
+                return
         slot.toggle_class("closed")
         self.query_one(ParameterPanel).set_class(not slot.has_class("closed"), "open")
         if slot.has_class("closed"):
             self.focus_prompt()
+
+    async def on_parameter_panel_close_requested(self, event: ParameterPanel.CloseRequested) -> None:
+        if not self.query_one("#params-slot").has_class("closed"):
+            await self.action_toggle_parameters()
 
     # -- conversations ---------------------------------------------------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from textual import events, on
+from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.validation import ValidationResult, Validator
@@ -76,10 +77,25 @@ class ParameterPanel(VerticalScroll):
             self.preset = preset
             self.ctx_changed = ctx_changed
 
+    class CloseRequested(Message):
+        """Esc in the panel: the chat pane closes it (applying what was typed)."""
+
+    BINDINGS = [Binding("escape", "close", "Close parameters", show=False)]
+
     def __init__(self, options: GenerationOptions, preset: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.options = options
         self.preset = preset if preset in PRESETS else "balanced"
+        self._applied_preset = self.preset
+
+    def action_close(self) -> None:
+        self.post_message(self.CloseRequested())
+
+    def changed(self) -> bool:
+        """Whether the fields hold something other than the options applied last."""
+        return self.preset != self._applied_preset or any(
+            self.query_one(f"#param-{name}", Input).value.strip() != field_text(self.options, name)
+            for name in FIELDS)
 
     def compose(self):
         yield Label("preset")
@@ -131,14 +147,15 @@ class ParameterPanel(VerticalScroll):
 
     @on(Button.Pressed, "#param-apply")
     @on(Input.Submitted)
-    def apply(self) -> None:
+    def apply(self) -> bool:
+        """Apply the fields' values; False (and the first wrong field focused) where one breaks its rules."""
         problems = self.problems()
         if problems:
             first = next(iter(problems))
             self.query_one(f"#param-{first}", Input).focus()
             self.app.notify("\n".join(f"{name.replace('_', ' ')}: {text}" for name, text in problems.items()),
                             title="parameters not applied", severity="error", markup=False)
-            return
+            return False
         changes: dict[str, Any] = {}
         for name in FIELDS:  # each passed its option's rules just above
             raw = self.query_one(f"#param-{name}", Input).value.strip()
@@ -149,4 +166,6 @@ class ParameterPanel(VerticalScroll):
         options = replace(self.options, **changes)
         ctx_changed = options.ctx != self.options.ctx
         self.options = options
+        self._applied_preset = self.preset
         self.post_message(self.Applied(options, self.preset, ctx_changed))
+        return True

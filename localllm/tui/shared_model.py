@@ -55,14 +55,16 @@ class SharedModel:
             return self._loaded
 
     def switch(self, name: str, ctx: int | None = None) -> LoadedModel:
-        """Load ``name`` in place of the current model; the old one is freed first so both never sit in memory."""
+        """Load ``name`` in place of the current model; the old one is freed first so both never sit in memory.
+        ``ctx``: the context size to load it with; None is the automatic size (the model's own, capped by memory),
+        so a context size cleared in the parameters goes back to it."""
         from localllm.tasks.loading import load_model
 
         with self._load_lock, self._use_lock:
             if self._loaded is not None:
                 self._loaded.close()
                 self._loaded = None
-            self.name, self.ctx = name, ctx if ctx is not None else self.ctx
+            self.name, self.ctx = name, ctx
             self._loaded = load_model(self.settings, name, ctx=self.ctx)
             self._close_if_closed()
             self._announce()
