@@ -11,6 +11,7 @@ from localllm.store.conversations import ConversationStore
 from localllm.tui.app import LocalLLMApp
 from localllm.tui.chat import ChatPane
 from localllm.tui.prompt import PromptArea
+from localllm.tui.sidebar import ConversationItem
 
 STORY = "Write a long story about a dragon who learns to bake bread."
 
@@ -101,10 +102,12 @@ def test_an_over_long_message_is_refused_and_kept_in_the_box(tmp_path):
             await wait_until(pilot, lambda: any(title == "error" for title, _ in notes))
             await wait_until(pilot, lambda: not pane.generating)
             await pilot.pause()
-            return notes, pane.query_one("#prompt", PromptArea).text, len(pane._messages_in_log())
+            listed = len(pane.sidebar.query(ConversationItem))
+            return notes, pane.query_one("#prompt", PromptArea).text, len(pane._messages_in_log()), listed
 
-    notes, box, logged = run(session())
+    notes, box, logged, listed = run(session())
     assert box == pasted.strip() and logged == 0
+    assert listed == 0, "the conversation made for the refused message is not left in the list"
     assert stored(settings) == []
     message = next(text for severity, text in notes if severity == "error")
     assert message.startswith("not sent: this message is ") and "over the 512-token window" in message

@@ -158,7 +158,9 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
     latest = store.create("Rivers")
     for number in range(1, 4):
         store.add_message(latest.id, "user", f"Question {number}?")
-        store.add_message(latest.id, "assistant", f"Answer {number}, with code:\n\n```python\nprint({number})\n```")
+        padding = "".join(f"- point {line}\n" for line in range(12))  # more than a screen: it opens at its end
+        store.add_message(latest.id, "assistant", f"Answer {number}, with code:\n\n{padding}\n```python\n"
+                                                  f"print({number})\n```")
     messages_stored = [m.content for m in store.messages(latest.id)]
     store.close()
 
@@ -169,6 +171,9 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
             await wait_until(pilot, lambda: len(pane._messages_in_log()) == 6)  # opened without a key pressed
             opened = pane.conversation_id
             await wait_until(pilot, lambda: pane.session is not None)
+            log = pane.query_one("#log")
+            await pilot.pause(0.3)
+            at_end = (log.max_scroll_y, log.scroll_y)
             # Opened before the model was ready or after: the answer will see the whole conversation.
             assert [m.content for m in pane.session.history][-2:] == ["Question 3?", messages_stored[-1]]
             chain = app.screen.focus_chain
@@ -183,10 +188,12 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
             await pilot.press("down", "k")
             code = app.clipboard
             await pilot.press("tab")
-            return opened, chain, labels, backgrounds, in_log, copied, code, app.focused
+            return opened, at_end, chain, labels, backgrounds, in_log, copied, code, app.focused
 
-    opened, chain, labels, backgrounds, in_log, copied, code, back = run(session())
+    opened, at_end, chain, labels, backgrounds, in_log, copied, code, back = run(session())
     assert opened == latest.id
+    most, scrolled = at_end
+    assert most > 0 and scrolled == most, "the conversation opens at its last message"
     assert not any(isinstance(widget, ChatMessage) for widget in chain)
     assert [widget.id for widget in chain].count("log") == 1
     assert labels == ["You", "Assistant"] * 3
@@ -195,3 +202,28 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
     assert copied == "Question 3?"
     assert code == "print(3)"
     assert isinstance(back, PromptArea)
+
+
+def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
+    settings = settings_for(tmp_path, threads=1)
+
+    async def session():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=400))
+        async with app.run_test(size=(100, 24)) as pilot:
+            pane = app.query_one(ChatPane)
+            log = pane.query_one("#log")
+            await ask(pilot, pane, "Write a long story about a lighthouse keeper, in ten paragraphs.")
+            await wait_until(pilot, lambda: log.max_scroll_y > 5 or not pane.generating, timeout=60)
+            following = (log.max_scroll_y, log.scroll_y)
+            log.scroll_home(animate=False)  # the user scrolls up to read
+            grown_from = log.max_scroll_y
+            await wait_until(pilot, lambda: log.max_scroll_y > grown_from + 3 or not pane.generating, timeout=60)
+            await wait_until(pilot, lambda: not pane.generating, timeout=120)
+            await pilot.pause(0.2)
+            return following, grown_from, log.max_scroll_y, log.scroll_y
+
+    following, grown_from, grown_to, kept = run(session())
+    most, scrolled = following
+    assert most > 5 and scrolled == most, "while the user has not scrolled, the end of the answer is in view"
+    assert grown_to > grown_from, "the answer went on growing after the user scrolled up"
+    assert kept == 0, "the user, scrolled up, is not pulled back down as the answer grows or ends"

@@ -282,9 +282,14 @@ def test_a_model_that_will_not_fit_is_refused_with_a_way_to_pull_it_anyway(tmp_p
             await pilot.press("slash", *"smollm2-135m q8", "enter")
             assert [row[:2] + row[4:6] for row in rows(catalog)] == [["smollm2-135m", "q8_0", "will not fit", "-"]]
 
+            def fetched() -> int:
+                return len([r for r in hub.stats()["requests"] if r["path"] != "/_stats"])
+
+            before = fetched()
             await pilot.press("p")
             await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
             await pilot.pause()
+            assert fetched() == before, "the catalog's verdict is enough to ask: nothing is fetched"
             question = shown(app.screen.query_one("#confirm-question"))
             assert "smollm2-135m needs about" in question and "Pull smollm2-135m:q8_0 anyway?" in question
             assert "-o ctx" not in question  # no command-line flags in the app

@@ -1,7 +1,9 @@
-"""SVG snapshots of the chat pane (a stored conversation, the real bundled model loaded), the hardware pane (a fixed
-machine, so the picture does not depend on where the tests run) and the help screen. Update them on purpose with
+"""SVG snapshots of the chat pane (a stored conversation, the real bundled model loaded; and one whose answers were
+stopped and cut, with a message refused as too long, at 80x24 and 140x45), the hardware pane (a fixed machine, so the
+picture does not depend on where the tests run) and the help screen. Update them on purpose with
 `python -m pytest tests/test_tui_snapshots.py --snapshot-update`."""
 
+import pytest
 from conftest import settings_for
 from textual.app import App
 from tui_helpers import TEST_MACHINE, wait_until
@@ -11,6 +13,7 @@ from localllm.store.conversations import ConversationStore
 from localllm.tui.app import LocalLLMApp
 from localllm.tui.chat import ChatPane
 from localllm.tui.hardware import HardwarePane
+from localllm.tui.prompt import PromptArea
 
 
 def stored_conversation(settings) -> None:
@@ -48,6 +51,47 @@ def test_snapshot_of_the_chat_pane(tmp_path, snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=(120, 36), run_before=open_it)
+
+
+def ended_conversation(settings) -> None:
+    """One answer stopped by the user, one cut at its token limit, each with the mark it is stored with."""
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    chat = store.create("Endings")
+    store.add_message(chat.id, "user", "Tell me about the Danube.")
+    stopped = store.add_message(chat.id, "assistant", "", stopped=True)
+    store.update_message(stopped.id, "The Danube rises in the Black Forest and", stopped=True, finish="stopped")
+    store.add_message(chat.id, "user", "List the countries it flows through.")
+    cut = store.add_message(chat.id, "assistant", "")
+    store.update_message(cut.id, "1. Germany\n2. Austria\n3. Slovakia\n4. Hun", stopped=False, finish="length")
+    store.close()
+    import sqlite3
+
+    with sqlite3.connect(settings.paths.data_dir / "conversations.db") as db:
+        db.execute("UPDATE conversations SET created = ?, updated = ?",
+                   ("2020-01-05T12:00:00+00:00", "2020-01-05T12:00:00+00:00"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (140, 45)], ids=["80x24", "140x45"])
+def test_snapshot_of_a_stopped_a_cut_answer_and_a_refused_message(tmp_path, snap_compare, size):
+    settings = settings_for(tmp_path, discover=False, ctx=512)
+    ended_conversation(settings)
+    app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
+
+    async def refuse(pilot):
+        pane = app.query_one(ChatPane)
+        await wait_until(pilot, lambda: pane.session is not None)
+        await wait_until(pilot, lambda: len(pane.query_one("#log").children) == 4)
+        app.clear_notifications()  # a self-check announcement (an AMX CPU) would differ from machine to machine
+        prompt = pane.query_one("#prompt", PromptArea)
+        prompt.cursor_blink = False
+        prompt.focus()
+        prompt.insert("The river flows past the old mill. " * 80)  # over the 512-token window
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: any(n.title == "not sent" for n in app._notifications))
+        await wait_until(pilot, lambda: not pane.generating)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=refuse)
 
 
 class HardwareApp(App):

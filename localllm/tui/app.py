@@ -13,6 +13,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, NoReturn, TypeVar
 
+from textual import events
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -156,6 +157,10 @@ class LocalLLMApp(App):
                     if tab in self.panes:
                         yield self.panes[tab]
         yield Footer()
+
+    def on_resize(self, event: events.Resize) -> None:
+        # Below 100 columns the footer's keys are drawn without padding, so every key of the chat pane still fits.
+        self.query_one(Footer).compact = event.size.width < 100
 
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id

@@ -594,8 +594,7 @@ class ChatPane(Vertical):
                 self._written = self._written or bool(text)
                 self._show_progress()
             if text:
-                await self._answer.append(text)
-                self.query_one("#log", VerticalScroll).scroll_end(animate=False)
+                await self._answer.append(text)  # the anchored log follows it unless the user scrolled up
                 if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S and len(self._last_ids) == 2:
                     self.store.update_message(self._last_ids[1], self._answer.text, stopped=True)
                     self._saved_at = time.monotonic()
@@ -620,13 +619,14 @@ class ChatPane(Vertical):
         finish = self._finish_kind(response)
         self._last_finish = finish
         self._save_answer(response, finish)
+        if self.conversation_id is not None:
+            self.sidebar.touched(self.conversation_id)
         rate = response.final.tokens_per_second if response is not None and response.final else None
         # Said before the awaits below: the answer is over once generating is False.
         self._status(self._status_text(rate) + {"stopped": " · stopped", "length": " · cut at the token limit",
                                                 "window": " · cut: the window is full"}.get(finish, ""))
         await answer.finish(full)
         await answer.mark(self._finish_note(finish))
-        self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
     def _finish_kind(self, response) -> str:
         """stop, length (the answer's token limit), window (the context filled up) or stopped."""
@@ -683,7 +683,8 @@ class ChatPane(Vertical):
         if self.conversation_id is not None and not self.store.messages(self.conversation_id):
             self.store.delete(self.conversation_id)
             self.conversation_id = None
-            self.sidebar.show(None)
+            self.sidebar.current_id = None
+            self.sidebar.refresh_list()  # the conversation made for this prompt is gone from the list too
         box = self.query_one("#prompt", PromptArea)
         if not box.text.strip():
             box.insert(text)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from textual.binding import Binding
 from textual.containers import VerticalScroll
+from textual.geometry import Size
 
 if TYPE_CHECKING:  # the answer module imports the Markdown widget, which the first frame does without
     from localllm.tui.answer import ChatMessage
@@ -23,6 +24,14 @@ class MessageLog(VerticalScroll):
         Binding("t", "toggle_thinking", "Show/fold thinking", id="message.thinking"),
     ]
 
+    def watch_virtual_size(self, size: Size) -> None:
+        # Anchored, the log follows a growing answer, and a conversation opened shows its end once its Markdown is
+        # laid out; scrolling up lets go (the user reads on undisturbed), scrolling back to the end holds again.
+        # Only while the messages overflow: Textual draws an anchored log's short content at its bottom edge.
+        overflowing = size.height > self.scrollable_content_region.height
+        if overflowing != self.is_anchored:
+            self.anchor(overflowing)
+
     def messages(self) -> list[ChatMessage]:
         return list(self.query_children("ChatMessage"))  # type: ignore[arg-type]  # all are ChatMessage
 
@@ -35,6 +44,7 @@ class MessageLog(VerticalScroll):
             other.remove_class("-selected")
         if message is not None:
             message.add_class("-selected")
+            self.release_anchor()  # a message picked above stays in view while an answer grows
             self.scroll_to_widget(message, animate=False, top=message.outer_size.height > self.size.height)
 
     def on_focus(self) -> None:

@@ -251,6 +251,13 @@ class ModelsPane(Vertical):
             spec = typed
         elif row is not None:
             spec = f"{row.model.name}:{row.quant.quant.lower()}"
+            if row.plan is not None and not row.plan.fits:
+                from localllm.tasks.loading import refusal
+
+                # Asked before anything is fetched: the catalog's sizes already say so (a pull judges the file's
+                # own header again, and asks again if that refuses too).
+                self._offer_pull_anyway(spec, refusal(row.plan, row.model.name))
+                return
         else:
             self.app.notify("choose a catalog row, or type hf://OWNER/REPO/FILE.gguf", severity="warning")
             return

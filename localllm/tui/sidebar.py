@@ -78,6 +78,15 @@ class ConversationList(Vertical):
             item.set_class(conversation.id == self.current_id, "-current")
             view.append(item)
 
+    def touched(self, conversation_id: int) -> None:
+        """A conversation changed (an answer ended): its time is updated and it goes to the top, as the store lists
+        conversations; listed first already, only its time changes, so the list keeps its place."""
+        items = [item for item in self.list_view.children if isinstance(item, ConversationItem)]
+        if items and items[0].conversation_id == conversation_id:
+            items[0].query_one(".when", Label).update(plain(when(self.store.get(conversation_id).updated)))
+        else:
+            self.refresh_list()
+
     def show(self, conversation_id: int | None) -> None:
         """Mark the open conversation; one that the search hides (a new chat) clears the search."""
         self.current_id = conversation_id
