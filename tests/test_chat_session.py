@@ -52,3 +52,17 @@ def test_old_turns_are_left_out_and_counted_when_the_window_fills(tmp_path):
         messages = session.fitted_messages("last question")
         assert messages[0].role == "system" and messages[1].role == "user"
         assert small.backend.count_prompt_tokens(messages) + 16 <= 512
+
+
+def test_a_last_exchange_over_the_window_is_counted_as_left_out_not_as_more_than_the_window(tmp_path):
+    from localllm.core.messages import Message
+
+    with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
+        long_answer = "The river flows past the old mill. " * 80  # an answer cut when the window filled
+        history = [Message("user", "Tell me about the mill."), Message("assistant", long_answer)]
+        session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.",
+                              history=history)
+        used, left_out = session.context_used()
+        assert left_out == 2, "the meter's warning names the messages the next prompt leaves out"
+        assert 0 < used < 512, f"the meter shows what the next prompt takes, not {used}/512"
+        assert session.fitted_messages("And the river?")[-1].content == "And the river?"

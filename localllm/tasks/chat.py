@@ -55,8 +55,8 @@ class ChatSession:
             window, reserve = self.model.backend.context_window, answer_reserve(
                 self.model.backend.context_window, self.options.max_tokens)
             raise ContextOverflow(
-                f"this message has {tokens} tokens; with {reserve} kept for the answer it exceeds the "
-                f"{window}-token window", hint="send a shorter message, or restart with -o ctx=N",
+                f"this message has {tokens:,} tokens; with {reserve:,} kept for the answer it exceeds the "
+                f"{window:,}-token window", hint="send a shorter message, or restart with -o ctx=N",
                 prompt_tokens=tokens, window=window)
         self.dropped, self.prompt_tokens = dropped, tokens
         return fitted
@@ -66,6 +66,8 @@ class ChatSession:
         if not self.history:
             return 0, 0
         fitted, dropped, tokens = self._fit(self.history)
+        if fitted is None:  # even the last exchange is over the window: the next prompt carries none of it
+            return self.model.backend.count_prompt_tokens(self._messages([])), len(self.history)
         return tokens, dropped
 
     def _fit(self, history: list[Message]) -> tuple[list[Message] | None, int, int]:
