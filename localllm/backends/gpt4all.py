@@ -27,7 +27,7 @@ from localllm.backends.base import Backend, BackendOption, Capabilities
 from localllm.backends.streaming import PromptEstimate, StopScanner, estimate_tokens
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, InvalidModelFile
-from localllm.core.messages import Message, fold_system_prompt, render_folding_system
+from localllm.core.messages import Message, fold_system_prompt, render_folding_system, tool_results_as_user
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -69,8 +69,9 @@ def render_template(template: str, messages: Sequence[Message], bos: str, eos: s
     """The prompt from the GGUF's chat template, rendered in the sandboxed child process (chat_templates)."""
     from localllm.backends.chat_templates import shared_renderer
 
-    return shared_renderer().render(template, model, messages=[m.as_dict() for m in messages],
-                                    add_generation_prompt=True, bos_token=bos, eos_token=eos)
+    plain = [m.as_dict() for m in tool_results_as_user(list(messages))]
+    return shared_renderer().render(template, model, messages=plain, add_generation_prompt=True, bos_token=bos,
+                                    eos_token=eos)
 
 
 def special_tokens(path) -> tuple[str, str]:

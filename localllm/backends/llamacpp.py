@@ -29,7 +29,7 @@ from localllm.core.errors import (
     TemplateFailure,
     UsageError,
 )
-from localllm.core.messages import Message, fold_system_prompt, render_folding_system
+from localllm.core.messages import Message, fold_system_prompt, render_folding_system, tool_results_as_user
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
@@ -227,7 +227,13 @@ class LlamaCppBackend(Backend):
         first user message (said once); any other error is a clear TemplateFailure, never a traceback."""
         if self._folds_system:
             messages = fold_system_prompt(messages)
-        formatted, refused = render_folding_system(self._format_once, messages)
+        try:
+            formatted, refused = render_folding_system(self._format_once, messages)
+        except TemplateFailure:
+            plain = tool_results_as_user(messages)  # a template that knows no "tool" role
+            if plain is messages:
+                raise
+            formatted, refused = render_folding_system(self._format_once, plain)
         if refused is not None:
             self._folds_system = True
             logger.warning(f"note: the chat template of {self._model_name} does not take a system prompt "

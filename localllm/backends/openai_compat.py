@@ -23,7 +23,7 @@ from localllm.core.errors import (
     LocalLLMError,
     ModelNotFound,
 )
-from localllm.core.messages import Message
+from localllm.core.messages import Message, tool_results_as_user
 from localllm.core.options import GenerationOptions
 
 _WINDOW_IN_MESSAGE = re.compile(r"context (?:window|length)[^0-9]{0,20}(\d+)|maximum context length is (\d+)")
@@ -233,7 +233,8 @@ class OpenAICompatBackend(Backend):
     def request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
         """The chat/completions request body for these messages and options (public for tests and benchmarks)."""
         body: dict[str, Any] = {
-            "model": self._model, "messages": [m.as_dict() for m in messages], "stream": True,
+            "model": self._model, "stream": True,
+            "messages": [m.as_dict() for m in tool_results_as_user(list(messages))],
             "temperature": options.temperature, "top_p": options.top_p,
         }
         if options.seed is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from localllm.cli.output import error_line, note, print_json
-from localllm.core.chunks import FinalChunk, Response, TextChunk, ThinkingChunk
+from localllm.core.chunks import FinalChunk, Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import GenerationOptions, apply_assignments, preset
 from localllm.core.printable import inert_text
@@ -76,6 +76,10 @@ def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:
                 sys.stderr.write(f"{dim}{inert_text(chunk.text)}{undim}")
                 sys.stderr.flush()
                 thinking += chunk.text
+            elif isinstance(chunk, (ToolCallChunk, ToolResultChunk)):
+                from localllm.cli.tools import show_tool_chunk
+
+                show_tool_chunk(chunk)
             elif isinstance(chunk, TextChunk) and chunk.text:
                 if thinking and not thinking.endswith("\n"):
                     sys.stderr.write("\n")
@@ -105,6 +109,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_logged(args: argparse.Namespace, settings: Settings, options: GenerationOptions, document: str | None,
                 log) -> int:
+    from localllm.cli.tools import ask_on_terminal, tool_loop
     from localllm.tasks.ask import ask, open_for
     from localllm.tasks.chat import ChatSession
     from localllm.tasks.prompting import build_messages
@@ -112,12 +117,14 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
     system = args.system or log.system
     messages = build_messages(" ".join(args.prompt), document, system)
     history = log.history()
-    with open_for(settings, messages, options, model=args.model, backend=args.backend or "auto",
-                  piped=document is not None) as loaded:
+    # The tools' servers first: a tool that is not there is said before a model is loaded for nothing.
+    with tool_loop(args, settings, ask_on_terminal) as tools, \
+            open_for(settings, messages, options, model=args.model, backend=args.backend or "auto",
+                     piped=document is not None) as loaded:
         if args.verbose:
             note(describe_plan(loaded))
-        if history:  # a recorded conversation goes on: its oldest turns give way if the window is full
-            session = ChatSession(loaded, options, system=system, history=history)
+        if history or tools:  # a recorded conversation goes on: its oldest turns give way if the window is full
+            session = ChatSession(loaded, options, system=system, history=history, tools=tools)
             response = session.send(messages[-1].content)
             if session.dropped:
                 note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
@@ -142,6 +149,8 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
         print_json({
             "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
             **({"thinking": response.thinking} if response.thinking and not args.hide_thinking else {}),
+            **({"tool_calls": [result.to_dict() for result in response.tool_results]}
+               if response.tool_results else {}),
             "finish_reason": final.finish_reason if final else "cancelled",
             "usage": {"prompt_tokens": final.usage.prompt_tokens,
                       "completion_tokens": final.usage.completion_tokens} if final else None,
@@ -189,13 +198,18 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptions, interactive: bool, log) -> int:
+    from localllm.cli.tools import ask_on_stdin, tool_loop
     from localllm.tasks.chat import ChatSession
     from localllm.tasks.loading import load_model
 
-    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        session = ChatSession(loaded, options, system=args.system or log.system, history=log.history())
+    with tool_loop(args, settings, ask_on_stdin) as tools, \
+            load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
+        session = ChatSession(loaded, options, system=args.system or log.system, history=log.history(), tools=tools)
         if interactive or args.verbose:
             note(describe_plan(loaded))
+            if tools is not None:
+                asked = "run without asking" if args.approve_tools else "each call asks first"
+                note(f"tools: {', '.join(tool.qualified for tool in tools.tools)} ({asked})")
             if log.conversation is not None:
                 note(f"continuing conversation {log.conversation.id} ({log.conversation.title!r}, "
                      f"{len(session.history):,} messages)")

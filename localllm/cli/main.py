@@ -12,6 +12,7 @@ import sys
 from localllm import __version__
 from localllm.backends import BACKEND_NAMES
 from localllm.cli.output import error_line
+from localllm.cli.tools import add_tool_args
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import OPTION_TYPES, PRESETS, GenerationOptions, apply_assignments
 
@@ -21,6 +22,7 @@ examples:
   cat notes.txt | localllm run "List the action items"
   localllm run -m smollm2-135m -s "Answer in French" --preset precise "Name three rivers"
   localllm chat
+  localllm chat -T time               (tools of the MCP server "time" in mcp.json)
   localllm show smollm2-135m
   localllm hw
   localllm catalog --fits
@@ -80,10 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(run, generation=True)
     run.add_argument("--json", action="store_true", help="print the answer and its statistics as JSON")
     _log_args(run)
+    add_tool_args(run)
 
     chat = commands.add_parser("chat", help="chat in the terminal (/exit /reset /system /set /stats /help)")
     _model_args(chat, generation=True)
     _log_args(chat)
+    add_tool_args(chat)
+
+    tools = commands.add_parser("tools", help="the MCP servers in mcp.json: whether each starts, and its tools")
+    tools.add_argument("--mcp-config", metavar="FILE", help="read the servers from FILE instead of mcp.json")
+    tools.add_argument("--json", action="store_true")
 
     logs = commands.add_parser("logs", help="recorded conversations (the app's and the CLI's): list, search, "
                                             "turn off or on")
@@ -310,6 +318,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "tools":
+        from localllm.cli.tools import tools_command
+
+        return tools_command(args, settings)
     if args.command == "logs":
         from localllm.cli.conversations import logs_command
 

@@ -1,8 +1,9 @@
 """Streaming output: an iterator of typed chunks, wrapped in a Response that records what happened.
 
 A backend's ``chat`` yields ``TextChunk`` pieces (``ThinkingChunk`` pieces first, for a reasoning model's thinking)
-and then exactly one ``FinalChunk``. Closing the iterator (or the
-Response) stops decoding: that is how Ctrl-C, Esc in the TUI and a stop button cancel a generation.
+and then exactly one ``FinalChunk``. An answer that calls tools (localllm.tasks.tools) also carries a
+``ToolCallChunk`` for each call the model makes and a ``ToolResultChunk`` for what the call returned. Closing the
+iterator (or the Response) stops decoding: that is how Ctrl-C, Esc in the TUI and a stop button cancel a generation.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
+
+from localllm.core.tools import ToolCall, ToolResult
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -25,6 +28,20 @@ class ThinkingChunk:
     """A reasoning model's thinking before its answer: shown apart, never sent back to the model."""
 
     text: str
+
+
+@dataclass(frozen=True)
+class ToolCallChunk:
+    """The model asks to call a tool (before it runs: it may still be refused)."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolResultChunk:
+    """What a tool call returned, or why it did not run."""
+
+    result: ToolResult
 
 
 @dataclass(frozen=True)
@@ -63,7 +80,7 @@ class FinalChunk:
         return self.timings.tokens_per_second(self.usage.completion_tokens)
 
 
-Chunk = TextChunk | ThinkingChunk | FinalChunk
+Chunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolResultChunk | FinalChunk
 
 
 @dataclass
@@ -97,6 +114,8 @@ class Response:
         self._thinking: list[str] = []
         self._on_done = on_done
         self.final: FinalChunk | None = None
+        self.tool_results: list[ToolResult] = []
+        """The tool calls made on the way to this answer, with what each returned."""
 
     def __iter__(self) -> Iterator[Chunk]:
         try:
@@ -105,7 +124,9 @@ class Response:
                     self.final = chunk
                 elif isinstance(chunk, ThinkingChunk):
                     self._thinking.append(chunk.text)
-                else:
+                elif isinstance(chunk, ToolResultChunk):
+                    self.tool_results.append(chunk.result)
+                elif isinstance(chunk, TextChunk):
                     self._parts.append(chunk.text)
                 yield chunk
         finally:

@@ -8,7 +8,8 @@ from typing import Literal, TypeVar
 
 from localllm.core.errors import TemplateFailure
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+"""``tool``: what a tool call returned, sent back to the model (``name`` is the tool's)."""
 T = TypeVar("T")
 
 
@@ -16,9 +17,22 @@ T = TypeVar("T")
 class Message:
     role: Role
     content: str
+    name: str | None = None
+    """The tool a ``tool`` message answers for."""
 
     def as_dict(self) -> dict[str, str]:
+        if self.role == "tool" and self.name:
+            return {"role": "tool", "content": self.content, "tool_name": self.name}  # Ollama's field
         return {"role": self.role, "content": self.content}
+
+
+def tool_results_as_user(messages: list[Message]) -> list[Message]:
+    """Tool results as user messages that say so, for a server or chat template with no ``tool`` role (an
+    OpenAI-compatible server wants a tool_call_id the constrained calls do not have)."""
+    if not any(message.role == "tool" for message in messages):
+        return messages
+    return [Message("user", f"Result of the tool {message.name or ''}:\n{message.content}")
+            if message.role == "tool" else message for message in messages]
 
 
 def fold_system_prompt(messages: list[Message]) -> list[Message]:

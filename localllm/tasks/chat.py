@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from localllm.core.chunks import FinalChunk, Response
 from localllm.core.errors import ContextOverflow, UsageError
@@ -10,6 +11,9 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions, apply_assignments
 from localllm.tasks.loading import LoadedModel
 from localllm.tasks.prompting import answer_reserve
+
+if TYPE_CHECKING:
+    from localllm.tasks.tools.calling import ToolLoop
 
 
 @dataclass
@@ -31,6 +35,9 @@ class ChatSession:
     """Messages at the start of the history left out of the last prompt because the window was full."""
     prompt_tokens: int = 0
     """Tokens of the last prompt sent (history, system prompt and the new message), before its answer starts."""
+    tools: ToolLoop | None = None
+    """Tools the model may call on the way to each answer (the calls stay out of the history: the answer says
+    what they gave)."""
 
     def reset(self) -> None:
         self.history.clear()
@@ -109,8 +116,9 @@ class ChatSession:
     def send(self, user_text: str) -> Response:
         """Stream the answer; the exchange joins the history when the stream ends or is stopped."""
         messages = self.fitted_messages(user_text)
-        return Response(self.model.backend.chat(messages, self.options),
-                        on_done=lambda response: self._record(user_text, response))
+        chunks = (self.tools.chat(self.model.backend, messages, self.options) if self.tools is not None
+                  else self.model.backend.chat(messages, self.options))
+        return Response(chunks, on_done=lambda response: self._record(user_text, response))
 
     def interrupt(self) -> None:
         """From any thread: stop the answer being generated, even while the model still reads the prompt."""

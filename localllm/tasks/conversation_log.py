@@ -51,6 +51,8 @@ def meta_of(response: Response, model: str, backend: str, options: GenerationOpt
                          "completion_tokens": final.usage.completion_tokens}
         meta["timings"] = {"first_token_s": final.timings.first_token_s, "total_s": final.timings.total_s,
                            "tokens_per_second": final.tokens_per_second}
+    if response.tool_results:
+        meta["tool_calls"] = [result.to_dict() for result in response.tool_results]
     return meta
 
 

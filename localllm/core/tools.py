@@ -1,0 +1,47 @@
+"""Tools a model can call: what one is (a name, a description, a JSON schema for its arguments), a call the model
+made, and what the call returned. Where tools come from (an MCP server, a Python function) is the tasks' business."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    """The JSON schema of the arguments (an object)."""
+    server: str = ""
+    """Where it comes from, for the user: an MCP server's name ("" for a tool of localllm's own)."""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}.{self.name}" if self.server else self.name
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: dict[str, Any]
+    server: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.server}.{self.name}" if self.server else self.name
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call: ToolCall
+    content: str
+    """The text the model gets back (a tool's error included)."""
+    is_error: bool = False
+    seconds: float = 0.0
+    ran: bool = True
+    """False when the call never ran (the user declined it, or its arguments broke the tool's schema)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tool": self.call.qualified, "arguments": self.call.arguments, "result": self.content,
+                "error": self.is_error, "ran": self.ran, "seconds": round(self.seconds, 3)}

@@ -1,0 +1,256 @@
+"""The tool-calling loop, the same on every backend.
+
+The model is offered the tools in an instruction, and its reply is constrained to JSON that is either an answer,
+``{"answer": "..."}``, or a call, ``{"tool": NAME, "arguments": {...}}`` whose arguments follow the tool's schema:
+a grammar on llama.cpp, the server's structured output on Ollama and OpenAI-compatible servers. So even a small
+model's call is well formed, and its arguments are checked against the schema again before anything runs. A call
+is shown, asked about (``approve``), run, and its result goes back to the model as a ``tool`` message; the loop
+goes on until the model answers or the chain limit is reached, when only an answer is allowed.
+
+The answer is streamed as it is written: the text of the JSON string is decoded as it arrives (AnswerField).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from localllm.core.chunks import (
+    Chunk,
+    FinalChunk,
+    Response,
+    Stopwatch,
+    TextChunk,
+    ThinkingChunk,
+    ToolCallChunk,
+    ToolResultChunk,
+    Usage,
+)
+from localllm.core.errors import UsageError
+from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
+from localllm.core.tools import ToolCall, ToolResult, ToolSpec
+
+DEFAULT_CHAIN_LIMIT = 5
+"""Calls in a row before the model must answer (as simonw/llm's --chain-limit)."""
+MAX_RESULT_CHARS = 8000
+"""A tool's result is cut to this before it goes back to the model (the cut is said in the text)."""
+DECLINED = "the user did not allow this call; answer without it, or say what you would need"
+
+Runner = Callable[[ToolCall], ToolResult]
+Approver = Callable[[ToolCall], bool]
+
+
+def decision_schema(tools: Sequence[ToolSpec], *, answer: bool, only: str | None = None) -> dict[str, Any]:
+    """The JSON the model may reply with: a call of one of ``tools`` (of ``only``, when given), and an answer when
+    ``answer``."""
+    choices: list[dict[str, Any]] = [
+        {"type": "object", "properties": {"tool": {"const": tool.name}, "arguments": tool.parameters},
+         "required": ["tool", "arguments"]}
+        for tool in tools if only is None or tool.name == only]
+    if answer:
+        choices.append({"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]})
+    return choices[0] if len(choices) == 1 else {"anyOf": choices}
+
+
+def tool_instruction(tools: Sequence[ToolSpec]) -> str:
+    """How the model is told about the tools (in the system prompt): the format it must reply in, then each tool."""
+    lines = ["You can call tools. To call one, reply with only a JSON object "
+             '{"tool": "NAME", "arguments": {...}}; you then get its result and may call another tool or answer. '
+             'To answer, reply with only {"answer": "your answer"}. Call a tool when the question needs what it '
+             "gives; otherwise answer.", "", "Tools:"]
+    for tool in tools:
+        lines.append(f"- {tool.name}: {tool.description.strip() or '(no description)'}")
+        lines.append(f"  arguments (JSON schema): {json.dumps(tool.parameters, separators=(',', ':'))}")
+    return "\n".join(lines)
+
+
+def with_instruction(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> list[Message]:
+    instruction = tool_instruction(tools)
+    if messages and messages[0].role == "system":
+        return [Message("system", f"{messages[0].content}\n\n{instruction}"), *messages[1:]]
+    return [Message("system", instruction), *messages]
+
+
+def check_choice(choice: str, tools: Sequence[ToolSpec]) -> None:
+    if choice in ("auto", "required") or any(tool.name == choice for tool in tools):
+        return
+    raise UsageError(f"--tool-choice {choice!r} names no chosen tool",
+                     hint="use auto, required, or one of: " + ", ".join(tool.name for tool in tools))
+
+
+@dataclass
+class ToolLoop:
+    """Answers with tools: ``run`` calls a tool, ``approve`` asks the user first (True: run it)."""
+
+    tools: Sequence[ToolSpec]
+    run: Runner
+    approve: Approver
+    chain_limit: int = DEFAULT_CHAIN_LIMIT
+    choice: str = "auto"
+    """"auto" (the model decides), "required" (the first reply must call a tool), or a tool's name (that tool)."""
+    prompts: list[list[Message]] = field(default_factory=list)
+    """What each step sent to the model, in order (the tool results included)."""
+
+    def __post_init__(self) -> None:
+        check_choice(self.choice, self.tools)
+        names = [tool.name for tool in self.tools]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise UsageError(f"two chosen servers offer a tool named {twice[0]!r}",
+                             hint="choose one of them with -T SERVER.TOOL")
+
+    def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        watch = Stopwatch()
+        prompt_tokens = completion_tokens = 0
+        sent = with_instruction(messages, self.tools)
+        by_name = {tool.name: tool for tool in self.tools}
+        made: list[ToolCall] = []
+        for step in range(self.chain_limit + 1):
+            forced = step == 0 and self.choice != "auto"
+            # A model that repeats a call it has the result of (small ones do) is asked for its answer instead.
+            may_call = step < self.chain_limit and not (len(made) >= 2 and made[-1] == made[-2])
+            schema = decision_schema(self.tools if may_call else [], answer=not forced,
+                                     only=self.choice if forced and self.choice != "required" else None)
+            self.prompts.append(list(sent))
+            response = Response(backend.chat(sent, options.with_overrides(json_schema=schema)))
+            field_reader = AnswerField()
+            try:
+                for chunk in response:
+                    if isinstance(chunk, ThinkingChunk):
+                        yield chunk
+                    elif isinstance(chunk, TextChunk):
+                        if text := field_reader.feed(chunk.text):
+                            watch.mark_token()
+                            yield TextChunk(text)
+            finally:
+                response.close()
+            final = response.final
+            if final is not None:
+                prompt_tokens += final.usage.prompt_tokens
+                completion_tokens += final.usage.completion_tokens
+            usage = Usage(prompt_tokens, completion_tokens)
+            if final is None or final.finish_reason in ("cancelled", "error"):
+                yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
+                return
+            decision = parse_decision(response.partial_text)
+            if decision is None or "tool" not in decision:
+                if decision is None and not field_reader.started:  # not JSON (cut, or a backend without a schema)
+                    yield TextChunk(response.partial_text)
+                elif decision is not None and not field_reader.started:
+                    yield TextChunk(str(decision.get("answer", "")))
+                yield FinalChunk(final.finish_reason, usage, watch.timings())
+                return
+            call = ToolCall(str(decision["tool"]), dict(decision.get("arguments") or {}),
+                            by_name[decision["tool"]].server if decision["tool"] in by_name else "")
+            yield ToolCallChunk(call)
+            repeated = call in made
+            made.append(call)
+            if repeated:
+                result = ToolResult(call, "this call was made already; its result is above: answer now",
+                                    is_error=True, ran=False)
+            else:
+                result = self._result(call, by_name.get(call.name))
+            yield ToolResultChunk(result)
+            sent = [*sent, Message("assistant", json.dumps({"tool": call.name, "arguments": call.arguments})),
+                    Message("tool", result.content, name=call.name)]
+
+    def _result(self, call: ToolCall, tool: ToolSpec | None) -> ToolResult:
+        if tool is None:
+            return ToolResult(call, f"there is no tool named {call.name!r}", is_error=True, ran=False)
+        problem = argument_problem(call.arguments, tool.parameters)
+        if problem:
+            return ToolResult(call, f"the arguments do not fit the tool's schema: {problem}", is_error=True,
+                              ran=False)
+        if not self.approve(call):
+            return ToolResult(call, DECLINED, is_error=True, ran=False)
+        started = time.monotonic()
+        result = self.run(call)
+        content = result.content
+        if len(content) > MAX_RESULT_CHARS:
+            content = content[:MAX_RESULT_CHARS] + f"\n[… cut: the result had {len(result.content):,} characters]"
+        return ToolResult(call, content, result.is_error, result.seconds or time.monotonic() - started)
+
+
+def argument_problem(arguments: dict[str, Any], schema: dict[str, Any]) -> str | None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError as exc:
+        return exc.message
+    except jsonschema.SchemaError:  # a server's schema that is itself broken: the server will judge the arguments
+        return None
+    return None
+
+
+def parse_decision(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and ("answer" in value or "tool" in value) else None
+
+
+_ANSWER_START = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class AnswerField:
+    """The text of ``{"answer": "..."}`` as the JSON arrives, so an answer streams even though it is JSON. Written
+    here because a JSON parser needs the whole document; this decodes one string field, escapes included."""
+
+    def __init__(self) -> None:
+        self._raw = ""
+        self._at = -1
+        """Where the string's unread text starts in ``_raw``; -1 until the opening is seen."""
+        self._done = False
+
+    @property
+    def started(self) -> bool:
+        return self._at >= 0
+
+    def feed(self, text: str) -> str:
+        self._raw += text
+        if self._done:
+            return ""
+        if self._at < 0:
+            match = _ANSWER_START.match(self._raw)
+            if match is None:
+                return ""
+            self._at = match.end()
+        out, raw, index = [], self._raw, self._at
+        while index < len(raw):
+            char = raw[index]
+            if char == '"':
+                self._done = True
+                break
+            if char != "\\":
+                out.append(char)
+                index += 1
+                continue
+            if index + 1 >= len(raw):
+                break  # the escape's second half has not arrived yet
+            code = raw[index + 1]
+            if code == "u":
+                if index + 6 > len(raw):
+                    break
+                unit = int(raw[index + 2:index + 6], 16)
+                if 0xD800 <= unit < 0xDC00:  # a surrogate pair: wait for its second half
+                    if index + 12 > len(raw):
+                        break
+                    low = int(raw[index + 8:index + 12], 16)
+                    out.append(chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)))
+                    index += 12
+                    continue
+                out.append(chr(unit))
+                index += 6
+                continue
+            out.append(_ESCAPES.get(code, code))
+            index += 2
+        self._at = index
+        return "".join(out)
