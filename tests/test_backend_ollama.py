@@ -51,6 +51,14 @@ def test_options_travel_under_ollama_names(standin):
                                        "num_thread": 2}
 
 
+def test_think_travels_as_ollamas_own_switch(standin):
+    with connected(standin.url) as backend:
+        for think in ("off", "on", "high", None):
+            Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=3, think=think))).text()
+    sent = [request["body"].get("think", "absent") for request in standin.get("/_requests")[-4:]]
+    assert sent == [False, True, "high", "absent"]  # None leaves it to the model
+
+
 def test_connect_reads_the_window_and_details_from_show(standin):
     with OllamaBackend(standin.url) as backend:
         served = backend.connect("smollm2:135m", ctx=None)

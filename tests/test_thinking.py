@@ -15,7 +15,9 @@ def pieces(text: str, size: int):
 def split(text: str, size: int, opened: str | None = None) -> tuple[str, str]:
     response = Response(split_thinking(iter(pieces(text, size)), opened))
     answer = response.text()
-    assert response.final is END
+    final = response.final
+    assert final is not None and (final.finish_reason, final.timings) == (END.finish_reason, END.timings)
+    assert final.usage.completion_tokens == END.usage.completion_tokens
     return response.thinking, answer
 
 
@@ -25,6 +27,22 @@ def test_a_leading_block_is_thinking_at_any_cut(size):
         ("\nThe user asks for a colour.\n", "Blue.")
     assert split("  <thinking>hmm</thinking>Red <b>and</b> green.", size) == ("hmm", "Red <b>and</b> green.")
     assert split("<reasoning>x < y</reasoning>\nYes.", size) == ("x < y", "Yes.")
+
+
+def test_the_thinking_tokens_are_counted_apart_from_the_answer():
+    tokens = ["<think>", "Red", " or", " blue", "?", "</think>", "\n\n", "Blue", "."]
+    response = Response(split_thinking(iter([*map(TextChunk, tokens), END])))
+    assert response.text() == "Blue."
+    assert response.final.usage.thinking_tokens == 6 and response.final.usage.completion_tokens == 9
+    # A server's own thinking field: one chunk, one token.
+    server = [ThinkingChunk("Red"), ThinkingChunk(" or blue"), TextChunk("Blue."), END]
+    assert Response(split_thinking(iter(server))).final is None  # not drained yet
+    drained = Response(split_thinking(iter(server)))
+    drained.text()
+    assert drained.final.usage.thinking_tokens == 2
+    plain = Response(split_thinking(iter([TextChunk("<b>Bold</b> answer"), END])))
+    plain.text()
+    assert plain.final.usage.thinking_tokens == 0
 
 
 @pytest.mark.parametrize("size", [1, 4, 100])
@@ -79,3 +97,9 @@ def test_the_cli_writes_the_thinking_to_stderr_and_only_the_answer_to_stdout(cap
     stream_to_stdout(answer(), show_thinking=False)
     out, err = capsys.readouterr()
     assert out == "Blue.\n" and err == ""
+    from localllm.cli.generate import stats_line
+
+    counted = answer()
+    counted.text()
+    # -v's statistics line: the thinking's share of the generated tokens (9 stream pieces of 4 characters)
+    assert "9 generated (8 of them thinking)" in stats_line(counted.final)

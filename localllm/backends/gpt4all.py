@@ -31,6 +31,7 @@ from localllm.core.messages import Message, fold_system_prompt, render_folding_s
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
+from localllm.core.thinking import no_switch_note
 
 # A GGUF without a chat template is a base model: its messages' text is continued, never wrapped in chat tags.
 PLAIN_TEXT = "{% for message in messages if message['content'] %}{{ '' if loop.first else '\\n\\n' }}" \
@@ -187,6 +188,8 @@ class GPT4AllBackend(Backend):
     # -- generation ------------------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         llm = self._require_loaded()
+        if options.think is not None:
+            no_switch_note(self, "GPT4All")
         watch = Stopwatch()
         prompt = self.render(messages) + (options.answer_prefix or "")
         estimated = self._estimate.count([Message("user", prompt)])

@@ -33,6 +33,7 @@ from localllm.core.messages import Message, fold_system_prompt, render_folding_s
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
+from localllm.core.thinking import no_switch_note
 
 if TYPE_CHECKING:
     from localllm.backends.llamacpp_check import BuildVerdict
@@ -215,34 +216,45 @@ class LlamaCppBackend(Backend):
     def context_window(self) -> int:
         return usable_window(self._require_loaded())
 
-    def _render(self, messages: Sequence[Message], answer_prefix: str | None = None):
-        formatted = self._format(list(messages))
+    def _render(self, messages: Sequence[Message], answer_prefix: str | None = None, think: str | None = None):
+        formatted = self._format(list(messages), think)
         tokens = self._require_loaded().tokenize(
             (formatted.prompt + (answer_prefix or "")).encode("utf-8"), add_bos=not formatted.added_special,
             special=True)
         return formatted, tokens
 
-    def _format(self, messages: list[Message]):
+    def _format(self, messages: list[Message], think: str | None = None):
         """The prompt from the chat template. A template that refuses the system prompt gets it folded into the
         first user message (said once); any other error is a clear TemplateFailure, never a traceback."""
         if self._folds_system:
             messages = fold_system_prompt(messages)
+        switch = None
+        if think is not None:
+            find = getattr(self._formatter, "thinking_switch", None)
+            switch = find(think) if find is not None else None
+            if switch is None:
+                no_switch_note(self, f"the chat template of {self._model_name}")
+
+        def render(listed: list[Message]):
+            return self._format_once(listed, switch)
+
         try:
-            formatted, refused = render_folding_system(self._format_once, messages)
+            formatted, refused = render_folding_system(render, messages)
         except TemplateFailure:
             plain = tool_results_as_user(messages)  # a template that knows no "tool" role
             if plain is messages:
                 raise
-            formatted, refused = render_folding_system(self._format_once, plain)
+            formatted, refused = render_folding_system(render, plain)
         if refused is not None:
             self._folds_system = True
             logger.warning(f"note: the chat template of {self._model_name} does not take a system prompt "
                            f"({refused.message}); it is put at the start of the first message instead")
         return formatted
 
-    def _format_once(self, messages: list[Message]):
+    def _format_once(self, messages: list[Message], switch: dict[str, Any] | None = None):
         try:
-            return self._formatter(messages=[m.as_dict() for m in messages])
+            listed = [m.as_dict() for m in messages]
+            return self._formatter(messages=listed, switch=switch) if switch else self._formatter(messages=listed)
         except TemplateFailure:
             raise
         except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
@@ -265,7 +277,7 @@ class LlamaCppBackend(Backend):
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         llm = self._require_loaded()
         watch = Stopwatch()  # time to first token counts the prompt's rendering and tokenizing too
-        formatted, prompt = self._render(messages, options.answer_prefix)
+        formatted, prompt = self._render(messages, options.answer_prefix, options.think)
         window = usable_window(llm)
         if len(prompt) >= window:
             raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
@@ -465,13 +477,22 @@ class BoundedTemplate:
         self.template, self.eos, self.bos, self.model_name = template, eos, bos, model_name
         self.stop_ids = {eos_id} if eos_id != -1 else set()
 
-    def __call__(self, *, messages: list[dict[str, Any]], **_: Any):
+    def thinking_switch(self, think: str) -> dict[str, Any] | None:
+        """The template variables that carry ``think`` ("on", "off" or a level), when the template reads them:
+        ``enable_thinking`` (Qwen3, SmolLM3 and their kin), ``reasoning_effort`` (gpt-oss); None: it has none."""
+        if think in ("on", "off") and "enable_thinking" in self.template:
+            return {"enable_thinking": think == "on"}
+        if think not in ("on", "off") and "reasoning_effort" in self.template:
+            return {"reasoning_effort": think}
+        return None
+
+    def __call__(self, *, messages: list[dict[str, Any]], switch: dict[str, Any] | None = None, **_: Any):
         import llama_cpp
         from llama_cpp.llama_chat_format import ChatFormatterResponse
 
         prompt = shared_renderer().render(self.template, self.model_name, messages=messages, eos_token=self.eos,
                                           bos_token=self.bos, add_generation_prompt=True, functions=None,
-                                          function_call=None, tools=None, tool_choice=None)
+                                          function_call=None, tools=None, tool_choice=None, **(switch or {}))
         stop_ids = self.stop_ids
 
         def stop_on_end(tokens, _logits) -> bool:

@@ -232,7 +232,9 @@ class OllamaBackend(Backend):
                                   f"window is {self._n_ctx}; Ollama would cut it without a word",
                                   hint="shorten it, raise -o ctx=N, or use `localllm summarize`",
                                   prompt_tokens=estimated, window=self._n_ctx)
-        stream = self.client.chat(self._model, [m.as_dict() for m in messages], stream=True,
+        # Ollama's own switch: true / false, or a level for the models that have levels (gpt-oss).
+        think = {"on": True, "off": False}.get(options.think or "", options.think)
+        stream = self.client.chat(self._model, [m.as_dict() for m in messages], stream=True, think=think,
                                   format=dict(options.json_schema) if options.json_schema is not None else None,
                                   options=self.request_options(options), keep_alive=self.keep_alive)
         from localllm.core.thinking import split_thinking

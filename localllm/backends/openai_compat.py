@@ -244,6 +244,11 @@ class OpenAICompatBackend(Backend):
         if options.stop:
             body["stop"] = list(options.stop)
         extra = {field: getattr(options, key) for key, field in self.profile.sampling.items()}
+        if options.think in ("on", "off"):
+            # vLLM, SGLang and llama-server hand these to the chat template: the switch of Qwen3, SmolLM3 and kin.
+            extra["chat_template_kwargs"] = {"enable_thinking": options.think == "on"}
+        elif options.think is not None:
+            body["reasoning_effort"] = options.think  # OpenAI's field, which gpt-oss servers read
         if options.json_schema is not None:
             body["response_format"] = response_format(self.profile, dict(options.json_schema))
         if self.profile.stream_usage:

@@ -8,7 +8,7 @@ import sys
 from localllm.cli.output import error_line, note, print_json
 from localllm.core.chunks import FinalChunk, Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.errors import LocalLLMError
-from localllm.core.options import GenerationOptions, apply_assignments, preset
+from localllm.core.options import GenerationOptions, apply_assignments, preset, with_think
 from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
@@ -16,7 +16,8 @@ from localllm.tasks.loading import LoadedModel
 
 
 def options_from(args: argparse.Namespace, settings: Settings) -> GenerationOptions:
-    return apply_assignments(preset(args.preset or settings.preset), args.option)
+    return with_think(apply_assignments(preset(args.preset or settings.preset), args.option),
+                      getattr(args, "think", None))
 
 
 def read_stdin() -> str | None:
@@ -55,7 +56,10 @@ def stats_line(final: FinalChunk | None) -> str:
         return "stopped"
     rate = final.tokens_per_second
     first = final.timings.first_token_s
-    parts = [f"{final.usage.prompt_tokens:,} prompt tokens", f"{final.usage.completion_tokens:,} generated"]
+    generated = f"{final.usage.completion_tokens:,} generated"
+    if final.usage.thinking_tokens:
+        generated += f" ({final.usage.thinking_tokens:,} of them thinking)"
+    parts = [f"{final.usage.prompt_tokens:,} prompt tokens", generated]
     if rate is not None:
         parts.append(f"{rate:.1f} tokens/s")
     if first is not None:
@@ -153,7 +157,8 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
                if response.tool_results else {}),
             "finish_reason": final.finish_reason if final else "cancelled",
             "usage": {"prompt_tokens": final.usage.prompt_tokens,
-                      "completion_tokens": final.usage.completion_tokens} if final else None,
+                      "completion_tokens": final.usage.completion_tokens,
+                      "thinking_tokens": final.usage.thinking_tokens} if final else None,
             "tokens_per_second": final.tokens_per_second if final else None,
             "first_token_s": final.timings.first_token_s if final else None,
         })

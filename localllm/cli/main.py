@@ -60,6 +60,12 @@ def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
                             help="print the plan and tokens/s on stderr")
         parser.add_argument("--hide-thinking", action="store_true",
                             help="drop a reasoning model's thinking (shown dimmed on stderr by default)")
+        thinking = parser.add_mutually_exclusive_group()
+        thinking.add_argument("--think", nargs="?", const="on", metavar="LEVEL",
+                              help="turn a reasoning model's thinking on, or set its level (low, medium, high) where "
+                                   "the backend has levels; same as -o think=...")
+        thinking.add_argument("--no-think", dest="think", action="store_const", const="off",
+                              help="turn a reasoning model's thinking off, where it has a switch")
 
 
 def _log_args(parser: argparse.ArgumentParser) -> None:

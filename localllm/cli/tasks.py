@@ -7,14 +7,14 @@ import sys
 
 from localllm.cli.output import console, note, print_json
 from localllm.core.errors import UsageError
-from localllm.core.options import GenerationOptions, apply_assignments, preset
+from localllm.core.options import GenerationOptions, apply_assignments, preset, with_think
 from localllm.core.settings import Settings
 
 
 def task_options(args: argparse.Namespace) -> GenerationOptions:
     """Tasks default to greedy decoding with a mild repeat penalty: faithful, repeatable, and no loops."""
     base = preset(args.preset) if args.preset else preset("precise").with_overrides(repeat_penalty=1.15)
-    return apply_assignments(base, args.option)
+    return with_think(apply_assignments(base, args.option), getattr(args, "think", None))
 
 
 def note_single_call(response) -> None:

@@ -48,6 +48,9 @@ class ToolResultChunk:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    thinking_tokens: int = 0
+    """Of the completion tokens, those a reasoning model spent thinking (counted as the stream arrives: one piece
+    is one token for llama.cpp, about one for a server)."""
 
     @property
     def total_tokens(self) -> int:

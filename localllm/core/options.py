@@ -33,6 +33,9 @@ class GenerationOptions:
     """A llama-cpp-python chat format by name, for a GGUF without a chat template (a load setting)."""
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False)
     """Constrain the answer to JSON matching this schema (tasks set it; it is not a -o key)."""
+    think: str | None = None
+    """A reasoning model's thinking: "on", "off", or a level ("low", "medium", "high") where the backend has
+    levels; None leaves it to the model. Each backend maps it to its own switch (--think / --no-think)."""
     answer_prefix: str | None = None
     """The answer starts with this text and the model continues it, e.g. an opening code fence (tasks set it)."""
 
@@ -63,7 +66,10 @@ OPTION_TYPES: dict[str, type] = {
     "ctx": int,
     "threads": int,
     "template": str,
+    "think": str,
 }
+THINK_VALUES = {"on": "on", "true": "on", "yes": "on", "1": "on", "off": "off", "false": "off", "no": "off",
+                "0": "off", "low": "low", "medium": "medium", "high": "high"}
 LOAD_OPTIONS = ("ctx", "threads", "template")
 """Keys that choose how the model is loaded rather than how an answer is decoded."""
 assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema", "answer_prefix"}
@@ -99,6 +105,11 @@ def coerce_option(key: str, raw: str) -> Any:
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise UsageError(f"unknown option {key!r}", hint=hint + f"options are: {', '.join(OPTION_TYPES)}")
     kind = OPTION_TYPES[key]
+    if key == "think":
+        if raw.strip().lower() not in THINK_VALUES:
+            raise UsageError(f"option think={raw} is not a thinking setting",
+                             hint="use on, off, low, medium or high, e.g. -o think=off")
+        return THINK_VALUES[raw.strip().lower()]
     if kind is str:
         return raw
     example = EXAMPLES.get(key, "42" if kind is int else "0.5")
@@ -133,6 +144,11 @@ def apply_assignments(options: GenerationOptions, assignments: list[str]) -> Gen
     if stops != list(options.stop):
         changes["stop"] = tuple(stops)
     return replace(options, **changes)
+
+
+def with_think(options: GenerationOptions, think: str | None) -> GenerationOptions:
+    """``--think [LEVEL]`` / ``--no-think`` over the options (None: as they are)."""
+    return apply_assignments(options, [f"think={think}"]) if think is not None else options
 
 
 __all__ = ["GenerationOptions", "PRESETS", "OPTION_TYPES", "preset", "coerce_option", "apply_assignments"]

@@ -10,8 +10,9 @@ later in an answer (an answer about HTML, say) is the answer's text.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
-from localllm.core.chunks import Chunk, TextChunk, ThinkingChunk
+from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk
 
 OPENING_TAGS = ("<think>", "<thinking>", "<reasoning>")
 LONGEST_TAG = max(len(tag) for tag in OPENING_TAGS) + 1
@@ -28,15 +29,23 @@ def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterat
     state = "inside" if opened else "start"
     close = closing(opened) if opened else ""
     held = ""
+    thought = 0
+    """Pieces of the stream that were thinking: the thinking's tokens, for the stats."""
     try:
         for chunk in chunks:
             if not isinstance(chunk, TextChunk):
                 if held:  # the stream ends (or a server's own thinking comes): what was held is what it is
                     yield ThinkingChunk(held) if state == "inside" else TextChunk(held)
                     held = ""
+                if isinstance(chunk, ThinkingChunk):
+                    thought += 1
+                elif isinstance(chunk, FinalChunk) and thought:
+                    usage = replace(chunk.usage, thinking_tokens=min(thought, chunk.usage.completion_tokens))
+                    chunk = replace(chunk, usage=usage)
                 yield chunk
                 continue
             held += chunk.text
+            before = state
             while held:
                 if state == "start":
                     stripped = held.lstrip()
@@ -66,6 +75,7 @@ def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterat
                     state = "answer"
                 yield TextChunk(held)
                 held = ""
+            thought += before == "inside" or (before == "start" and state in ("inside", "after"))
         if held:
             yield ThinkingChunk(held) if state == "inside" else TextChunk(held)
     finally:
@@ -86,3 +96,14 @@ def opened_in(prompt: str) -> str | None:
     """The thinking tag a rendered prompt ends with (a template that starts the model inside its thinking)."""
     end = prompt.rstrip()
     return next((tag for tag in OPENING_TAGS if end.endswith(tag)), None)
+
+
+def no_switch_note(backend: object, what: str) -> None:
+    """Said once per backend: --think / --no-think asked for a switch this model or backend does not have."""
+    if getattr(backend, "_think_noted", False):
+        return
+    import logging
+
+    backend._think_noted = True  # type: ignore[attr-defined]  # a flag on whichever backend asked
+    logging.getLogger("localllm").warning(
+        f"note: {what} has no thinking switch; --think / --no-think (-o think) change nothing here")

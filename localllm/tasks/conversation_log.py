@@ -48,7 +48,8 @@ def meta_of(response: Response, model: str, backend: str, options: GenerationOpt
     meta: dict = {"model": model, "backend": backend, "options": chosen}
     if final is not None:
         meta["usage"] = {"prompt_tokens": final.usage.prompt_tokens,
-                         "completion_tokens": final.usage.completion_tokens}
+                         "completion_tokens": final.usage.completion_tokens,
+                         "thinking_tokens": final.usage.thinking_tokens}
         meta["timings"] = {"first_token_s": final.timings.first_token_s, "total_s": final.timings.total_s,
                            "tokens_per_second": final.tokens_per_second}
     if response.tool_results:

@@ -106,7 +106,7 @@ class ToolLoop:
 
     def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         watch = Stopwatch()
-        prompt_tokens = completion_tokens = 0
+        prompt_tokens = completion_tokens = thinking_tokens = 0
         sent = with_instruction(messages, self.tools)
         by_name = {tool.name: tool for tool in self.tools}
         made: list[ToolCall] = []
@@ -133,7 +133,8 @@ class ToolLoop:
             if final is not None:
                 prompt_tokens += final.usage.prompt_tokens
                 completion_tokens += final.usage.completion_tokens
-            usage = Usage(prompt_tokens, completion_tokens)
+                thinking_tokens += final.usage.thinking_tokens
+            usage = Usage(prompt_tokens, completion_tokens, thinking_tokens)
             if final is None or final.finish_reason in ("cancelled", "error"):
                 yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
                 return
