@@ -49,12 +49,12 @@ class TextBuffer:
 
 
 def pump(response, buffer: TextBuffer, stop: threading.Event, skip: int = 0,
-         thinking: TextBuffer | None = None) -> None:
+         thinking: TextBuffer | None = None, on_tool=None) -> None:
     """In a worker thread: feed ``response``'s text into ``buffer`` (and a reasoning model's thinking into
     ``thinking``) until it ends, or until ``stop`` is set, which closes it (decoding stops and the partial answer
     stays in the response). The first ``skip`` characters are already on screen (an answer being continued starts
-    with its own text so far)."""
-    from localllm.core.chunks import TextChunk, ThinkingChunk
+    with its own text so far). ``on_tool`` gets each tool call and result as it comes."""
+    from localllm.core.chunks import TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 
     for chunk in response:
         if stop.is_set():
@@ -62,6 +62,8 @@ def pump(response, buffer: TextBuffer, stop: threading.Event, skip: int = 0,
             return
         if isinstance(chunk, ThinkingChunk) and thinking is not None:
             thinking.put(chunk.text)
+        elif isinstance(chunk, (ToolCallChunk, ToolResultChunk)) and on_tool is not None:
+            on_tool(chunk)
         elif isinstance(chunk, TextChunk) and chunk.text:
             text = chunk.text[skip:]
             skip = max(0, skip - len(chunk.text))
@@ -99,6 +101,7 @@ class StreamingAnswer(Vertical):
     StreamingAnswer { height: auto; }
     StreamingAnswer > Markdown { margin: 0; }
     StreamingAnswer > Static.finish { color: $warning; padding: 0 0 1 0; }
+    StreamingAnswer > Static.tool { color: $text-muted; }
     StreamingAnswer > Collapsible.thinking { margin: 0; padding: 0; border: none; background: transparent; }
     StreamingAnswer .thinking-text { color: $text-muted; text-style: italic; }
     """
@@ -143,6 +146,14 @@ class StreamingAnswer(Vertical):
         self._note = note
         if note:
             await self.mount(self._note_line(note))
+
+    async def tool_line(self, line: str) -> None:
+        """A tool call or its result, above the answer's text (the answer comes after the calls)."""
+        from textual.widgets import Static
+
+        from localllm.tui.inert import plain
+
+        await self.mount(Static(plain(line), classes="tool"), before=self._live)
 
     async def reset(self, text: str = "") -> None:
         """Start a new answer in this place: what was shown goes, and ``text`` (a placeholder) is shown instead."""

@@ -65,6 +65,8 @@ class ChatPane(Vertical):
         Binding("ctrl+s", "export_conversation", "Export", id="chat.export", show=False),
         Binding("ctrl+f", "search", "Search chats", id="chat.search", show=False),
         Binding("delete", "delete_conversation", "Delete chat", id="chat.delete", show=False),
+        # Priority: the prompt box (a TextArea) would take F6 to select its line.
+        Binding("f6", "choose_tools", "Tools", id="chat.tools", show=False, priority=True),
     ]
     COMMANDS = {
         # action → what the command palette says
@@ -82,6 +84,7 @@ class ChatPane(Vertical):
         "delete_conversation": "Chat: delete the highlighted conversation",
         "search": "Chat: search conversations",
         "stop": "Chat: stop the answer being written",
+        "choose_tools": "Chat: choose the MCP tools this conversation may call",
     }
 
     def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
@@ -112,6 +115,9 @@ class ChatPane(Vertical):
         self._written = False
         """Whether the answer being generated has shown text yet (until then the model reads the prompt)."""
         self._shown_progress = ""
+        from localllm.tui.tools import ChatTools
+
+        self.tools = ChatTools(settings)
 
     @property
     def generating(self) -> bool:
@@ -197,6 +203,8 @@ class ChatPane(Vertical):
         parts = [f"context {used:,}/{window:,}", loaded.ref.name, loaded.choice.name]
         if rate:
             parts.append(f"{rate:.0f} tokens/s")
+        if tools := self.tools.chosen.get(self.conversation_id):
+            parts.append(f"tools: {len(tools)} (F6)")
         if left_out:
             parts.append(f"⚠ {left_out} earlier message(s) left out to fit the window")
         return " · ".join(parts)
@@ -282,6 +290,49 @@ class ChatPane(Vertical):
     async def on_parameter_panel_close_requested(self, event: ParameterPanel.CloseRequested) -> None:
         if not self.query_one("#params-slot").has_class("closed"):
             await self.action_toggle_parameters()
+
+    # -- tools -----------------------------------------------------------------------------------------------------
+    def action_choose_tools(self) -> None:
+        if self.tools.servers is None and self.tools.problem is None:
+            self.app.notify("starting the MCP servers in mcp.json…")
+        self.start_tools()
+
+    @work(thread=True, exclusive=True, group="tools")
+    def start_tools(self) -> None:
+        self.tools.start()
+        self.app.call_from_thread(self._offer_tools)
+
+    def _offer_tools(self) -> None:
+        from localllm.tui.tools import ToolsScreen
+
+        conversation = self.conversation_id
+
+        def chosen(answer: tuple[list[str], bool] | None) -> None:
+            if answer is not None:
+                self.tools.chosen[conversation], self.tools.required[conversation] = answer
+                self._status(self._status_text())
+            self.focus_prompt()
+
+        self.app.push_screen(ToolsScreen(self.tools, self.tools.chosen.get(conversation, []),
+                                         self.tools.required.get(conversation, False)), chosen)
+
+    def _approve(self, call) -> bool:
+        """From the generation's thread: may this call run? Asked in a dialog unless always allowed here."""
+        from localllm.tui.tools import ask_from_thread
+
+        allowed = self.tools.always.setdefault(self.conversation_id, set())
+        if call.qualified in allowed:
+            return True
+        answer = ask_from_thread(self.app, call, self._stop)
+        if answer == "always":
+            allowed.add(call.qualified)
+        return answer in ("yes", "always")
+
+    async def _show_tool(self, chunk) -> None:
+        from localllm.tui.tools import tool_line
+
+        if self._answer is not None:
+            await self._answer.tool_line(tool_line(chunk))
 
     # -- conversations ---------------------------------------------------------------------------------------------
     @property
@@ -463,6 +514,7 @@ class ChatPane(Vertical):
                                              system=self.session.system)
             self.conversation_id = conversation.id
             self.sidebar.show(conversation.id)
+            self.tools.move(None, conversation.id)
         # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
         # was written of the answer (marked stopped until it ends).
         user = self.store.add_message(self.conversation_id, "user", text)
@@ -486,6 +538,7 @@ class ChatPane(Vertical):
         self._started, self._written, self._thought = time.monotonic(), False, False
         if self.session is not None:
             self.session.prompt_tokens = 0  # counted again for this prompt in the generating thread
+            self.session.tools = self.tools.loop(self.conversation_id, self._approve)  # this conversation's choice
         self._show_progress()
 
     def _show_progress(self) -> None:
@@ -575,7 +628,9 @@ class ChatPane(Vertical):
                 response = session.continue_answer() if continuing else session.send(text)
                 if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
                     session.interrupt()
-                pump(response, buffer, self._stop, skip=len(text) if continuing else 0, thinking=self._thinking)
+                pump(response, buffer, self._stop, skip=len(text) if continuing else 0, thinking=self._thinking,
+                     on_tool=lambda chunk: self.app.call_from_thread(self._show_tool,  # type: ignore[arg-type]
+                                                                     chunk))  # a coroutine function: as _finish
         except LocalLLMError as exc:
             error = exc
         self._outcome = (text, response, error)
@@ -671,8 +726,10 @@ class ChatPane(Vertical):
         if len(self._last_ids) == 2:
             full = response.partial_text if response is not None else shown
             stopped = response is None or response.final is None or response.final.finish_reason == "cancelled"
+            calls = [result.to_dict() for result in response.tool_results] if response is not None else []
             self.store.update_message(self._last_ids[1], full, stopped=stopped,
-                                      finish=finish or ("stopped" if stopped else None))
+                                      finish=finish or ("stopped" if stopped else None),
+                                      meta={"tool_calls": calls} if calls else None)
 
     def _unsave_failed_exchange(self, text: str) -> None:
         """A prompt that got no answer (refused, or the backend failed) leaves the store as it was, and its text
@@ -699,4 +756,5 @@ class ChatPane(Vertical):
                 _text, response, _error = self._outcome
             self._save_answer(response, self._finish_kind(response), self._answer.text if self._answer else "")
         self.store.close()
+        self.tools.close()
 
