@@ -1,7 +1,9 @@
 """Chat sessions on the real model: history, trimming to the window with a count of what was left out."""
 
+import re
+
 import pytest
-from conftest import settings_for
+from conftest import run_cli, settings_for
 
 from localllm.core.errors import UsageError
 from localllm.core.options import preset
@@ -45,7 +47,8 @@ def test_set_option_and_fixed_context(loaded):
 
 def test_old_turns_are_left_out_and_counted_when_the_window_fills(tmp_path):
     with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
-        session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.")
+        session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.",
+                              condense=False)
         for turn in range(6):
             session.send(f"Turn {turn}: " + "tell me about rivers and lakes " * 16).text()
         assert session.dropped >= 2
@@ -66,3 +69,36 @@ def test_a_last_exchange_over_the_window_is_counted_as_left_out_not_as_more_than
         assert left_out == 2, "the meter's warning names the messages the next prompt leaves out"
         assert 0 < used < 512, f"the meter shows what the next prompt takes, not {used}/512"
         assert session.fitted_messages("And the river?")[-1].content == "And the river?"
+
+
+def test_old_turns_are_condensed_into_a_summary_when_the_window_fills(tmp_path):
+    with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
+        session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.")
+        condensed = []
+        for turn in range(6):
+            session.send(f"Turn {turn}: my cat is called Tom{turn}. " + "Tell me about rivers and lakes. " * 12).text()
+            condensed.append(session.condensed)
+            assert session.prompt_tokens + 16 <= 512
+        folded = [c for c in condensed if c]
+        assert folded, "the window filled and nothing was condensed"
+        messages, freed = folded[0]
+        assert messages >= 2 and freed > 0
+        assert session.summary and session.summarized >= messages
+        prompt = session.fitted_messages("What is my cat called?")
+        # The summary travels with the system prompt; the newest turns follow whole.
+        assert prompt[0].role == "system" and prompt[0].content.startswith("Be brief.\n\nSummary of the earlier")
+        assert session.summary in prompt[0].content
+        assert prompt[-1].content == "What is my cat called?"
+        assert small.backend.count_prompt_tokens(prompt) + 16 <= 512
+        # Another conversation in the same session: the summary was not made for it and is dropped.
+        session.history = session.history[-2:]
+        assert not session.fitted_messages("Hello")[0].content.count("Summary of the earlier")
+
+
+def test_chat_says_how_many_turns_were_condensed(tmp_path):
+    lines = "".join(f"Turn {turn}: " + "tell me about rivers and lakes " * 14 + "\n" for turn in range(5))
+    done = run_cli("chat", "-o", "ctx=512", "-o", "max_tokens=16", "--preset", "precise", home=tmp_path,
+                   stdin=lines + "/exit\n")
+    assert done.returncode == 0, done.stderr_text
+    assert re.search(r"note: \d+ earlier message\(s\) condensed into a summary so the conversation fits the "
+                     r"512-token window \([\d,]+ tokens freed\)", done.stderr_text), done.stderr_text

@@ -130,9 +130,7 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
         if history or tools:  # a recorded conversation goes on: its oldest turns give way if the window is full
             session = ChatSession(loaded, options, system=system, history=history, tools=tools)
             response = session.send(messages[-1].content)
-            if session.dropped:
-                note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
-                     f"{loaded.plan.n_ctx:,}-token window")
+            window_notes(session, loaded)
         else:
             response = ask(loaded, messages, options)
         answer_id = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
@@ -140,6 +138,17 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
             return _answer(args, loaded, response)
         finally:
             log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
+
+
+def window_notes(session, loaded: LoadedModel) -> None:
+    """What the window being full did to the conversation's oldest turns: condensed, or left out."""
+    if session.condensed:
+        messages, freed = session.condensed
+        note(f"note: {messages} earlier message(s) condensed into a summary so the conversation fits the "
+             f"{loaded.plan.n_ctx:,}-token window ({freed:,} tokens freed)")
+    if session.dropped:
+        note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
+             f"{loaded.plan.n_ctx:,}-token window")
 
 
 def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -> int:
@@ -245,9 +254,7 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
             except LocalLLMError as exc:
                 print(error_line(exc.message, exc.hint), file=sys.stderr)
                 continue
-            if session.dropped:
-                note(f"note: {session.dropped} earlier message(s) left out so the conversation fits the "
-                     f"{loaded.plan.n_ctx:,}-token window")
+            window_notes(session, loaded)
             # The prompt is recorded as it is sent and the answer when it ends (stopped, if Ctrl-C ends it).
             answer_id = log.begin(text, model=loaded.ref.name, system=session.system)
             try:

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from localllm.tasks.tools.calling import ToolLoop
 
 
+CONDENSE_INSTRUCTION = (
+    "Summarize the conversation below for the assistant who will continue it: in a few sentences, keep the facts, "
+    "names, numbers, decisions and open questions; write it as notes, not as a reply.")
+
+
 @dataclass
 class SessionStats:
     turns: int = 0
@@ -38,10 +43,20 @@ class ChatSession:
     tools: ToolLoop | None = None
     """Tools the model may call on the way to each answer (the calls stay out of the history: the answer says
     what they gave)."""
+    condense: bool = True
+    """When the window fills, the oldest turns are folded into a summary (one model call) instead of being left
+    out; leaving them out stays the fallback when a summary cannot be made or does not fit."""
+    summary: str | None = None
+    """What the first ``summarized`` messages of the history said, condensed; it goes with the system prompt."""
+    summarized: int = 0
+    condensed: tuple[int, int] | None = None
+    """For the last prompt: (messages just folded into the summary, tokens that freed); None: none were."""
+    _summary_key: int = 0
 
     def reset(self) -> None:
         self.history.clear()
         self.dropped = 0
+        self.summary, self.summarized, self.condensed = None, 0, None
 
     def set_option(self, key: str, value: str) -> None:
         if key == "ctx":
@@ -50,14 +65,34 @@ class ChatSession:
         self.options = apply_assignments(self.options, [f"{key}={value}"])
 
     def _messages(self, history: list[Message]) -> list[Message]:
-        return ([Message("system", self.system)] if self.system else []) + history
+        system = "\n\n".join(part for part in (self.system, self._summary_note()) if part)
+        return ([Message("system", system)] if system else []) + history
+
+    def _summary_note(self) -> str | None:
+        if self.summary is None:
+            return None
+        return f"Summary of the earlier part of this conversation (its first {self.summarized} messages):\n" \
+               f"{self.summary}"
+
+    def _covered(self, history: list[Message]) -> int:
+        """How many of ``history``'s first messages the summary stands for: 0 when it was made for another history
+        (a conversation opened in its place, an edited one)."""
+        if self.summary is None or self.summarized > len(history) \
+                or hash(tuple(history[:self.summarized])) != self._summary_key:
+            self.summary, self.summarized = None, 0
+        return self.summarized
 
     def fitted_messages(self, user_text: str) -> list[Message]:
-        """The prompt for the next turn: the oldest turns are left out (and counted in ``dropped``) until it fits."""
+        """The prompt for the next turn: when the window is full, the oldest turns are condensed into a summary
+        (``condensed``), or else left out (``dropped``), until it fits."""
         return self._fitted([*self.history, Message("user", user_text)])
 
     def _fitted(self, history: list[Message]) -> list[Message]:
-        fitted, dropped, tokens = self._fit(history)
+        self.condensed = None
+        covered = self._covered(history)
+        fitted, dropped, tokens = self._fit(history[covered:])
+        if fitted is not None and dropped and self.condense and self._condense(history, covered + dropped):
+            fitted, dropped, tokens = self._fit(history[self.summarized:])
         if fitted is None:
             window, reserve = self.model.backend.context_window, answer_reserve(
                 self.model.backend.context_window, self.options.max_tokens)
@@ -72,10 +107,45 @@ class ChatSession:
         """(tokens the history takes in the next prompt, messages of it that no longer fit), for a context meter."""
         if not self.history:
             return 0, 0
-        fitted, dropped, tokens = self._fit(self.history)
+        covered = self._covered(self.history)
+        fitted, dropped, tokens = self._fit(self.history[covered:])
         if fitted is None:  # even the last exchange is over the window: the next prompt carries none of it
-            return self.model.backend.count_prompt_tokens(self._messages([])), len(self.history)
+            return self.model.backend.count_prompt_tokens(self._messages([])), len(self.history) - covered
         return tokens, dropped
+
+    def _condense(self, history: list[Message], upto: int) -> bool:
+        """Fold ``history[:upto]`` into the summary (the old summary with the messages after it), with one call
+        to the model; False when it cannot be done (the transcript does not fit, the model fails): the caller then
+        leaves the messages out instead."""
+        from localllm.core.errors import LocalLLMError
+
+        backend = self.model.backend
+        window = backend.context_window
+        budget = max(32, min(256, window // 8))
+        start = self._covered(history)
+        transcript = "\n\n".join(f"{m.role}: {m.content}" for m in history[start:upto])
+        earlier = f"The summary so far:\n{self.summary}\n\n" if self.summary else ""
+        prompt = [Message("system", CONDENSE_INSTRUCTION),
+                  Message("user", f"{earlier}The conversation to add to it:\n\n{transcript}")]
+        if len(transcript) > 16 * window:  # far over the window whatever the tokenizer: not worth counting
+            return False
+        try:
+            if backend.count_prompt_tokens(prompt) + budget > window:
+                return False
+            before = backend.count_prompt_tokens(self._messages(history[start:upto]))
+            options = self.options.with_overrides(max_tokens=budget, temperature=0.0, json_schema=None,
+                                                  answer_prefix=None, stop=())
+            response = Response(backend.chat(prompt, options))
+            text = response.text().strip()
+        except LocalLLMError:
+            return False
+        if not text or response.final is None or response.final.finish_reason == "cancelled":
+            return False  # stopped: the answer it was for is being stopped too
+        self.summary, self.summarized = text, upto
+        self._summary_key = hash(tuple(history[:upto]))
+        after = backend.count_prompt_tokens(self._messages([]))
+        self.condensed = (upto - start, max(0, before - after))
+        return True
 
     def _fit(self, history: list[Message]) -> tuple[list[Message] | None, int, int]:
         """The messages with as few of the oldest left out as fits, how many were left out, and their tokens; None

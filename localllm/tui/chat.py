@@ -205,6 +205,8 @@ class ChatPane(Vertical):
             parts.append(f"{rate:.0f} tokens/s")
         if tools := self.tools.chosen.get(self.conversation_id):
             parts.append(f"tools: {len(tools)} (F6)")
+        if self.session.summary is not None:
+            parts.append(f"{self.session.summarized} earlier message(s) condensed")
         if left_out:
             parts.append(f"⚠ {left_out} earlier message(s) left out to fit the window")
         return " · ".join(parts)
@@ -674,6 +676,11 @@ class ChatPane(Vertical):
         finish = self._finish_kind(response)
         self._last_finish = finish
         self._save_answer(response, finish)
+        if self.session is not None and self.session.condensed:
+            messages, freed = self.session.condensed
+            self.app.notify(f"{messages} earlier message(s) were condensed into a summary so the conversation fits "
+                            f"the window ({freed:,} tokens freed); the whole conversation stays here and in exports",
+                            title="condensed", timeout=10)
         if self.conversation_id is not None:
             self.sidebar.touched(self.conversation_id)
         rate = response.final.tokens_per_second if response is not None and response.final else None
