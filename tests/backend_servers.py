@@ -89,13 +89,17 @@ def llama_python(model: Path) -> list[str]:
     return [sys.executable, str(LAUNCHER)] if verdict.status == "safe" else [sys.executable]
 
 
-def start_llama_server(model: Path, *, api_key: str | None = None, ctx: int = SERVER_CTX) -> ServerProcess:
-    """`python -m llama_cpp.server` serving ``model`` as ``smollm2-135m``."""
+def start_llama_server(model: Path, *, api_key: str | None = None, ctx: int = SERVER_CTX,
+                       chat_format: str | None = None) -> ServerProcess:
+    """`python -m llama_cpp.server` serving ``model`` as ``smollm2-135m``; ``chat_format``: one of its own
+    (chatml-function-calling answers OpenAI's tools field)."""
     port = free_port()
     command = [*llama_python(model), "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", str(ctx), "--model_alias", SERVED_NAME, "--n_threads", "2"]
     if api_key:
         command += ["--api_key", api_key]
+    if chat_format:
+        command += ["--chat_format", chat_format]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"

@@ -14,7 +14,12 @@ in Ollama's docs/api.md:
 Like Ollama, a prompt longer than num_ctx is cut from the front without a word.
 Thinking, as a thinking model's /api/chat stream carries it: lines whose message has "thinking" and an empty
 "content", before the answer's lines (the served model does not think: the control below gives the text).
-Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S, "thinking": TEXT};
+Tool calls, as /api/chat carries them when a request offers "tools" and the model calls one: a line whose message
+has an empty "content" and "tool_calls": [{"function": {"name", "arguments": {...}}}], then the final line. Here
+the served model writes the call itself, constrained to the offered tools' schemas (Ollama parses it out of the
+model's text); with the control "call_tools", a request whose last message is not a tool result gets a call.
+Test controls (not Ollama's): POST /_control {"error_after": N, "garbage": true, "stall_s": S, "thinking": TEXT,
+"call_tools": true};
 GET /_requests lists the requests and, for a stream the client closed, how many tokens were generated before it stopped.
 """
 
@@ -203,8 +208,8 @@ class Handler(BaseHTTPRequestHandler):
 
         state, options = self.state, body.get("options") or {}
         started = time.perf_counter_ns()
-        if chat:
-            prompt = state.formatter(messages=body.get("messages") or []).prompt
+        if chat:  # as Ollama, a message without content (a tool call's, from the client) has an empty one
+            prompt = state.formatter(messages=[{"content": "", **m} for m in body.get("messages") or []]).prompt
         else:
             prompt = str(body.get("prompt") or "")
         tokens = state.llm.tokenize(prompt.encode(), add_bos=False, special=True)
@@ -212,6 +217,14 @@ class Handler(BaseHTTPRequestHandler):
         tokens = tokens[-(window - 1):]  # Ollama keeps the end of a prompt that is too long
         fmt = body.get("format")
         grammar = None
+        messages = body.get("messages") or []
+        calling = bool(chat and body.get("tools") and state.faults.get("call_tools")
+                       and (not messages or messages[-1].get("role") != "tool"))
+        if calling:
+            fmt = {"anyOf": [{"type": "object", "properties": {
+                "name": {"const": tool["function"]["name"]},
+                "arguments": tool["function"].get("parameters") or {"type": "object"}},
+                "required": ["name", "arguments"]} for tool in body["tools"]]}
         if isinstance(fmt, dict):
             grammar = LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
         elif fmt == "json":
@@ -248,7 +261,7 @@ class Handler(BaseHTTPRequestHandler):
                     choice = chunk["choices"][0]
                     if choice["text"]:
                         pieces.append(choice["text"])
-                        if stream:
+                        if stream and not calling:  # a call's text is sent as tool_calls once it is whole
                             if faults.get("garbage"):
                                 self.line(b"<html>this is not JSON</html>")
                                 break
@@ -267,6 +280,11 @@ class Handler(BaseHTTPRequestHandler):
             finally:
                 completion.close()
             ended = time.perf_counter_ns()
+        if calling and stream:
+            call = json.loads("".join(pieces))
+            line = part("")
+            line["message"]["tool_calls"] = [{"function": {"name": call["name"], "arguments": call["arguments"]}}]
+            self.line(line)
         final = part("")
         if not stream:
             final = part("".join(pieces))

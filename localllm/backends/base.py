@@ -34,6 +34,11 @@ class Capabilities:
     list_models: bool = False
     seed: bool = True
     """A seed makes sampling repeatable."""
+    native_tools: bool = False
+    """``chat`` takes ``tools`` and ``tool_choice`` and yields the server's own tool calls (ToolCallChunk);
+    elsewhere tools are offered in the prompt and the reply constrained to a call (tasks.tools.calling)."""
+    tool_choice: bool = True
+    """With native tools: a call can be required (tool_choice); where not, a required call is constrained."""
 
 
 @dataclass(frozen=True)

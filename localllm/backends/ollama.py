@@ -14,10 +14,11 @@ from typing import Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, ServedModel
 from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, ThinkingChunk, Usage
+from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, ThinkingChunk, ToolCallChunk, Usage
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, LocalLLMError, ModelNotFound
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
+from localllm.core.tools import ToolCall, ToolSpec, native_call
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -38,7 +39,7 @@ def ollama_name(name: str) -> str:
 class OllamaBackend(Backend):
     name = "ollama"
     capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, pull=True,
-                                list_models=True)
+                                list_models=True, native_tools=True, tool_choice=False)
     options = (
         BackendOption("num_gpu", int, None, "layers Ollama offloads to the GPU (default: Ollama decides)"),
     )
@@ -222,7 +223,10 @@ class OllamaBackend(Backend):
             mapped["num_gpu"] = self.option_values["num_gpu"]
         return mapped
 
-    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+    def chat(self, messages: Sequence[Message], options: GenerationOptions,
+             tools: Sequence[ToolSpec] | None = None, tool_choice: str = "auto") -> Iterator[Chunk]:
+        """``tools``: offered in /api/chat's tools field (Ollama has no way to force a call: ``tool_choice`` is
+        "auto" only, see capabilities)."""
         if self._model is None:
             raise GenerationError("no model is connected", hint="connect to a model first")
         watch = Stopwatch()
@@ -234,7 +238,10 @@ class OllamaBackend(Backend):
                                   prompt_tokens=estimated, window=self._n_ctx)
         # Ollama's own switch: true / false, or a level for the models that have levels (gpt-oss).
         think = {"on": True, "off": False}.get(options.think or "", options.think)
+        offered = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                                     "parameters": tool.parameters}} for tool in tools or ()]
         stream = self.client.chat(self._model, [m.as_dict() for m in messages], stream=True, think=think,
+                                  tools=offered or None,
                                   format=dict(options.json_schema) if options.json_schema is not None else None,
                                   options=self.request_options(options), keep_alive=self.keep_alive)
         from localllm.core.thinking import split_thinking
@@ -246,11 +253,16 @@ class OllamaBackend(Backend):
         import httpx
 
         state: dict[str, Any] = {"final": None, "pieces": 0}
+        calls: list[ToolCall] = []
 
         def pieces() -> Iterator[str | ThinkingChunk]:
             for part in stream:
                 if part.done:
                     state["final"] = part
+                for call in (getattr(part.message, "tool_calls", None) or []) if part.message is not None else []:
+                    function = getattr(call, "function", None)
+                    if function is not None:
+                        calls.append(native_call(str(function.name), function.arguments))
                 thought = getattr(part.message, "thinking", None) if part.message is not None else None
                 if isinstance(thought, str) and thought:  # Ollama's own split of a thinking model's text
                     yield ThinkingChunk(thought)
@@ -275,6 +287,8 @@ class OllamaBackend(Backend):
         self._estimate.learn(estimated, prompt)
         finish: FinishReason = "length" if getattr(final, "done_reason", None) == "length" else "stop"
         completion = getattr(final, "eval_count", None) or state["pieces"]
+        for call in calls:
+            yield ToolCallChunk(call)
         yield FinalChunk(finish, Usage(prompt or estimated, completion), watch.timings())
 
     def close(self) -> None:

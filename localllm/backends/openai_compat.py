@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 from localllm.backends.base import Backend, Capabilities, ServedModel
 from localllm.backends.profiles import ServerProfile, response_format, server_profile
 from localllm.backends.streaming import PromptEstimate, answer_chunks, estimate_tokens
-from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, ThinkingChunk, Usage
+from localllm.core.chunks import Chunk, FinalChunk, Stopwatch, ThinkingChunk, ToolCallChunk, Usage
 from localllm.core.errors import (
     BackendUnavailable,
     ContextOverflow,
@@ -25,6 +25,7 @@ from localllm.core.errors import (
 )
 from localllm.core.messages import Message, tool_results_as_user
 from localllm.core.options import GenerationOptions
+from localllm.core.tools import ToolSpec, native_call
 
 _WINDOW_IN_MESSAGE = re.compile(r"context (?:window|length)[^0-9]{0,20}(\d+)|maximum context length is (\d+)")
 
@@ -61,7 +62,8 @@ def _import_openai():
 
 class OpenAICompatBackend(Backend):
     name = "openai"
-    capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, list_models=True)
+    capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, list_models=True,
+                                native_tools=True)
     local_files = False
     library = "openai"
 
@@ -230,13 +232,22 @@ class OpenAICompatBackend(Backend):
         return self._estimate.count(messages)
 
     # -- generation ------------------------------------------------------------------------------------------------
-    def request(self, messages: Sequence[Message], options: GenerationOptions) -> dict[str, Any]:
-        """The chat/completions request body for these messages and options (public for tests and benchmarks)."""
+    def request(self, messages: Sequence[Message], options: GenerationOptions,
+                tools: Sequence[ToolSpec] | None = None, tool_choice: str = "auto") -> dict[str, Any]:
+        """The chat/completions request body for these messages and options (public for tests and benchmarks);
+        ``tools``: offered in the API's own tools field (``tool_choice``: auto, required, or a tool's name)."""
+        native = tools is not None or any(m.tool_calls or m.call_id for m in messages)
         body: dict[str, Any] = {
             "model": self._model, "stream": True,
-            "messages": [m.as_dict() for m in tool_results_as_user(list(messages))],
+            "messages": [openai_message(m) for m in messages] if native
+            else [m.as_dict() for m in tool_results_as_user(list(messages))],
             "temperature": options.temperature, "top_p": options.top_p,
         }
+        if tools:
+            body["tools"] = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                                               "parameters": tool.parameters}} for tool in tools]
+            body["tool_choice"] = tool_choice if tool_choice in ("auto", "required") else \
+                {"type": "function", "function": {"name": tool_choice}}
         if options.seed is not None:
             body["seed"] = options.seed
         if options.max_tokens:
@@ -255,7 +266,8 @@ class OpenAICompatBackend(Backend):
             body["stream_options"] = {"include_usage": True}
         return {**body, "extra_body": extra} if extra else body
 
-    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+    def chat(self, messages: Sequence[Message], options: GenerationOptions,
+             tools: Sequence[ToolSpec] | None = None, tool_choice: str = "auto") -> Iterator[Chunk]:
         if self._model is None:
             raise GenerationError("no model is connected", hint="connect to a model first")
         watch = Stopwatch()
@@ -268,7 +280,8 @@ class OpenAICompatBackend(Backend):
 
         # The raw event stream rather than the client's typed chunk objects: building one per token costs client
         # CPU that, on a small machine, a local server's decoding would otherwise have (see benchmarks/).
-        request = self.client.chat.completions.with_streaming_response.create(**self.request(messages, options))
+        request = self.client.chat.completions.with_streaming_response.create(
+            **self.request(messages, options, tools, tool_choice))
         try:
             response = request.__enter__()
         except (openai.OpenAIError, *self._http_errors, ValueError) as exc:
@@ -290,6 +303,8 @@ class OpenAICompatBackend(Backend):
         openai = _import_openai()
 
         state: dict[str, Any] = {"finish": None, "usage": None, "pieces": 0}
+        calls: dict[int, dict[str, str]] = {}
+        """Native tool calls as they stream: the id and name first, the arguments' JSON in pieces."""
 
         def pieces() -> Iterator[str | ThinkingChunk]:
             for line in response.iter_lines():
@@ -315,6 +330,14 @@ class OpenAICompatBackend(Backend):
                     thought = delta.get("reasoning_content") or delta.get("reasoning")
                     if isinstance(thought, str) and thought:
                         yield ThinkingChunk(thought)
+                    for part in delta.get("tool_calls") or ():
+                        call = calls.setdefault(int(part.get("index", len(calls))), {"id": "", "name": "", "args": ""})
+                        function = part.get("function") or {}
+                        call["id"] = call["id"] or str(part.get("id") or "")
+                        name = str(function.get("name") or "")
+                        if name != call["name"]:  # the name comes once; llama-cpp-python repeats it in each piece
+                            call["name"] += name
+                        call["args"] += str(function.get("arguments") or "")
                     text = delta.get("content")
                     if text:
                         state["pieces"] += 1
@@ -341,6 +364,8 @@ class OpenAICompatBackend(Backend):
         self._estimate.learn(estimated, prompt)
         # Servers stream one token per event; without a usage report that count stands in for the real one.
         completion = usage.get("completion_tokens") or state["pieces"]
+        for index in sorted(calls):
+            yield ToolCallChunk(native_call(calls[index]["name"], calls[index]["args"], calls[index]["id"]))
         yield FinalChunk(state["finish"], Usage(prompt or estimated, completion), watch.timings())
 
     def close(self) -> None:
@@ -349,6 +374,18 @@ class OpenAICompatBackend(Backend):
             if handle is not None:
                 setattr(self, name, None)
                 handle.close()
+
+
+def openai_message(message: Message) -> dict[str, Any]:
+    """A message in the chat/completions shape, native tool calls and results included."""
+    if message.role == "tool":
+        return {"role": "tool", "tool_call_id": message.call_id, "content": message.content}
+    if message.tool_calls:
+        return {"role": "assistant", "content": message.content,  # "" rather than null: some servers want a string
+                "tool_calls": [{"id": call.id, "type": "function",
+                                "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}
+                               for call in message.tool_calls]}
+    return {"role": message.role, "content": message.content}
 
 
 def _status_message(exc) -> str:

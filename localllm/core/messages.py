@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from localllm.core.errors import TemplateFailure
+from localllm.core.tools import ToolCall
 
 Role = Literal["system", "user", "assistant", "tool"]
 """``tool``: what a tool call returned, sent back to the model (``name`` is the tool's)."""
@@ -19,10 +20,19 @@ class Message:
     content: str
     name: str | None = None
     """The tool a ``tool`` message answers for."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """The native tool calls an assistant message made (a server's tools field)."""
+    call_id: str = ""
+    """The native call a ``tool`` message answers."""
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
+        """Ollama's shape (also every template's): a tool result names its tool, a call carries its arguments."""
         if self.role == "tool" and self.name:
-            return {"role": "tool", "content": self.content, "tool_name": self.name}  # Ollama's field
+            return {"role": "tool", "content": self.content, "tool_name": self.name}
+        if self.tool_calls:
+            return {"role": self.role, "content": self.content,
+                    "tool_calls": [{"function": {"name": call.name, "arguments": call.arguments}}
+                                   for call in self.tool_calls]}
         return {"role": self.role, "content": self.content}
 
 

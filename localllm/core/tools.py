@@ -3,6 +3,7 @@ made, and what the call returned. Where tools come from (an MCP server, a Python
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class ToolCall:
     name: str
     arguments: dict[str, Any]
     server: str = ""
+    id: str = ""
+    """The server's id for a native call (its result refers to it); "" for a constrained one."""
 
     @property
     def qualified(self) -> str:
@@ -45,3 +48,14 @@ class ToolResult:
     def to_dict(self) -> dict[str, Any]:
         return {"tool": self.call.qualified, "arguments": self.call.arguments, "result": self.content,
                 "error": self.is_error, "ran": self.ran, "seconds": round(self.seconds, 3)}
+
+
+def native_call(name: str, arguments: Any, call_id: str = "") -> ToolCall:
+    """A server's tool call: arguments that are not a JSON object (a small model's broken JSON) are kept raw, so
+    the schema check refuses them and the model hears why."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except ValueError:
+            arguments = {"_unparsed": arguments}
+    return ToolCall(name, arguments if isinstance(arguments, dict) else {"_unparsed": arguments}, id=call_id)

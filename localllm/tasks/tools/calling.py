@@ -105,6 +105,58 @@ class ToolLoop:
                              hint="choose one of them with -T SERVER.TOOL")
 
     def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        capabilities = getattr(backend, "capabilities", None)
+        if capabilities is not None and capabilities.native_tools and (self.choice == "auto"
+                                                                        or capabilities.tool_choice):
+            return self._native(backend, messages, options)
+        return self._constrained(backend, messages, options)
+
+    def _native(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+        """A server's own tools field: the answer streams as usual, and the calls come as the server parsed them
+        (their arguments are checked against the schema here all the same)."""
+        watch = Stopwatch()
+        prompt_tokens = completion_tokens = thinking_tokens = 0
+        sent = list(messages)
+        by_name = {tool.name: tool for tool in self.tools}
+        made: list[ToolCall] = []
+        for step in range(self.chain_limit + 1):
+            may_call = step < self.chain_limit and not (len(made) >= 2 and same_call(made[-1], made[-2]))
+            choice = self.choice if step == 0 else "auto"
+            self.prompts.append(list(sent))
+            if may_call:
+                response = Response(backend.chat(sent, options, tools=self.tools, tool_choice=choice))
+            else:
+                response = Response(backend.chat(sent, options))
+            calls: list[ToolCall] = []
+            try:
+                for chunk in response:
+                    if isinstance(chunk, (TextChunk, ThinkingChunk)):
+                        if isinstance(chunk, TextChunk) and chunk.text:
+                            watch.mark_token()
+                        yield chunk
+                    elif isinstance(chunk, ToolCallChunk):
+                        tool = by_name.get(chunk.call.name)
+                        calls.append(ToolCall(chunk.call.name, chunk.call.arguments, tool.server if tool else "",
+                                              chunk.call.id or f"call_{step}_{len(calls)}"))
+            finally:
+                response.close()
+            final = response.final
+            if final is not None:
+                prompt_tokens += final.usage.prompt_tokens
+                completion_tokens += final.usage.completion_tokens
+                thinking_tokens += final.usage.thinking_tokens
+            usage = Usage(prompt_tokens, completion_tokens, thinking_tokens)
+            if final is None or final.finish_reason in ("cancelled", "error") or not calls:
+                yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
+                return
+            sent.append(Message("assistant", response.partial_text, tool_calls=tuple(calls)))
+            for call in calls:
+                yield ToolCallChunk(call)
+                result = self._result_once(call, made, by_name.get(call.name))
+                yield ToolResultChunk(result)
+                sent.append(Message("tool", result.content, name=call.name, call_id=call.id))
+
+    def _constrained(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         watch = Stopwatch()
         prompt_tokens = completion_tokens = thinking_tokens = 0
         sent = with_instruction(messages, self.tools)
@@ -113,7 +165,7 @@ class ToolLoop:
         for step in range(self.chain_limit + 1):
             forced = step == 0 and self.choice != "auto"
             # A model that repeats a call it has the result of (small ones do) is asked for its answer instead.
-            may_call = step < self.chain_limit and not (len(made) >= 2 and made[-1] == made[-2])
+            may_call = step < self.chain_limit and not (len(made) >= 2 and same_call(made[-1], made[-2]))
             schema = decision_schema(self.tools if may_call else [], answer=not forced,
                                      only=self.choice if forced and self.choice != "required" else None)
             self.prompts.append(list(sent))
@@ -149,16 +201,19 @@ class ToolLoop:
             call = ToolCall(str(decision["tool"]), dict(decision.get("arguments") or {}),
                             by_name[decision["tool"]].server if decision["tool"] in by_name else "")
             yield ToolCallChunk(call)
-            repeated = call in made
-            made.append(call)
-            if repeated:
-                result = ToolResult(call, "this call was made already; its result is above: answer now",
-                                    is_error=True, ran=False)
-            else:
-                result = self._result(call, by_name.get(call.name))
+            result = self._result_once(call, made, by_name.get(call.name))
             yield ToolResultChunk(result)
             sent = [*sent, Message("assistant", json.dumps({"tool": call.name, "arguments": call.arguments})),
                     Message("tool", result.content, name=call.name)]
+
+    def _result_once(self, call: ToolCall, made: list[ToolCall], tool: ToolSpec | None) -> ToolResult:
+        """The call's result; a call repeated with the same arguments is not run again (small models loop)."""
+        repeated = any(same_call(call, earlier) for earlier in made)
+        made.append(call)
+        if repeated:
+            return ToolResult(call, "this call was made already; its result is above: answer now", is_error=True,
+                              ran=False)
+        return self._result(call, tool)
 
     def _result(self, call: ToolCall, tool: ToolSpec | None) -> ToolResult:
         if tool is None:
@@ -175,6 +230,10 @@ class ToolLoop:
         if len(content) > MAX_RESULT_CHARS:
             content = content[:MAX_RESULT_CHARS] + f"\n[… cut: the result had {len(result.content):,} characters]"
         return ToolResult(call, content, result.is_error, result.seconds or time.monotonic() - started)
+
+
+def same_call(one: ToolCall, other: ToolCall) -> bool:
+    return one.name == other.name and one.arguments == other.arguments
 
 
 def argument_problem(arguments: dict[str, Any], schema: dict[str, Any]) -> str | None:
