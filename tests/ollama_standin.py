@@ -209,7 +209,8 @@ class Handler(BaseHTTPRequestHandler):
         state, options = self.state, body.get("options") or {}
         started = time.perf_counter_ns()
         if chat:  # as Ollama, a message without content (a tool call's, from the client) has an empty one
-            prompt = state.formatter(messages=[{"content": "", **m} for m in body.get("messages") or []]).prompt
+            messages: Any = [{"content": "", **m} for m in body.get("messages") or []]
+            prompt = state.formatter(messages=messages).prompt
         else:
             prompt = str(body.get("prompt") or "")
         tokens = state.llm.tokenize(prompt.encode(), add_bos=False, special=True)
