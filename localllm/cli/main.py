@@ -12,6 +12,7 @@ import sys
 from localllm import __version__
 from localllm.backends import BACKEND_NAMES
 from localllm.cli.output import error_line
+from localllm.cli.serve import add_serve_args
 from localllm.cli.tools import add_tool_args
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import OPTION_TYPES, PRESETS, GenerationOptions, apply_assignments
@@ -30,16 +31,22 @@ examples:
   localllm backends
   localllm run -b ollama -m llama3.2:1b "Hello"
   localllm run -b openai --base-url http://gpu-box:8000/v1 "Hello"
+  localllm serve                      (OpenAI, Anthropic and Ollama APIs on 127.0.0.1:8000)
 """
 
 
-def _server_args(parser: argparse.ArgumentParser) -> None:
-    """Where the server backends find their server; each also comes from the config and the environment."""
+def _server_args(parser: argparse.ArgumentParser, *, serving: bool = False) -> None:
+    """Where the server backends find their server; each also comes from the config and the environment.
+    ``serving``: for `serve`, whose --host and --api-key are its own (the backend's come from OLLAMA_HOST,
+    OPENAI_API_KEY or the config there)."""
     group = parser.add_argument_group("servers (Ollama, OpenAI-compatible)")
-    group.add_argument("--host", metavar="URL", help="Ollama server (default: OLLAMA_HOST, else 127.0.0.1:11434)")
+    if not serving:
+        group.add_argument("--host", metavar="URL",
+                           help="Ollama server (default: OLLAMA_HOST, else 127.0.0.1:11434)")
     group.add_argument("--base-url", metavar="URL", help="OpenAI-compatible /v1 URL (default: OPENAI_BASE_URL)")
-    group.add_argument("--api-key", metavar="KEY",
-                       help="key for the OpenAI-compatible server (better: OPENAI_API_KEY); never printed")
+    if not serving:
+        group.add_argument("--api-key", metavar="KEY",
+                           help="key for the OpenAI-compatible server (better: OPENAI_API_KEY); never printed")
     group.add_argument("--server", metavar="PROFILE",
                        help="known server: vllm, llamafile, llama-server, llama-cpp-python, lmstudio, openllm, "
                             "tgi, trtllm-serve (default ports and request fields)")
@@ -47,10 +54,10 @@ def _server_args(parser: argparse.ArgumentParser) -> None:
                        help="how long a server may stay silent before the request fails (default 120)")
 
 
-def _model_args(parser: argparse.ArgumentParser, *, generation: bool) -> None:
+def _model_args(parser: argparse.ArgumentParser, *, generation: bool, serving: bool = False) -> None:
     parser.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
     parser.add_argument("-b", "--backend", choices=BACKEND_NAMES, help="backend (default: auto)")
-    _server_args(parser)
+    _server_args(parser, serving=serving)
     if generation:
         parser.add_argument("-s", "--system", help="system prompt")
         parser.add_argument("--preset", choices=tuple(PRESETS), help="decoding preset (default: balanced)")
@@ -94,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(chat, generation=True)
     _log_args(chat)
     add_tool_args(chat)
+
+    serve = add_serve_args(commands)
+    _model_args(serve, generation=True, serving=True)
 
     tools = commands.add_parser("tools", help="the MCP servers in mcp.json: whether each starts, and its tools")
     tools.add_argument("--mcp-config", metavar="FILE", help="read the servers from FILE instead of mcp.json")
@@ -324,6 +334,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "serve":
+        from localllm.cli.serve import serve_command
+
+        return serve_command(args, settings)
     if args.command == "tools":
         from localllm.cli.tools import tools_command
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from localllm.core.chunks import Response
     from localllm.tasks.chat import ChatSession
     from localllm.tui.answer import ChatMessage, TextBuffer
+from localllm.tui.activity import FooterFlag
 from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
@@ -52,6 +53,8 @@ class ChatPane(Vertical):
     ChatPane #params-slot { width: auto; }
     ChatPane #params-slot.closed { display: none; }
     """
+    generating = FooterFlag(False)
+    """An answer is being written (Esc stops it)."""
     BINDINGS = [
         Binding("escape", "stop", "Stop", id="chat.stop"),
         Binding("ctrl+n", "new_conversation", "New chat", id="chat.new"),
@@ -95,7 +98,6 @@ class ChatPane(Vertical):
         self.store = ConversationStore.in_data_dir(settings.paths.data_dir)
         self.session: ChatSession | None = None
         self.conversation_id: int | None = None
-        self._generating = False
         self._stop = threading.Event()
         self._generation_done = threading.Event()
         self._outcome: tuple[str, Response | None, LocalLLMError | None] | None = None
@@ -119,17 +121,8 @@ class ChatPane(Vertical):
 
         self.tools = ChatTools(settings)
 
-    @property
-    def generating(self) -> bool:
-        return self._generating
-
-    @generating.setter
-    def generating(self, value: bool) -> None:
-        self._generating = value
-        self.refresh_bindings()  # the footer offers Esc (stop) only while an answer is written
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return self._generating if action == "stop" else True
+        return self.generating if action == "stop" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():

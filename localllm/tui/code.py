@@ -23,6 +23,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
+from localllm.tui.activity import FooterFlag
 from localllm.tui.answer import StreamingAnswer, TextBuffer, pump
 from localllm.tui.shared_model import SharedModel
 
@@ -122,6 +123,8 @@ class CodePane(Vertical):
     CodePane #code-detail { width: 1fr; height: 4; }
     CodePane #code-status { height: 1; background: $primary-background; padding: 0 1; }
     """
+    generating = FooterFlag(False)
+    """An answer is being written (Esc stops it)."""
     BINDINGS = [
         Binding("ctrl+r", "run", "Run action", id="code.run"),
         Binding("ctrl+o", "open", "Open file", id="code.open"),
@@ -139,7 +142,6 @@ class CodePane(Vertical):
         self.path: Path | None = None
         self.source: code.CodeSource | None = None
         self.answer = ""
-        self._generating = False
         self._stop = threading.Event()
         self._backend: Any = None
         """The backend while it answers here, to interrupt it from the event loop."""
@@ -152,20 +154,11 @@ class CodePane(Vertical):
         self._suggested = ""
         """The save name last filled in here; replaced by the next answer's, unlike a name the user typed."""
 
-    @property
-    def generating(self) -> bool:
-        return self._generating
-
-    @generating.setter
-    def generating(self, value: bool) -> None:
-        self._generating = value
-        self.refresh_bindings()  # the footer offers Esc (stop) only while an answer is written
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
-            return self._generating
+            return self.generating
         if action == "leave_editor":  # what Esc does in an editor when nothing runs
-            return not self._generating and isinstance(self.app.focused, TextArea)
+            return not self.generating and isinstance(self.app.focused, TextArea)
         return True
 
     def action_leave_editor(self) -> None:

@@ -20,6 +20,7 @@ from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
 from localllm.hardware.report import HardwareReport
+from localllm.tui.activity import FooterFlag
 from localllm.tui.inert import plain
 
 HUB_PREFIX = "hf://"
@@ -41,6 +42,8 @@ class ModelsPane(Vertical):
     ModelsPane #partials { height: auto; padding: 0 1; color: $text-muted; }
     ModelsPane #models-status { height: 1; background: $primary-background; padding: 0 1; }
     """
+    pulling = FooterFlag(None)
+    """The model being pulled, if one is (x cancels it)."""
     BINDINGS = [
         Binding("p", "pull", "Pull", id="models.pull"),
         Binding("x,escape", "cancel_pull", "Cancel pull", id="models.cancel"),
@@ -67,23 +70,12 @@ class ModelsPane(Vertical):
         self.partials: list = []
         self.selected: tuple[str, int] | None = None
         """("installed" or "catalog", row index) of the row the metadata shows."""
-        self._pulling: str | None = None
         self._cancel = threading.Event()
         self._listed = False
         self._catalog_shown: list[int] | None = None
 
-    @property
-    def pulling(self) -> str | None:
-        """The model being pulled, if one is."""
-        return self._pulling
-
-    @pulling.setter
-    def pulling(self, value: str | None) -> None:
-        self._pulling = value
-        self.refresh_bindings()  # the footer offers to cancel only while a pull runs
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return self._pulling is not None if action == "cancel_pull" else True
+        return self.pulling is not None if action == "cancel_pull" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():

@@ -20,6 +20,7 @@ from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks.documents import Document
 from localllm.tasks.summarize import STYLES
+from localllm.tui.activity import FooterFlag
 from localllm.tui.answer import StreamingAnswer, TextBuffer
 from localllm.tui.shared_model import SharedModel
 
@@ -94,6 +95,8 @@ class SummarizePane(Vertical):
     SummarizePane #sum-progress { width: auto; padding: 0 1; }
     SummarizePane #sum-status { height: 1; background: $primary-background; padding: 0 1; }
     """
+    running = FooterFlag(False)
+    """A summary is being written (Esc stops it)."""
     BINDINGS = [
         Binding("ctrl+r", "run", "Summarize", id="summarize.run"),
         Binding("ctrl+o", "open", "Open files", id="summarize.open"),
@@ -111,7 +114,6 @@ class SummarizePane(Vertical):
         self.plan = None
         self.calls_done = 0
         self.summary = ""
-        self._summarizing = False
         self._stop = threading.Event()
         self._stoppable: StoppableBackend | None = None
         self._activity = ("", 0.0)
@@ -120,17 +122,8 @@ class SummarizePane(Vertical):
         self._streamed = False
         self._plan_timer: Timer | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._summarizing
-
-    @running.setter
-    def running(self, value: bool) -> None:
-        self._summarizing = value
-        self.refresh_bindings()  # the footer offers Esc (stop) only while a summary is written
-
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return self._summarizing if action == "stop" else True
+        return self.running if action == "stop" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():

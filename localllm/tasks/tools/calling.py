@@ -115,7 +115,7 @@ class ToolLoop:
         """A server's own tools field: the answer streams as usual, and the calls come as the server parsed them
         (their arguments are checked against the schema here all the same)."""
         watch = Stopwatch()
-        prompt_tokens = completion_tokens = thinking_tokens = 0
+        tally = UsageTally()
         sent = list(messages)
         by_name = {tool.name: tool for tool in self.tools}
         made: list[ToolCall] = []
@@ -141,11 +141,7 @@ class ToolLoop:
             finally:
                 response.close()
             final = response.final
-            if final is not None:
-                prompt_tokens += final.usage.prompt_tokens
-                completion_tokens += final.usage.completion_tokens
-                thinking_tokens += final.usage.thinking_tokens
-            usage = Usage(prompt_tokens, completion_tokens, thinking_tokens)
+            usage = tally.add(final)
             if final is None or final.finish_reason in ("cancelled", "error") or not calls:
                 yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
                 return
@@ -158,7 +154,7 @@ class ToolLoop:
 
     def _constrained(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         watch = Stopwatch()
-        prompt_tokens = completion_tokens = thinking_tokens = 0
+        tally = UsageTally()
         sent = with_instruction(messages, self.tools)
         by_name = {tool.name: tool for tool in self.tools}
         made: list[ToolCall] = []
@@ -182,11 +178,7 @@ class ToolLoop:
             finally:
                 response.close()
             final = response.final
-            if final is not None:
-                prompt_tokens += final.usage.prompt_tokens
-                completion_tokens += final.usage.completion_tokens
-                thinking_tokens += final.usage.thinking_tokens
-            usage = Usage(prompt_tokens, completion_tokens, thinking_tokens)
+            usage = tally.add(final)
             if final is None or final.finish_reason in ("cancelled", "error"):
                 yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
                 return
@@ -230,6 +222,71 @@ class ToolLoop:
         if len(content) > MAX_RESULT_CHARS:
             content = content[:MAX_RESULT_CHARS] + f"\n[… cut: the result had {len(result.content):,} characters]"
         return ToolResult(call, content, result.is_error, result.seconds or time.monotonic() - started)
+
+
+def offer_tools(backend, messages: Sequence[Message], options: GenerationOptions, tools: Sequence[ToolSpec],
+                choice: str = "auto") -> Iterator[Chunk]:
+    """One answer that may instead be tool calls, for a caller that runs them itself (a client of `localllm
+    serve`): the backend's own tools field where it has one, else the constrained reply of this module. The stream
+    ends as a backend's does, with the calls (ToolCallChunk) just before the FinalChunk."""
+    capabilities = getattr(backend, "capabilities", None)
+    if capabilities is not None and capabilities.native_tools and (choice == "auto" or capabilities.tool_choice):
+        yield from backend.chat(messages, options, tools=tools, tool_choice=choice)
+        return
+    forced = choice != "auto"
+    schema = decision_schema(tools, answer=not forced, only=choice if choice not in ("auto", "required") else None)
+    sent = with_instruction(constrained_history(messages), tools)
+    response = Response(backend.chat(sent, options.with_overrides(json_schema=schema)))
+    field_reader = AnswerField()
+    try:
+        for chunk in response:
+            if isinstance(chunk, ThinkingChunk):
+                yield chunk
+            elif isinstance(chunk, TextChunk) and (text := field_reader.feed(chunk.text)):
+                yield TextChunk(text)
+    finally:
+        response.close()
+    final = response.final
+    if final is None:
+        return
+    decision = parse_decision(response.partial_text)
+    if decision is not None and "tool" in decision:
+        import uuid
+
+        yield ToolCallChunk(ToolCall(str(decision["tool"]), dict(decision.get("arguments") or {}),
+                                     id=f"call_{uuid.uuid4().hex[:24]}"))
+    elif not field_reader.started:
+        yield TextChunk(str(decision.get("answer", "")) if decision is not None else response.partial_text)
+    yield final
+
+
+def constrained_history(messages: Sequence[Message]) -> list[Message]:
+    """A conversation with native tool calls in it, as the constrained replies write them: a call is the
+    assistant's JSON, its result a ``tool`` message."""
+    out: list[Message] = []
+    for message in messages:
+        if message.tool_calls:
+            out.extend(Message("assistant", json.dumps({"tool": call.name, "arguments": call.arguments}))
+                       for call in message.tool_calls)
+        else:
+            out.append(message)
+    return out
+
+
+@dataclass
+class UsageTally:
+    """The tokens of every step of one answer, added up."""
+
+    prompt: int = 0
+    completion: int = 0
+    thinking: int = 0
+
+    def add(self, final: FinalChunk | None) -> Usage:
+        if final is not None:
+            self.prompt += final.usage.prompt_tokens
+            self.completion += final.usage.completion_tokens
+            self.thinking += final.usage.thinking_tokens
+        return Usage(self.prompt, self.completion, self.thinking)
 
 
 def same_call(one: ToolCall, other: ToolCall) -> bool:

@@ -1,0 +1,150 @@
+"""One model, one generation at a time: requests wait their turn in a bounded queue, each answer is generated in
+a thread of its own and handed to the event loop chunk by chunk, and a client that goes away stops its generation
+(the backend's stream is closed, which stops decoding)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from localllm.core.chunks import Chunk, FinalChunk
+from localllm.core.errors import ContextOverflow, LocalLLMError
+from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
+from localllm.core.tools import ToolSpec
+
+logger = logging.getLogger("localllm.serve")
+DEFAULT_QUEUE = 8
+"""Requests that may wait for the model beyond the one it is answering; more get 503 with Retry-After."""
+
+
+class ApiError(Exception):
+    """An HTTP error with a message for the client (each format wraps it in its own error shape)."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
+
+
+@dataclass
+class Request:
+    messages: list[Message]
+    options: GenerationOptions
+    tools: Sequence[ToolSpec] = ()
+    tool_choice: str = "auto"
+
+
+class Engine:
+    def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE) -> None:
+        self.loaded = loaded
+        self.max_queue = max_queue
+        self._turn = asyncio.Lock()
+        self._model = threading.Lock()
+        """Held by the thread that generates: a generation whose client went away finishes closing before the
+        next one starts, even if the event loop has moved on."""
+        self._waiting = 0
+
+    @property
+    def name(self) -> str:
+        return str(self.loaded.ref.name)
+
+    @property
+    def window(self) -> int:
+        return int(self.loaded.plan.n_ctx)
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        """The answer's chunks as they are generated. Raises ApiError before the first one for a full queue
+        (503) or a prompt over the window (400); closing the iterator (a client gone) stops the generation."""
+        if self._turn.locked() and self._waiting >= self.max_queue:
+            raise ApiError(503, f"the server is busy: {self._waiting} requests are waiting for the model",
+                           "overloaded_error", {"Retry-After": "5"})
+        self._waiting += 1
+        try:
+            await self._turn.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            async for chunk in self._generate(request):
+                yield chunk
+        finally:
+            self._turn.release()
+
+    async def _generate(self, request: Request) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                with self._model:
+                    self._produce(request, loop, queue, stop)
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which turns it into an answer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        thread = threading.Thread(target=produce, name="serve-generation", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = await queue.get()
+                if item is done:
+                    return
+                if isinstance(item, ContextOverflow):
+                    raise ApiError(400, f"{item.message} ({item.hint})" if item.hint else item.message,
+                                   "context_length_exceeded")
+                if isinstance(item, LocalLLMError):
+                    raise ApiError(500, f"{item.message} ({item.hint})" if item.hint else item.message, "api_error")
+                if isinstance(item, BaseException):
+                    raise ApiError(500, f"the model failed: {type(item).__name__}: {item}", "api_error")
+                yield item
+        finally:
+            stop.set()  # the client went away, or the answer ended: either way the thread ends at its next chunk
+            if thread.is_alive():
+                self.loaded.backend.interrupt()  # a prompt still being read is given up within a step
+            await asyncio.to_thread(thread.join, 30)
+
+    def _produce(self, request: Request, loop, queue, stop: threading.Event) -> None:
+        chunks = self._chunks(request)
+        produced = 0
+        try:
+            for chunk in chunks:
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                produced += 1
+                if stop.is_set():
+                    logger.info("the client went away: its answer was stopped after %d chunks", produced)
+                    break
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # stops decoding: the backend ends its stream
+
+    def _chunks(self, request: Request):
+        backend = self.loaded.backend
+        if request.tools:
+            from localllm.tasks.tools.calling import offer_tools
+
+            return offer_tools(backend, request.messages, request.options, request.tools, request.tool_choice)
+        return backend.chat(request.messages, request.options)
+
+    async def complete(self, request: Request) -> tuple[str, str, list, FinalChunk | None]:
+        """The whole answer: (text, thinking, tool calls, final chunk)."""
+        from localllm.core.chunks import TextChunk, ThinkingChunk, ToolCallChunk
+
+        text, thinking, calls, final = [], [], [], None
+        async for chunk in self.stream(request):
+            if isinstance(chunk, TextChunk):
+                text.append(chunk.text)
+            elif isinstance(chunk, ThinkingChunk):
+                thinking.append(chunk.text)
+            elif isinstance(chunk, ToolCallChunk):
+                calls.append(chunk.call)
+            elif isinstance(chunk, FinalChunk):
+                final = chunk
+        return "".join(text), "".join(thinking), calls, final

@@ -1,0 +1,179 @@
+"""`localllm serve` as a real process on loopback, with the bundled model, through the official `openai`, `anthropic`
+and `ollama` clients: plain and streamed answers, a JSON schema, tools, the key, the limits, the queue, and a client
+that goes away."""
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import anthropic
+import httpx
+import jsonschema
+import ollama
+import openai
+import pytest
+from conftest import cli_executable, run_cli
+
+KEY = "test-key-1234"
+SCHEMA = {"type": "object", "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
+          "required": ["colour", "count"]}
+ADD = {"name": "add", "description": "Add two integers",
+       "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+                      "required": ["a", "b"]}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    log = (home / "serve.log").open("w")
+    process = subprocess.Popen([cli_executable(), "serve", "--port", str(port), "--api-key", KEY, "--queue", "0",
+                                "--preset", "precise"], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "LOCALLLM_HOME": str(home)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/version", timeout=2).status_code in (200, 401):
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        assert process.poll() is None, (home / "serve.log").read_text()
+    yield url, home / "serve.log"
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
+    plain = client.chat.completions.create(model="smollm2-135m", max_tokens=8,
+                                           messages=[{"role": "user", "content": "Name a colour."}])
+    assert plain.choices[0].message.content and plain.usage.completion_tokens == 8
+    assert plain.choices[0].finish_reason == "length"
+    pieces, usage = [], None
+    for chunk in client.chat.completions.create(model="m", max_tokens=8, stream=True,
+                                                stream_options={"include_usage": True},
+                                                messages=[{"role": "user", "content": "Name a colour."}]):
+        pieces += [chunk.choices[0].delta.content or ""] if chunk.choices else []
+        usage = chunk.usage or usage
+    # Not compared with the plain answer word for word: llama.cpp reusing the cached prompt can tip a greedy choice.
+    assert "".join(pieces).strip() and usage.completion_tokens == 8
+    structured = client.chat.completions.create(
+        model="m", max_tokens=60, messages=[{"role": "user", "content": "One colour and how many letters it has."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "colour", "schema": SCHEMA}})
+    jsonschema.validate(json.loads(structured.choices[0].message.content), SCHEMA)
+    called = client.chat.completions.create(
+        model="m", max_tokens=60, messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+        tools=[{"type": "function", "function": ADD}], tool_choice={"type": "function", "function": {"name": "add"}})
+    (call,) = called.choices[0].message.tool_calls
+    assert called.choices[0].finish_reason == "tool_calls" and call.function.name == "add"
+    jsonschema.validate(json.loads(call.function.arguments), ADD["parameters"])
+    answered = client.chat.completions.create(model="m", max_tokens=12, tools=[{"type": "function", "function": ADD}],
+                                              messages=[{"role": "user", "content": "What is 2 plus 3?"},
+                                                        called.choices[0].message.model_dump(exclude_none=True),
+                                                        {"role": "tool", "tool_call_id": call.id, "content": "5"}])
+    assert answered.choices[0].message.content or answered.choices[0].message.tool_calls
+
+
+def test_the_anthropic_client_gets_messages_events_and_tool_use(server):
+    url, _ = server
+    client = anthropic.Anthropic(base_url=url, api_key=KEY)
+    message = client.messages.create(model="smollm2-135m", max_tokens=8,
+                                     messages=[{"role": "user", "content": "Name a colour."}])
+    assert message.content[0].type == "text" and message.stop_reason == "max_tokens"
+    assert message.usage.output_tokens == 8
+    with client.messages.stream(model="m", max_tokens=8, messages=[{"role": "user", "content": "Name a colour."}]) \
+            as stream:
+        streamed = "".join(stream.text_stream)
+    assert streamed.strip()
+    tool = {"name": "add", "description": ADD["description"], "input_schema": ADD["parameters"]}
+    used = client.messages.create(model="m", max_tokens=60, tools=[tool], tool_choice={"type": "tool", "name": "add"},
+                                  messages=[{"role": "user", "content": "What is 2 plus 3?"}])
+    (block,) = [b for b in used.content if b.type == "tool_use"]
+    assert used.stop_reason == "tool_use" and block.name == "add"
+    jsonschema.validate(block.input, ADD["parameters"])
+
+
+def test_the_ollama_client_lists_shows_chats_and_generates(server):
+    url, _ = server
+    client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
+    assert [m.model for m in client.list().models] == ["smollm2-135m"]
+    assert client.show("smollm2-135m").modelinfo["general.context_length"] > 0
+    chat = client.chat(model="smollm2-135m", messages=[{"role": "user", "content": "Name a colour."}],
+                       options={"num_predict": 8})
+    assert chat.message.content and chat.eval_count == 8 and chat.done_reason == "length"
+    streamed = "".join(part.message.content for part in client.chat(
+        model="m", messages=[{"role": "user", "content": "Name a colour."}], options={"num_predict": 8}, stream=True))
+    assert streamed.strip()
+    generated = client.generate(model="m", prompt="Name a colour.", options={"num_predict": 8})
+    assert generated.response and generated.done
+
+
+def test_keys_limits_and_an_over_long_prompt_are_clear_http_errors(server):
+    url, _ = server
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{url}/v1", api_key="wrong").models.list()
+    assert httpx.get(f"{url}/v1/models").status_code == 401
+    huge = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                      content=b"{" + b" " * (9 * 1024 * 1024) + b"}")
+    assert huge.status_code == 413 and "over 8 MiB" in huge.json()["error"]["message"]
+    long_prompt = "The river flows past the old mill. " * 2000
+    refused = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                         json={"model": "m", "messages": [{"role": "user", "content": long_prompt}]}, timeout=60)
+    assert refused.status_code == 400 and "window" in refused.json()["error"]["message"]
+    ollama_refused = httpx.post(f"{url}/api/chat", headers={"Authorization": f"Bearer {KEY}"},
+                                json={"model": "m", "messages": [{"role": "user", "content": long_prompt}]},
+                                timeout=60)
+    assert ollama_refused.status_code == 400 and "window" in ollama_refused.json()["error"]  # Ollama would cut it
+    bad = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})
+    assert bad.status_code == 400 and "temperature" in bad.json()["error"]["message"]
+
+
+def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
+    url, log = server
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": "m", "stream": True, "max_tokens": 2000, "messages": [
+        {"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
+    busy = threading.Event()
+    with httpx.Client(timeout=60) as client, client.stream("POST", f"{url}/v1/chat/completions", headers=headers,
+                                                           json=body) as long_answer:
+        lines = long_answer.iter_lines()
+        for line in lines:
+            if '"content"' in line and '""' not in line:
+                busy.set()
+                break
+        assert busy.is_set()
+        crowded = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
+                             json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    # The stream is closed here, long before its 2,000 tokens: the server stops that answer.
+    assert crowded.status_code == 503 and crowded.headers["retry-after"] == "5"
+    started = time.monotonic()
+    after = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60,
+                       json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    assert after.status_code == 200, after.text
+    deadline = time.monotonic() + 10
+    while "the client went away" not in Path(log).read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped = [line for line in Path(log).read_text().splitlines() if "the client went away" in line]
+    assert stopped and int(stopped[-1].split("after ")[1].split()[0]) < 1000
+    assert time.monotonic() - started < 30
+
+
+def test_another_address_without_a_key_is_refused(tmp_path):
+    done = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr_text.startswith("error: serving on 0.0.0.0 without an API key would let anyone")
