@@ -5,6 +5,8 @@ with the official SDK, over stdio and streamable HTTP)."""
 import json
 import os
 import re
+import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -214,3 +216,18 @@ def test_bad_tool_choices_are_one_line_errors(tmp_path, mcp_config):
     bad = run_cli(["run", "-T", "time", "--mcp-config", str(tmp_path / "bad.json"), "hello"], home)
     assert bad.returncode != 0 and bad.stderr.startswith("error: ") and "not valid JSON" in bad.stderr
     assert "Traceback" not in unknown.stderr + bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="util-linux's script gives the command a terminal")
+def test_run_asks_on_the_terminal_even_with_stdin_taken(tmp_path, mcp_config):
+    """`run` reads its question's answer from the terminal (/dev/tty), as a user at a prompt would type it."""
+    command = " ".join(shlex.quote(part) for part in [
+        sys.executable, "-m", "localllm", "run", "-T", "time", "--mcp-config", str(mcp_config), "--tool-choice",
+        "time.get_current_time", "--chain-limit", "1", "--preset", "precise", "-o", "max_tokens=40",
+        "What time is it in UTC?"])
+    done = subprocess.run(["script", "-qec", command, "/dev/null"], input="y\n", capture_output=True, text=True,
+                          timeout=240, env={**os.environ, "LOCALLLM_HOME": str(tmp_path / "home")})
+    screen = done.stdout.replace("\r", "")
+    assert done.returncode == 0, screen
+    assert "run time.get_current_time? [y]es, [n]o, [a]lways for this tool:" in screen
+    assert re.search(r"(result|error) after [\d.]+ s: ", screen) and "no terminal to ask" not in screen

@@ -351,7 +351,9 @@ class LlamaCppBackend(Backend):
 
         from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
+        # Keys in the schema's own order: the grammar writes an object's properties in that order, and a prompt
+        # may ask for them so (a tool call names the tool before its arguments).
+        key = json.dumps(schema)
         if key not in self._grammars:
             try:
                 self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)

@@ -154,7 +154,12 @@ def window_notes(session, loaded: LoadedModel) -> None:
 def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -> int:
     if args.json:
         try:
-            text, stopped = response.text(), False
+            for chunk in response:  # the calls on stderr as they happen, as without --json
+                if isinstance(chunk, (ToolCallChunk, ToolResultChunk)):
+                    from localllm.cli.tools import show_tool_chunk
+
+                    show_tool_chunk(chunk)
+            text, stopped = response.partial_text, False
         except KeyboardInterrupt:  # the answer so far is still the answer, as JSON
             response.close()
             text, stopped = response.partial_text, True

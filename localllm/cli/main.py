@@ -55,7 +55,10 @@ def _server_args(parser: argparse.ArgumentParser, *, serving: bool = False) -> N
 
 
 def _model_args(parser: argparse.ArgumentParser, *, generation: bool, serving: bool = False) -> None:
-    parser.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+    from localllm.cli.completions import model_names
+
+    model = parser.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+    model.completer = model_names  # type: ignore[attr-defined]  # read by argcomplete
     parser.add_argument("-b", "--backend", choices=BACKEND_NAMES, help="backend (default: auto)")
     _server_args(parser, serving=serving)
     if generation:
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(chat, generation=True)
     _log_args(chat)
     add_tool_args(chat)
+
+    completions = commands.add_parser("completions", help="the shell completion script: source it in your shell")
+    completions.add_argument("shell", choices=("bash", "zsh", "fish"))
 
     serve = add_serve_args(commands)
     _model_args(serve, generation=True, serving=True)
@@ -334,6 +340,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "completions":
+        from localllm.cli.completions import completions_command
+
+        return completions_command(args)
     if args.command == "serve":
         from localllm.cli.serve import serve_command
 
@@ -411,6 +421,9 @@ def _show_notices() -> None:
 def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
+        from localllm.cli.completions import complete_if_asked
+
+        complete_if_asked(parser)
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print(file=sys.stderr)

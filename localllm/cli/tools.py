@@ -84,6 +84,12 @@ def tool_loop(args: argparse.Namespace, settings: Settings, ask: Callable[[str],
     ``ask`` reads the user's answer to a question (None: there is no one to ask)."""
     names = chosen_names(args)
     if not names:
+        unused = [flag for flag, given in (("--approve-tools", args.approve_tools),
+                                           ("--chain-limit", args.chain_limit is not None),
+                                           ("--tool-choice", args.tool_choice != "auto"),
+                                           ("--mcp-config", bool(args.mcp_config))) if given]
+        if unused:
+            note(f"note: {', '.join(unused)} change nothing without -T or --tools (which choose the tools)")
         yield None
         return
     from localllm.core.errors import UsageError
@@ -104,7 +110,7 @@ def tool_loop(args: argparse.Namespace, settings: Settings, ask: Callable[[str],
     needed = [entry for entry in entries if entry.name in wanted_servers] if wanted_servers <= declared else entries
     with McpServers(needed) as servers:
         for status in servers.start():
-            if not status.started:
+            if not status.started and status.name not in wanted_servers:  # a chosen one is the error below
                 note(f"note: the MCP server {status.name} did not start: {status.error}")
         loop = ToolLoop(servers.select(names), servers.call, TerminalApproval(args.approve_tools, ask),
                         chain_limit=args.chain_limit or DEFAULT_CHAIN_LIMIT, choice=args.tool_choice)
@@ -136,11 +142,12 @@ class TerminalApproval:
 
 def ask_on_terminal(question: str) -> str | None:
     """The answer typed on the controlling terminal (stdin may be a piped document)."""
-    try:
-        with open("/dev/tty", "r+", encoding="utf-8", errors="replace") as tty:
-            tty.write(question)
-            tty.flush()
-            return tty.readline()
+    try:  # two handles: Python cannot open a terminal for reading and writing at once in text mode
+        with open("/dev/tty", "w", encoding="utf-8") as out, \
+                open("/dev/tty", encoding="utf-8", errors="replace") as answer:
+            out.write(question)
+            out.flush()
+            return answer.readline()
     except OSError:
         return None
 
@@ -153,7 +160,7 @@ def ask_on_stdin(question: str) -> str | None:
     try:
         return input(question if sys.stdin.isatty() else "")
     except EOFError:
-        return None
+        return ""  # the input ended (Ctrl-D): no answer is a no
 
 
 def show_tool_chunk(chunk: ToolCallChunk | ToolResultChunk) -> None:

@@ -288,8 +288,8 @@ class ChatPane(Vertical):
 
     # -- tools -----------------------------------------------------------------------------------------------------
     def action_choose_tools(self) -> None:
-        if self.tools.servers is None and self.tools.problem is None:
-            self.app.notify("starting the MCP servers in mcp.json…")
+        if not self.tools.up_to_date and self.tools.path.exists():
+            self.app.notify(f"starting the MCP servers in {self.tools.path}…", markup=False)
         self.start_tools()
 
     @work(thread=True, exclusive=True, group="tools")

@@ -43,17 +43,33 @@ class ChatTools:
         self.required: dict[int | None, bool] = {}
         self.always: dict[int | None, set[str]] = {}
         self._lock = threading.Lock()
+        self._read: tuple[float, int] | None = None
+        """The file's (mtime, size) when it was read: a file changed since is read again, its servers restarted."""
+
+    @property
+    def path(self):
+        from localllm.tasks.tools.mcp_config import config_path
+
+        return config_path(self.settings)
 
     def start(self) -> None:
-        """Start the declared servers once (blocks: call from a worker)."""
+        """Start the declared servers, again when the file changed since (blocks: call from a worker)."""
         from localllm.core.errors import LocalLLMError
-        from localllm.tasks.tools.mcp_config import config_path, read_servers
+        from localllm.tasks.tools.mcp_config import read_servers
         from localllm.tasks.tools.mcp_servers import McpServers
 
         with self._lock:
-            if self.servers is not None or self.problem is not None:
+            path = self.path
+            try:
+                stat = path.stat()
+                read = (stat.st_mtime, stat.st_size)
+            except OSError:
+                read = (0.0, -1)
+            if read == self._read:
                 return
-            path = config_path(self.settings)
+            self._read = read
+            self.close()
+            self.servers, self.statuses, self.problem = None, [], None
             try:
                 entries = read_servers(path)
                 if not entries:
@@ -67,6 +83,15 @@ class ChatTools:
     def close(self) -> None:
         if self.servers is not None:
             self.servers.close()
+
+    @property
+    def up_to_date(self) -> bool:
+        """Started from the file as it is now (F6 then opens at once)."""
+        try:
+            stat = self.path.stat()
+            return self._read == (stat.st_mtime, stat.st_size)
+        except OSError:
+            return self._read == (0.0, -1)
 
     def move(self, old: int | None, new: int | None) -> None:
         """A new chat got its id when first saved: its choice goes with it."""

@@ -13,6 +13,7 @@ The answer is streamed as it is written: the text of the JSON string is decoded 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolResult, ToolSpec
 
+logger = logging.getLogger("localllm")
 DEFAULT_CHAIN_LIMIT = 5
 """Calls in a row before the model must answer (as simonw/llm's --chain-limit)."""
 MAX_RESULT_CHARS = 8000
@@ -97,6 +99,8 @@ class ToolLoop:
     """What each step sent to the model, in order (the tool results included)."""
 
     def __post_init__(self) -> None:
+        by_qualified = {tool.qualified: tool.name for tool in self.tools}
+        self.choice = by_qualified.get(self.choice, self.choice)  # SERVER.TOOL, as the listings name it
         check_choice(self.choice, self.tools)
         names = [tool.name for tool in self.tools]
         twice = sorted({name for name in names if names.count(name) > 1})
@@ -183,8 +187,13 @@ class ToolLoop:
                 yield FinalChunk(final.finish_reason if final else "cancelled", usage, watch.timings())
                 return
             decision = parse_decision(response.partial_text)
+            if decision is None and re.match(r'\s*\{\s*"(tool|arguments)"', response.partial_text):
+                logger.warning("note: the model's tool call was cut at its token limit before it was whole, so "
+                               "nothing ran; raise -o max_tokens")
+                yield FinalChunk(final.finish_reason, usage, watch.timings())
+                return
             if decision is None or "tool" not in decision:
-                if decision is None and not field_reader.started:  # not JSON (cut, or a backend without a schema)
+                if decision is None and not field_reader.started:  # not JSON (a backend without a schema)
                     yield TextChunk(response.partial_text)
                 elif decision is not None and not field_reader.started:
                     yield TextChunk(str(decision.get("answer", "")))

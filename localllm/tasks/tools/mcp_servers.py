@@ -253,7 +253,7 @@ def failure(exc: BaseException, errlog: Any) -> str:
         why = one_line(str(exc)) or type(exc).__name__
     with contextlib.suppress(Exception):
         errlog.seek(0)
-        tail = one_line(errlog.read()[-4000:])[-STDERR_TAIL:]
-        if tail:
-            why += f"; its stderr ends: {tail}"
+        lines = [line.strip() for line in errlog.read()[-4000:].splitlines() if line.strip()]
+        if lines:
+            why += f"; the last line of its stderr: {lines[-1][:STDERR_TAIL]}"
     return why
