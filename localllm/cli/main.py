@@ -7,6 +7,7 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from localllm import __version__
@@ -14,6 +15,7 @@ from localllm.backends import BACKEND_NAMES
 from localllm.cli.output import error_line
 from localllm.cli.serve import add_serve_args
 from localllm.cli.tools import add_tool_args
+from localllm.cli.web import add_web_args
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import OPTION_TYPES, PRESETS, GenerationOptions, apply_assignments
 
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     completions = commands.add_parser("completions", help="the shell completion script: source it in your shell")
     completions.add_argument("shell", choices=("bash", "zsh", "fish"))
 
+    add_web_args(commands)
     serve = add_serve_args(commands)
     _model_args(serve, generation=True, serving=True)
 
@@ -321,7 +324,8 @@ def _timeout(seconds: float | None) -> float | None:
 def _dispatch(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if args.command == "tui":
-        if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        # A browser tab (localllm web) runs the app with textual-serve's driver on pipes.
+        if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
             from localllm.core.errors import UsageError
 
             raise UsageError("the app needs a terminal, and stdin or stdout is not one",
@@ -340,6 +344,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.generate import chat_command
 
         return chat_command(args, settings)
+    if args.command == "web":
+        from localllm.cli.web import web_command
+
+        return web_command(args, settings)
     if args.command == "completions":
         from localllm.cli.completions import completions_command
 

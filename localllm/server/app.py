@@ -21,7 +21,7 @@ MAX_BODY = 8 * 1024 * 1024
 """Bytes a request body may have (a long document fits; a runaway client does not)."""
 
 
-def check_bind(host: str, api_key: str | None) -> None:
+def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
     """Loopback needs no key; any other address does (a model behind it is anyone's on the network)."""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -29,8 +29,7 @@ def check_bind(host: str, api_key: str | None) -> None:
         loopback = False
     if not loopback and not api_key:
         raise UsageError(f"serving on {host} without an API key would let anyone on the network use the model",
-                         hint="pass --api-key KEY (clients send it as a bearer token or x-api-key), or keep the "
-                              "default --host 127.0.0.1")
+                         hint=f"pass {flag} KEY, or keep the default --host 127.0.0.1")
 
 
 def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = None, max_body: int = MAX_BODY):

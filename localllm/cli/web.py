@@ -1,0 +1,73 @@
+"""`localllm web`: the app in a browser, through textual-serve (each browser tab runs its own `localllm tui`)."""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import shlex
+import sys
+
+from localllm.cli.output import note
+from localllm.core.errors import UsageError
+from localllm.core.settings import Settings
+
+KEY_COOKIE = "localllm_web_key"
+
+
+def add_web_args(commands) -> argparse.ArgumentParser:
+    web = commands.add_parser("web", help="the app in a browser (textual-serve), on this machine only by default")
+    web.add_argument("--host", dest="bind", default="127.0.0.1", metavar="ADDRESS",
+                     help="address to listen on (default 127.0.0.1; any other needs --key)")
+    web.add_argument("--port", type=int, default=8001, help="port (default 8001)")
+    web.add_argument("--key", dest="web_key", metavar="KEY",
+                     help="the page asks for ?key=KEY once (then a cookie); better: LOCALLLM_WEB_KEY")
+    web.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
+    return web
+
+
+def web_command(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from localllm.server.app import check_bind
+
+    key = args.web_key or os.environ.get("LOCALLLM_WEB_KEY") or None
+    check_bind(args.bind, key, "--key")
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8001")
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise UsageError("the web app needs textual-serve", hint='pip install "localllm[web]"') from None
+    command = [sys.executable, "-m", "localllm", "tui"] + (["-m", args.model] if args.model else [])
+    server = keyed_server(Server, key)(shlex.join(command), host=args.bind, port=args.port, title="localllm")
+    note(f"the app is at http://{args.bind}:{args.port}/{f'?key={key}' if key else ''} (each tab runs its own "
+         "app; Ctrl-C stops)")
+    server.serve()
+    return 0
+
+
+def keyed_server(base: type, key: str | None) -> type:
+    """textual-serve's server, with a key check in front of every request (it has none of its own): ``?key=`` once,
+    then a cookie, so the websocket and the static files pass too."""
+    if not key:
+        return base
+    from aiohttp import web
+
+    @web.middleware
+    async def require_key(request, handler):
+        given = request.query.get("key") or request.cookies.get(KEY_COOKIE, "")
+        if not hmac.compare_digest(given.encode(), key.encode()):
+            return web.Response(status=401, text="localllm web: add ?key=KEY to the address (the key given to "
+                                                 "`localllm web --key`)")
+        response = await handler(request)
+        if request.query.get("key"):
+            response.set_cookie(KEY_COOKIE, key, httponly=True, samesite="Strict")
+        return response
+
+    class KeyedServer(base):  # type: ignore[misc,valid-type]  # textual-serve's class, chosen at run time
+        async def _make_app(self):
+            app = await super()._make_app()
+            app.middlewares.append(require_key)
+            return app
+
+    return KeyedServer
