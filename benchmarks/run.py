@@ -2,7 +2,7 @@
 
     python benchmarks/run.py            # all of them
     python benchmarks/run.py startup    # some: startup, decode, memory, pull, list, summarize, plan-memory,
-                                        # openai-stream
+                                        # openai-stream, serve
 
 This machine is shared and noisy: each comparison interleaves its runs and compares medians.
 """
@@ -347,10 +347,26 @@ def bench_openai_stream(rounds: int = 7, tokens: int = 128) -> None:
     record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97)
 
 
+def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
+    """`localllm serve` against llama_cpp.server: streamed tokens/s, time to first token, a 1-token request."""
+    from serve_stream import measure
+
+    print(f"serve: localllm serve vs llama_cpp.server, same model, 2 threads, {tokens} tokens, {rounds} interleaved "
+          "rounds", flush=True)
+    m = measure(MODEL, rounds=rounds, tokens=tokens)
+    print("  medians: " + ", ".join(f"{name} {value:.3f}" for name, value in m.items()))
+    rate = m["rate localllm serve"] / m["rate llama_cpp.server"]
+    record("serve tokens/s / llama_cpp.server tokens/s", rate, ">= 1.0", rate >= 1.0)
+    first = m["first localllm serve"] / m["first llama_cpp.server"]
+    record("serve time to first token / llama_cpp.server's", first, "<= 1.0", first <= 1.0)
+    overhead = m["overhead localllm serve"] / m["overhead llama_cpp.server"]
+    record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2)
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
     "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory,
-    "openai-stream": bench_openai_stream}
+    "openai-stream": bench_openai_stream, "serve": bench_serve}
 
 
 def main(names: list[str]) -> int:

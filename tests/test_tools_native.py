@@ -65,11 +65,13 @@ def test_ollamas_tool_calls_wire_format(ollama_standin):
     try:
         with connected(ollama_standin.url) as backend:
             calls, results, answer = collect(ToolLoop([ADD], adder(ran), approve=lambda call: True), backend)
-            requests = [r["body"] for r in ollama_standin.get("/_requests") if r.get("path") == "/api/chat"][-2:]
+            requests = [r["body"] for r in ollama_standin.get("/_requests") if "body" in r
+                        and r.get("path") == "/api/chat"][-2:]
             # Ollama cannot force a call: "required" is constrained in the prompt instead, with no tools field.
             forced = ToolLoop([ADD], adder(ran), approve=lambda call: True, choice="required", chain_limit=1)
             collect(forced, backend, max_tokens=30)
-            forced_body = [r["body"] for r in ollama_standin.get("/_requests") if r.get("path") == "/api/chat"][-2]
+            forced_body = [r["body"] for r in ollama_standin.get("/_requests") if "body" in r
+                           and r.get("path") == "/api/chat"][-2]
     finally:
         ollama_standin.post("/_control", {})
     first, second = requests

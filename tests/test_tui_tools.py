@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from conftest import settings_for
-from textual.widgets import SelectionList, Switch
+from textual.widgets import Button, SelectionList, Switch
 from tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
@@ -47,7 +47,7 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
             listed = [str(option.value) for option in screen.query_one(SelectionList)._options]
             screen.query_one(SelectionList).select("t.record")
             screen.query_one(Switch).value = True  # a call before the answer: the small model then always calls
-            await pilot.click("#tools-use")
+            screen.query_one("#tools-use", Button).press()
             await wait_until(pilot, lambda: not isinstance(app.screen, ToolsScreen))
             status = str(pane.query_one("#status").render())
 

@@ -117,8 +117,9 @@ class ToolsScreen(ModalScreen[tuple[list[str], bool] | None]):
     """Which tools this conversation may call, with each server's state; Enter or Use applies, Esc cancels."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="ToolsScreen") + """
-    ToolsScreen SelectionList { height: auto; max-height: 16; }
-    ToolsScreen .servers { color: $text-muted; margin: 0 0 1 0; }
+    ToolsScreen > Vertical { overflow-y: auto; }
+    ToolsScreen SelectionList { height: auto; max-height: 12; }
+    ToolsScreen .servers { color: $text-muted; max-height: 3; }
     ToolsScreen .required { height: auto; margin: 1 0 0 0; }
     ToolsScreen .required Label { padding: 1 0 0 1; }
     """
