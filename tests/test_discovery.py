@@ -102,7 +102,9 @@ def test_catalog_verdicts_match_the_planner(home):
         model = next(m for m in catalog if m.name == row["name"])
         plan = plan_for(settings, estimated_info(model, model.quant(row["quant"])), report)
         assert row["verdict"] == plan.verdict and row["fits"] == plan.fits
-        assert row["decode_tokens_per_s"] == plan.to_dict()["decode_tokens_per_s"]
+        # The estimate follows the threads the planner picks, and those follow the machine's load at that moment
+        # (the command ran a moment earlier): an estimate exists for the same rows, its value may differ.
+        assert (row["decode_tokens_per_s"] is None) == (plan.to_dict()["decode_tokens_per_s"] is None)
     fitting = json.loads(run_cli("catalog", "--fits", "--json", home=home).stdout_text)
     assert fitting and all(row["fits"] for row in fitting)
     code = json.loads(run_cli("catalog", "--use", "code", "--json", home=home).stdout_text)

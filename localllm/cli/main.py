@@ -333,6 +333,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.core.options import preset
         from localllm.tui.app import LocalLLMApp, end_process
 
+        if os.environ.get("TEXTUAL_DRIVER"):
+            from localllm.cli.web import end_with_server
+
+            end_with_server()
         app = LocalLLMApp(settings, preset(settings.preset), args.model)
         app.run()
         end_process(app, app.return_code or 0)

@@ -39,7 +39,10 @@ def web_command(args: argparse.Namespace, settings: Settings) -> int:
     except ImportError:
         raise UsageError("the web app needs textual-serve", hint='pip install "localllm[web]"') from None
     command = [sys.executable, "-m", "localllm", "tui"] + (["-m", args.model] if args.model else [])
-    server = keyed_server(Server, key)(shlex.join(command), host=args.bind, port=args.port, title="localllm")
+    # exec: textual-serve starts the command through a shell; without it the app's parent would be that shell,
+    # which outlives the server, and end_with_server could not tell the server went away.
+    server = keyed_server(Server, key)("exec " + shlex.join(command), host=args.bind, port=args.port,
+                                       title="localllm")
     note(f"the app is at http://{args.bind}:{args.port}/{f'?key={key}' if key else ''} (each tab runs its own "
          "app; Ctrl-C stops)")
     server.serve()
@@ -71,3 +74,21 @@ def keyed_server(base: type, key: str | None) -> type:
             return app
 
     return KeyedServer
+
+
+def end_with_server() -> None:
+    """In an app a browser tab runs: end the process when the server that started it is gone (killed, crashed).
+    Without this, the app would go on alone, reading a closed pipe (textual's web driver then spins on it)."""
+    import os
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-server", daemon=True).start()
