@@ -102,3 +102,19 @@ def test_chat_says_how_many_turns_were_condensed(tmp_path):
     assert done.returncode == 0, done.stderr_text
     assert re.search(r"note: \d+ earlier message\(s\) condensed into a summary so the conversation fits the "
                      r"512-token window \([\d,]+ tokens freed\)", done.stderr_text), done.stderr_text
+
+
+def test_the_next_turn_reuses_the_conversation_so_far_from_the_cache(loaded):
+    from localllm.cli.generate import stats_line
+
+    session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=8), system="Answer briefly.")
+    first = session.send("Name a colour.")
+    first.text()
+    second = session.send("And another one?")
+    second.text()
+    # The second prompt starts with the whole first one (then the first answer and the new question): llama.cpp
+    # reads only what follows, and the stats say how much it did not read again.
+    assert second.final.usage.cached_tokens >= first.final.usage.prompt_tokens - 3
+    assert second.final.usage.cached_tokens < second.final.usage.prompt_tokens
+    line = stats_line(second.final, load_s=0.5)
+    assert line.startswith("load 0.50 s, ") and "reused from the cache) read at " in line and "finish: " in line

@@ -285,6 +285,12 @@ class LlamaCppBackend(Backend):
                                   prompt_tokens=len(prompt), window=window)
         generated = 0
         self._interrupted.clear()
+        # What llama-cpp-python will not read again: the prompt's start still in the context from the last call.
+        cached = 0
+        for old, new in zip(llm._input_ids[:llm.n_tokens], prompt[:-1], strict=False):  # lengths differ
+            if old != new:
+                break
+            cached += 1
 
         def count_tokens(_tokens, _logits) -> bool:
             # llama-cpp-python calls each stopping criterion once per sampled token (an end-of-generation token
@@ -316,7 +322,7 @@ class LlamaCppBackend(Backend):
         from localllm.core.thinking import opened_in, split_thinking
 
         return split_thinking(self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0),
-                                           options.answer_prefix), opened_in(formatted.prompt))
+                                           options.answer_prefix, cached), opened_in(formatted.prompt))
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -363,8 +369,8 @@ class LlamaCppBackend(Backend):
                 self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return self._grammars[key]
 
-    def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None
-                ) -> Iterator[Chunk]:
+    def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
+                cached: int = 0) -> Iterator[Chunk]:
         finish: FinishReason = "stop"
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
@@ -377,7 +383,7 @@ class LlamaCppBackend(Backend):
                     raise
                 first = None
             if self._interrupted.is_set():
-                yield FinalChunk("cancelled", Usage(prompt_tokens, 0), watch.timings())
+                yield FinalChunk("cancelled", Usage(prompt_tokens, 0, cached_tokens=cached), watch.timings())
                 return
             for part in itertools.chain([first] if first is not None else [], stream):
                 if self._interrupted.is_set():
@@ -389,7 +395,7 @@ class LlamaCppBackend(Backend):
                     yield TextChunk(choice["text"])
                 if choice.get("finish_reason"):
                     finish = "length" if choice["finish_reason"] == "length" else "stop"
-        yield FinalChunk(finish, Usage(prompt_tokens, generated()), watch.timings())
+        yield FinalChunk(finish, Usage(prompt_tokens, generated(), cached_tokens=cached), watch.timings())
 
     def close(self) -> None:
         if self._llm is not None:

@@ -51,15 +51,24 @@ def describe_plan(loaded: LoadedModel) -> str:
     return line
 
 
-def stats_line(final: FinalChunk | None) -> str:
+def stats_line(final: FinalChunk | None, load_s: float | None = None) -> str:
+    """What one answer cost, as Ollama's --verbose says it and more: the load, the prompt (what was read again and
+    how fast), the answer and its speed, the time to the first token, how it ended."""
     if final is None:
         return "stopped"
+    usage = final.usage
     rate = final.tokens_per_second
     first = final.timings.first_token_s
-    generated = f"{final.usage.completion_tokens:,} generated"
-    if final.usage.thinking_tokens:
-        generated += f" ({final.usage.thinking_tokens:,} of them thinking)"
-    parts = [f"{final.usage.prompt_tokens:,} prompt tokens", generated]
+    generated = f"{usage.completion_tokens:,} generated"
+    if usage.thinking_tokens:
+        generated += f" ({usage.thinking_tokens:,} of them thinking)"
+    prompt = f"{usage.prompt_tokens:,} prompt tokens"
+    if usage.cached_tokens:
+        prompt += f" ({usage.cached_tokens:,} reused from the cache)"
+    read = usage.prompt_tokens - usage.cached_tokens
+    if first and read > 0:
+        prompt += f" read at {read / first:,.0f} tokens/s"
+    parts = ([f"load {load_s:.2f} s"] if load_s is not None else []) + [prompt, generated]
     if rate is not None:
         parts.append(f"{rate:.1f} tokens/s")
     if first is not None:
@@ -172,7 +181,8 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
             "finish_reason": final.finish_reason if final else "cancelled",
             "usage": {"prompt_tokens": final.usage.prompt_tokens,
                       "completion_tokens": final.usage.completion_tokens,
-                      "thinking_tokens": final.usage.thinking_tokens} if final else None,
+                      "thinking_tokens": final.usage.thinking_tokens,
+                      "cached_tokens": final.usage.cached_tokens} if final else None,
             "tokens_per_second": final.tokens_per_second if final else None,
             "first_token_s": final.timings.first_token_s if final else None,
         })
@@ -183,7 +193,7 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
         note("[stopped]")
         return 130
     if args.verbose:
-        note(stats_line(response.final))
+        note(stats_line(response.final, loaded.load_s))
     return 0
 
 

@@ -51,6 +51,9 @@ class Usage:
     thinking_tokens: int = 0
     """Of the completion tokens, those a reasoning model spent thinking (counted as the stream arrives: one piece
     is one token for llama.cpp, about one for a server)."""
+    cached_tokens: int = 0
+    """Of the prompt tokens, those llama.cpp did not read again: the start the last prompt shared with this one
+    (the conversation so far), still in its cache."""
 
     @property
     def total_tokens(self) -> int:

@@ -8,6 +8,7 @@ where it says, and the memory is the server's business. Both end in the same Loa
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class LoadedModel:
     choice: BackendChoice
     backend: Backend
     served: ServedModel | None = None
+    load_s: float | None = None
+    """Seconds the weights took to load (None for a model a server runs)."""
 
     def close(self) -> None:
         self.backend.close()
@@ -125,11 +128,12 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name).from_settings(settings)
+    started = time.monotonic()
     if embeddings:
         instance.load_for_embeddings(ref, plan)
     else:
         instance.load(ref, plan)
-    return LoadedModel(ref, info, plan, choice, instance)
+    return LoadedModel(ref, info, plan, choice, instance, load_s=time.monotonic() - started)
 
 
 def connect_model(settings: Settings, choice: BackendChoice, name: str | None, *, ctx: int | None = None,
