@@ -4,7 +4,6 @@ that goes away."""
 
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -16,6 +15,7 @@ import jsonschema
 import ollama
 import openai
 import pytest
+from backend_servers import free_port
 from conftest import cli_executable, run_cli
 
 KEY = "test-key-1234"
@@ -25,11 +25,6 @@ ADD = {"name": "add", "description": "Add two integers",
        "parameters": {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
                       "required": ["a", "b"]}}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

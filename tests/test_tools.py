@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from backend_servers import free_port
 from conftest import settings_for
 
 from localllm.core.chunks import TextChunk, ToolCallChunk, ToolResultChunk
@@ -114,11 +115,6 @@ def test_a_stdio_server_gets_only_its_declared_environment_and_path(tmp_path, mo
     # The SDK adds HOME, SHELL and TERM, and Python its locale variable: none of them holds a secret.
     assert names <= {"PATH", "DECLARED", "RECORD_FILE", "HOME", "SHELL", "TERM", "LC_CTYPE"}
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_a_streamable_http_server_on_loopback(tmp_path):

@@ -7,21 +7,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 
 import httpx
+from backend_servers import free_port
 from conftest import cli_executable, run_cli
 
 KEY = "web-key-5678"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[a-zA-Z]")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_app_is_served_to_a_browser_behind_its_key(tmp_path):

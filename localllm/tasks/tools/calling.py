@@ -109,9 +109,7 @@ class ToolLoop:
                              hint="choose one of them with -T SERVER.TOOL")
 
     def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
-        capabilities = getattr(backend, "capabilities", None)
-        if capabilities is not None and capabilities.native_tools and (self.choice == "auto"
-                                                                        or capabilities.tool_choice):
+        if uses_native_tools(backend, self.choice):
             return self._native(backend, messages, options)
         return self._constrained(backend, messages, options)
 
@@ -171,16 +169,10 @@ class ToolLoop:
             self.prompts.append(list(sent))
             response = Response(backend.chat(sent, options.with_overrides(json_schema=schema)))
             field_reader = AnswerField()
-            try:
-                for chunk in response:
-                    if isinstance(chunk, ThinkingChunk):
-                        yield chunk
-                    elif isinstance(chunk, TextChunk):
-                        if text := field_reader.feed(chunk.text):
-                            watch.mark_token()
-                            yield TextChunk(text)
-            finally:
-                response.close()
+            for chunk in answer_text(response, field_reader):
+                if isinstance(chunk, TextChunk):
+                    watch.mark_token()
+                yield chunk
             final = response.final
             usage = tally.add(final)
             if final is None or final.finish_reason in ("cancelled", "error"):
@@ -238,8 +230,7 @@ def offer_tools(backend, messages: Sequence[Message], options: GenerationOptions
     """One answer that may instead be tool calls, for a caller that runs them itself (a client of `localllm
     serve`): the backend's own tools field where it has one, else the constrained reply of this module. The stream
     ends as a backend's does, with the calls (ToolCallChunk) just before the FinalChunk."""
-    capabilities = getattr(backend, "capabilities", None)
-    if capabilities is not None and capabilities.native_tools and (choice == "auto" or capabilities.tool_choice):
+    if uses_native_tools(backend, choice):
         yield from backend.chat(messages, options, tools=tools, tool_choice=choice)
         return
     forced = choice != "auto"
@@ -247,14 +238,7 @@ def offer_tools(backend, messages: Sequence[Message], options: GenerationOptions
     sent = with_instruction(constrained_history(messages), tools)
     response = Response(backend.chat(sent, options.with_overrides(json_schema=schema)))
     field_reader = AnswerField()
-    try:
-        for chunk in response:
-            if isinstance(chunk, ThinkingChunk):
-                yield chunk
-            elif isinstance(chunk, TextChunk) and (text := field_reader.feed(chunk.text)):
-                yield TextChunk(text)
-    finally:
-        response.close()
+    yield from answer_text(response, field_reader)
     final = response.final
     if final is None:
         return
@@ -267,6 +251,25 @@ def offer_tools(backend, messages: Sequence[Message], options: GenerationOptions
     elif not field_reader.started:
         yield TextChunk(str(decision.get("answer", "")) if decision is not None else response.partial_text)
     yield final
+
+
+def uses_native_tools(backend, choice: str) -> bool:
+    """Whether the backend's own tools field serves this choice (a required call needs its tool_choice)."""
+    capabilities = getattr(backend, "capabilities", None)
+    return bool(capabilities is not None and capabilities.native_tools
+                and (choice == "auto" or capabilities.tool_choice))
+
+
+def answer_text(response: Response, field_reader: AnswerField) -> Iterator[Chunk]:
+    """A constrained reply's thinking as it comes, and the text of its answer field decoded out of the JSON."""
+    try:
+        for chunk in response:
+            if isinstance(chunk, ThinkingChunk):
+                yield chunk
+            elif isinstance(chunk, TextChunk) and (text := field_reader.feed(chunk.text)):
+                yield TextChunk(text)
+    finally:
+        response.close()
 
 
 def constrained_history(messages: Sequence[Message]) -> list[Message]:
