@@ -40,7 +40,8 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
             pane = app.query_one(ChatPane)
             await wait_until(pilot, lambda: pane.session is not None)
             await pilot.press("f6")
-            await wait_until(pilot, lambda: isinstance(app.screen, ToolsScreen) and app.screen.query(SelectionList),
+            # Its last widget: the dialog is composed whole (the list alone can be there a moment before the rest).
+            await wait_until(pilot, lambda: isinstance(app.screen, ToolsScreen) and app.screen.query("#tools-use"),
                              timeout=30)
             screen = app.screen
             states = [str(line.render()) for line in screen.query(".servers")]
@@ -81,3 +82,17 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
     finally:
         store.close()
     assert [call["ran"] for call in calls] == [False, True] and calls[1]["result"] == "recorded"
+
+    async def reopened():
+        app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=40))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None and pane.conversation_id == conversation)
+            await pilot.pause(0.2)
+            return pane.tools.chosen.get(conversation), pane.tools.required.get(conversation), \
+                str(pane.query_one("#status").render())
+
+    # The app opens the last conversation with the tools chosen for it (kept in the store), not without them.
+    chosen, required, reopened_status = run(reopened())
+    assert chosen == ["t.record"] and required is True
+    assert "tools: 1 (F6)" in reopened_status

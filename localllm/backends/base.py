@@ -77,7 +77,8 @@ class Backend:
     """Base class of the backends. ``chat`` yields TextChunk pieces, then one FinalChunk; closing it cancels."""
 
     name: ClassVar[str] = ""
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: Capabilities = Capabilities()
+    """The class's, or the loaded model's where they depend on it (llama.cpp's tools follow the chat template)."""
     options: ClassVar[tuple[BackendOption, ...]] = ()
     local_files: ClassVar[bool] = True
     """True: runs a GGUF file on this machine (planned, then ``load``ed). False: a server runs the model and

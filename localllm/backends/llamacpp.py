@@ -14,11 +14,19 @@ import itertools
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
 from localllm.backends.chat_templates import shared_renderer
+from localllm.backends.template_tools import (
+    ToolFormat,
+    calls_from_reply,
+    template_message,
+    template_tools,
+    tool_format,
+)
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
 from localllm.core.errors import (
     TEMPLATE_HINT,
@@ -34,6 +42,7 @@ from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
 from localllm.core.thinking import no_switch_note
+from localllm.core.tools import ToolSpec
 
 if TYPE_CHECKING:
     from localllm.backends.llamacpp_check import BuildVerdict
@@ -88,6 +97,7 @@ class LlamaCppBackend(Backend):
         """The model has no chat template and none was chosen: messages are sent as plain text to continue."""
         self._folds_system = False
         self._model_name = "the model"
+        self.tool_format: ToolFormat | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppBackend:
@@ -180,6 +190,7 @@ class LlamaCppBackend(Backend):
         template = llm.metadata.get("tokenizer.chat_template")
         self._eos_token_id = eos_id if eos_id != -1 else None
         self.completion_only = False
+        self._set_tool_format(None)
         if self.chat_format == PLAIN:
             self.completion_only = True
             self._formatter = plain_text_formatter
@@ -191,6 +202,7 @@ class LlamaCppBackend(Backend):
             error = (refused or {}).get(template)
             if error is None:
                 self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
+                self._set_tool_format(tool_format(template))
             else:
                 failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
                                           f"{_reason(error)}", hint=TEMPLATE_HINT)
@@ -206,6 +218,12 @@ class LlamaCppBackend(Backend):
             if not llm.model_params.vocab_only and not llm.context_params.embeddings:  # embeddings continue nothing
                 logger.warning(BASE_MODEL_NOTE)
 
+    def _set_tool_format(self, found: ToolFormat | None) -> None:
+        """A template that teaches a known tool-call format gets the tools through it (template_tools); the
+        capabilities then say the tools are native, as a server's are."""
+        self.tool_format = found
+        self.capabilities = replace(type(self).capabilities, native_tools=found is not None)
+
     def _require_loaded(self):
         if self._llm is None:
             raise GenerationError("no model is loaded", hint="load a model first")
@@ -216,14 +234,15 @@ class LlamaCppBackend(Backend):
     def context_window(self) -> int:
         return usable_window(self._require_loaded())
 
-    def _render(self, messages: Sequence[Message], answer_prefix: str | None = None, think: str | None = None):
-        formatted = self._format(list(messages), think)
+    def _render(self, messages: Sequence[Message], answer_prefix: str | None = None, think: str | None = None,
+                tools: Sequence[ToolSpec] = ()):
+        formatted = self._format(list(messages), think, tools)
         tokens = self._require_loaded().tokenize(
             (formatted.prompt + (answer_prefix or "")).encode("utf-8"), add_bos=not formatted.added_special,
             special=True)
         return formatted, tokens
 
-    def _format(self, messages: list[Message], think: str | None = None):
+    def _format(self, messages: list[Message], think: str | None = None, tools: Sequence[ToolSpec] = ()):
         """The prompt from the chat template. A template that refuses the system prompt gets it folded into the
         first user message (said once); any other error is a clear TemplateFailure, never a traceback."""
         if self._folds_system:
@@ -236,7 +255,7 @@ class LlamaCppBackend(Backend):
                 no_switch_note(self, f"the chat template of {self._model_name}")
 
         def render(listed: list[Message]):
-            return self._format_once(listed, switch)
+            return self._format_once(listed, switch, tools)
 
         try:
             formatted, refused = render_folding_system(render, messages)
@@ -251,8 +270,12 @@ class LlamaCppBackend(Backend):
                            f"({refused.message}); it is put at the start of the first message instead")
         return formatted
 
-    def _format_once(self, messages: list[Message], switch: dict[str, Any] | None = None):
+    def _format_once(self, messages: list[Message], switch: dict[str, Any] | None = None,
+                     tools: Sequence[ToolSpec] = ()):
         try:
+            if tools:
+                return self._formatter(messages=[template_message(m) for m in messages], switch=switch,
+                                       tools=template_tools(tools))
             listed = [m.as_dict() for m in messages]
             return self._formatter(messages=listed, switch=switch) if switch else self._formatter(messages=listed)
         except TemplateFailure:
@@ -274,10 +297,13 @@ class LlamaCppBackend(Backend):
         return [Token(i, llm.detokenize([i]).decode("utf-8", errors="backslashreplace")) for i in ids]
 
     # -- generation ------------------------------------------------------------------------------------------------
-    def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
+    def chat(self, messages: Sequence[Message], options: GenerationOptions, tools: Sequence[ToolSpec] = (),
+             tool_choice: str = "auto") -> Iterator[Chunk]:
         llm = self._require_loaded()
         watch = Stopwatch()  # time to first token counts the prompt's rendering and tokenizing too
-        formatted, prompt = self._render(messages, options.answer_prefix, options.think)
+        tool_form = self.tool_format if tools else None
+        formatted, prompt = self._render(messages, options.answer_prefix, options.think,
+                                         tools if tool_form else ())
         window = usable_window(llm)
         if len(prompt) >= window:
             raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
@@ -304,7 +330,14 @@ class LlamaCppBackend(Backend):
             criteria.extend(formatted.stopping_criteria)
         import llama_cpp
 
-        grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
+        from localllm.core.thinking import opened_in, split_thinking
+
+        opened = opened_in(formatted.prompt)
+        if tool_form is not None:
+            thinking = "open" if opened else "tag" if "<think>" in getattr(self._formatter, "template", "") else None
+            grammar = self._grammar_text(tool_form.grammar(tools, tool_choice, thinking=thinking))
+        else:
+            grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
         stream = llm.create_completion(
             prompt=prompt,
             max_tokens=options.max_tokens or -1,
@@ -319,10 +352,9 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
             stream=True,
         )
-        from localllm.core.thinking import opened_in, split_thinking
-
-        return split_thinking(self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0),
-                                           options.answer_prefix, cached), opened_in(formatted.prompt))
+        chunks = split_thinking(self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0),
+                                             options.answer_prefix, cached), opened)
+        return calls_from_reply(chunks, tool_form) if tool_form is not None else chunks
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -368,6 +400,22 @@ class LlamaCppBackend(Backend):
                                              "answers are constrained to JSON and validated against the schema")
                 self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
         return self._grammars[key]
+
+    def _grammar_text(self, text: str) -> Any:
+        """A GBNF grammar written here, parsed by llama.cpp once before use: llama-cpp-python hands a grammar that
+        does not parse to the sampler chain as a null pointer (a crash at the first token), so it is refused."""
+        import llama_cpp
+        from llama_cpp.llama_grammar import LlamaGrammar
+
+        if text not in self._grammars:
+            vocab = self._require_loaded()._model.vocab
+            sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
+            if not sampler:
+                raise GenerationError("a tool-call grammar did not parse (a bug in localllm)",
+                                      hint="use -o template=chatml to offer the tools by instruction instead")
+            llama_cpp.llama_sampler_free(sampler)
+            self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
+        return self._grammars[text]
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
                 cached: int = 0) -> Iterator[Chunk]:
@@ -494,13 +542,14 @@ class BoundedTemplate:
             return {"reasoning_effort": think}
         return None
 
-    def __call__(self, *, messages: list[dict[str, Any]], switch: dict[str, Any] | None = None, **_: Any):
+    def __call__(self, *, messages: list[dict[str, Any]], switch: dict[str, Any] | None = None,
+                 tools: list[dict[str, Any]] | None = None, **_: Any):
         import llama_cpp
         from llama_cpp.llama_chat_format import ChatFormatterResponse
 
         prompt = shared_renderer().render(self.template, self.model_name, messages=messages, eos_token=self.eos,
                                           bos_token=self.bos, add_generation_prompt=True, functions=None,
-                                          function_call=None, tools=None, tool_choice=None, **(switch or {}))
+                                          function_call=None, tools=tools, tool_choice=None, **(switch or {}))
         stop_ids = self.stop_ids
 
         def stop_on_end(tokens, _logits) -> bool:

@@ -6,6 +6,7 @@ WAL and a busy timeout let two app instances write the same database safely; eve
 from __future__ import annotations
 
 import builtins
+import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
             INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
             INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
         END"""),
+    # The tools a conversation may call, chosen in the app (JSON: {"chosen": [SERVER.TOOL, ...], "required": bool}).
+    ("011_conversations_tools", "ALTER TABLE conversations ADD COLUMN tools TEXT"),
 )
 FINISH_NOTES = {"length": "cut: the answer reached its token limit", "window": "cut: the context window is full",
                 "stopped": "stopped before the end"}
@@ -74,6 +77,8 @@ class Conversation:
     model: str | None
     created: str
     updated: str
+    tools: str | None = None
+    """The tools chosen for it in the app, as JSON (see set_tools); None: none chosen."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +218,11 @@ class ConversationStore:
     def set_model(self, conversation_id: int, model: str | None) -> None:
         self._update(conversation_id, "model", model)
 
+    def set_tools(self, conversation_id: int, chosen: builtins.list[str], required: bool) -> None:
+        """Not a change of the conversation itself: it keeps its place in the list."""
+        value = json.dumps({"chosen": chosen, "required": required}) if chosen or required else None
+        self._run(lambda db: db.execute("UPDATE conversations SET tools = ? WHERE id = ?", (value, conversation_id)))
+
     def _update(self, conversation_id: int, column: str, value: object) -> None:
         self._run(lambda db: db.execute(f"UPDATE conversations SET {column} = ?, updated = ? WHERE id = ?",
                                         (value, _now(), conversation_id)))  # the column is one of ours
@@ -236,8 +246,6 @@ class ConversationStore:
                        meta: dict | None = None) -> None:
         """An answer's text so far (``stopped`` until it ends), so a crash or a kill keeps what was written;
         ``meta``: what produced it (model, backend, options, tokens, timings), once it has ended."""
-        import json
-
         encoded = json.dumps(meta) if meta is not None else None
         self._run(lambda db: db.execute("UPDATE messages SET content = ?, stopped = ?, finish = ?, "
                                         "meta = COALESCE(?, meta) WHERE id = ?",
@@ -254,7 +262,6 @@ class ConversationStore:
                               row["finish"] or ("stopped" if row["stopped"] else None)) for row in rows]
 
     def meta(self, message_id: int) -> dict | None:
-        import json
 
         row = self._run(lambda db: db.execute("SELECT meta FROM messages WHERE id = ?", (message_id,)).fetchone(),
                         write=False)

@@ -305,6 +305,8 @@ class ChatPane(Vertical):
         def chosen(answer: tuple[list[str], bool] | None) -> None:
             if answer is not None:
                 self.tools.chosen[conversation], self.tools.required[conversation] = answer
+                if conversation is not None:
+                    self.store.set_tools(conversation, *answer)
                 self._status(self._status_text())
             self.focus_prompt()
 
@@ -345,6 +347,7 @@ class ChatPane(Vertical):
         self.conversation_id = conversation_id
         self.sidebar.show(self.conversation_id)
         conversation = self.store.get(self.conversation_id)
+        self.tools.restore(conversation.id, conversation.tools)
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
         history, stored = [], self.store.messages(self.conversation_id)
@@ -510,6 +513,9 @@ class ChatPane(Vertical):
             self.conversation_id = conversation.id
             self.sidebar.show(conversation.id)
             self.tools.move(None, conversation.id)
+            if conversation.id in self.tools.chosen:
+                self.store.set_tools(conversation.id, self.tools.chosen[conversation.id],
+                                     self.tools.required.get(conversation.id, False))
         # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
         # was written of the answer (marked stopped until it ends).
         user = self.store.add_message(self.conversation_id, "user", text)

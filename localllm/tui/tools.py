@@ -99,6 +99,17 @@ class ChatTools:
             if old in table and new not in table:
                 table[new] = table.pop(old)  # type: ignore[assignment]  # each table keeps its own value type
 
+    def restore(self, conversation: int, stored: str | None) -> None:
+        """A stored conversation's choice (the store's JSON), unless one was made in this session."""
+        if conversation in self.chosen or not stored:
+            return
+        try:
+            value = json.loads(stored)
+            chosen = [str(name) for name in value.get("chosen", [])]
+            self.chosen[conversation], self.required[conversation] = chosen, bool(value.get("required"))
+        except (ValueError, AttributeError, TypeError):
+            return  # a damaged entry: the conversation starts without tools, as if none were chosen
+
     def loop(self, conversation: int | None, approve) -> ToolLoop | None:
         """The tool loop for a conversation's next answer; None when it has no tools."""
         names = self.chosen.get(conversation)
