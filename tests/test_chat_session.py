@@ -118,3 +118,23 @@ def test_the_next_turn_reuses_the_conversation_so_far_from_the_cache(loaded):
     assert second.final.usage.cached_tokens < second.final.usage.prompt_tokens
     line = stats_line(second.final, load_s=0.5)
     assert line.startswith("load 0.50 s, ") and "reused from the cache) read at " in line and "finish: " in line
+
+
+def test_the_meter_counts_the_tool_instruction_that_goes_with_each_prompt(loaded):
+    from localllm.core.tools import ToolResult, ToolSpec
+    from localllm.tasks.tools.calling import ToolLoop, with_instruction
+
+    echo = ToolSpec("echo", "Repeat a text", {"type": "object", "properties": {"text": {"type": "string"}}})
+    session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=30), system="Answer briefly.")
+    session.send("Hello!").text()
+    without, _ = session.context_used()
+    loop = ToolLoop([echo], lambda call: ToolResult(call, "echoed"), approve=lambda call: True)
+    session.tools = loop
+    with_tools, _ = session.context_used()
+    instruction = loaded.backend.count_prompt_tokens(with_instruction([], [echo])) - \
+        loaded.backend.count_prompt_tokens([])
+    assert with_tools - without == session.tool_tokens() and abs(session.tool_tokens() - instruction) <= 4
+    assert session.tool_tokens() > 50
+    session.send("Say hi.").text()
+    # What the next prompt was said to take is what was sent: the history with the tool instruction.
+    assert session.prompt_tokens == loaded.backend.count_prompt_tokens(loop.prompts[0])

@@ -129,3 +129,17 @@ def test_every_family_grammar_parses_for_each_choice_and_thinking(family_models,
                     loaded.backend._grammar_text(family.grammar([ECHO], choice, thinking=thinking))
         with pytest.raises(GenerationError, match="did not parse"):
             loaded.backend._grammar_text("root ::= undefined-rule")
+
+
+def test_the_tools_rendered_by_the_template_are_counted_in_each_prompt(family_models, tmp_path):
+    from localllm.core.tools import ToolResult
+    from localllm.tasks.chat import ChatSession
+
+    with load_model(settings_for(tmp_path), str(family_models["tool-call-tags"])) as loaded:
+        session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=20))
+        loop = ToolLoop([ECHO], lambda call: ToolResult(call, "echoed"), approve=lambda call: True)
+        session.tools = loop
+        session.send("Say hi.").text()
+        sent = loaded.backend.count_prompt_tokens(loop.prompts[0], [ECHO])
+        assert sent > loaded.backend.count_prompt_tokens(loop.prompts[0]) + 50  # the schemas in <tools>
+        assert session.prompt_tokens == sent

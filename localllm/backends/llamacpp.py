@@ -284,8 +284,9 @@ class LlamaCppBackend(Backend):
             raise TemplateFailure(f"the chat template of {self._model_name} failed: {_reason(exc)}",
                                   hint=TEMPLATE_HINT) from None
 
-    def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self._render(messages)[1])
+    def count_prompt_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> int:
+        """``tools``: as the chat template offers them, where it does (``tool_format``)."""
+        return len(self._render(messages, tools=tools if self.tool_format else ())[1])
 
     def count_tokens(self, text: str) -> int:
         return len(self._require_loaded().tokenize(text.encode("utf-8"), add_bos=False, special=False))

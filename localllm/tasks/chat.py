@@ -52,6 +52,8 @@ class ChatSession:
     condensed: tuple[int, int] | None = None
     """For the last prompt: (messages just folded into the summary, tokens that freed); None: none were."""
     _summary_key: int = 0
+    _tool_tokens: tuple[tuple[tuple[str, ...], str, str | None], int] | None = None
+    """The tokens the tools add to each prompt, with the (tools, choice, system prompt) they were counted for."""
 
     def reset(self) -> None:
         self.history.clear()
@@ -106,11 +108,12 @@ class ChatSession:
     def context_used(self) -> tuple[int, int]:
         """(tokens the history takes in the next prompt, messages of it that no longer fit), for a context meter."""
         if not self.history:
-            return 0, 0
+            return self.tool_tokens(), 0
         covered = self._covered(self.history)
         fitted, dropped, tokens = self._fit(self.history[covered:])
         if fitted is None:  # even the last exchange is over the window: the next prompt carries none of it
-            return self.model.backend.count_prompt_tokens(self._messages([])), len(self.history) - covered
+            return (self.model.backend.count_prompt_tokens(self._messages([])) + self.tool_tokens(),
+                    len(self.history) - covered)
         return tokens, dropped
 
     def _condense(self, history: list[Message], upto: int) -> bool:
@@ -147,6 +150,16 @@ class ChatSession:
         self.condensed = (upto - start, max(0, before - after))
         return True
 
+    def tool_tokens(self) -> int:
+        """What the chosen tools add to every prompt (counted once per choice of tools and system prompt)."""
+        if self.tools is None:
+            return 0
+        key = (tuple(tool.qualified for tool in self.tools.tools), self.tools.choice, self.system)
+        if self._tool_tokens is None or self._tool_tokens[0] != key:
+            overhead = self.tools.prompt_overhead(self.model.backend, self._messages([Message("user", "")]))
+            self._tool_tokens = key, overhead
+        return self._tool_tokens[1]
+
     def _fit(self, history: list[Message]) -> tuple[list[Message] | None, int, int]:
         """The messages with as few of the oldest left out as fits, how many were left out, and their tokens; None
         when even the last message alone does not fit. A whole exchange is left out at a time, so the history never
@@ -157,10 +170,11 @@ class ChatSession:
         reserve = answer_reserve(window, self.options.max_tokens)
         cuts = [0, *(cut for cut in range(1, len(history)) if history[cut].role != "assistant")]
         counted: dict[int, int] = {}
+        tools = self.tool_tokens()
 
         def fits(index: int) -> bool:
             if index not in counted:
-                counted[index] = backend.count_prompt_tokens(self._messages(history[cuts[index]:]))
+                counted[index] = backend.count_prompt_tokens(self._messages(history[cuts[index]:])) + tools
             return counted[index] + reserve <= window
 
         last = len(cuts) - 1

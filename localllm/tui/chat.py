@@ -307,6 +307,8 @@ class ChatPane(Vertical):
                 self.tools.chosen[conversation], self.tools.required[conversation] = answer
                 if conversation is not None:
                     self.store.set_tools(conversation, *answer)
+                if self.session is not None:  # the meter counts the tools from now on, not from the next answer
+                    self.session.tools = self.tools.loop(conversation, self._approve)
                 self._status(self._status_text())
             self.focus_prompt()
 

@@ -108,6 +108,18 @@ class ToolLoop:
             raise UsageError(f"two chosen servers offer a tool named {twice[0]!r}",
                              hint="choose one of them with -T SERVER.TOOL")
 
+    def prompt_overhead(self, backend, messages: Sequence[Message]) -> int:
+        """Tokens the tools add to a prompt of ``messages`` (their instruction, or their schemas as the backend
+        sends them), so the context meter and the fitting of the history count what is really sent."""
+        plain = backend.count_prompt_tokens(messages)
+        if not uses_native_tools(backend, self.choice):
+            return max(0, backend.count_prompt_tokens(with_instruction(messages, self.tools)) - plain)
+        if getattr(backend, "tool_format", None) is not None:  # llama.cpp: the chat template renders them
+            return max(0, backend.count_prompt_tokens(messages, self.tools) - plain)
+        offered = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                                     "parameters": tool.parameters}} for tool in self.tools]
+        return backend.count_tokens(json.dumps(offered))  # a server's own rendering: an estimate
+
     def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         if uses_native_tools(backend, self.choice):
             return self._native(backend, messages, options)
