@@ -1,6 +1,6 @@
 """`localllm serve` as a real process on loopback, with the bundled model, through the official `openai`, `anthropic`
-and `ollama` clients: plain and streamed answers, a JSON schema, tools, the key, the limits, the queue, and a client
-that goes away."""
+and `ollama` clients: plain and streamed answers, raw text completions, embeddings, a JSON schema, tools, the key,
+the limits, the queue, and a client that goes away."""
 
 import json
 import os
@@ -166,6 +166,99 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
     stopped = [line for line in Path(log).read_text().splitlines() if "the client went away" in line]
     assert stopped and int(stopped[-1].split("after ")[1].split()[0]) < 1000
     assert time.monotonic() - started < 30
+
+
+def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    plain = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=8)
+    (choice,) = plain.choices
+    # Continued as raw text: no chat template around it (its prompt is a handful of tokens, not a templated turn).
+    assert plain.object == "text_completion" and "Paris" in choice.text and choice.finish_reason == "length"
+    assert plain.usage.completion_tokens == 8 and plain.usage.prompt_tokens < 10
+    stopped = client.completions.create(model="m", prompt="The capital of France is", max_tokens=8, stop=["."],
+                                        echo=True)
+    assert stopped.choices[0].finish_reason == "stop" and stopped.usage.completion_tokens < 8
+    assert stopped.choices[0].text.startswith("The capital of France is") and "." not in stopped.choices[0].text
+    pieces: dict[int, str] = {0: "", 1: ""}
+    finishes, usage = {}, None
+    for chunk in client.completions.create(model="m", prompt=["One, two, three,", "Red, green,"], max_tokens=4,
+                                           stream=True, stream_options={"include_usage": True}):
+        for part in chunk.choices:
+            pieces[part.index] += part.text
+            finishes.update({part.index: part.finish_reason} if part.finish_reason else {})
+        usage = chunk.usage or usage
+    assert pieces[0].strip() and pieces[1].strip() and finishes == {0: "length", 1: "length"}
+    assert usage is not None and usage.completion_tokens == 8
+
+
+def test_embeddings_through_the_openai_and_ollama_clients(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
+    cat, kitten, revenue = ("The cat sat on the mat.", "A kitten was lying on the rug.",
+                            "Quarterly revenue rose by four percent.")
+    # One text: the client asks for base64 and decodes it; a list: plain floats.
+    (alone,) = client.embeddings.create(model="smollm2-135m", input=cat).data
+    listed = client.embeddings.create(model="m", input=[cat, kitten, revenue, cat], encoding_format="float")
+    vectors = [item.embedding for item in listed.data]
+    assert [item.index for item in listed.data] == [0, 1, 2, 3] and listed.usage.prompt_tokens > 12
+    assert all(len(vector) == 576 for vector in [alone.embedding, *vectors])  # SmolLM2-135M's n_embd
+
+    def dot(a, b):
+        return sum(x * y for x, y in zip(a, b, strict=True))
+
+    assert abs(dot(vectors[0], vectors[0]) - 1) < 1e-4  # normalised
+    assert max(abs(a - b) for a, b in zip(vectors[0], vectors[3], strict=True)) < 1e-4  # the same text, alike
+    assert max(abs(a - b) for a, b in zip(vectors[0], alone.embedding, strict=True)) < 1e-4
+    assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2]) + 0.1  # a kitten is nearer a cat than revenue
+    ollama_client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
+    embedded = ollama_client.embed(model="smollm2-135m", input=[cat, revenue])
+    assert len(embedded.embeddings) == 2 and embedded.prompt_eval_count > 0
+    assert max(abs(a - b) for a, b in zip(embedded.embeddings[1], vectors[2], strict=True)) < 1e-4
+    assert len(ollama_client.embed(model="m", input=kitten).embeddings) == 1
+    legacy = ollama_client.embeddings(model="m", prompt=cat).embedding
+    assert max(abs(a - b) for a, b in zip(legacy, vectors[0], strict=True)) < 1e-4
+    with pytest.raises(openai.BadRequestError, match="over the 2048-token window"):
+        client.embeddings.create(model="m", input=["fine", "word " * 3000])
+
+
+def test_over_long_completions_and_out_of_range_values_are_400s(server):
+    url, _ = server
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+    long_prompt = "The river flows past the old mill. " * 2000
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError, match="context window is"):
+            client.completions.create(model="m", prompt=long_prompt, max_tokens=4, stream=stream)
+    with pytest.raises(openai.BadRequestError, match="top_p must be a number from 0 to 1"):
+        client.chat.completions.create(model="m", max_tokens=4, top_p=1.5,
+                                       messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="top_p must be a number from 0 to 1"):
+        client.completions.create(model="m", prompt="hi", max_tokens=4, top_p=1.5)
+    with pytest.raises(openai.BadRequestError, match="token ids are not supported"):
+        client.completions.create(model="m", prompt=[1, 2, 3], max_tokens=4)
+    with pytest.raises(openai.BadRequestError, match="logprobs are not supported"):
+        client.completions.create(model="m", prompt="hi", max_tokens=4, logprobs=2)
+
+
+def test_a_backend_without_embeddings_or_raw_text_says_so():
+    """Checked before the backend is asked anything, so a real but unconnected Ollama backend is enough here."""
+    from types import SimpleNamespace
+
+    from starlette.testclient import TestClient
+
+    from localllm.backends.ollama import OllamaBackend
+    from localllm.core.options import preset
+    from localllm.server.app import build_app
+    from localllm.server.engine import Engine
+
+    loaded = SimpleNamespace(backend=OllamaBackend(), ref=SimpleNamespace(name="llama3.2"))
+    with TestClient(build_app(Engine(loaded), preset("precise"))) as client:
+        refused = client.post("/v1/embeddings", json={"input": "hi"})
+        assert refused.status_code == 501
+        assert refused.json()["error"]["message"].startswith("backend ollama cannot compute embeddings")
+        assert client.post("/api/embed", json={"input": "hi"}).status_code == 501
+        raw = client.post("/v1/completions", json={"prompt": "hi"})
+        assert raw.status_code == 501 and "backend ollama cannot continue raw text" in raw.json()["error"]["message"]
 
 
 def test_another_address_without_a_key_is_refused(tmp_path):

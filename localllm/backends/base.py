@@ -30,6 +30,9 @@ class Capabilities:
     """Exact token counts from the model's own tokenizer (otherwise counts are estimates)."""
     json_schema: bool = False
     embeddings: bool = False
+    """``load_for_embeddings`` and ``embed`` compute vectors (`localllm embed`, serve's /v1/embeddings)."""
+    text_completion: bool = False
+    """``complete_text`` continues a raw prompt with no chat template (serve's /v1/completions)."""
     pull: bool = False
     list_models: bool = False
     seed: bool = True
@@ -113,6 +116,11 @@ class Backend:
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         raise NotImplementedError
+
+    def complete_text(self, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+        """The continuation of ``prompt`` exactly as given, no chat template, streamed as ``chat`` streams (closing
+        it cancels); where ``capabilities.text_completion``. A prompt over the window is an error, never cut."""
+        raise BackendUnavailable(f"backend {self.name} cannot continue raw text", hint="use --backend llama.cpp")
 
     def interrupt(self) -> None:
         """From any thread: stop the generation running now, before its next chunk. Closing the stream does that

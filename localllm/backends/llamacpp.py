@@ -72,7 +72,8 @@ def _import_llama_cpp():
 
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
-    capabilities = Capabilities(stream=True, cancel=True, tokenize=True, json_schema=True, embeddings=True)
+    capabilities = Capabilities(stream=True, cancel=True, tokenize=True, json_schema=True, embeddings=True,
+                                text_completion=True)
     options = (
         BackendOption("n_batch", int, 512, "tokens evaluated per batch while reading the prompt"),
         BackendOption("flash_attn", bool, False, "use flash attention (less memory for long contexts)"),
@@ -310,6 +311,37 @@ class LlamaCppBackend(Backend):
             raise ContextOverflow(f"the prompt has {len(prompt)} tokens but the context window is {window}",
                                   hint="shorten it, raise -o ctx=N, or use `localllm summarize` for long documents",
                                   prompt_tokens=len(prompt), window=window)
+        from localllm.core.thinking import opened_in, split_thinking
+
+        opened = opened_in(formatted.prompt)
+        if tool_form is not None:
+            thinking = "open" if opened else "tag" if "<think>" in getattr(self._formatter, "template", "") else None
+            grammar = self._grammar_text(tool_form.grammar(tools, tool_choice, thinking=thinking))
+        else:
+            grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
+        stop = [*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])]
+        chunks = split_thinking(self._decode(prompt, options, watch, stop, formatted.stopping_criteria, grammar,
+                                             options.answer_prefix), opened)
+        return calls_from_reply(chunks, tool_form) if tool_form is not None else chunks
+
+    def complete_text(self, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
+        """The prompt continued as it is, no chat template (serve's /v1/completions). Its tokens are read with
+        special=True, as llama.cpp's own server reads them, so a raw prompt may spell a template's tags itself."""
+        llm = self._require_loaded()
+        watch = Stopwatch()
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        window = usable_window(llm)
+        if len(tokens) >= window:
+            raise ContextOverflow(f"the prompt has {len(tokens)} tokens but the context window is {window}",
+                                  hint="shorten it, or raise -o ctx=N", prompt_tokens=len(tokens), window=window)
+        return self._decode(tokens, options, watch, list(options.stop))
+
+    def _decode(self, prompt: list[int], options: GenerationOptions, watch: Stopwatch, stop: list[str],
+                stopping_criteria: Any = None, grammar: Any = None, prefix: str | None = None) -> Iterator[Chunk]:
+        """The answer to a prompt's tokens, streamed (chat's rendered template, or raw text)."""
+        import llama_cpp
+
+        llm = self._require_loaded()
         generated = 0
         self._interrupted.clear()
         # What llama-cpp-python will not read again: the prompt's start still in the context from the last call.
@@ -327,18 +359,8 @@ class LlamaCppBackend(Backend):
             return False
 
         criteria = [count_tokens]
-        if formatted.stopping_criteria is not None:
-            criteria.extend(formatted.stopping_criteria)
-        import llama_cpp
-
-        from localllm.core.thinking import opened_in, split_thinking
-
-        opened = opened_in(formatted.prompt)
-        if tool_form is not None:
-            thinking = "open" if opened else "tag" if "<think>" in getattr(self._formatter, "template", "") else None
-            grammar = self._grammar_text(tool_form.grammar(tools, tool_choice, thinking=thinking))
-        else:
-            grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
+        if stopping_criteria is not None:
+            criteria.extend(stopping_criteria)
         stream = llm.create_completion(
             prompt=prompt,
             max_tokens=options.max_tokens or -1,
@@ -348,14 +370,12 @@ class LlamaCppBackend(Backend):
             min_p=options.min_p,
             repeat_penalty=options.repeat_penalty,
             seed=options.seed,
-            stop=[*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])],
+            stop=stop,
             stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
             grammar=grammar,
             stream=True,
         )
-        chunks = split_thinking(self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0),
-                                             options.answer_prefix, cached), opened)
-        return calls_from_reply(chunks, tool_form) if tool_form is not None else chunks
+        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0), prefix, cached)
 
     def interrupt(self) -> None:
         self._interrupted.set()

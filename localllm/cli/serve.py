@@ -5,9 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from localllm.cli.output import note
 from localllm.core.settings import Settings
+
+EMBEDDING_CTX = 2048
+"""The default window of the model instance serve loads for embeddings. A text is embedded in one batch, so its
+buffers grow with the text's length (a chat model's also hold its logits: vocabulary x tokens); 2048 takes the
+chunks retrieval tools cut (up to about 1,000 tokens) with room to spare, and keeps that growth bounded."""
 
 
 def add_serve_args(commands) -> argparse.ArgumentParser:
@@ -20,6 +27,9 @@ def add_serve_args(commands) -> argparse.ArgumentParser:
                             "LOCALLLM_SERVE_KEY")
     serve.add_argument("--queue", type=int, default=8, metavar="N",
                        help="requests that may wait for the model (default 8); more get 503 with Retry-After")
+    serve.add_argument("--embedding-ctx", type=int, default=EMBEDDING_CTX, metavar="N",
+                       help=f"window of the model instance loaded for /v1/embeddings and /api/embed (default "
+                            f"{EMBEDDING_CTX}); a longer text is refused")
     return serve
 
 
@@ -38,6 +48,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8000")
     if args.queue < 0:
         raise UsageError("--queue must be 0 or more", hint="e.g. --queue 8")
+    if not 16 <= args.embedding_ctx <= 1 << 20:
+        raise UsageError(f"--embedding-ctx {args.embedding_ctx} is not a usable window",
+                         hint=f"use 16 or more, e.g. --embedding-ctx {EMBEDDING_CTX}")
     try:
         import uvicorn
     except ImportError:
@@ -50,10 +63,41 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     served_log.setLevel(logging.INFO)
     served_log.propagate = False
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        app = build_app(Engine(loaded, max_queue=args.queue), options, key)
+        engine = Engine(loaded, max_queue=args.queue, embedder=embedder_for(settings, loaded, args.embedding_ctx))
+        app = build_app(engine, options, key)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
-        note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1/chat/completions, Anthropic "
-             f"/v1/messages, Ollama /api/chat{' (API key required)' if key else ''}; Ctrl-C stops")
-        uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
+        note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1 (chat/completions, completions, "
+             f"embeddings), Anthropic /v1/messages, Ollama /api (chat, generate, embed)"
+             f"{' (API key required)' if key else ''}; Ctrl-C stops")
+        try:
+            uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
+        finally:
+            engine.close()
     return 0
+
+
+def embedder_for(settings: Settings, loaded: Any, window: int = EMBEDDING_CTX) -> Callable[[], Any] | None:
+    """How the engine loads its embedding model when the first request for one comes: the same file, a second
+    instance in embedding mode with a small window (at most ``window``, and no more than the model was trained
+    for). None where the backend computes no embeddings. Its weights stay on the CPU (mapped from the same file as
+    the chat model's, so they take no second copy of memory); a GPU holding the chat model may have no room for a
+    second copy."""
+    from localllm.backends import backend_class
+
+    if not loaded.backend.capabilities.embeddings or loaded.served is not None:
+        return None
+
+    def load() -> Any:
+        from dataclasses import replace
+
+        plan = replace(loaded.plan, n_ctx=min(window, loaded.info.context_length or window), n_gpu_layers=0)
+        instance = backend_class(loaded.choice.name).from_settings(settings)
+        try:
+            instance.load_for_embeddings(loaded.ref, plan)
+        except BaseException:
+            instance.close()
+            raise
+        return instance
+
+    return load

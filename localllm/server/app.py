@@ -107,10 +107,28 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
         parsed = openai_api.parse(body, options)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = openai_api.include_usage(body)
         return await generation(request, parsed, bool(body.get("stream")),
                                 lambda r: openai_api.complete(engine, r),
                                 lambda c: openai_api.stream(engine, c, include_usage), "text/event-stream")
+
+    async def openai_completions(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        parsed, echo = openai_api.parse_completion(body, options)
+        include_usage = openai_api.include_usage(body)
+        return await generation(request, parsed[0], bool(body.get("stream")),
+                                lambda _: openai_api.complete_text(engine, parsed, echo),
+                                lambda c: openai_api.stream_text(engine, c, parsed, echo, include_usage),
+                                "text/event-stream")
+
+    async def openai_embeddings(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        return JSONResponse(await openai_api.embeddings(engine, *openai_api.parse_embeddings(body)))
+
+    def ollama_embed(legacy: bool):
+        async def handle(request: HttpRequest) -> Response:
+            return JSONResponse(await ollama_api.embed(engine, await body_of(request), legacy))
+        return handle
 
     async def anthropic_messages(request: HttpRequest) -> Response:
         body = await body_of(request)
@@ -145,11 +163,15 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/", endpoint(root)),
         Route("/v1/models", endpoint(openai_models)),
         Route("/v1/chat/completions", endpoint(openai_chat), methods=["POST"]),
+        Route("/v1/completions", endpoint(openai_completions), methods=["POST"]),
+        Route("/v1/embeddings", endpoint(openai_embeddings), methods=["POST"]),
         Route("/v1/messages", endpoint(anthropic_messages), methods=["POST"]),
         Route("/api/version", endpoint(ollama_version)),
         Route("/api/tags", endpoint(ollama_tags)),
         Route("/api/show", endpoint(ollama_show), methods=["POST"]),
         Route("/api/chat", endpoint(ollama_generation(True)), methods=["POST"]),
         Route("/api/generate", endpoint(ollama_generation(False)), methods=["POST"]),
+        Route("/api/embed", endpoint(ollama_embed(False)), methods=["POST"]),
+        Route("/api/embeddings", endpoint(ollama_embed(True)), methods=["POST"]),
     ]
     return Starlette(routes=routes)

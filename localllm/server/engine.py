@@ -1,18 +1,19 @@
 """One model, one generation at a time: requests wait their turn in a bounded queue, each answer is generated in
 a thread of its own and handed to the event loop chunk by chunk, and a client that goes away stops its generation
-(the backend's stream is closed, which stops decoding)."""
+(the backend's stream is closed, which stops decoding). Embeddings take the same turns: the model loaded for them
+(a second, small-window instance, loaded at the first request and kept) never loads or runs beside a generation."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from localllm.core.chunks import Chunk, FinalChunk
-from localllm.core.errors import ContextOverflow, LocalLLMError
+from localllm.core.errors import BackendUnavailable, ContextOverflow, LocalLLMError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolSpec
@@ -31,18 +32,39 @@ class ApiError(Exception):
         self.status, self.message, self.kind, self.headers = status, message, kind, headers or {}
 
 
+def api_error(error: BaseException) -> ApiError:
+    """What the client is told of an error raised while the model worked."""
+    if isinstance(error, ApiError):
+        return error
+    if isinstance(error, LocalLLMError):
+        message = f"{error.message} ({error.hint})" if error.hint else error.message
+        if isinstance(error, ContextOverflow):
+            return ApiError(400, message, "context_length_exceeded")
+        if isinstance(error, BackendUnavailable):
+            return ApiError(501, message, "not_implemented")
+        return ApiError(500, message, "api_error")
+    return ApiError(500, f"the model failed: {type(error).__name__}: {error}", "api_error")
+
+
 @dataclass
 class Request:
     messages: list[Message]
     options: GenerationOptions
     tools: Sequence[ToolSpec] = ()
     tool_choice: str = "auto"
+    prompt: str | None = None
+    """Raw text to continue with no chat template (/v1/completions); ``messages`` is then empty."""
 
 
 class Engine:
-    def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE) -> None:
+    def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE,
+                 embedder: Callable[[], Any] | None = None) -> None:
+        """``embedder`` loads the backend that computes embeddings (called once, at the first request for them);
+        None: this server computes none."""
         self.loaded = loaded
         self.max_queue = max_queue
+        self._load_embedder = embedder
+        self._embedder: Any = None
         self._turn = asyncio.Lock()
         self._model = threading.Lock()
         """Held by the thread that generates: a generation whose client went away finishes closing before the
@@ -57,9 +79,22 @@ class Engine:
     def window(self) -> int:
         return int(self.loaded.plan.n_ctx)
 
-    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
-        """The answer's chunks as they are generated. Raises ApiError before the first one for a full queue
-        (503) or a prompt over the window (400); closing the iterator (a client gone) stops the generation."""
+    @property
+    def backend_name(self) -> str:
+        return str(self.loaded.backend.name)
+
+    def check_text_completion(self) -> None:
+        if not self.loaded.backend.capabilities.text_completion:
+            raise ApiError(501, f"backend {self.backend_name} cannot continue raw text: /v1/completions needs "
+                                "--backend llama.cpp (/v1/chat/completions works on every backend)",
+                           "not_implemented")
+
+    def check_embeddings(self) -> None:
+        if self._load_embedder is None or not self.loaded.backend.capabilities.embeddings:
+            raise ApiError(501, f"backend {self.backend_name} cannot compute embeddings: serve with "
+                                "--backend llama.cpp for them", "not_implemented")
+
+    async def _wait_turn(self) -> None:
         if self._turn.locked() and self._waiting >= self.max_queue:
             raise ApiError(503, f"the server is busy: {self._waiting} requests are waiting for the model",
                            "overloaded_error", {"Retry-After": "5"})
@@ -68,6 +103,13 @@ class Engine:
             await self._turn.acquire()
         finally:
             self._waiting -= 1
+
+    async def stream(self, request: Request) -> AsyncIterator[Chunk]:
+        """The answer's chunks as they are generated. Raises ApiError before the first one for a full queue
+        (503) or a prompt over the window (400); closing the iterator (a client gone) stops the generation."""
+        if request.prompt is not None:
+            self.check_text_completion()
+        await self._wait_turn()
         try:
             async for chunk in self._generate(request):
                 yield chunk
@@ -96,13 +138,8 @@ class Engine:
                 item = await queue.get()
                 if item is done:
                     return
-                if isinstance(item, ContextOverflow):
-                    raise ApiError(400, f"{item.message} ({item.hint})" if item.hint else item.message,
-                                   "context_length_exceeded")
-                if isinstance(item, LocalLLMError):
-                    raise ApiError(500, f"{item.message} ({item.hint})" if item.hint else item.message, "api_error")
                 if isinstance(item, BaseException):
-                    raise ApiError(500, f"the model failed: {type(item).__name__}: {item}", "api_error")
+                    raise api_error(item)
                 yield item
         finally:
             stop.set()  # the client went away, or the answer ended: either way the thread ends at its next chunk
@@ -127,6 +164,8 @@ class Engine:
 
     def _chunks(self, request: Request):
         backend = self.loaded.backend
+        if request.prompt is not None:
+            return backend.complete_text(request.prompt, request.options)
         if request.tools:
             from localllm.tasks.tools.calling import offer_tools
 
@@ -148,3 +187,40 @@ class Engine:
             elif isinstance(chunk, FinalChunk):
                 final = chunk
         return "".join(text), "".join(thinking), calls, final
+
+    async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """(one vector per text, the tokens they took), in the model's turn. The first request loads the
+        embedding model; a text over its window is refused (400), never cut."""
+        self.check_embeddings()
+        await self._wait_turn()
+        try:
+            return await asyncio.to_thread(self._embed, list(texts))
+        except Exception as error:
+            raise api_error(error) from None
+        finally:
+            self._turn.release()
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        with self._model:  # a generation whose client left may still be closing in its thread
+            if self._embedder is None:
+                assert self._load_embedder is not None
+                logger.info("loading %s for embeddings", self.name)
+                self._embedder = self._load_embedder()
+            try:
+                vectors = self._embedder.embed(texts)
+            except ContextOverflow as error:
+                raise ContextOverflow(f"{error.message} of the model loaded for embeddings",
+                                      hint="split it, or serve with a larger --embedding-ctx N",
+                                      prompt_tokens=error.prompt_tokens, window=error.window) from None
+            return vectors, sum(self._embedder.count_tokens(text) for text in texts)
+
+    @property
+    def embedding_window(self) -> int | None:
+        """The window of the embedding model, once it is loaded."""
+        return int(self._embedder.context_window) if self._embedder is not None else None
+
+    def close(self) -> None:
+        """Free the embedding model (the chat model belongs to whoever loaded it)."""
+        if self._embedder is not None:
+            embedder, self._embedder = self._embedder, None
+            embedder.close()

@@ -1,6 +1,6 @@
 """Ollama's wire format: /api/version, /api/tags, /api/show, /api/chat and /api/generate (NDJSON streaming, tools,
-format, think), so Ollama's clients (its library, oterm, Open WebUI) work unchanged. Unlike Ollama, a prompt over the
-window is refused with a 400 rather than cut from the front."""
+format, think), /api/embed and the older /api/embeddings, so Ollama's clients (its library, oterm, Open WebUI) work
+unchanged. Unlike Ollama, a prompt or a text to embed over the window is refused with a 400 rather than cut."""
 
 from __future__ import annotations
 
@@ -42,8 +42,9 @@ def tags(engine: Engine) -> dict[str, Any]:
 
 
 def show(engine: Engine) -> dict[str, Any]:
+    capabilities = ["completion", "tools"] + (["embedding"] if engine.loaded.backend.capabilities.embeddings else [])
     return {"details": details(engine), "model_info": {"general.context_length": engine.window},
-            "capabilities": ["completion", "tools"], "modified_at": now()}
+            "capabilities": capabilities, "modified_at": now()}
 
 
 def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Request:
@@ -154,6 +155,39 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk], chat: bool) -> As
             yield json.dumps(part(engine, chat, calls=[chunk.call])) + "\n"
         elif isinstance(chunk, FinalChunk):
             yield json.dumps({**part(engine, chat), **final_fields(chunk, started)}) + "\n"
+
+
+def embed_texts(body: dict[str, Any], legacy: bool) -> list[str]:
+    """The texts of /api/embed (``input``: a string or a list of them) or of /api/embeddings (``prompt``)."""
+    if legacy:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ApiError(400, "prompt must be a string")
+        return [prompt] if prompt else []
+    raw = body.get("input")
+    if isinstance(raw, str):
+        texts = [raw] if raw else []
+    elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
+        texts = raw
+    else:
+        raise ApiError(400, "input must be a string or a list of strings")
+    if not all(texts):
+        raise ApiError(400, "input must not contain empty strings")
+    if body.get("dimensions") is not None:
+        raise ApiError(400, "dimensions cannot be changed for this model's vectors: leave it out")
+    return texts
+
+
+async def embed(engine: Engine, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
+    """Ollama answers an empty input with no vectors (clients send one to load the model); so does this."""
+    started = time.monotonic()
+    texts = embed_texts(body, legacy)
+    engine.check_embeddings()
+    vectors, tokens = await engine.embed(texts) if texts else ([], 0)
+    if legacy:
+        return {"embedding": vectors[0] if vectors else []}
+    return {"model": engine.name, "embeddings": vectors, "total_duration": int((time.monotonic() - started) * 1e9),
+            "load_duration": 0, "prompt_eval_count": tokens}
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

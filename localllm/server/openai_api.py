@@ -1,9 +1,12 @@
-"""OpenAI's wire format: /v1/models and /v1/chat/completions (SSE streaming, tools, response_format with a JSON
-schema, reasoning_content for a reasoning model's thinking, usage)."""
+"""OpenAI's wire format: /v1/models, /v1/chat/completions (SSE streaming, tools, response_format with a JSON
+schema, reasoning_content for a reasoning model's thinking, usage), the legacy /v1/completions (raw text continued,
+no chat template) and /v1/embeddings."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +20,10 @@ from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.wire import bounded_int, number, options_from, text_of
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
+COMPLETION_MAX_TOKENS = 16
+"""/v1/completions' default answer length when a request names none: OpenAI's own (and llama.cpp's server's)."""
+MAX_INPUTS = 2048
+"""Texts one embeddings request may carry (OpenAI's limit)."""
 
 
 def models(engine: Engine) -> dict[str, Any]:
@@ -28,18 +35,10 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
     if not isinstance(raw, list) or not raw:
         raise ApiError(400, "messages must be a non-empty list")
     messages = [message_from(item) for item in raw]
-    changes: dict[str, Any] = {}
-    for key, field in (("temperature", "temperature"), ("top_p", "top_p")):
-        if body.get(key) is not None:
-            changes[field] = number(body[key], key, 0.0, 5.0)
+    changes = sampling(body)
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
         changes["max_tokens"] = bounded_int(limit, "max_tokens", 1, 1_000_000)
-    if body.get("seed") is not None:
-        changes["seed"] = bounded_int(body["seed"], "seed", -(2**63), 2**63 - 1)
-    stop = body.get("stop")
-    if stop is not None:
-        changes["stop"] = tuple([stop] if isinstance(stop, str) else [str(s) for s in stop if s])
     effort = body.get("reasoning_effort")
     if effort in ("low", "medium", "high"):
         changes["think"] = effort
@@ -58,6 +57,62 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
     if choice == "none":
         tools, choice = [], "auto"
     return Request(messages, options_from(base, changes), tools, str(choice))
+
+
+def include_usage(body: dict[str, Any]) -> bool:
+    """Whether a streamed answer ends with a usage event (``stream_options.include_usage``)."""
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise ApiError(400, "stream_options must be an object")
+    return bool((stream_options or {}).get("include_usage"))
+
+
+def sampling(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields chat and text completions share, checked, as GenerationOptions changes."""
+    changes: dict[str, Any] = {}
+    if body.get("temperature") is not None:
+        changes["temperature"] = number(body["temperature"], "temperature", 0.0, 5.0)
+    if body.get("top_p") is not None:
+        changes["top_p"] = number(body["top_p"], "top_p", 0.0, 1.0)
+    if body.get("seed") is not None:
+        changes["seed"] = bounded_int(body["seed"], "seed", -(2**63), 2**63 - 1)
+    stop = body.get("stop")
+    if stop is not None:
+        if isinstance(stop, str):
+            stop = [stop]
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise ApiError(400, "stop must be a string or a list of strings")
+        changes["stop"] = tuple(s for s in stop if s)
+    return changes
+
+
+def parse_completion(body: dict[str, Any], base: GenerationOptions) -> tuple[list[Request], bool]:
+    """/v1/completions: one request per prompt (a string, or a list of them), and whether to echo the prompt."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        prompts = [prompt]
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompts = prompt
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
+        raise ApiError(400, "prompts given as token ids are not supported: send the prompt as text")
+    else:
+        raise ApiError(400, "prompt must be a string or a non-empty list of strings")
+    if body.get("suffix"):
+        raise ApiError(400, "suffix (text to fill in before) is not supported: send the prompt alone")
+    if body.get("logprobs") is not None:
+        raise ApiError(400, "logprobs are not supported: leave logprobs out")
+    for key in ("n", "best_of"):
+        if body.get(key) not in (None, 1):
+            raise ApiError(400, f"{key} must be 1: one completion per prompt (send a list of prompts for more)")
+    changes = sampling(body)
+    limit = body.get("max_tokens")
+    changes["max_tokens"] = COMPLETION_MAX_TOKENS if limit is None else bounded_int(limit, "max_tokens", 1,
+                                                                                    1_000_000)
+    echo = body.get("echo", False)
+    if not isinstance(echo, bool):
+        raise ApiError(400, "echo must be true or false")
+    options = options_from(base, {**changes, "json_schema": None, "answer_prefix": None})
+    return [Request([], options, prompt=text) for text in prompts], echo
 
 
 def message_from(item: Any) -> Message:
@@ -142,6 +197,101 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk], include_usage: bo
                         "choices": [], "usage": usage_of(chunk)}
                 yield f"data: {json.dumps(data)}\n\n"
     yield "data: [DONE]\n\n"
+
+
+async def complete_text(engine: Engine, requests: list[Request], echo: bool) -> dict[str, Any]:
+    choices, finals = [], []
+    for index, request in enumerate(requests):
+        text, _, _, final = await engine.complete(request)
+        finals.append(final)
+        choices.append({"text": (request.prompt or "") + text if echo else text, "index": index, "logprobs": None,
+                        "finish_reason": FINISH[final.finish_reason if final else "stop"]})
+    return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+            "model": engine.name, "choices": choices, "usage": total_usage(finals)}
+
+
+def total_usage(finals: list[FinalChunk | None]) -> dict[str, int]:
+    usages = [usage_of(final) for final in finals]
+    return {key: sum(usage[key] for usage in usages) for key in ("prompt_tokens", "completion_tokens",
+                                                                 "total_tokens")}
+
+
+async def stream_text(engine: Engine, first: AsyncIterator[Chunk], requests: list[Request], echo: bool,
+                      include_usage: bool) -> AsyncIterator[str]:
+    """SSE for /v1/completions: each prompt's text in turn under its choice index. ``first`` is the first
+    prompt's stream, already started (its errors were HTTP errors); a later prompt's error ends the stream with
+    an error event, as OpenAI's streams report one."""
+    ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def event(index: int, text: str, finish: str | None = None) -> str:
+        data = {"id": ident, "object": "text_completion", "created": created, "model": engine.name,
+                "choices": [{"text": text, "index": index, "logprobs": None, "finish_reason": finish}]}
+        return f"data: {json.dumps(data)}\n\n"
+
+    finals: list[FinalChunk | None] = []
+    for index, request in enumerate(requests):
+        chunks = first if index == 0 else engine.stream(request)
+        if echo and request.prompt:
+            yield event(index, request.prompt)
+        final = None
+        try:
+            async for chunk in chunks:
+                if isinstance(chunk, TextChunk) and chunk.text:
+                    yield event(index, chunk.text)
+                elif isinstance(chunk, FinalChunk):
+                    final = chunk
+        except ApiError as error:
+            yield f"data: {json.dumps(error_body(error))}\n\n"
+            return
+        finals.append(final)
+        yield event(index, "", FINISH[final.finish_reason if final else "stop"])
+    if include_usage:
+        data = {"id": ident, "object": "text_completion", "created": created, "model": engine.name, "choices": [],
+                "usage": total_usage(finals)}
+        yield f"data: {json.dumps(data)}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+def parse_embeddings(body: dict[str, Any]) -> tuple[list[str], str, int | None]:
+    """/v1/embeddings: (the texts, "float" or "base64", the dimensions asked for, if any)."""
+    raw = body.get("input")
+    if isinstance(raw, str):
+        texts = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
+        texts = raw
+    elif isinstance(raw, list) and raw and all(isinstance(t, (int, list)) for t in raw):
+        raise ApiError(400, "input given as token ids is not supported: send text")
+    else:
+        raise ApiError(400, "input must be a string or a non-empty list of strings")
+    if len(texts) > MAX_INPUTS:
+        raise ApiError(400, f"input has {len(texts)} texts; at most {MAX_INPUTS} may be sent at once")
+    if not all(texts):
+        raise ApiError(400, "input must not contain empty strings")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise ApiError(400, "encoding_format must be \"float\" or \"base64\"")
+    dimensions = body.get("dimensions")
+    if dimensions is not None:
+        dimensions = bounded_int(dimensions, "dimensions", 1, 1_000_000)
+    return texts, encoding, dimensions
+
+
+async def embeddings(engine: Engine, texts: list[str], encoding: str, dimensions: int | None) -> dict[str, Any]:
+    vectors, tokens = await engine.embed(texts)
+    size = len(vectors[0]) if vectors else 0
+    if dimensions is not None and dimensions != size:
+        raise ApiError(400, f"{engine.name}'s vectors have {size} dimensions; dimensions cannot change that "
+                            "(leave it out)")
+
+    def encoded(vector: list[float]) -> list[float] | str:
+        if encoding == "float":
+            return vector
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+    return {"object": "list", "model": engine.name,
+            "data": [{"object": "embedding", "index": index, "embedding": encoded(vector)}
+                     for index, vector in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def error_body(error: ApiError) -> dict[str, Any]:
