@@ -105,7 +105,7 @@ def test_chat_says_how_many_turns_were_condensed(tmp_path):
 
 
 def test_the_next_turn_reuses_the_conversation_so_far_from_the_cache(loaded):
-    from localllm.cli.generate import stats_line
+    from localllm.tasks.answer_stats import stats_line
 
     session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=8), system="Answer briefly.")
     first = session.send("Name a colour.")

@@ -97,7 +97,7 @@ def test_the_cli_writes_the_thinking_to_stderr_and_only_the_answer_to_stdout(cap
     stream_to_stdout(answer(), show_thinking=False)
     out, err = capsys.readouterr()
     assert out == "Blue.\n" and err == ""
-    from localllm.cli.generate import stats_line
+    from localllm.tasks.answer_stats import stats_line
 
     counted = answer()
     counted.text()

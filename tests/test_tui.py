@@ -1,6 +1,7 @@
 """The Textual app on the real bundled model, driven with Pilot: an answer streams in, Esc stops a long one, a
 conversation survives a restart, and a deleted one is gone."""
 
+import re
 import time
 
 from conftest import settings_for
@@ -25,8 +26,14 @@ def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
             before = await ask(pilot, pane, "Name a river in Europe.")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before)
             status = str(pane.query_one("#status").render())
-            assert "tokens/s" in status and "context" in status
+            # What the answer cost, as Ollama's --verbose says it: the load goes with the first answer only.
+            assert re.search(r"context [\d,]+/[\d,]+ · .* · answer \d+ tokens \d+/s · first [\d.]+ s · "
+                             r"prompt [\d,]+ [\d,]+/s · load [\d.]+ s", status), status
             assert len(pane.query_one("#conversations").children) == 1
+            before = await ask(pilot, pane, "And one in Asia?")
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before)
+            status = str(pane.query_one("#status").render())
+            assert re.search(r"prompt [\d,]+ \([\d,]+ cached\)", status) and "load" not in status, status
 
     async def second_session():
         app = LocalLLMApp(settings, options)
@@ -38,16 +45,17 @@ def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
             sidebar.focus()
             await pilot.press("down", "enter")
             await wait_until(pilot, lambda: pane.conversation_id is not None)
-            assert [m.role for m in pane.session.history] == ["user", "assistant"]
-            assert len(pane.query_one("#log").children) == 2
+            assert [m.role for m in pane.session.history] == ["user", "assistant"] * 2
+            assert len(pane.query_one("#log").children) == 4
 
     run(first_session())
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
     (conversation,) = store.list()
     messages = store.messages(conversation.id)
-    assert [m.role for m in messages] == ["user", "assistant"]
+    assert [m.role for m in messages] == ["user", "assistant"] * 2
     assert messages[0].content == "Name a river in Europe." and messages[1].content.strip()
-    assert not messages[1].stopped and conversation.title == "Name a river in Europe."
+    assert messages[2].content == "And one in Asia?" and messages[3].content.strip()
+    assert not messages[1].stopped and not messages[3].stopped and conversation.title == "Name a river in Europe."
     store.close()
     run(second_session())
 

@@ -6,12 +6,13 @@ import argparse
 import sys
 
 from localllm.cli.output import error_line, note, print_json
-from localllm.core.chunks import FinalChunk, Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
+from localllm.core.chunks import Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.options import GenerationOptions, apply_assignments, preset, with_think
 from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
+from localllm.tasks.answer_stats import stats_line
 from localllm.tasks.loading import LoadedModel
 
 
@@ -49,32 +50,6 @@ def describe_plan(loaded: LoadedModel) -> str:
     if chat_format:
         line += f"; chat format {chat_format} (-o template)"
     return line
-
-
-def stats_line(final: FinalChunk | None, load_s: float | None = None) -> str:
-    """What one answer cost, as Ollama's --verbose says it and more: the load, the prompt (what was read again and
-    how fast), the answer and its speed, the time to the first token, how it ended."""
-    if final is None:
-        return "stopped"
-    usage = final.usage
-    rate = final.tokens_per_second
-    first = final.timings.first_token_s
-    generated = f"{usage.completion_tokens:,} generated"
-    if usage.thinking_tokens:
-        generated += f" ({usage.thinking_tokens:,} of them thinking)"
-    prompt = f"{usage.prompt_tokens:,} prompt tokens"
-    if usage.cached_tokens:
-        prompt += f" ({usage.cached_tokens:,} reused from the cache)"
-    read = usage.prompt_tokens - usage.cached_tokens
-    if first and read > 0:
-        prompt += f" read at {read / first:,.0f} tokens/s"
-    parts = ([f"load {load_s:.2f} s"] if load_s is not None else []) + [prompt, generated]
-    if rate is not None:
-        parts.append(f"{rate:.1f} tokens/s")
-    if first is not None:
-        parts.append(f"first token after {first:.3f} s")
-    parts.append(f"finish: {final.finish_reason}")
-    return ", ".join(parts)
 
 
 def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:

@@ -49,7 +49,7 @@ class ChatPane(Vertical):
     DEFAULT_CSS = """
     ChatPane #log { height: 1fr; padding: 0 1; }
     ChatPane #prompt { height: 5; }
-    ChatPane #status { height: 1; background: $primary-background; padding: 0 1; }
+    ChatPane #status { height: auto; max-height: 2; background: $primary-background; padding: 0 1; }
     ChatPane #params-slot { width: auto; }
     ChatPane #params-slot.closed { display: none; }
     """
@@ -111,6 +111,8 @@ class ChatPane(Vertical):
         self._last_ids: list[int] = []
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
         self._saved_at = 0.0
+        self._load_reported: object = None
+        """The loaded model whose load time an answer's stats have said already."""
         self._last_finish: str | None = None
         """How the last answer ended (conversations.FINISH_NOTES), for continue."""
         self._started = 0.0
@@ -186,7 +188,8 @@ class ChatPane(Vertical):
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(plain(text))
 
-    def _status_text(self, rate: float | None = None) -> str:
+    def _status_text(self, answer: str | None = None) -> str:
+        """``answer``: what the last answer cost (answer_stats.compact_stats), after the model and backend."""
         if self.session is None:
             return "loading the model…"
         loaded = self.session.model
@@ -194,8 +197,8 @@ class ChatPane(Vertical):
         used, left_out = self.session.context_used()
         # The meter first: a narrow terminal cuts the end of the line, and the model's name is in the switcher.
         parts = [f"context {used:,}/{window:,}", loaded.ref.name, loaded.choice.name]
-        if rate:
-            parts.append(f"{rate:.0f} tokens/s")
+        if answer:
+            parts.append(answer)
         if tools := self.tools.chosen.get(self.conversation_id):
             parts.append(f"tools: {len(tools)} (F6)")
         if self.session.summary is not None:
@@ -684,9 +687,17 @@ class ChatPane(Vertical):
                             title="condensed", timeout=10)
         if self.conversation_id is not None:
             self.sidebar.touched(self.conversation_id)
-        rate = response.final.tokens_per_second if response is not None and response.final else None
+        cost = None
+        if response is not None and response.final is not None:
+            from localllm.tasks.answer_stats import compact_stats
+
+            loaded = self.session.model if self.session is not None else None
+            # The load time goes with the first answer after a load (Ollama repeats a near-zero one each time).
+            load_s = loaded.load_s if loaded is not None and loaded is not self._load_reported else None
+            self._load_reported = loaded
+            cost = compact_stats(response.final, load_s, finish=finish == "stop")
         # Said before the awaits below: the answer is over once generating is False.
-        self._status(self._status_text(rate) + {"stopped": " · stopped", "length": " · cut at the token limit",
+        self._status(self._status_text(cost) + {"stopped": " · stopped", "length": " · cut at the token limit",
                                                 "window": " · cut: the window is full"}.get(finish, ""))
         await answer.finish(full)
         await answer.mark(self._finish_note(finish))
