@@ -127,12 +127,12 @@ def test_a_question_typed_in_the_browser_gets_the_models_answer(home, tmp_path):
                 socket_.on("framesent", lambda payload: sent.append(str(payload)))))
             browser_page.goto(f"{url}/?key={KEY}")
             wait_for(lambda: "context 0/" in screen(), 120, "the model was not loaded")  # the chat pane's status line
-            # The prompt box is the chat pane's, above its status line and the footer (a frame and three lines
-            # tall): click the middle of its middle line, left of where notifications show, and type there.
+            # The page gives the app the focus at the first click. Click the status line (above the footer, and
+            # it takes no focus itself), left of where notifications show: the prompt box gets the keys anyway.
             rows = next(json.loads(frame)[1]["height"] for frame in sent if frame.startswith('["resize"'))
             box = browser_page.locator(".xterm-screen").bounding_box()
             assert box is not None
-            browser_page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * (rows - 4.5) / rows)
+            browser_page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * (rows - 1.5) / rows)
             browser_page.keyboard.type(question)
             wait_for(lambda: question in screen(), 30, "the question typed did not show in the prompt box")
             words_before = set(re.findall(r"[A-Za-z]{4,}", screen()))

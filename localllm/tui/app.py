@@ -196,12 +196,26 @@ class LocalLLMApp(App):
     async def action_show_tab(self, tab: str) -> None:
         await self.ensure_pane(tab)
         self.query_one(TabbedContent).active = tab
-        pane = self.panes[tab]
-        if self.focused is None or pane not in self.focused.ancestors:
-            first = pane.query("#prompt") if tab == "chat" else [pane, *pane.query("*")]
-            target = next((widget for widget in first if widget.focusable), None)
-            if target is not None:
-                target.focus()
+        self._focus_pane(tab)
+
+    def _focus_pane(self, tab: str) -> None:
+        """The pane's input takes the focus, unless something in the pane has it."""
+        pane = self.panes.get(tab)
+        if pane is None or (self.focused is not None and pane in self.focused.ancestors):
+            return
+        first = pane.query("#prompt") if tab == "chat" else [pane, *pane.query("*")]
+        target = next((widget for widget in first if widget.focusable), None)
+        if target is not None:
+            target.focus()
+
+    def watch_app_focus(self, focus: bool) -> None:
+        # In a browser (localllm web) the app starts without the focus and gets it at the first click, when Textual
+        # gives it back to what had it at the last blur: nothing, and keys then went nowhere. The pane's input
+        # takes it instead (a click on a widget that takes focus itself moves it there afterwards).
+        if focus and len(self.screen_stack) == 1 and self.screen.focused is None:
+            tabs = self.query(TabbedContent)
+            if tabs and tabs.first().active:
+                self.call_after_refresh(self._focus_pane, tabs.first().active)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.all_bindings(), self.preferences.keys))
