@@ -46,7 +46,9 @@ def measure(rounds: int = 3, turns: int = 10, answer_tokens: int = 40) -> dict[s
                 assert response.final is not None and response.final.timings.first_token_s is not None
                 times.append(response.final.timings.first_token_s)
             assert session.dropped == 0 and session.summary is None, "the history must fit whole"
-            cached.append(response.final.usage.cached_tokens / response.final.usage.prompt_tokens)
+            usage = response.final.usage if response.final is not None else None
+            assert usage is not None
+            cached.append(usage.cached_tokens / usage.prompt_tokens)
             firsts.append(times[0])
             lasts.append(times[-1])
             ratios.append(times[-1] / times[0])
