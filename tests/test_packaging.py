@@ -48,6 +48,8 @@ def test_wheel_ships_models_toml_the_prompts_and_the_entry_point(built):
     package = {path.relative_to(ROOT).as_posix() for path in (ROOT / "localllm").rglob("*")
                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
     assert package - names == set()
+    # The launcher `localllm desktop --install` puts in place travels in the package.
+    assert {"localllm/desktop/localllm.desktop", "localllm/desktop/localllm.svg"} <= names
 
 
 def installed_versions() -> str:
@@ -109,6 +111,13 @@ def test_the_wheel_installs_into_a_fresh_environment_and_runs_the_bundled_model(
     assert re.search(r"[A-Za-z]{2,}", answer), answer
     # The conversation went into the new user's data folder (platformdirs' XDG default under HOME).
     assert (user_home / ".local" / "share" / "localllm" / "conversations.db").stat().st_size > 0
+    # Completions and a launcher, as a package manager would put them in place, from the wheel alone.
+    run_installed("completions", "bash", "--install")
+    assert "localllm" in (user_home / ".local/share/bash-completion/completions/localllm").read_text()
+    run_installed("desktop", "--install")
+    launcher = user_home / ".local/share/applications/localllm.desktop"
+    assert f"Exec={localllm_exe.resolve()}" in launcher.read_text().splitlines()
+    assert (user_home / ".local/share/icons/hicolor/scalable/apps/localllm.svg").read_text().lstrip().startswith("<")
 
 
 PACKAGING = ROOT / "packaging"
@@ -130,6 +139,31 @@ def test_each_shells_completion_script_parses(tmp_path, shell, check):
     script.write_text(done.stdout)
     parsed = subprocess.run([*check, str(script)], capture_output=True, text=True, timeout=30)
     assert parsed.returncode == 0, parsed.stderr
+
+
+def test_completions_and_the_launcher_install_where_shells_and_desktops_look(tmp_path):
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    places = {"bash": tmp_path / "data/bash-completion/completions/localllm",
+              "zsh": tmp_path / "data/zsh/site-functions/_localllm",
+              "fish": tmp_path / "config/fish/completions/localllm.fish"}
+    for shell, place in places.items():
+        done = cli("completions", shell, "--install", env=env)
+        assert done.returncode == 0 and str(place) in done.stdout, done.stderr
+        assert place.read_text().strip() == cli("completions", shell).stdout.strip()
+    assert "fpath=(" in cli("completions", "zsh", "--install", env=env).stderr  # what else zsh needs, said
+    done = cli("desktop", "--install", env=env)
+    assert done.returncode == 0, done.stderr
+    launcher = tmp_path / "data/applications/localllm.desktop"
+    icon = tmp_path / "data/icons/hicolor/scalable/apps/localllm.svg"
+    assert icon.read_bytes() == (PACKAGING / "linux" / "localllm.svg").read_bytes()
+    executable = next(line for line in launcher.read_text().splitlines() if line.startswith("Exec="))[5:]
+    assert Path(executable).is_absolute() and Path(executable).name == "localllm"  # a desktop's PATH may lack it
+    if shutil.which("desktop-file-validate"):
+        checked = subprocess.run(["desktop-file-validate", str(launcher)], capture_output=True, text=True)
+        assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout
+    assert cli("desktop", env=env).stdout == launcher.read_text()  # without --install: printed
+    assert cli("desktop", "--remove", env=env).returncode == 0
+    assert not launcher.exists() and not icon.exists()
 
 
 def test_completions_come_from_the_parser_and_the_installed_models(tmp_path):

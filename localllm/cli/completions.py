@@ -34,5 +34,10 @@ def model_names(prefix: str, **_: object) -> list[str]:
 def completions_command(args: argparse.Namespace) -> int:
     import argcomplete
 
-    print(argcomplete.shellcode(["localllm"], shell=args.shell))
+    script = argcomplete.shellcode(["localllm"], shell=args.shell)
+    if getattr(args, "install", False):
+        from localllm.cli.install import install_completions
+
+        return install_completions(args.shell, script)
+    print(script)
     return 0

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     completions = commands.add_parser("completions", help="the shell completion script: source it in your shell")
     completions.add_argument("shell", choices=("bash", "zsh", "fish"))
+    completions.add_argument("--install", action="store_true",
+                             help="write it where the shell looks for completions (in your home), not to stdout")
+    desktop = commands.add_parser("desktop", help="the Linux desktop launcher: print it, or --install it with its icon")
+    placing = desktop.add_mutually_exclusive_group()
+    placing.add_argument("--install", action="store_true", help="into ~/.local/share/applications (and the icon)")
+    placing.add_argument("--remove", action="store_true", help="take the launcher and its icon away again")
 
     add_web_args(commands)
     serve = add_serve_args(commands)
@@ -356,6 +362,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli.completions import completions_command
 
         return completions_command(args)
+    if args.command == "desktop":
+        from localllm.cli.install import desktop_command
+
+        return desktop_command(args)
     if args.command == "serve":
         from localllm.cli.serve import serve_command
 
