@@ -12,6 +12,7 @@ import sys
 
 from localllm import __version__
 from localllm.backends import BACKEND_NAMES
+from localllm.cli.bench import add_bench_args
 from localllm.cli.output import error_line
 from localllm.cli.serve import add_serve_args
 from localllm.cli.tools import add_tool_args
@@ -28,6 +29,7 @@ examples:
   localllm chat -T time               (tools of the MCP server "time" in mcp.json)
   localllm show smollm2-135m
   localllm hw
+  localllm bench -p 512 -n 128      (prompt and generation tokens/s; --tune saves the fastest threads)
   localllm catalog --fits
   localllm pull qwen2.5-1.5b-instruct
   localllm backends
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-b", "--backend", choices=BACKEND_NAMES)
     _server_args(show)
     show.add_argument("--json", action="store_true")
+
+    _server_args(add_bench_args(commands))
 
     hw = commands.add_parser("hw", help="hardware, the llama.cpp build and its self-check, the backend auto picks")
     hw.add_argument("--recheck", action="store_true", help="run the llama.cpp self-check again")
@@ -384,6 +388,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from localllm.cli import tasks
 
         return getattr(tasks, f"{args.command}_command")(args, settings)
+    if args.command == "bench":
+        from localllm.cli.bench import bench_command
+
+        return bench_command(args, settings)
     if args.command == "backends":
         from localllm.cli.backends import backends_command
 

@@ -138,7 +138,7 @@ def _show_served(result) -> int:
 def hw_command(args: argparse.Namespace, settings: Settings) -> int:
     result = reports.machine_report(settings, check=True, recheck=args.recheck)
     if args.json:
-        print_json(result.to_dict())
+        print_json({**result.to_dict(), "tuned": _tuned_dict(settings)})
         return 0
     hardware = result.hardware
     out = console()
@@ -174,10 +174,32 @@ def hw_command(args: argparse.Namespace, settings: Settings) -> int:
         table.add_row("backend", f"none: {result.choice_error}")
     if result.reinstall and not (result.build and result.build.rebuild == result.reinstall):
         table.add_row("GPU build", result.reinstall)
+    table.add_row("tuned", _tuned_text(settings))
     for fact in hardware.facts:
         table.add_row("note", fact)
     out.print(table)
     return 0
+
+
+def _tuned_dict(settings: Settings) -> dict | None:
+    tuned = settings.tuned
+    if tuned is None:
+        return None
+    return {"threads": tuned.threads, "batch": tuned.batch, "measured_at": tuned.measured_at, "model": tuned.model,
+            "threads_overridden_by": settings.threads if settings.threads and tuned.threads else None}
+
+
+def _tuned_text(settings: Settings) -> str:
+    """What `bench --tune` saved, and whether an explicit setting wins over it."""
+    tuned = settings.tuned
+    if tuned is None:
+        return "not yet: `localllm bench --tune` measures the fastest threads and batch size here"
+    parts = [f"threads {tuned.threads}" if tuned.threads else "threads: the default rule was fastest",
+             f"batch {tuned.batch}" if tuned.batch else "batch: the default was fastest"]
+    text = f"{', '.join(parts)} (bench --tune, {tuned.when}, {tuned.model or 'the default model'})"
+    if settings.threads and tuned.threads:
+        text += f"; threads = {settings.threads} set in the config or LOCALLLM_THREADS wins over it"
+    return text
 
 
 def _build_rows(table, build) -> None:

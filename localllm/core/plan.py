@@ -40,6 +40,8 @@ class LoadPlan:
     gpu_available: int
     reasons: tuple[str, ...] = field(default_factory=tuple)
     suggestion: str | None = None
+    n_batch: int | None = None
+    """Tokens evaluated per batch while reading a prompt (llama.cpp's n_batch); None: the backend's default."""
     decode_tokens_per_s: float | None = None
     """An estimate of the answer's speed from memory bandwidth (see localllm.hardware.speed), never a measurement;
     None where there is no ground for one (a server, a GPU whose bandwidth is not known)."""

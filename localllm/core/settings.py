@@ -10,7 +10,7 @@ import difflib
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from localllm.core.errors import ConfigError
 
 APP_NAME = "localllm"
 MAX_THREADS = 1024
+MAX_BATCH = 65536
+TUNED_SECTION = "tuned"
+"""The config table `localllm bench --tune` writes: the threads and batch size it measured fastest here."""
 SECRET_VARIABLES = ("OPENAI_API_KEY", "LOCALLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 INTEGER_EXAMPLES = {"ctx": 4096, "threads": 4, "gpu_headroom_mb": 512, "min_free_disk_mb": 1024}
 # Settings that fall back on the environment variables the servers' own clients use.
@@ -59,6 +62,38 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class Tuned:
+    """What `localllm bench --tune` measured fastest on this machine (the config's ``[tuned]`` table). A value left
+    None is one where the default won: the planner keeps its own rule for it."""
+
+    threads: int | None = None
+    batch: int | None = None
+    """Tokens llama.cpp evaluates per batch while reading a prompt (its n_batch)."""
+    measured_at: str = ""
+    """When, as an ISO 8601 UTC time."""
+    model: str = ""
+    """The model it was measured with."""
+
+    def to_config(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"measured_at": self.measured_at, "model": self.model}
+        values.update({key: value for key, value in (("threads", self.threads), ("batch", self.batch))
+                       if value is not None})
+        return values
+
+    @property
+    def when(self) -> str:
+        """``2025-06-01 12:03 UTC``, or the stored text as it is where it is not an ISO 8601 time."""
+        from datetime import UTC, datetime
+
+        try:
+            moment = datetime.fromisoformat(self.measured_at)
+        except ValueError:
+            return self.measured_at or "an unknown time"
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: Paths
     model: str = "smollm2-135m"
@@ -94,6 +129,9 @@ class Settings:
     """Seconds a server may stay silent (before the first token, or between two) before the request fails."""
     keep_alive: str = ""
     """How long Ollama keeps the model loaded after a request (e.g. "5m", "-1" for ever); empty: Ollama's default."""
+    tuned: Tuned | None = None
+    """Threads and batch size `localllm bench --tune` measured fastest here (the ``[tuned]`` table); the planner
+    uses them where nothing more explicit (``threads``, LOCALLLM_THREADS, -o threads) is set."""
 
     @classmethod
     def load(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -124,7 +162,8 @@ class Settings:
 
 
 def _setting_fields():
-    return [f for f in fields(Settings) if f.name != "paths"]
+    """The settings a key or a LOCALLLM_* variable sets (``tuned`` is a table of its own, written by bench --tune)."""
+    return [f for f in fields(Settings) if f.name not in ("paths", "tuned")]
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -223,9 +262,12 @@ def _read_config(path: Path) -> dict[str, Any]:
             logging.getLogger("localllm").warning(
                 f"note: {path} holds an API key and other users can read it (mode {mode:04o}): chmod 600 {path}")
     known = {f.name for f in _setting_fields()}
-    values = {}
+    values: dict[str, Any] = {}
     for key, value in data.items():
         if key in APP_SECTIONS:
+            continue
+        if key == TUNED_SECTION:
+            values["tuned"] = _tuned(value, path)
             continue
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -233,3 +275,53 @@ def _read_config(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting {key!r}", hint=hint)
         values[key] = _coerce(key, value, str(path))
     return values
+
+
+def _tuned(table: Any, path: Path) -> Tuned:
+    """The ``[tuned]`` table, checked as strictly as the other settings."""
+    hint = f"run `localllm bench --tune` again, or delete the [{TUNED_SECTION}] table"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {TUNED_SECTION} must be a table", hint=hint)
+    known = {f.name for f in fields(Tuned)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{path}: [{TUNED_SECTION}] {key}"
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {key!r} in [{TUNED_SECTION}]",
+                              hint=f"known keys: {', '.join(sorted(known))}")
+        if key in ("threads", "batch"):
+            limit = MAX_THREADS if key == "threads" else MAX_BATCH
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+                raise ConfigError(f"{where} must be a whole number from 1 to {limit}, got {value!r}", hint=hint)
+        elif not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}", hint=hint)
+        values[key] = value
+    return Tuned(**values)
+
+
+def save_tuned(config_file: Path, tuned: Tuned, comment: Sequence[str] = ()) -> None:
+    """Write ``tuned`` as the config's ``[tuned]`` table, ``comment`` lines at its top (when and what was measured),
+    in place of any earlier one; the rest of the file keeps its keys, comments and layout (tomlkit). A file that holds
+    an API key stays readable by the user alone."""
+    import tomlkit
+    from tomlkit.exceptions import TOMLKitError
+
+    from localllm.core.files import write_text_atomically
+
+    try:
+        text = config_file.read_text(encoding="utf-8") if config_file.exists() else ""
+        document = tomlkit.parse(text)
+    except (OSError, UnicodeDecodeError, TOMLKitError) as exc:
+        raise ConfigError(f"{config_file}: cannot read the config file to add the tuned settings ({exc})",
+                          hint="fix it, or move it away, and tune again") from None
+    table = tomlkit.table()
+    for line in comment:
+        table.add(tomlkit.comment(line))
+    for key, value in tuned.to_config().items():
+        table.add(key, value)
+    if TUNED_SECTION in document:
+        document[TUNED_SECTION] = table
+    else:
+        document.add(TUNED_SECTION, table)
+    # A file that holds a key stays readable by the user alone, whatever mode it had.
+    write_text_atomically(config_file, tomlkit.dumps(document), private="api_key" in document)

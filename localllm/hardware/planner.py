@@ -36,6 +36,13 @@ class PlanRequest:
     n_gpu_layers: int | None = None
     """Force a layer count (-1 for all); None lets the planner decide."""
     threads: int | None = None
+    """Threads set by the user (config, LOCALLLM_THREADS, -o threads): they win over everything else."""
+    tuned_threads: int | None = None
+    """Threads `localllm bench --tune` measured fastest here; used where the user set none."""
+    batch: int | None = None
+    """The prompt batch size `localllm bench --tune` measured fastest here; None: the backend's default."""
+    tuned_at: str = ""
+    """When the tuned values were measured, for the reasons."""
     gpu_headroom: int = 512 * MIB
     backend: str = "llama.cpp"
 
@@ -45,8 +52,8 @@ def kv_cache_bytes(info: ModelInfo, n_ctx: int, layers: int | None = None) -> in
     return layers * n_ctx * info.head_count_kv * (info.key_length + info.value_length) * KV_BYTES_PER_VALUE
 
 
-def compute_bytes(info: ModelInfo, n_ctx: int, *, on_gpu: bool) -> int:
-    n_ubatch = min(N_UBATCH, n_ctx)
+def compute_bytes(info: ModelInfo, n_ctx: int, *, on_gpu: bool, batch: int | None = None) -> int:
+    n_ubatch = min(batch or N_UBATCH, N_UBATCH, n_ctx)  # llama.cpp's micro-batch is at most its batch
     attention_scores = n_ubatch * n_ctx * info.head_count * 4
     activations = n_ubatch * (3 * info.feed_forward_length + 4 * info.embedding_length) * 4
     logits = (n_ubatch if on_gpu else 1) * info.vocab_size * 4
@@ -59,9 +66,9 @@ def _estimate(info: ModelInfo, n_ctx: int, report: HardwareReport, request: Plan
     kv = kv_cache_bytes(info, n_ctx)
     offload_possible = bool(report.gpus) and (report.llama_cpp.gpu_offload or request.backend != "llama.cpp")
     if not offload_possible or request.n_gpu_layers == 0:
-        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False), gpu=0), 0
+        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False, batch=request.batch), gpu=0), 0
 
-    compute = compute_bytes(info, n_ctx, on_gpu=True)
+    compute = compute_bytes(info, n_ctx, on_gpu=True, batch=request.batch)
     usable = sum(max(g.free_bytes - request.gpu_headroom, 0) for g in report.gpus) - compute
     layer_cost = info.layer_bytes + kv_cache_bytes(info, n_ctx, layers=1)
     if request.n_gpu_layers is not None:
@@ -74,7 +81,7 @@ def _estimate(info: ModelInfo, n_ctx: int, report: HardwareReport, request: Plan
         if layers == info.block_count and usable - layers * layer_cost >= info.non_layer_bytes:
             layers += 1
     if layers == 0:
-        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False), gpu=0), 0
+        return MemoryEstimate(weights, kv, compute_bytes(info, n_ctx, on_gpu=False, batch=request.batch), gpu=0), 0
     on_gpu_blocks = min(layers, info.block_count)
     gpu = on_gpu_blocks * layer_cost + compute + (info.non_layer_bytes if layers > info.block_count else 0)
     return MemoryEstimate(weights, kv, compute, gpu=gpu), layers
@@ -135,7 +142,14 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
     if request.threads:
         threads = request.threads
         why_threads = f"{threads} thread{'s' if threads > 1 else ''}: set in the config or with -o threads"
+    elif request.tuned_threads:
+        threads = request.tuned_threads
+        why_threads = (f"{threads} thread{'s' if threads > 1 else ''}: measured fastest here by `localllm bench "
+                       f"--tune` ({request.tuned_at or 'see [tuned] in the config'})")
     reasons.append(why_threads)
+    if request.batch:
+        reasons.append(f"prompt batch {request.batch}: measured fastest here by `localllm bench --tune` "
+                       f"({request.tuned_at or 'see [tuned] in the config'})")
 
     placement: Placement = "none" if not fits else (
         "gpu" if layers > info.block_count else "partial" if layers else "cpu")
@@ -155,6 +169,7 @@ def plan_load(report: HardwareReport, info: ModelInfo, request: PlanRequest = Pl
         gpu_available=report.gpu_free,
         reasons=tuple(reasons),
         suggestion=suggestion,
+        n_batch=request.batch,
         decode_tokens_per_s=speed,
     )
 

@@ -61,8 +61,11 @@ def describe_model(settings: Settings, name: str) -> tuple[ModelRef, ModelInfo]:
 
 def plan_for(settings: Settings, info: ModelInfo, report: HardwareReport, *, ctx: int | None = None,
              backend: str = "llama.cpp") -> LoadPlan:
+    tuned = settings.tuned
     return plan_load(report, info, PlanRequest(
         ctx=ctx, default_ctx=settings.ctx, threads=settings.threads,
+        tuned_threads=tuned.threads if tuned else None, batch=tuned.batch if tuned else None,
+        tuned_at=tuned.when if tuned else "",
         gpu_headroom=settings.gpu_headroom_mb * 1024 * 1024, backend=backend,
     ))
 
@@ -128,6 +131,8 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     if not plan.fits:
         raise refusal(plan, ref.name, smaller_quant_that_fits(settings, ref, info, report, plan))
     instance = backend_class(choice.name).from_settings(settings)
+    if plan.n_batch and "n_batch" in instance.option_values:  # the tuned batch size, where the backend has one
+        instance.option_values["n_batch"] = plan.n_batch
     started = time.monotonic()
     if embeddings:
         instance.load_for_embeddings(ref, plan)
