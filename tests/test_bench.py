@@ -17,7 +17,7 @@ from localllm.cli.main import main
 from localllm.core.errors import ConfigError
 from localllm.core.settings import Settings, Tuned, save_tuned
 from localllm.tasks.bench.run import BenchResult, Bound
-from localllm.tasks.bench.tune import _distinct_batches, _rotated, decide
+from localllm.tasks.bench.tune import _distinct_batches, _rotated, decide, thread_candidates
 
 TINY = ("-p", "32", "-n", "8", "-r", "2")
 
@@ -195,6 +195,20 @@ def test_the_sweep_keeps_the_default_unless_a_candidate_is_clearly_faster():
     assert decide(2, {1: [51.5, 51.5, 51.5], 2: [50, 50, 50]})[0] == 2
     # Of two that qualify, the faster.
     assert decide(4, {1: [60] * 3, 2: [70] * 3, 4: [50] * 3})[0] == 2
+
+
+def test_the_thread_counts_tried():
+    from dataclasses import replace
+
+    from localllm.hardware.report import CPUInfo, HardwareReport
+
+    def machine(physical: int, logical: int) -> HardwareReport:
+        return HardwareReport("Linux", CPUInfo("cpu", "x86_64", physical, logical, ()), 2**34, 2**33)
+
+    assert thread_candidates(machine(2, 2)) == [1, 2]
+    assert thread_candidates(machine(4, 8)) == [1, 2, 3, 4, 8]
+    assert thread_candidates(machine(24, 48)) == [1, 2, 3, 4, 5, 6, 7, 8, 16, 24, 48]
+    assert thread_candidates(replace(machine(1, 1), cpu=CPUInfo("cpu", "arm64", 0, 0, ()))) == [1]
 
 
 def test_the_sweep_order_and_the_batch_sizes_worth_trying():

@@ -42,7 +42,7 @@ WIN_SHARE = 2 / 3
 class TuneRequest:
     model: str | None = None
     threads: tuple[int, ...] = ()
-    """Thread counts to try; empty: 1 up to the physical cores, and the logical count where it differs."""
+    """Thread counts to try; empty: ``thread_candidates``."""
     batches: tuple[int, ...] = ()
     """Batch sizes to try; empty: DEFAULT_BATCHES."""
     rounds: int = 5
@@ -124,10 +124,17 @@ def decide(default: int, rates: dict[int, list[float]], *, margin: float = MARGI
     return best, why
 
 
+ALL_COUNTS_UP_TO = 8
+"""Every thread count up to this many is tried; above it, the powers of two (a sweep of 1..64 would take long)."""
+
+
 def thread_candidates(report: HardwareReport) -> list[int]:
+    """1 up to the physical cores (above ALL_COUNTS_UP_TO, the powers of two and the physical count), and the
+    logical count where it differs."""
     physical = max(report.cpu.physical_cores or 1, 1)
     logical = max(report.cpu.logical_cores or physical, physical)
-    return sorted({*range(1, physical + 1), logical})
+    powers = {1 << shift for shift in range(physical.bit_length()) if 1 << shift <= physical}
+    return sorted({*range(1, min(physical, ALL_COUNTS_UP_TO) + 1), *powers, physical, logical})
 
 
 @dataclass
