@@ -42,10 +42,14 @@ class HubStandin:
         self.process.wait(timeout=10)
 
 
-def start_hub(root: Path, bundled_model: Path) -> HubStandin:
+def start_hub(root: Path, bundled_model: Path, *, connection_rate: int | None = None) -> HubStandin:
+    """``connection_rate``: bytes a second for each connection, as a CDN caps one connection (None: no cap)."""
     (root / REPO).mkdir(parents=True, exist_ok=True)
     (root / REPO / FILE).symlink_to(bundled_model)
-    process = subprocess.Popen([sys.executable, str(STANDIN), str(root)], stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, str(STANDIN), str(root)]
+    if connection_rate:
+        command += ["--connection-rate", str(connection_rate)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     line = process.stdout.readline()
     assert line.startswith("PORT "), line

@@ -1,32 +1,44 @@
 """A local Hub stand-in: a real HTTP server on loopback that speaks the Hugging Face Hub routes localllm uses.
 
-    python tests/hub_standin.py ROOT     # serves ROOT/<owner>/<repo>/<file>; prints "PORT <n>" when ready
+    python tests/hub_standin.py ROOT [PORT] [--connection-rate BYTES_PER_S]
+        serves ROOT/<owner>/<repo>/<file>; prints "PORT <n>" when ready. --connection-rate (or
+        HUB_STANDIN_CONNECTION_RATE) caps each connection at that many bytes a second, as a CDN caps one
+        connection: more connections get more.
 
 Routes, in the Hub's wire format:
   POST /api/models/<owner>/<repo>/paths-info/<revision>   (form: paths=...)  → [{type, path, size, oid, lfs}]
   GET  /api/models/<owner>/<repo>[/revision/<revision>]                      → {id, sha, siblings}
   GET|HEAD /<owner>/<repo>/resolve/<revision>/<file>   with Range requests, ETag / X-Linked-Etag, X-Repo-Commit,
                                                        X-Linked-Size; errors carry X-Error-Code like the Hub's.
-Test controls (not part of the Hub): POST /_control with a JSON body of faults; GET /_stats.
+Test controls (not part of the Hub): POST /_control with a JSON body of faults (rate: the link's bytes a second,
+all connections together; connection_rate: each connection's, in place of --connection-rate; ignore_range;
+statuses; drop_after; corrupt_from; serve_size: answer as if the file had that many bytes; gated; tokens);
+GET /_stats: bytes_served, and each request with its Range, the client's port (one per connection) and the body
+bytes it was sent.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
-import sys
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class State:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, connection_rate: int | None = None) -> None:
         self.root = root
+        self.connection_rate = connection_rate
+        """Bytes a second for each connection; a ``connection_rate`` fault overrides it (0: no cap)."""
+        self.link_free_at = 0.0
         self.lock = threading.Lock()
         self.hashes: dict[Path, tuple[str, str]] = {}
         self.faults: dict = {}
@@ -82,10 +94,16 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def record(self) -> None:
+        self.entry: dict[str, Any] = {
+            "method": self.command, "path": self.path, "range": self.headers.get("Range"),
+            "auth": self.headers.get("Authorization") is not None, "client": self.client_address[1], "bytes": 0}
         with self.state.lock:
-            self.state.requests.append({"method": self.command, "path": self.path,
-                                        "range": self.headers.get("Range"),
-                                        "auth": self.headers.get("Authorization") is not None})
+            self.state.requests.append(self.entry)
+
+    def count(self, sent: int) -> None:
+        with self.state.lock:
+            self.state.bytes_served += sent
+            self.entry["bytes"] += sent
 
     # -- routes ----------------------------------------------------------------------------------------------------
     def do_POST(self) -> None:
@@ -154,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
             self.hub_error(404, "EntryNotFound", f"{name} does not exist")
             return
         sha256, _ = self.state.digests(file)
-        size = file.stat().st_size
+        size = min(file.stat().st_size, faults.get("serve_size", file.stat().st_size))  # a file that changed
         start, end = 0, size - 1
         status = 200
         wanted = self.headers.get("Range")
@@ -183,8 +201,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         drop_after = faults.pop("drop_after", None)
         rate = faults.get("rate")
+        connection_rate = faults.get("connection_rate", self.state.connection_rate)
         sent = 0
-        started = time.monotonic()
         with file.open("rb") as handle:
             handle.seek(start)
             remaining = end - start + 1
@@ -199,8 +217,7 @@ class Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.close_connection = True
                     self.connection.shutdown(2)
-                    with self.state.lock:
-                        self.state.bytes_served += len(block)
+                    self.count(len(block))
                     return
                 try:
                     self.wfile.write(block)
@@ -208,18 +225,45 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 sent += len(block)
                 remaining -= len(block)
-                with self.state.lock:
-                    self.state.bytes_served += len(block)
+                self.count(len(block))
+                if connection_rate:
+                    self.pace(len(block), connection_rate)
                 if rate:
-                    ahead = sent / rate - (time.monotonic() - started)
-                    if ahead > 0:
-                        time.sleep(ahead)
+                    self.pace_link(len(block), rate)
+
+    def pace(self, sent: int, rate: int) -> None:
+        """Hold this connection (one handler serves every request on it) to ``rate`` bytes a second, with no credit
+        for the time it spent idle between requests."""
+        now = time.monotonic()
+        self.free_at = max(getattr(self, "free_at", now), now - 0.05) + sent / rate
+        if self.free_at > now:
+            time.sleep(self.free_at - now)
+
+    def pace_link(self, sent: int, rate: int) -> None:
+        """Hold all connections together to ``rate`` bytes a second, as one link of that speed would."""
+        with self.state.lock:
+            now = time.monotonic()
+            self.state.link_free_at = max(self.state.link_free_at, now - 0.05) + sent / rate
+            wait = self.state.link_free_at - now
+        if wait > 0:
+            time.sleep(wait)
 
 
-def main() -> None:
-    Handler.state = State(Path(sys.argv[1]))
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2]) if len(sys.argv) > 2 else 0), Handler)
-    server.daemon_threads = True
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # parallel downloads open several connections at once
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="a local Hugging Face Hub stand-in")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("port", type=int, nargs="?", default=0)
+    parser.add_argument("--connection-rate", type=int,
+                        default=int(os.environ.get("HUB_STANDIN_CONNECTION_RATE") or 0),
+                        help="bytes a second for each connection (default: HUB_STANDIN_CONNECTION_RATE, or no cap)")
+    args = parser.parse_args(argv)
+    Handler.state = State(args.root, args.connection_rate or None)
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import cli_executable, run_cli
 from hub_fixture import FILE, REPO, start_hub, write_header_only_gguf
 
+from localllm.store.transfer import present
+
 URI = f"hf://{REPO}/{FILE}"
 NAME = FILE.removesuffix(".gguf").lower()
 SIZE_MIB = 1024 * 1024
@@ -45,11 +47,11 @@ def kill_pull_part_way(home, hub, at_least: int):
     """Start a throttled pull, SIGKILL it once its partial file holds ``at_least`` bytes; return that file."""
     hub.control(rate=15_000_000)
     env = {**os.environ, **hub.env(), "LOCALLLM_HOME": str(home)}
-    process = subprocess.Popen([cli_executable(), "pull", URI], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([cli_executable(), "pull", URI, "--connections", "1"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     partial = installed_path(home).with_name(FILE + ".partial")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not partial.exists() or partial.stat().st_size < at_least):
+    while time.monotonic() < deadline and present(installed_path(home)) < at_least:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -89,7 +91,8 @@ def test_catalog_name_without_quant_picks_one_and_says_why(home, hub, bundled_mo
 
 def test_sigkill_half_way_then_pull_resumes(home, hub, bundled_model, bundled_sha256):
     partial = kill_pull_part_way(home, hub, 40 * SIZE_MIB)
-    have = partial.stat().st_size
+    have = present(installed_path(home))
+    assert partial.stat().st_size == bundled_model.stat().st_size  # preallocated: each piece at its offset
     total = bundled_model.stat().st_size
     assert 40 * SIZE_MIB <= have < total
     listed = json.loads(run_cli("downloads", "--json", home=home).stdout_text)

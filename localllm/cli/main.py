@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull = commands.add_parser("pull", help="download a model: NAME[:QUANT] from the catalog or hf://OWNER/REPO/FILE")
     pull.add_argument("model", help="e.g. qwen2.5-1.5b-instruct:q4_k_m, or hf://OWNER/REPO/FILE.gguf")
     pull.add_argument("--max-rate", help="bandwidth cap, e.g. 5M (bytes per second; K, M, G or Ki, Mi, Gi)")
+    pull.add_argument("--connections", metavar="N",
+                      help="parallel ranged connections (default: one per piece of the file, up to 8; 1 for a "
+                      "single stream)")
     pull.add_argument("--force", action="store_true", help="download even if the model will not fit this machine")
     pull.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
                       help="ollama: pull NAME[:TAG] into the Ollama server instead (default: localllm's own store)")

@@ -28,6 +28,18 @@ def parse_rate(text: str | None) -> int | None:
     return value
 
 
+def parse_connections(text: str | None) -> int | None:
+    """``--connections N``: a whole number from 1 to the transfer's limit; None lets the transfer choose."""
+    from localllm.store.transfer import MAX_CONNECTIONS
+
+    if text is None:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_CONNECTIONS:
+        raise UsageError(f"--connections {text!r} is not a number of connections from 1 to {MAX_CONNECTIONS}",
+                         hint="for example --connections 4; 1 downloads over a single connection")
+    return int(text)
+
+
 def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.hardware.detect import detect_hardware
     from localllm.tasks.models import catalog_rows
@@ -99,6 +111,7 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks.models import pull, resolve_pull
 
     max_rate = parse_rate(args.max_rate)
+    connections = parse_connections(args.connections)
     report = detect_hardware(include_llama_cpp="if-gpu")
     target = resolve_pull(settings, args.model, report)
     note(f"{target.name}: {target.remote.repo}/{target.remote.path} ({human_size(target.remote.size)}), "
@@ -111,6 +124,7 @@ def pull_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with _ProgressBar(target.name) as bar:
             result = pull(settings, target, report, force=args.force, progress=bar, max_rate=max_rate,
+                          connections=connections,
                           on_wait=lambda who: note(f"{who} is downloading this model; waiting for it to finish"),
                           on_plan=on_plan)
     except WontFit as error:
@@ -132,8 +146,8 @@ def _pull_on_ollama(args: argparse.Namespace, settings: Settings) -> int:
     """The Ollama server downloads; the same progress bar shows its bytes over all layers."""
     from localllm.tasks.backends import pull_on_ollama
 
-    if args.max_rate or args.force:
-        raise UsageError("--max-rate and --force apply to localllm's own downloads",
+    if args.max_rate or args.force or args.connections:
+        raise UsageError("--max-rate, --connections and --force apply to localllm's own downloads",
                          hint="Ollama's server manages its pulls; drop them with --backend ollama")
     with _ProgressBar(args.model) as bar:
         name = pull_on_ollama(settings, args.model, progress=bar, status=note)

@@ -169,8 +169,7 @@ def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullT
 
 
 def check_disk(settings: Settings, pull: PullTarget) -> None:
-    have = transfer.partial_path(pull.target)
-    already = have.stat().st_size if have.exists() and transfer.read_record(pull.target) else 0
+    already = transfer.present(pull.target)
     needed = pull.remote.size - already
     folder = pull.target.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,17 +196,18 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
          progress: transfer.ProgressCallback | None = None, max_rate: int | None = None,
          on_wait: Callable[[str], None] | None = None,
          on_plan: Callable[[LoadPlan], None] | None = None,
-         cancel: threading.Event | None = None) -> PullResult:
+         cancel: threading.Event | None = None, connections: int | None = None) -> PullResult:
     """Check disk and fit, then download, verify and install, all under the file's lock.
 
     Setting ``cancel`` stops the download with TransferCancelled and keeps the partial file, so a later pull resumes.
+    ``connections``: parallel ranged requests (None: the transfer's default for the file's size).
 
     A second process pulling the same file waits for the first and then finds the model installed.
     The fit is judged from the file's own header, fetched before the download (and kept as its first bytes).
     """
     try:
         return _pull(settings, target, report, force=force, progress=progress, max_rate=max_rate, on_wait=on_wait,
-                     on_plan=on_plan, cancel=cancel)
+                     on_plan=on_plan, cancel=cancel, connections=connections)
     except OSError as exc:
         import errno
 
@@ -222,7 +222,7 @@ def pull(settings: Settings, target: PullTarget, report: HardwareReport, *, forc
 def _pull(settings: Settings, target: PullTarget, report: HardwareReport, *, force: bool,
           progress: transfer.ProgressCallback | None, max_rate: int | None,
           on_wait: Callable[[str], None] | None, on_plan: Callable[[LoadPlan], None] | None,
-          cancel: threading.Event | None) -> PullResult:
+          cancel: threading.Event | None, connections: int | None) -> PullResult:
     lock = transfer.TransferLock(target.target)
     if not lock.try_acquire():
         if on_wait:
@@ -244,7 +244,8 @@ def _pull(settings: Settings, target: PullTarget, report: HardwareReport, *, for
             on_plan(plan)
         started = time.perf_counter()
         result = transfer.download(target.target, target.remote, headers=hub.auth_headers(), progress=progress,
-                                   max_rate=max_rate, cancel=cancel, timeout=settings.request_timeout)
+                                   max_rate=max_rate, cancel=cancel, timeout=settings.request_timeout,
+                                   connections=connections)
         seconds = time.perf_counter() - started
         write_manifest(target.target, Manifest(
             name=target.name, quant=target.quant or info.quant,
@@ -368,9 +369,9 @@ def partial_downloads(settings: Settings) -> list[PartialDownload]:
         else:
             active = lock.holder()
         found.append(PartialDownload(
-            target=target, have=partial.stat().st_size, size=record.size if record else 0,
-            source=f"hf://{record.repo}/{record.path}" if record else "unknown", started=record.started if record
-            else "", active=active))
+            target=target, have=transfer.present(target) if record else partial.stat().st_size,
+            size=record.size if record else 0, source=f"hf://{record.repo}/{record.path}" if record else "unknown",
+            started=record.started if record else "", active=active))
     return found
 
 
