@@ -261,6 +261,48 @@ def test_a_backend_without_embeddings_or_raw_text_says_so():
         assert raw.status_code == 501 and "backend ollama cannot continue raw text" in raw.json()["error"]["message"]
 
 
+def test_a_stream_gathers_the_tokens_made_while_it_waits_and_ends_without_waiting():
+    """The engine's hand-over from the generating thread: the first piece at once, then what was made during each
+    interval in one event, every piece in order, and the end as soon as it comes."""
+    import asyncio
+
+    from localllm.core.chunks import FinalChunk, TextChunk, Timings, Usage
+    from localllm.server.engine import Handover, merged
+
+    async def consume(tokens: int, gap: float, interval: float) -> tuple[list[list], float, float]:
+        loop = asyncio.get_running_loop()
+        handover = Handover(loop)
+        finished = []
+
+        def produce() -> None:
+            for index in range(tokens):
+                handover.put(TextChunk(f"{index} "))
+                time.sleep(gap)
+            finished.append(loop.time())
+            handover.put(FinalChunk("stop", Usage(5, tokens), Timings(None, 0.0, 0.0)), last=True)
+
+        thread = threading.Thread(target=produce)
+        started = loop.time()
+        thread.start()
+        batches: list[list] = []
+        next_event = None
+        while not batches or not isinstance(batches[-1][-1], FinalChunk):
+            batches.append(merged(await handover.take(next_event)))
+            next_event = loop.time() + interval
+        ended = loop.time()
+        thread.join()
+        return batches, finished[0] - started, ended - finished[0]
+
+    batches, producing, _ = asyncio.run(consume(40, 0.002, 0.05))
+    assert batches[0] == [TextChunk("0 ")]
+    texts = [item.text for batch in batches for item in batch if isinstance(item, TextChunk)]
+    assert "".join(texts) == "".join(f"{index} " for index in range(40))
+    assert len(batches) <= producing / 0.05 + 3  # an event an interval, not one a token
+    assert all(len([item for item in batch if isinstance(item, TextChunk)]) <= 1 for batch in batches)
+    _, _, lag = asyncio.run(consume(5, 0.0, 0.5))
+    assert lag < 0.25  # the end did not wait out the interval
+
+
 def test_another_address_without_a_key_is_refused(tmp_path):
     done = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
     assert done.returncode == 2

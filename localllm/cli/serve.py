@@ -27,6 +27,9 @@ def add_serve_args(commands) -> argparse.ArgumentParser:
                             "LOCALLLM_SERVE_KEY")
     serve.add_argument("--queue", type=int, default=8, metavar="N",
                        help="requests that may wait for the model (default 8); more get 503 with Retry-After")
+    serve.add_argument("--stream-interval", type=float, default=50.0, metavar="MS",
+                       help="a streamed answer's events at most this often (default 50 ms): the first piece at once, "
+                            "the next ones gathered meanwhile; 0: an event per token")
     serve.add_argument("--embedding-ctx", type=int, default=EMBEDDING_CTX, metavar="N",
                        help=f"window of the model instance loaded for /v1/embeddings and /api/embed (default "
                             f"{EMBEDDING_CTX}); a longer text is refused")
@@ -48,6 +51,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8000")
     if args.queue < 0:
         raise UsageError("--queue must be 0 or more", hint="e.g. --queue 8")
+    if not 0 <= args.stream_interval <= 10_000:
+        raise UsageError(f"--stream-interval {args.stream_interval:g} is out of range",
+                         hint="use 0 (an event per token) to 10000 ms, e.g. --stream-interval 50")
     if not 16 <= args.embedding_ctx <= 1 << 20:
         raise UsageError(f"--embedding-ctx {args.embedding_ctx} is not a usable window",
                          hint=f"use 16 or more, e.g. --embedding-ctx {EMBEDDING_CTX}")
@@ -63,7 +69,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     served_log.setLevel(logging.INFO)
     served_log.propagate = False
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        engine = Engine(loaded, max_queue=args.queue, embedder=embedder_for(settings, loaded, args.embedding_ctx))
+        engine = Engine(loaded, max_queue=args.queue, embedder=embedder_for(settings, loaded, args.embedding_ctx),
+                        stream_interval=args.stream_interval / 1000)
         app = build_app(engine, options, key)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))

@@ -8,11 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localllm.core.chunks import Chunk, FinalChunk
+from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk
 from localllm.core.errors import BackendUnavailable, ContextOverflow, LocalLLMError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
@@ -21,6 +22,10 @@ from localllm.core.tools import ToolSpec
 logger = logging.getLogger("localllm.serve")
 DEFAULT_QUEUE = 8
 """Requests that may wait for the model beyond the one it is answering; more get 503 with Retry-After."""
+STREAM_INTERVAL = 0.05
+"""Seconds between a streamed answer's events at most: the first piece goes at once, the pieces generated while
+one event is sent and this time runs go together in the next. Per-token events cost the server and the client a
+wake-up and a parse each, time taken from decoding where llama.cpp uses every core; 0 sends each token alone."""
 
 
 class ApiError(Exception):
@@ -46,6 +51,70 @@ def api_error(error: BaseException) -> ApiError:
     return ApiError(500, f"the model failed: {type(error).__name__}: {error}", "api_error")
 
 
+class Handover:
+    """Chunks from the generating thread to the event loop. The loop is woken for the first chunk it waits for and
+    for the answer's end, not for each chunk: while it sends, or waits out the stream interval, chunks gather
+    without a wake-up each (a wake-up costs both threads time that decoding needs where every core decodes)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_for_any = True
+        self._ending = False
+        """The answer's last item (its final chunk, an error, the end) is in."""
+
+    def put(self, item: Any, last: bool = False) -> None:
+        """From the generating thread."""
+        with self._lock:
+            self._items.append(item)
+            self._ending = self._ending or last
+            waiter = self._waiter if self._wake_for_any or last else None
+            if waiter is not None:
+                self._waiter = None
+        if waiter is not None:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+
+    async def take(self, not_before: float | None = None) -> list[Any]:
+        """On the event loop: every item handed over so far. Waits for one if there is none, and for more until
+        ``not_before`` (the loop's time), unless the answer ends first."""
+        loop = self._loop
+        while True:
+            with self._lock:
+                if self._items and (self._ending or not_before is None or loop.time() >= not_before):
+                    items = list(self._items)
+                    self._items.clear()
+                    return items
+                waiter = self._waiter = loop.create_future()
+                self._wake_for_any = not self._items
+            timer = None if self._wake_for_any or not_before is None else loop.call_at(not_before, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def merged(items: list[Any]) -> list[Any]:
+    """Consecutive text (or thinking) pieces as one: a stream event for each gathered piece, not each token."""
+    out: list[Any] = []
+    for item in items:
+        last = out[-1] if out else None
+        if isinstance(item, TextChunk) and isinstance(last, TextChunk):
+            out[-1] = TextChunk(last.text + item.text)
+        elif isinstance(item, ThinkingChunk) and isinstance(last, ThinkingChunk):
+            out[-1] = ThinkingChunk(last.text + item.text)
+        else:
+            out.append(item)
+    return out
+
+
 @dataclass
 class Request:
     messages: list[Message]
@@ -58,11 +127,12 @@ class Request:
 
 class Engine:
     def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE,
-                 embedder: Callable[[], Any] | None = None) -> None:
+                 embedder: Callable[[], Any] | None = None, stream_interval: float = STREAM_INTERVAL) -> None:
         """``embedder`` loads the backend that computes embeddings (called once, at the first request for them);
         None: this server computes none."""
         self.loaded = loaded
         self.max_queue = max_queue
+        self.stream_interval = stream_interval
         self._load_embedder = embedder
         self._embedder: Any = None
         self._turn = asyncio.Lock()
@@ -118,41 +188,45 @@ class Engine:
 
     async def _generate(self, request: Request) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        handover = Handover(loop)
         stop = threading.Event()
         done = object()
 
         def produce() -> None:
             try:
                 with self._model:
-                    self._produce(request, loop, queue, stop)
+                    self._produce(request, handover, stop)
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which turns it into an answer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
+                handover.put(exc, last=True)
             finally:
-                loop.call_soon_threadsafe(queue.put_nowait, done)
+                handover.put(done, last=True)
 
         thread = threading.Thread(target=produce, name="serve-generation", daemon=True)
         thread.start()
+        next_event: float | None = None
         try:
             while True:
-                item = await queue.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise api_error(item)
-                yield item
+                # The first piece goes at once; the next ones gather until the interval has passed since an event
+                # was last sent (or the answer ends).
+                for item in merged(await handover.take(next_event)):
+                    if item is done:
+                        return
+                    if isinstance(item, BaseException):
+                        raise api_error(item)
+                    yield item
+                next_event = loop.time() + self.stream_interval if self.stream_interval > 0 else None
         finally:
             stop.set()  # the client went away, or the answer ended: either way the thread ends at its next chunk
             if thread.is_alive():
                 self.loaded.backend.interrupt()  # a prompt still being read is given up within a step
             await asyncio.to_thread(thread.join, 30)
 
-    def _produce(self, request: Request, loop, queue, stop: threading.Event) -> None:
+    def _produce(self, request: Request, handover: Handover, stop: threading.Event) -> None:
         chunks = self._chunks(request)
         produced = 0
         try:
             for chunk in chunks:
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                handover.put(chunk, last=isinstance(chunk, FinalChunk))
                 produced += 1
                 if stop.is_set():
                     logger.info("the client went away: its answer was stopped after %d chunks", produced)
