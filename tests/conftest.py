@@ -29,6 +29,19 @@ def settings_for(home: Path, **values) -> Settings:
                     **values)
 
 
+@pytest.fixture(autouse=True)
+def localllm_logger_restored():
+    """A test that runs the CLI's main() in this process gets its notes handler, which stops the "localllm" logger
+    from propagating: later tests' caplog would then see nothing. Each test leaves the logger as it found it."""
+    import logging
+
+    logger = logging.getLogger("localllm")
+    handlers, propagate, level = list(logger.handlers), logger.propagate, logger.level
+    yield
+    logger.handlers[:] = handlers
+    logger.propagate, logger.level = propagate, level
+
+
 @pytest.fixture(scope="session", autouse=True)
 def build_verdict(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The llama.cpp self-check's verdict for this build on this CPU, reached once per test session (on a CPU where
