@@ -215,7 +215,7 @@ class LocalLLMApp(App):
         if focus and len(self.screen_stack) == 1 and self.screen.focused is None:
             tabs = self.query(TabbedContent)
             if tabs and tabs.first().active:
-                self.call_after_refresh(self._focus_pane, tabs.first().active)
+                self._focus_pane(tabs.first().active)  # now: the keys typed after the click come next
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.all_bindings(), self.preferences.keys))
