@@ -149,6 +149,22 @@ def test_a_file_that_changes_on_the_server_is_a_clear_error_and_keeps_the_partia
     assert present(installed(home)) == have and not installed(home).exists()
 
 
+def test_a_partial_file_from_before_pieces_is_resumed_not_refetched(home, hub, small_model):
+    """A partial download left by a version that wrote one stream: its bytes are the file's start."""
+    target = installed(home)
+    target.parent.mkdir(parents=True)
+    with small_model.open("rb") as source:
+        target.with_name(FILE + ".partial").write_bytes(source.read(5 * MIB))
+    target.with_name(FILE + ".partial.json").write_text(json.dumps({
+        "url": f"{hub.url}/{REPO}/resolve/main/{FILE}", "repo": REPO, "path": FILE, "revision": "main",
+        "size": SIZE, "sha256": sha256(small_model), "started": "2025-01-01T00:00:00+00:00"}))
+    assert present(target) == 5 * MIB
+    done = pull(home, hub, "--connections", str(CONNECTIONS))
+    assert done.returncode == 0, done.stderr_text
+    assert "resumed at 5.00 MiB" in done.stderr_text and sha256(target) == sha256(small_model)
+    assert hub.stats()["bytes_served"] == SIZE - 5 * MIB  # the header came from the partial file too
+
+
 @pytest.mark.parametrize("value", ["0", "x", "33", "-2"])
 def test_bad_connections_is_one_line(home, hub, value):
     done = pull(home, hub, f"--connections={value}")

@@ -65,9 +65,13 @@ def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr: bytes, speed and time left."""
+    """A rich progress bar on stderr: bytes, speed and time left. Only on a terminal: in a pipe or a log it would
+    be one line of bar at the end, which the summary line says better (and rich's progress costs 0.1 s to load)."""
 
     def __init__(self, label: str) -> None:
+        self.progress = None
+        if not sys.stderr.isatty():
+            return
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -92,16 +96,18 @@ class _ProgressBar:
     def __call__(self, done: int, total: int) -> None:
         # Called for every block received; ten updates a second are plenty for the eye and cost nothing.
         now = time.monotonic()
-        if now - self.last >= 0.1 or done >= total:
+        if self.progress is not None and (now - self.last >= 0.1 or done >= total):
             self.last = now
             self.progress.update(self.task, completed=done, total=total)
 
     def __enter__(self) -> _ProgressBar:
-        self.progress.start()
+        if self.progress is not None:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
 
 
 def pull_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 from localllm.core.errors import LocalLLMError
 from localllm.store.hub import HubError, HubFile
 from localllm.store.pieces import (
+    BINARY,
     BLOCK,
     Hasher,
     PieceMap,
@@ -26,12 +27,15 @@ from localllm.store.pieces import (
     Stopped,
     TransferCancelled,
     TransferFailed,
+    WriteError,
     write_at,
 )
 
 RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 JOIN_GRACE = 10.0
 """Seconds to wait for the connections to put down their blocks after a stop, before leaving them be."""
+FLUSH_EVERY = 64 * 1024 * 1024
+"""Bytes written between two flushes to disk while the download runs, so the last fsync has little left to do."""
 
 
 def http_failure(status: int, headers, url: str) -> LocalLLMError | None:
@@ -127,6 +131,8 @@ class Fetch:
         self.present = pieces.present()
         self.transferred = 0
         self.fd = -1
+        self.received = threading.Event()
+        """Set when no connection is running any more: the flusher stops."""
 
     # -- the calling thread ----------------------------------------------------------------------------------------
     def run(self) -> str:
@@ -135,23 +141,29 @@ class Fetch:
         missing = [index for index in range(self.pieces.count) if not self.pieces.complete(index)]
         threads = [threading.Thread(target=self._connection, args=(number == 0,), name=f"download-{number}",
                                     daemon=True) for number in range(min(self.connections, len(missing)))]
-        self.fd = os.open(self.partial, os.O_WRONLY)
+        flusher = threading.Thread(target=self._flush, name="flush", daemon=True)
+        self.fd = os.open(self.partial, os.O_WRONLY | BINARY)
         self.pieces.open()
         try:
             self.hasher.start()
             for thread in threads:
                 thread.start()
+            flusher.start()
             for thread in threads:
                 while thread.is_alive():
-                    thread.join(0.25)  # wakes for Ctrl-C
+                    thread.join(0.1)  # wakes for Ctrl-C, and for a cancel
+                    if self._cancelled():
+                        self._halt()  # connections blocked on a slow server wake now, not after their block
+            self.received.set()
             if self.error is None and not self._cancelled():
-                os.fsync(self.fd)  # while the hash catches up with the last pieces
+                self._fsync()  # while the hash catches up with the last pieces
         except BaseException:
             self._halt()
             raise
         finally:
+            self.received.set()
             self._halt_hasher_unless_done()
-            if self._join(threads):  # a connection still writing keeps its descriptors
+            if self._join([*threads, flusher]):  # a connection still writing keeps its descriptors
                 os.close(self.fd)
                 self.pieces.close()
         if self.error is not None:
@@ -169,13 +181,32 @@ class Fetch:
             raise TransferFailed(f"cannot read {self.partial} back to hash it: {exc.strerror or exc}",
                                  hint="pull again to resume") from None
 
+    def _flush(self) -> None:
+        """Flush the file to disk every FLUSH_EVERY bytes while the connections run: the disk works alongside
+        the network instead of after it."""
+        flush = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
+        flushed = self.present
+        while not self.received.wait(0.1):
+            if self.present - flushed >= FLUSH_EVERY:
+                flushed = self.present
+                try:
+                    flush(self.fd)
+                except OSError:
+                    return  # the last fsync reports it
+
+    def _fsync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise WriteError(self.partial, exc) from None
+
     def _cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
     def _halt(self) -> None:
         self.stop.set()
         self.probed.set()
-        self.hasher.finish.set()
+        self.hasher.abandon.set()
         self.hasher.progressed.set()
         with self.lock:
             reading = list(self.reading)

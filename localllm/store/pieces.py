@@ -27,6 +27,18 @@ BLOCK = 512 * 1024
 HASH_BLOCK = 8 * MIB
 MAX_CONNECTIONS = 32
 _SLOT = struct.Struct("<Q")
+_SEEK_LOCK = threading.Lock()
+BINARY = getattr(os, "O_BINARY", 0)
+"""Windows opens descriptors in text mode without it."""
+
+
+def pwrite(fd: int, data, offset: int) -> int:
+    """os.pwrite, or a seek and a write under a lock where the platform has no pwrite (Windows)."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, data, offset)
+    with _SEEK_LOCK:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.write(fd, data)
 
 
 def piece_size(size: int) -> int:
@@ -76,7 +88,7 @@ class PieceMap:
         self.path.write_bytes(b"".join(_SLOT.pack(value) for value in self.done))
 
     def open(self) -> None:
-        self.fd = os.open(self.path, os.O_WRONLY)
+        self.fd = os.open(self.path, os.O_WRONLY | BINARY)
 
     def close(self) -> None:
         if self.fd is not None:
@@ -112,14 +124,14 @@ class PieceMap:
             index = offset // self.piece
             taken = min(count, self.start(index) + self.length(index) - offset)
             self.done[index] = offset + taken - self.start(index)
-            os.pwrite(self.fd, _SLOT.pack(self.done[index]), index * _SLOT.size)
+            pwrite(self.fd, _SLOT.pack(self.done[index]), index * _SLOT.size)
             offset += taken
             count -= taken
 
     def reset(self) -> None:
         assert self.fd is not None
         self.done = [0] * self.count
-        os.pwrite(self.fd, bytes(self.count * _SLOT.size), 0)
+        pwrite(self.fd, bytes(self.count * _SLOT.size), 0)
 
 
 class RateLimiter:
@@ -156,6 +168,9 @@ class Hasher(threading.Thread):
         self.lock = lock
         self.progressed = threading.Event()
         self.finish = threading.Event()
+        """Hash to the end of what is present, then stop."""
+        self.abandon = threading.Event()
+        """Stop now: the download stopped (cancel, Ctrl-C, an error) and its hash is not wanted."""
         self.generation = 0
         self.digest = hashlib.sha256()
         self.position = 0
@@ -183,7 +198,7 @@ class Hasher(threading.Thread):
         buffer = bytearray(HASH_BLOCK)
         generation = self.generation
         with self.path.open("rb", buffering=0) as handle:
-            while True:
+            while not self.abandon.is_set():
                 with self.lock:
                     if generation != self.generation:
                         generation, self.digest, self.position = self.generation, hashlib.sha256(), 0
@@ -225,7 +240,7 @@ class WriteError(TransferFailed):
 def write_at(fd: int, view: memoryview, offset: int, path: Path) -> None:
     try:
         while view:
-            written = os.pwrite(fd, view, offset)
+            written = pwrite(fd, view, offset)
             view, offset = view[written:], offset + written
     except OSError as exc:
         raise WriteError(path, exc) from None
