@@ -376,7 +376,7 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
     record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2)
 
 
-def bench_serve_run(rounds: int = 9, tokens: int = 128) -> None:
+def bench_serve_run(rounds: int = 15, tokens: int = 128) -> None:
     """`localllm serve` streamed through the official openai client against `localllm run`, same model, threads,
     window, prompt and greedy preset; serve as it streams by default, and with an event per token."""
     from serve_stream import SERVE_DEFAULT, SERVE_PER_TOKEN, measure_against_run

@@ -156,7 +156,7 @@ def through_run(model: Path, tokens: int, threads: int, env: dict[str, str]) -> 
 SERVE_DEFAULT, SERVE_PER_TOKEN = "localllm serve", "localllm serve --stream-interval 0"
 
 
-def measure_against_run(model: Path, rounds: int = 9, tokens: int = 128, threads: int = 2
+def measure_against_run(model: Path, rounds: int = 15, tokens: int = 128, threads: int = 2
                         ) -> tuple[dict[str, float], dict[str, list[float]]]:
     """Tokens/s for `localllm run` and for `localllm serve` through the openai client, as it streams by default
     and with an event per token (--stream-interval 0), rounds interleaved (the order turns each round): (medians,

@@ -52,8 +52,8 @@ def api_error(error: BaseException) -> ApiError:
 
 
 class Handover:
-    """Chunks from the generating thread to the event loop. The loop is woken for the first chunk it waits for and
-    for the answer's end, not for each chunk: while it sends, or waits out the stream interval, chunks gather
+    """Chunks from the generating thread to the event loop. The loop is woken by a chunk only when it waits for one
+    with the stream interval over, and by the answer's end: while it sends, or the interval runs, chunks gather
     without a wake-up each (a wake-up costs both threads time that decoding needs where every core decodes)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -82,13 +82,14 @@ class Handover:
         loop = self._loop
         while True:
             with self._lock:
-                if self._items and (self._ending or not_before is None or loop.time() >= not_before):
+                due = not_before is None or loop.time() >= not_before
+                if self._items and (self._ending or due):
                     items = list(self._items)
                     self._items.clear()
                     return items
                 waiter = self._waiter = loop.create_future()
-                self._wake_for_any = not self._items
-            timer = None if self._wake_for_any or not_before is None else loop.call_at(not_before, _wake, waiter)
+                self._wake_for_any = due  # before then, only the answer's end (or the time) wakes it
+            timer = None if due or not_before is None else loop.call_at(not_before, _wake, waiter)
             try:
                 await waiter
             finally:
