@@ -234,7 +234,10 @@ def test_over_long_completions_and_out_of_range_values_are_400s(server):
                                        messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="top_p must be a number from 0 to 1"):
         client.completions.create(model="m", prompt="hi", max_tokens=4, top_p=1.5)
-    with pytest.raises(openai.BadRequestError, match="token ids are not supported"):
+    with pytest.raises(openai.BadRequestError, match="temperature must be a number from 0 to 2"):
+        client.chat.completions.create(model="m", max_tokens=4, temperature=3,
+                                       messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="prompt given as token ids is not supported"):
         client.completions.create(model="m", prompt=[1, 2, 3], max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="logprobs are not supported"):
         client.completions.create(model="m", prompt="hi", max_tokens=4, logprobs=2)

@@ -71,7 +71,7 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
     """The sampling fields chat and text completions share, checked, as GenerationOptions changes."""
     changes: dict[str, Any] = {}
     if body.get("temperature") is not None:
-        changes["temperature"] = number(body["temperature"], "temperature", 0.0, 5.0)
+        changes["temperature"] = number(body["temperature"], "temperature", 0.0, 2.0)  # OpenAI's own range
     if body.get("top_p") is not None:
         changes["top_p"] = number(body["top_p"], "top_p", 0.0, 1.0)
     if body.get("seed") is not None:
@@ -86,17 +86,20 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
     return changes
 
 
+def _texts(raw: Any, field: str) -> list[str]:
+    """A field that holds a text or a list of them (completions' prompt, embeddings' input)."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(item, str) for item in raw):
+        return raw
+    if isinstance(raw, list) and raw and all(isinstance(item, (int, list)) for item in raw):
+        raise ApiError(400, f"{field} given as token ids is not supported: send text")
+    raise ApiError(400, f"{field} must be a string or a non-empty list of strings")
+
+
 def parse_completion(body: dict[str, Any], base: GenerationOptions) -> tuple[list[Request], bool]:
     """/v1/completions: one request per prompt (a string, or a list of them), and whether to echo the prompt."""
-    prompt = body.get("prompt")
-    if isinstance(prompt, str):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        prompts = prompt
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, (int, list)) for p in prompt):
-        raise ApiError(400, "prompts given as token ids are not supported: send the prompt as text")
-    else:
-        raise ApiError(400, "prompt must be a string or a non-empty list of strings")
+    prompts = _texts(body.get("prompt"), "prompt")
     if body.get("suffix"):
         raise ApiError(400, "suffix (text to fill in before) is not supported: send the prompt alone")
     if body.get("logprobs") is not None:
@@ -254,15 +257,7 @@ async def stream_text(engine: Engine, first: AsyncIterator[Chunk], requests: lis
 
 def parse_embeddings(body: dict[str, Any]) -> tuple[list[str], str, int | None]:
     """/v1/embeddings: (the texts, "float" or "base64", the dimensions asked for, if any)."""
-    raw = body.get("input")
-    if isinstance(raw, str):
-        texts = [raw]
-    elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
-        texts = raw
-    elif isinstance(raw, list) and raw and all(isinstance(t, (int, list)) for t in raw):
-        raise ApiError(400, "input given as token ids is not supported: send text")
-    else:
-        raise ApiError(400, "input must be a string or a non-empty list of strings")
+    texts = _texts(body.get("input"), "input")
     if len(texts) > MAX_INPUTS:
         raise ApiError(400, f"input has {len(texts)} texts; at most {MAX_INPUTS} may be sent at once")
     if not all(texts):
