@@ -70,6 +70,9 @@ class _ProgressBar:
 
     def __init__(self, label: str) -> None:
         self.progress = None
+        self.done = self.total = 0
+        self.started = time.monotonic()
+        self.last = 0.0
         if not sys.stderr.isatty():
             return
         from rich.progress import (
@@ -91,10 +94,10 @@ class _ProgressBar:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
                                  Speed(), TimeRemainingColumn(), console=console(stderr=True), transient=False)
         self.task = self.progress.add_task(label, total=None)
-        self.last = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         # Called for every block received; ten updates a second are plenty for the eye and cost nothing.
+        self.done, self.total = done, total
         now = time.monotonic()
         if self.progress is not None and (now - self.last >= 0.1 or done >= total):
             self.last = now
@@ -108,6 +111,13 @@ class _ProgressBar:
     def __exit__(self, *exc: object) -> None:
         if self.progress is not None:
             self.progress.stop()
+
+    def summary(self) -> str:
+        """The size and speed, for the closing line (in a pipe, where no bar was drawn)."""
+        if not self.done:
+            return ""
+        seconds = time.monotonic() - self.started
+        return f" ({human_size(self.done)}" + (f", {human_size(self.done / seconds)}/s)" if seconds > 0 else ")")
 
 
 def pull_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,7 +167,7 @@ def _pull_on_ollama(args: argparse.Namespace, settings: Settings) -> int:
                          hint="Ollama's server manages its pulls; drop them with --backend ollama")
     with _ProgressBar(args.model) as bar:
         name = pull_on_ollama(settings, args.model, progress=bar, status=note)
-    note(f"Ollama has {name}; run it with: localllm run -b ollama -m {name}")
+    note(f"Ollama has {name}{bar.summary()}; run it with: localllm run -b ollama -m {name}")
     print(name)
     return 0
 
