@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from localllm.core.settings import Settings
-
 if TYPE_CHECKING:
+    from localllm.core.settings import Settings
     from localllm.tasks.bench.run import BenchReport, BenchResult
     from localllm.tasks.bench.tune import TuneResult
 
