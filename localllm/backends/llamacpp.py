@@ -24,7 +24,6 @@ from localllm.backends.template_tools import (
     ToolFormat,
     calls_from_reply,
     template_message,
-    template_tools,
     tool_format,
 )
 from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
@@ -42,7 +41,7 @@ from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
 from localllm.core.thinking import no_switch_note
-from localllm.core.tools import ToolSpec
+from localllm.core.tools import ToolSpec, function_specs
 
 if TYPE_CHECKING:
     from localllm.backends.llamacpp_check import BuildVerdict
@@ -276,7 +275,7 @@ class LlamaCppBackend(Backend):
         try:
             if tools:
                 return self._formatter(messages=[template_message(m) for m in messages], switch=switch,
-                                       tools=template_tools(tools))
+                                       tools=function_specs(tools))
             listed = [m.as_dict() for m in messages]
             return self._formatter(messages=listed, switch=switch) if switch else self._formatter(messages=listed)
         except TemplateFailure:

@@ -18,7 +18,7 @@ from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, Thi
 from localllm.core.errors import BackendUnavailable, ContextOverflow, GenerationError, LocalLLMError, ModelNotFound
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
-from localllm.core.tools import ToolCall, ToolSpec, native_call
+from localllm.core.tools import ToolCall, ToolSpec, function_specs, native_call
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 
@@ -238,8 +238,7 @@ class OllamaBackend(Backend):
                                   prompt_tokens=estimated, window=self._n_ctx)
         # Ollama's own switch: true / false, or a level for the models that have levels (gpt-oss).
         think = {"on": True, "off": False}.get(options.think or "", options.think)
-        offered = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                                     "parameters": tool.parameters}} for tool in tools or ()]
+        offered = function_specs(tools or ())
         stream = self.client.chat(self._model, [m.as_dict() for m in messages], stream=True, think=think,
                                   tools=offered or None,
                                   format=dict(options.json_schema) if options.json_schema is not None else None,

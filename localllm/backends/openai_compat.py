@@ -25,7 +25,7 @@ from localllm.core.errors import (
 )
 from localllm.core.messages import Message, tool_results_as_user
 from localllm.core.options import GenerationOptions
-from localllm.core.tools import ToolSpec, native_call
+from localllm.core.tools import ToolSpec, function_specs, native_call
 
 _WINDOW_IN_MESSAGE = re.compile(r"context (?:window|length)[^0-9]{0,20}(\d+)|maximum context length is (\d+)")
 
@@ -244,8 +244,7 @@ class OpenAICompatBackend(Backend):
             "temperature": options.temperature, "top_p": options.top_p,
         }
         if tools:
-            body["tools"] = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                                               "parameters": tool.parameters}} for tool in tools]
+            body["tools"] = function_specs(tools)
             body["tool_choice"] = tool_choice if tool_choice in ("auto", "required") else \
                 {"type": "function", "function": {"name": tool_choice}}
         if options.seed is not None:

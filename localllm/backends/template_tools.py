@@ -126,12 +126,6 @@ def tool_format(template: str) -> ToolFormat | None:
     return None
 
 
-def template_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
-    """The tools as chat templates read them (OpenAI's shape)."""
-    return [{"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                              "parameters": tool.parameters}} for tool in tools]
-
-
 def _literal(text: str) -> str:
     return json.dumps(text)
 

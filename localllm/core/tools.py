@@ -4,6 +4,7 @@ made, and what the call returned. Where tools come from (an MCP server, a Python
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +60,9 @@ def native_call(name: str, arguments: Any, call_id: str = "") -> ToolCall:
         except ValueError:
             arguments = {"_unparsed": arguments}
     return ToolCall(name, arguments if isinstance(arguments, dict) else {"_unparsed": arguments}, id=call_id)
+
+
+def function_specs(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """The tools in OpenAI's `tools` shape, which Ollama's API and chat templates read too."""
+    return [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                              "parameters": tool.parameters}} for tool in tools]

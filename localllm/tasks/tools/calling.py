@@ -34,7 +34,7 @@ from localllm.core.chunks import (
 from localllm.core.errors import UsageError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
-from localllm.core.tools import ToolCall, ToolResult, ToolSpec
+from localllm.core.tools import ToolCall, ToolResult, ToolSpec, function_specs
 
 logger = logging.getLogger("localllm")
 DEFAULT_CHAIN_LIMIT = 5
@@ -116,9 +116,7 @@ class ToolLoop:
             return max(0, backend.count_prompt_tokens(with_instruction(messages, self.tools)) - plain)
         if getattr(backend, "tool_format", None) is not None:  # llama.cpp: the chat template renders them
             return max(0, backend.count_prompt_tokens(messages, self.tools) - plain)
-        offered = [{"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                                     "parameters": tool.parameters}} for tool in self.tools]
-        return backend.count_tokens(json.dumps(offered))  # a server's own rendering: an estimate
+        return backend.count_tokens(json.dumps(function_specs(self.tools)))  # a server's own rendering: an estimate
 
     def chat(self, backend, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         if uses_native_tools(backend, self.choice):
