@@ -50,9 +50,12 @@ class State:
         import llama_cpp
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+        from localllm.backends.grammars import GrammarGate
+
         self.path = path
         self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=STANDIN_WINDOW, verbose=False, n_threads=2)
         llm = self.llm
+        self.gate = GrammarGate(lambda: llm._model.vocab)
         template = llm.metadata.get("tokenizer.chat_template")
         eos = llm._model.token_get_text(llm.token_eos())
         self.formatter = Jinja2ChatFormatter(template=template or "", eos_token=eos, bos_token="")
@@ -204,8 +207,6 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- generation ------------------------------------------------------------------------------------------------
     def generate(self, name: str, body: dict, *, chat: bool) -> None:
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
         state, options = self.state, body.get("options") or {}
         started = time.perf_counter_ns()
         if chat:  # as Ollama, a message without content (a tool call's, from the client) has an empty one
@@ -227,9 +228,9 @@ class Handler(BaseHTTPRequestHandler):
                 "arguments": tool["function"].get("parameters") or {"type": "object"}},
                 "required": ["name", "arguments"]} for tool in body["tools"]]}
         if isinstance(fmt, dict):
-            grammar = LlamaGrammar.from_json_schema(json.dumps(fmt), verbose=False)
+            grammar = state.gate.for_schema(fmt)  # the stand-in's llama.cpp is localllm's: the same gate
         elif fmt == "json":
-            grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            grammar = state.gate.for_schema({"type": "object"})
         predict = int(options.get("num_predict", -1))
         stream = body.get("stream", True)
         faults = dict(state.faults)

@@ -120,15 +120,16 @@ def test_the_real_time_server_is_called_through_the_template_and_its_result_reac
 
 
 def test_every_family_grammar_parses_for_each_choice_and_thinking(family_models, tmp_path):
-    from localllm.core.errors import GenerationError
+    from localllm.backends.grammars import GrammarRefused
 
     with load_model(settings_for(tmp_path), str(family_models["tool-call-tags"])) as loaded:
+        gate = loaded.backend._grammar_gate()
         for family in FAMILIES.values():
             for choice in ("auto", "required", "echo"):
                 for thinking in (None, "tag", "open"):  # llama.cpp parses each (it refuses a broken one)
-                    loaded.backend._grammar_text(family.grammar([ECHO], choice, thinking=thinking))
-        with pytest.raises(GenerationError, match="did not parse"):
-            loaded.backend._grammar_text("root ::= undefined-rule")
+                    gate.for_text(family.grammar([ECHO], choice, thinking=thinking))
+        with pytest.raises(GrammarRefused, match="could not parse"):
+            gate.for_text("root ::= undefined-rule")
 
 
 def test_the_tools_rendered_by_the_template_are_counted_in_each_prompt(family_models, tmp_path):

@@ -85,8 +85,8 @@ class LlamaCppBackend(Backend):
         """The llama_cpp.Llama (llama-cpp-python is imported only when a model loads)."""
         self._formatter: Any = None
         self._eos_token_id: int | None = None
-        self._grammars: dict[str, Any] = {}
-        self.grammar_warnings: list[str] = []
+        self._gate: Any = None
+        """The grammar gate (localllm.backends.grammars), made at the first grammar."""
         self._interrupted = threading.Event()
         self.cache_dir: Path | None = None
         """Where the self-check's verdict is kept; None: the default cache folder."""
@@ -315,9 +315,10 @@ class LlamaCppBackend(Backend):
         opened = opened_in(formatted.prompt)
         if tool_form is not None:
             thinking = "open" if opened else "tag" if "<think>" in getattr(self._formatter, "template", "") else None
-            grammar = self._grammar_text(tool_form.grammar(tools, tool_choice, thinking=thinking))
+            grammar = self._tool_grammar(tool_form, tools, tool_choice, thinking)
         else:
-            grammar = self._grammar(options.json_schema) if options.json_schema is not None else None
+            grammar = self._grammar_gate().for_schema(options.json_schema) if options.json_schema is not None \
+                else None
         stop = [*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])]
         chunks = split_thinking(self._decode(prompt, options, watch, stop, formatted.stopping_criteria, grammar,
                                              options.answer_prefix), opened)
@@ -401,41 +402,35 @@ class LlamaCppBackend(Backend):
         finally:
             native.llama_set_abort_callback(context, native.ggml_abort_callback(0), None)
 
-    def _grammar(self, schema) -> Any:
-        """A GBNF grammar from the JSON schema. llama-cpp-python's response_format quietly falls back to generic
-        JSON when a schema cannot be converted; here the fallback is explicit and recorded, and the caller
-        validates every answer against the schema either way."""
-        import json
+    def _tool_grammar(self, tool_form: ToolFormat, tools: Sequence[ToolSpec], tool_choice: str,
+                      thinking: str | None) -> Any:
+        """The grammar of a reply in the template's tool-call format, through the grammar gate: the tools'
+        schemas as far as llama.cpp can take them, else any JSON object as their arguments."""
+        from localllm.backends.grammars import GrammarRefused
 
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
-
-        # Keys in the schema's own order: the grammar writes an object's properties in that order, and a prompt
-        # may ask for them so (a tool call names the tool before its arguments).
-        key = json.dumps(schema)
-        if key not in self._grammars:
+        gate = self._grammar_gate()
+        dropped: list[str] = []
+        try:
+            grammar = gate.for_text(tool_form.grammar(tools, tool_choice, thinking=thinking, dropped=dropped))
+        except GrammarRefused as why:
+            gate.say(f"the tools' schemas could not be made into a grammar ({why}); a call's arguments are "
+                     "constrained to a JSON object and checked against its tool's schema")
             try:
-                self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
-            except Exception as exc:  # the converter raises plain exceptions for unsupported constructs
-                self.grammar_warnings.append(f"the JSON schema could not be compiled into a grammar ({exc}); "
-                                             "answers are constrained to JSON and validated against the schema")
-                self._grammars[key] = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-        return self._grammars[key]
-
-    def _grammar_text(self, text: str) -> Any:
-        """A GBNF grammar written here, parsed by llama.cpp once before use: llama-cpp-python hands a grammar that
-        does not parse to the sampler chain as a null pointer (a crash at the first token), so it is refused."""
-        import llama_cpp
-        from llama_cpp.llama_grammar import LlamaGrammar
-
-        if text not in self._grammars:
-            vocab = self._require_loaded()._model.vocab
-            sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
-            if not sampler:
+                return gate.for_text(tool_form.grammar(tools, tool_choice, thinking=thinking, loose=True))
+            except GrammarRefused:
                 raise GenerationError("a tool-call grammar did not parse (a bug in localllm)",
-                                      hint="use -o template=chatml to offer the tools by instruction instead")
-            llama_cpp.llama_sampler_free(sampler)
-            self._grammars[text] = LlamaGrammar.from_string(text, verbose=False)
-        return self._grammars[text]
+                                      hint="use -o template=chatml to offer the tools by instruction instead") from None
+        if dropped:
+            gate.say("the tools' schemas' " + "; ".join(dropped) + " cannot be enforced while a call is written: "
+                     "each call is checked against its tool's whole schema")
+        return grammar
+
+    def _grammar_gate(self) -> Any:
+        from localllm.backends.grammars import GrammarGate
+
+        if self._gate is None:
+            self._gate = GrammarGate(lambda: self._require_loaded()._model.vocab)
+        return self._gate
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
                 cached: int = 0) -> Iterator[Chunk]:

@@ -41,17 +41,20 @@ class ToolFormat:
     JSON object."""
     closing: str = ""
 
-    def grammar(self, tools: Sequence[ToolSpec], choice: str, *, thinking: str | None) -> str:
+    def grammar(self, tools: Sequence[ToolSpec], choice: str, *, thinking: str | None,
+                dropped: list[str] | None = None, loose: bool = False) -> str:
         """GBNF for a reply: calls of ``tools`` (of ``choice`` when it names one), and a plain answer too when
         ``choice`` is "auto". ``thinking``: the model may think first ("open": the prompt opened the block; "tag":
-        it may write ``<think>…</think>``; None: it does not think)."""
-        from llama_cpp.llama_grammar import json_schema_to_gbnf
+        it may write ``<think>…</think>``; None: it does not think). The tools' schemas go through the grammar
+        gate (what it leaves out is added to ``dropped``); ``loose``: any JSON object as arguments."""
+        from localllm.backends.grammars import schema_rules
 
         chosen = [tool for tool in tools if choice in ("auto", "required") or tool.name == choice]
         schema = {"anyOf": [{"type": "object",
-                             "properties": {"name": {"const": tool.name}, self.arguments_key: tool.parameters},
+                             "properties": {"name": {"const": tool.name},
+                                            self.arguments_key: {"type": "object"} if loose else tool.parameters},
                              "required": ["name", self.arguments_key]} for tool in chosen]}
-        call_rules = json_schema_to_gbnf(json.dumps(schema), ["name", self.arguments_key])
+        call_rules = schema_rules(schema, ["name", self.arguments_key], dropped)
         # The converter's start rule becomes one call; the rules below are named so the converter cannot make them.
         call_rules = re.sub(r"^root ::=", "tool-call ::=", call_rules, flags=re.MULTILINE)
         if self.style == "tagged":

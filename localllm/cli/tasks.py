@@ -133,8 +133,6 @@ def _batch(args: argparse.Namespace, settings: Settings, messages_for, schema: d
             elif not single_text:
                 sys.stdout.write(json.dumps(result.to_record(key), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
-        for warning in getattr(backend, "grammar_warnings", []):
-            note(f"note: {warning}")
     note(f"{len(rows):,} row(s): {done:,} done, {failed:,} failed; {calls:,} call(s), {tokens_in:,} tokens in, "
          f"{tokens_out:,} out")
     return 1 if failed else 0
