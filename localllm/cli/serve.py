@@ -6,10 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localllm.cli.output import note
 from localllm.core.settings import Settings
+
+if TYPE_CHECKING:
+    from localllm.server.origins import AccessPolicy
 
 EMBEDDING_CTX = 2048
 """The default window of the model instance serve loads for embeddings. A text is embedded in one batch, so its
@@ -25,6 +28,7 @@ def add_serve_args(commands) -> argparse.ArgumentParser:
     serve.add_argument("--api-key", dest="serve_key", metavar="KEY",
                        help="clients must send KEY (Authorization: Bearer KEY, or x-api-key); better: "
                             "LOCALLLM_SERVE_KEY")
+    add_access_args(serve)
     serve.add_argument("--queue", type=int, default=8, metavar="N",
                        help="requests that may wait for the model (default 8); more get 503 with Retry-After")
     serve.add_argument("--stream-interval", type=float, default=50.0, metavar="MS",
@@ -34,6 +38,24 @@ def add_serve_args(commands) -> argparse.ArgumentParser:
                        help=f"window of the model instance loaded for /v1/embeddings and /api/embed (default "
                             f"{EMBEDDING_CTX}); a longer text is refused")
     return serve
+
+
+def add_access_args(parser: argparse.ArgumentParser) -> None:
+    """The Host and Origin allow-lists (localllm/server/origins.py), the same for serve and web."""
+    parser.add_argument("--allow-host", dest="allow_hosts", action="append", default=[], metavar="NAME",
+                        help="a Host name to answer besides localhost, 127.x and [::1] while on loopback "
+                             "(repeatable; config: allowed_hosts)")
+    parser.add_argument("--allow-origin", dest="allow_origins", action="append", default=[], metavar="ORIGIN",
+                        help="a web page origin allowed to call the server, * as a wildcard, e.g. "
+                             "'https://*.example.com' (repeatable; config: allowed_origins; OLLAMA_ORIGINS)")
+
+
+def access_from(args: argparse.Namespace, settings: Settings) -> AccessPolicy:
+    """The AccessPolicy for this command: the flags added to the config's lists and OLLAMA_ORIGINS."""
+    from localllm.server.origins import access_policy
+
+    return access_policy(args.bind, [*settings.allowed_hosts, *args.allow_hosts],
+                         [*settings.allowed_origins, *args.allow_origins])
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,6 +69,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     key = args.serve_key or os.environ.get("LOCALLLM_SERVE_KEY") or None
     check_bind(args.bind, key)
+    access = access_from(args, settings)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8000")
     if args.queue < 0:
@@ -71,7 +94,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
         engine = Engine(loaded, max_queue=args.queue, embedder=embedder_for(settings, loaded, args.embedding_ctx),
                         stream_interval=args.stream_interval / 1000)
-        app = build_app(engine, options, key)
+        app = build_app(engine, options, key, access=access)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
         note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1 (chat/completions, completions, "

@@ -129,6 +129,12 @@ class Settings:
     """Seconds a server may stay silent (before the first token, or between two) before the request fails."""
     keep_alive: str = ""
     """How long Ollama keeps the model loaded after a request (e.g. "5m", "-1" for ever); empty: Ollama's default."""
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+    """Host names `serve` and `web` answer to on loopback besides localhost, 127.x, [::1] and host.docker.internal
+    (`--allow-host` adds to them; LOCALLLM_ALLOWED_HOSTS is comma separated)."""
+    allowed_origins: tuple[str, ...] = field(default_factory=tuple)
+    """Web page origins allowed to call `serve` and `web` besides this machine's pages and apps' schemes, ``*`` as a
+    wildcard (`--allow-origin` and OLLAMA_ORIGINS add to them; LOCALLLM_ALLOWED_ORIGINS is comma separated)."""
     tuned: Tuned | None = None
     """Threads and batch size `localllm bench --tune` measured fastest here (the ``[tuned]`` table); the planner
     uses them where nothing more explicit (``threads``, LOCALLLM_THREADS, -o threads) is set."""
@@ -174,6 +180,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{where}: model_dirs must be a list of folder paths", hint='model_dirs = ["~/models"]')
         return tuple(value)
+    if name in ("allowed_hosts", "allowed_origins"):
+        return _allow_list(name, value, where)
     if name == "discover":
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
@@ -213,6 +221,22 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         if problem:
             raise ConfigError(f"{where}: {name} {value!r} {problem}", hint=f'{name} = "{SERVER_URL_EXAMPLES[name]}"')
     return value
+
+
+def _allow_list(name: str, value: Any, where: str) -> tuple[str, ...]:
+    from localllm.server.origins import host_problem, normal_host, normal_origin, origin_problem
+
+    example = '["mybox.lan"]' if name == "allowed_hosts" else '["https://*.example.com"]'
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: {name} must be a list of strings", hint=f"{name} = {example}")
+    problem_of, normal = (host_problem, normal_host) if name == "allowed_hosts" else (origin_problem, normal_origin)
+    for item in value:
+        problem = problem_of(item)
+        if problem:
+            raise ConfigError(f"{where}: {name} entry {item!r} {problem}", hint=f"{name} = {example}")
+    return tuple(normal(item) for item in value)
 
 
 SERVER_URL_EXAMPLES = {"ollama_host": "http://127.0.0.1:11434", "base_url": "http://127.0.0.1:8000/v1"}

@@ -15,6 +15,7 @@ from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
 from localllm.server import anthropic_api, ollama_api, openai_api
 from localllm.server.engine import ApiError, Engine, Request
+from localllm.server.origins import AccessPolicy, guard
 
 logger = logging.getLogger("localllm.serve")
 MAX_BODY = 8 * 1024 * 1024
@@ -32,7 +33,10 @@ def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
                          hint=f"pass {flag} KEY, or keep the default --host 127.0.0.1")
 
 
-def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = None, max_body: int = MAX_BODY):
+def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = None, max_body: int = MAX_BODY,
+              access: AccessPolicy | None = None):
+    """``access``: the Host and Origin rule in front of every route (serve always passes one; None, for tests that
+    call the app in-process, checks neither)."""
     from starlette.applications import Starlette
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -174,4 +178,5 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/api/embed", endpoint(ollama_embed(False)), methods=["POST"]),
         Route("/api/embeddings", endpoint(ollama_embed(True)), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, middleware=guard(
+        access, lambda path, reason: error_response(path, ApiError(403, reason, "permission_error")), logger))
