@@ -184,7 +184,10 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
             pane = app.pane
             pane.query_one("#code-action", Select).value = "gen"
             await pilot.pause()  # the choice is taken, as a user's would be, before typing
-            pane.query_one("#code-detail", TextArea).load_text("a long Python program: a text adventure game")
+            # A prompt the bundled model answers at its 2,000-token limit (greedy), so Esc lands mid-answer.
+            pane.query_one("#code-detail", TextArea).load_text(
+                "a long Python program: a text adventure game with ten rooms, each room a class with a long "
+                "description")
             await pilot.press("ctrl+r")
             result = pane.query_one("#code-result", StreamingAnswer)
             await wait_until(pilot, lambda: pane.generating and len(result.text) > 40)

@@ -319,7 +319,7 @@ class LlamaCppBackend(Backend):
         else:
             grammar = self._grammar_gate().for_schema(options.json_schema) if options.json_schema is not None \
                 else None
-        stop = [*options.stop, *([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])]
+        stop = [*([formatted.stop] if isinstance(formatted.stop, str) else formatted.stop or [])]
         chunks = split_thinking(self._decode(prompt, options, watch, stop, formatted.stopping_criteria, grammar,
                                              options.answer_prefix), opened)
         return calls_from_reply(chunks, tool_form) if tool_form is not None else chunks
@@ -334,7 +334,7 @@ class LlamaCppBackend(Backend):
         if len(tokens) >= window:
             raise ContextOverflow(f"the prompt has {len(tokens)} tokens but the context window is {window}",
                                   hint="shorten it, or raise -o ctx=N", prompt_tokens=len(tokens), window=window)
-        return self._decode(tokens, options, watch, list(options.stop))
+        return self._decode(tokens, options, watch, [])
 
     def _decode(self, prompt: list[int], options: GenerationOptions, watch: Stopwatch, stop: list[str],
                 stopping_criteria: Any = None, grammar: Any = None, prefix: str | None = None) -> Iterator[Chunk]:
@@ -375,7 +375,9 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
             stream=True,
         )
-        return self._stream(stream, watch, len(prompt), lambda: max(generated - 1, 0), prefix, cached)
+        # After its loop ends, llama-cpp-python calls the criteria once more: a stream left early gets no such call.
+        return self._stream(stream, watch, len(prompt), lambda early: generated if early else max(generated - 1, 0),
+                            prefix, cached, tuple(options.stop))
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -433,8 +435,13 @@ class LlamaCppBackend(Backend):
         return self._gate
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
-                cached: int = 0) -> Iterator[Chunk]:
+                cached: int = 0, user_stops: tuple[str, ...] = ()) -> Iterator[Chunk]:
+        """The answer's chunks. The request's stop strings are applied here rather than by llama-cpp-python, which
+        leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it)."""
+        from localllm.core.stops import StopScan
+
         finish: FinishReason = "stop"
+        scan = StopScan(user_stops)
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream):
@@ -448,17 +455,27 @@ class LlamaCppBackend(Backend):
             if self._interrupted.is_set():
                 yield FinalChunk("cancelled", Usage(prompt_tokens, 0, cached_tokens=cached), watch.timings())
                 return
+            early = False
             for part in itertools.chain([first] if first is not None else [], stream):
                 if self._interrupted.is_set():
-                    finish = "cancelled"
+                    finish, early = "cancelled", True
                     break
                 choice = part["choices"][0]
                 if choice["text"]:
                     watch.mark_token()
-                    yield TextChunk(choice["text"])
+                    shown = scan.feed(choice["text"])
+                    if shown:
+                        yield TextChunk(shown)
+                    if scan.matched is not None:
+                        early = True
+                        break  # closing the stream stops decoding
                 if choice.get("finish_reason"):
                     finish = "length" if choice["finish_reason"] == "length" else "stop"
-        yield FinalChunk(finish, Usage(prompt_tokens, generated(), cached_tokens=cached), watch.timings())
+        rest = scan.flush()
+        if rest:
+            yield TextChunk(rest)
+        yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached), watch.timings(),
+                         scan.matched)
 
     def close(self) -> None:
         if self._llm is not None:

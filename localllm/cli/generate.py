@@ -8,6 +8,7 @@ import sys
 from localllm.cli.output import error_line, note, print_json
 from localllm.core.chunks import Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.errors import LocalLLMError
+from localllm.core.finish import finish_of
 from localllm.core.options import GenerationOptions, apply_assignments, preset, with_think
 from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
@@ -119,7 +120,7 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
             response = ask(loaded, messages, options)
         answer_id = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
         try:
-            return _answer(args, loaded, response)
+            return _answer(args, loaded, response, options)
         finally:
             log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
 
@@ -135,7 +136,7 @@ def window_notes(session, loaded: LoadedModel) -> None:
              f"{loaded.plan.n_ctx:,}-token window")
 
 
-def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -> int:
+def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, options: GenerationOptions) -> int:
     if args.json:
         try:
             for chunk in response:  # the calls on stderr as they happen, as without --json
@@ -148,12 +149,15 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
             response.close()
             text, stopped = response.partial_text, True
         final = response.final
+        finish = finish_of(final, options.max_tokens)
         print_json({
             "model": loaded.ref.name, "backend": loaded.choice.name, "text": text,
             **({"thinking": response.thinking} if response.thinking and not args.hide_thinking else {}),
             **({"tool_calls": [result.to_dict() for result in response.tool_results]}
                if response.tool_results else {}),
-            "finish_reason": final.finish_reason if final else "cancelled",
+            "finish_reason": "cancelled" if finish.kind == "stopped" else finish.reason,
+            "finish": finish.kind,
+            **({"stop_sequence": finish.stop} if finish.stop else {}),
             "usage": {"prompt_tokens": final.usage.prompt_tokens,
                       "completion_tokens": final.usage.completion_tokens,
                       "thinking_tokens": final.usage.thinking_tokens,
@@ -167,9 +171,17 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response) -
     except KeyboardInterrupt:
         note("[stopped]")
         return 130
+    say_cut(response, options)
     if args.verbose:
         note(stats_line(response.final, loaded.load_s))
     return 0
+
+
+def say_cut(response: Response, options: GenerationOptions) -> None:
+    """A cut answer ends with the marker the app shows, on stderr (the answer is what was asked for: exit 0)."""
+    finish = finish_of(response.final, options.max_tokens)
+    if finish.cut:
+        note(finish.marker() or "")
 
 
 CHAT_HELP = """\
@@ -249,6 +261,7 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
             answer_id = log.begin(text, model=loaded.ref.name, system=session.system)
             try:
                 stream_to_stdout(response, show_thinking=not args.hide_thinking)
+                say_cut(response, session.options)
             except KeyboardInterrupt:
                 note("[stopped]")
             finally:
@@ -256,6 +269,16 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
                         options=session.options)
             if args.verbose:
                 note(stats_line(response.final))
+
+
+def in_set_syntax(text: str | None) -> str | None:
+    """A message about options as `/set` takes them inside the chat (the shared checks name the -o flag)."""
+    import re
+
+    if text is None:
+        return None
+    text = re.sub(r"-o (\w+)=(\S+)", r"/set \1 \2", text)
+    return re.sub(r"option (\w+)=(\S+)", r"\1 \2", text)
 
 
 def _chat_command(text: str, session) -> bool:
@@ -279,7 +302,7 @@ def _chat_command(text: str, session) -> bool:
             session.set_option(key, value.strip())
             note(f"{key} = {getattr(session.options, key.replace('-', '_'))}")
         except LocalLLMError as exc:
-            note(error_line(exc.message, exc.hint))
+            note(error_line(in_set_syntax(exc.message) or exc.message, in_set_syntax(exc.hint)))
     elif name == "/stats":
         stats = session.stats
         note(f"{stats.turns:,} turn(s), {stats.prompt_tokens:,} prompt tokens, {stats.completion_tokens:,} generated; "

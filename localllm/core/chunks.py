@@ -80,6 +80,8 @@ class FinalChunk:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings
+    stop_sequence: str | None = None
+    """The stop string (of the request's) that ended the answer, where the backend can tell which."""
 
     @property
     def tokens_per_second(self) -> float | None:

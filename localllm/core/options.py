@@ -120,7 +120,10 @@ def coerce_option(key: str, raw: str) -> Any:
                          hint=f"for example: -o {key}={example}") from None
     low, high = _RANGES.get(key, (float("-inf"), float("inf")))
     if not low <= value <= high:
-        raise UsageError(f"option {key}={raw} is out of range", hint=f"use a value from {low:g} to {high:g}")
+        from localllm.core.units import plain_number
+
+        raise UsageError(f"option {key}={raw} is out of range",
+                         hint=f"use a value from {plain_number(low)} to {plain_number(high)}")
     return value
 
 

@@ -25,3 +25,12 @@ def _three_digits(value: float) -> str:
         if abs(float(text)) < below:
             return text
     return f"{value:.0f}"
+
+
+def plain_number(value: float) -> str:
+    """A number as people write it: 10,000,000 rather than 1e+07, 0.05 rather than 5e-02."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return str(value)
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.6f}".rstrip("0").rstrip(".")

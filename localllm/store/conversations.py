@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from localllm.core.errors import LocalLLMError
+from localllm.core.finish import NOTES
 from localllm.core.messages import Role
 
 T = TypeVar("T")
@@ -64,9 +65,8 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     # The tools a conversation may call, chosen in the app (JSON: {"chosen": [SERVER.TOOL, ...], "required": bool}).
     ("011_conversations_tools", "ALTER TABLE conversations ADD COLUMN tools TEXT"),
 )
-FINISH_NOTES = {"length": "cut: the answer reached its token limit", "window": "cut: the context window is full",
-                "stopped": "stopped before the end"}
-"""What a message's end says, where it is not a normal one."""
+FINISH_NOTES = NOTES
+"""What a message's end says, where it is not a normal one (localllm.core.finish decides it)."""
 
 
 @dataclass(frozen=True)

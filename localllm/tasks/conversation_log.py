@@ -34,11 +34,11 @@ def set_logging(settings: Settings, on: bool) -> None:
         marker.write_text("localllm does not record conversations while this file exists (`localllm logs on`)\n")
 
 
-def finish_of(response: Response) -> str:
-    final = response.final
-    if final is None or final.finish_reason in ("cancelled", "error"):
-        return "stopped"
-    return final.finish_reason
+def finish_stored(response: Response, options: GenerationOptions) -> str:
+    """How the answer ended, as the app records it."""
+    from localllm.core.finish import finish_of
+
+    return finish_of(response.final, options.max_tokens).stored
 
 
 def meta_of(response: Response, model: str, backend: str, options: GenerationOptions) -> dict:
@@ -105,7 +105,7 @@ class ConversationLog:
             options: GenerationOptions) -> None:
         if answer_id is None:
             return
-        finish = finish_of(response)
+        finish = finish_stored(response, options)
         self.store.update_message(answer_id, response.partial_text, stopped=finish == "stopped", finish=finish,
                                   meta=meta_of(response, model, backend, options))
 

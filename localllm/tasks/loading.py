@@ -125,6 +125,10 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     if ctx is None and needed_ctx and needed_ctx > min(settings.ctx, trained):
         ctx = min(trained, 1 << (needed_ctx - 1).bit_length())
     plan = plan_for(settings, info, report, ctx=ctx, backend=choice.name)
+    if info.context_length and plan.n_ctx > info.context_length:
+        logger.warning(f"note: a context of {plan.n_ctx:,} tokens is beyond the {info.context_length:,} "
+                       f"{ref.name} was trained on: answers may lose the thread past that (-o ctx="
+                       f"{info.context_length} keeps to it)")
     if plan.n_threads > report.cpu.logical_cores:
         logger.warning(f"note: {plan.n_threads} threads on {report.cpu.logical_cores} logical CPUs: the threads "
                        "wait for each other, so this is slower, not faster (remove threads, or lower it)")

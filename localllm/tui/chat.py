@@ -704,12 +704,10 @@ class ChatPane(Vertical):
 
     def _finish_kind(self, response) -> str:
         """stop, length (the answer's token limit), window (the context filled up) or stopped."""
-        if response is None or response.final is None or response.final.finish_reason in ("cancelled", "error"):
-            return "stopped"
-        if response.final.finish_reason != "length":
-            return "stop"
+        from localllm.core.finish import finish_of
+
         limit = self.session.options.max_tokens if self.session is not None else None
-        return "length" if limit and response.final.usage.completion_tokens >= limit else "window"
+        return finish_of(response.final if response is not None else None, limit).stored
 
     @staticmethod
     def _finish_note(finish: str | None) -> str | None:

@@ -323,6 +323,7 @@ class CodePane(Vertical):
                                   error)  # a coroutine function: textual's hints solve it to Never
 
     async def _finish(self, action: str, detail: str, result: StreamingAnswer, response, request, error) -> None:
+        from localllm.core.finish import finish_of
         from localllm.store.conversations import FINISH_NOTES
 
         self._drain_timer.stop()
@@ -344,14 +345,13 @@ class CodePane(Vertical):
             parts.append(f"{final.usage.prompt_tokens:,} tokens in, {final.usage.completion_tokens:,} out")
             if final.tokens_per_second:
                 parts.append(f"{final.tokens_per_second:.0f} tokens/s")
-        ended = "stopped" if final is None or final.finish_reason == "cancelled" else \
-            "length" if final.finish_reason == "length" else None
+        ended = finish_of(final, request.options.max_tokens if request is not None else None).stored
         if ended == "stopped":
             parts.append("stopped")
             await result.mark(f"■ {FINISH_NOTES['stopped']}")
-        elif ended == "length":
-            parts.append("cut at the token limit")
-            await result.mark(f"✂ {FINISH_NOTES['length']}: open fewer lines (FILE:START-END) for an answer "
+        elif ended in ("length", "window"):
+            parts.append("cut at the token limit" if ended == "length" else "cut: the window is full")
+            await result.mark(f"✂ {FINISH_NOTES[ended]}: open fewer lines (FILE:START-END) for an answer "
                               "that fits")
         self._status(" · ".join(parts))
         self.generating = False

@@ -1,0 +1,78 @@
+"""How an answer ended, decided once (localllm.core.finish) and said alike by `run`, `chat`, the store and the app;
+stop strings applied to the stream so that the answer names the one that ended it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from hypothesis import given
+from hypothesis import strategies as st
+
+from localllm.core.chunks import FinalChunk, Timings, Usage
+from localllm.core.finish import finish_of
+from localllm.core.stops import StopScan
+
+TIMINGS = Timings(0.1, 1.0, 0.9)
+
+
+def final(reason: str, tokens: int, stop: str | None = None) -> FinalChunk:
+    return FinalChunk(reason, Usage(10, tokens), TIMINGS, stop)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("chunk", "limit", "kind", "stored", "reason"), [
+    (final("stop", 7), 100, "end", "stop", "stop"),
+    (final("stop", 7, "END"), 100, "stop_string", "stop", "stop"),
+    (final("length", 5), 5, "length", "length", "length"),
+    (final("length", 40), 100, "window", "window", "length"),  # fewer tokens than the limit: the window filled
+    (final("length", 40), None, "window", "window", "length"),
+    (final("cancelled", 3), 100, "stopped", "stopped", "stop"),
+    (None, 100, "stopped", "stopped", "stop"),
+    (final("error", 3), 100, "error", "stopped", "stop"),
+])
+def test_each_ending_is_classified_once(chunk, limit, kind, stored, reason):
+    finish = finish_of(chunk, limit)
+    assert (finish.kind, finish.stored, finish.reason) == (kind, stored, reason)
+    assert finish.cut == (kind in ("length", "window"))
+    assert (finish.marker() is None) == (kind in ("end", "stop_string"))
+
+
+def test_a_tool_call_is_its_own_ending():
+    assert finish_of(final("stop", 9), 100, tool_calls=True).reason == "tool_calls"
+
+
+def test_the_cut_marker_names_the_limit_and_the_way_on():
+    assert finish_of(final("length", 5), 5).marker() == \
+        "[cut at max_tokens=5: continue with `localllm chat -c`, or raise -o max_tokens]"
+
+
+@given(st.lists(st.text(alphabet="abEND ", max_size=6), max_size=12), st.sampled_from(["END", "ab", "N"]))
+def test_a_stop_string_split_over_pieces_is_found_and_never_shown(pieces, stop):
+    scan = StopScan([stop])
+    shown = "".join(scan.feed(piece) for piece in pieces) + scan.flush()
+    whole = "".join(pieces)
+    if stop in whole:
+        assert scan.matched == stop and shown == whole[:whole.index(stop)]
+    else:
+        assert scan.matched is None and shown == whole
+
+
+def test_the_earliest_of_several_stop_strings_wins():
+    scan = StopScan(["world", "lo w"])
+    assert scan.feed("hello world") == "hel" and scan.matched == "lo w"
+
+
+@pytest.mark.model
+def test_run_marks_a_cut_answer_on_stderr_and_names_a_stop_string_in_json(shared_home):
+    cut = run_cli("run", "--preset", "precise", "-o", "max_tokens=5", "Count from 1 to 20.", home=shared_home)
+    assert cut.returncode == 0, cut.stderr_text
+    assert cut.stderr_text.strip().splitlines()[-1] == \
+        "[cut at max_tokens=5: continue with `localllm chat -c`, or raise -o max_tokens]"
+    stopped = run_cli("run", "--json", "--preset", "precise", "-o", "stop=3", "-o", "max_tokens=40",
+                      "Count from 1 to 10, separated by commas.", home=shared_home)
+    answer = json.loads(stopped.stdout_text)
+    assert answer["finish"] == "stop_string" and answer["stop_sequence"] == "3" and "3" not in answer["text"]
+    listed = json.loads(run_cli("logs", "--json", "-n", "2", home=shared_home).stdout_text)
+    assert listed[0]["messages"][-1]["content"] == answer["text"]
+    assert listed[1]["messages"][-1]["finish"] == "length"  # the cut answer is recorded as cut, as the app does
