@@ -82,13 +82,22 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             await pilot.press("ctrl+f")
             await pilot.press(*"greet")
             await wait_until(pilot, lambda: len(sidebar.children) == 1)
+            notes = record_notifications(app)
+            await pilot.press("ctrl+s")
+            await wait_until(pilot, lambda: isinstance(app.screen, AskText))
+            # The dialog offers the data folder's exports/ by its whole path, never the folder the app started in.
+            assert app.screen.query_one("#answer").value == str(exports / "Greetings.md")
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: (exports / "Greetings.md").exists())
+            assert ("information", f"exported: exported to {exports.resolve() / 'Greetings.md'}") in notes
+            # A relative name goes into the same folder.
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: isinstance(app.screen, AskText))
             app.screen.query_one("#answer").value = "chat.md"
             await pilot.press("enter")
-            await wait_until(pilot, lambda: (tmp_path / "chat.md").exists())
+            await wait_until(pilot, lambda: (exports / "chat.md").exists())
             # Exporting again to the same name leaves that file alone and offers the next free name.
-            (tmp_path / "chat.md").write_text("mine")
+            (exports / "chat.md").write_text("mine")
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: isinstance(app.screen, AskText))
             app.screen.query_one("#answer").value = "chat.md"
@@ -96,11 +105,13 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             await wait_until(pilot, lambda: isinstance(app.screen, AskText)
                              and app.screen.query_one("#answer").value.endswith("chat_2.md"))
             await pilot.press("enter")
-            await wait_until(pilot, lambda: (tmp_path / "chat_2.md").exists())
+            await wait_until(pilot, lambda: (exports / "chat_2.md").exists())
 
+    exports = settings.paths.data_dir / "exports"
     run(session())
-    assert (tmp_path / "chat.md").read_text() == "mine"
-    assert (tmp_path / "chat_2.md").read_text().startswith("# Greetings")
+    assert not (tmp_path / "chat.md").exists()
+    assert (exports / "chat.md").read_text() == "mine"
+    assert (exports / "chat_2.md").read_text().startswith("# Greetings")
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
     (greetings,) = store.list("Greetings")
     assert greetings.system == "Answer in French."

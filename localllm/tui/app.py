@@ -81,11 +81,15 @@ class LocalLLMApp(App):
     # Narrow terminals: the conversation list shrinks under 100 columns and gives its place to the chat under 70,
     # and to the parameter panel while that is open (params.OPEN_CLASS); the chat keeps the width.
     HORIZONTAL_BREAKPOINTS = [(0, "-very-narrow"), (70, "-narrow"), (100, "-wide")]
+    # Notices come in at the top right, under the tabs: at the bottom (Textual's place) they covered the prompt box
+    # and the status bar, where the user types and reads how the model is doing.
     CSS = """
     .-narrow ConversationList { width: 20; }
     .-very-narrow ConversationList { display: none; }
+    .-very-narrow ConversationList.-called { display: block; width: 24; }
     .-narrow.-parameters-open ConversationList { display: none; }
     .-very-narrow ParameterPanel { width: 26; }
+    ToastRack { dock: top; align: right top; margin-top: 3; }
     """
     # The footer shows the keys of the pane in use, Quit and Help; the pane keys (F1–F5) stay out of it, as the tabs
     # name the panes, and with them the footer ran past 120 columns. Every key is on the help screen (F9) and in
@@ -161,6 +165,7 @@ class LocalLLMApp(App):
     def on_resize(self, event: events.Resize) -> None:
         # Below 100 columns the footer's keys are drawn without padding, so every key of the chat pane still fits.
         self.query_one(Footer).compact = event.size.width < 100
+        self.refresh_bindings()  # some keys are in the footer only where it has room for them
 
     async def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = event.pane.id
@@ -302,7 +307,8 @@ def pane_commands(pane, title: str) -> dict[str, str]:
     """A palette entry for each action of a pane: its own wording where it gives one, else its key's label."""
     commands = {}
     for binding in pane.BINDINGS:
-        if isinstance(binding, Binding) and binding.description:
+        # An action with arguments is a key's variant (one shown in the footer only where it fits), not a command.
+        if isinstance(binding, Binding) and binding.description and "(" not in binding.action:
             commands[binding.action] = f"{title}: {binding.description}"
     commands.update(getattr(pane, "COMMANDS", {}))
     return commands

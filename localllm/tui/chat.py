@@ -42,6 +42,8 @@ SAVE_INTERVAL_S = 1.0
 """How often a streaming answer's text so far is written to the store."""
 SHOWN_MESSAGES = 50
 """The latest messages of a conversation shown when it is opened."""
+FOOTER_LIST_WIDTH = 110
+"""From this width the conversation list's key is in the footer; under it, the footer's other keys would not fit."""
 SAVED_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed", "max_tokens")
 
 
@@ -51,6 +53,7 @@ class ChatPane(Vertical):
     ChatPane #prompt { height: 5; }
     ChatPane #status { height: auto; max-height: 2; background: $primary-background; padding: 0 1; }
     ChatPane #params-slot { width: auto; }
+    ChatPane #welcome { padding: 1 1; color: $text-muted; }
     ChatPane #params-slot.closed { display: none; }
     """
     generating = FooterFlag(False)
@@ -70,6 +73,11 @@ class ChatPane(Vertical):
         Binding("delete", "delete_conversation", "Delete chat", id="chat.delete", show=False),
         # Priority: the prompt box (a TextArea) would take F6 to select its line.
         Binding("f6", "choose_tools", "Tools", id="chat.tools", show=False, priority=True),
+        # Tab never reaches the list from the prompt box (Shift+Tab goes to the messages): this key does, and back.
+        # Priority: the prompt box would take F7 to select all. The second binding is the same key shown in the
+        # footer, where it fits (FOOTER_LIST_WIDTH); a key that does not answer its check falls to the next one.
+        Binding("f7", "focus_list('footer')", "Chats", priority=True),
+        Binding("f7", "focus_list", "Chats", id="chat.list", show=False, priority=True),
     ]
     COMMANDS = {
         # action → what the command palette says
@@ -88,6 +96,7 @@ class ChatPane(Vertical):
         "search": "Chat: search conversations",
         "stop": "Chat: stop the answer being written",
         "choose_tools": "Chat: choose the MCP tools this conversation may call",
+        "focus_list": "Chat: go to the conversation list (and back to the prompt box)",
     }
 
     def __init__(self, settings: Settings, options: GenerationOptions, shared: SharedModel) -> None:
@@ -124,14 +133,19 @@ class ChatPane(Vertical):
         self.tools = ChatTools(settings)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "focus_list" and parameters:
+            keymap = getattr(getattr(self.app, "preferences", None), "keys", None) or {}
+            return self.app.size.width >= FOOTER_LIST_WIDTH and "chat.list" not in keymap
         return self.generating if action == "stop" else True
 
     def compose(self) -> ComposeResult:
         with Horizontal():
             yield ConversationList(self.store, id="sidebar")
             with Vertical():
-                yield MessageLog(id="log")
-                yield PromptArea(id="prompt")
+                with MessageLog(id="log"):
+                    yield Static(self._welcome(), id="welcome")
+                yield PromptArea(id="prompt", placeholder="Type a message · Enter sends · Shift+Enter new line · "
+                                                          "F9 every key")
                 yield Static("loading the model…", id="status")
             # Built when first opened (Ctrl+O): a dozen widgets the start-up need not wait for.
             yield Vertical(id="params-slot", classes="closed")
@@ -184,6 +198,41 @@ class ChatPane(Vertical):
 
         self.session = ChatSession(loaded, self.options, system=system, history=history)
         self._status(self._status_text())
+        self._update_welcome()
+
+    def _welcome(self):
+        """What an empty chat shows: what to do, the model and its speed, the main keys (as remapped)."""
+        from rich.text import Text
+
+        from localllm.tui.help import key_label
+
+        keymap = getattr(getattr(self.app, "preferences", None), "keys", None) or {}
+        keys = {b.action: key_label(b, keymap) for b in self.BINDINGS if isinstance(b, Binding)}
+        loaded = self.session.model if self.session is not None else None
+        text = Text()
+        if loaded is None:
+            text.append("Loading the model…\n", style="bold")
+        else:
+            text.append("Ask ", style="bold").append(plain(loaded.ref.name))
+            text.append(" anything: type in the box below and press Enter.\n", style="bold")
+            text.append(plain(f"{loaded.choice.name} · {loaded.plan.verdict_with_speed}\n"))
+        from rich.console import Group
+        from rich.table import Table
+
+        left = [("Enter", "send"), ("Shift+Enter", "new line"), (keys["stop"], "stop the answer"),
+                (keys["toggle_parameters"], "parameters"), ("F1–F5", "other panes")]
+        right = [(keys["new_conversation"], "new chat"), (keys["focus_list"], "conversation list"),
+                 (keys["pick_model"], "switch model"), ("F9", "every key"), ("Ctrl+P", "commands")]
+        grid = Table.grid(padding=(0, 1))
+        for style in ("bold", "", "bold", ""):
+            grid.add_column(style=style)
+        for (key, does), (other, other_does) in zip(left, right, strict=True):
+            grid.add_row(key, f"{does}  ", other, other_does)
+        return Group(text, grid)
+
+    def _update_welcome(self) -> None:
+        for welcome in self.query("#welcome"):
+            welcome.update(self._welcome())  # type: ignore[attr-defined]
 
     def _status(self, text: str) -> None:
         self.query_one("#status", Static).update(plain(text))
@@ -392,7 +441,9 @@ class ChatPane(Vertical):
         self.conversation_id = None
         self._last_ids = []
         self.sidebar.show(None)
-        await self.query_one("#log", VerticalScroll).remove_children()
+        log = self.query_one("#log", VerticalScroll)
+        await log.remove_children()
+        await log.mount(Static(self._welcome(), id="welcome"))
         if self.session is not None:
             self.session.reset()
             self.session.system = None
@@ -457,13 +508,18 @@ class ChatPane(Vertical):
         from localllm.tui.dialogs import AskText
 
         conversation_id = self.conversation_id
-        default = f"{self.store.get(conversation_id).title[:40].strip() or 'conversation'}.md"
-        default = "".join(c if c.isalnum() or c in "-_. " else "_" for c in default)
+        # Into the data folder, not the folder the app was started from (which the user may never look in again);
+        # the dialog shows the whole path, and a relative one typed there is taken inside the same folder.
+        exports = self.settings.paths.data_dir / "exports"
+        name = f"{self.store.get(conversation_id).title[:40].strip() or 'conversation'}.md"
+        name = "".join(c if c.isalnum() or c in "-_. " else "_" for c in name)
+        default = free_name(exports / name)
 
         def answered(path: str | None) -> None:
-            if not path:
+            if not path or not path.strip():
                 return
-            target = Path(path).expanduser()
+            target = Path(path.strip()).expanduser()
+            target = (target if target.is_absolute() else exports / target).resolve()
             if target.exists():  # never over a file: the dialog comes back with the next free name
                 free = free_name(target)
                 self.app.notify(f"{target.name} exists and was left as it was", severity="warning", markup=False)
@@ -474,12 +530,39 @@ class ChatPane(Vertical):
             except LocalLLMError as exc:
                 self.app.notify(f"{exc.message}; {exc.hint}", severity="error", markup=False)
                 return
-            self.app.notify(f"exported to {target}")
+            self.app.notify(f"exported to {target}", title="exported", markup=False, timeout=10)
 
-        self.app.push_screen(AskText("Export to Markdown file:", default), answered)
+        self.app.push_screen(AskText("Export to Markdown file (Enter writes it; change the path to put it "
+                                     "elsewhere):", str(default)), answered)
 
     def action_search(self) -> None:
+        self._call_list()
         self.query_one("#search").focus()
+
+    def action_focus_list(self, _shown_in: str = "") -> None:
+        sidebar = self.sidebar
+        if sidebar.has_focus_within:
+            self.focus_prompt()
+            return
+        self._call_list()
+        view = sidebar.list_view
+        if not view.children:  # nothing listed yet: the search box is the list's only stop
+            self.query_one("#search").focus()
+            return
+        if sidebar.current_id is not None:  # the open conversation highlighted: Enter reopens where the user is
+            view.index = next((i for i, item in enumerate(view.children)
+                               if getattr(item, "conversation_id", None) == sidebar.current_id), view.index)
+        view.focus()
+
+    def _call_list(self) -> None:
+        """Under 70 columns the list is hidden for the chat's width: called by its key, it shows until the focus
+        leaves it."""
+        self.sidebar.add_class("-called")
+
+    def on_descendant_focus(self, event) -> None:
+        sidebar = self.sidebar
+        if sidebar.has_class("-called") and sidebar not in event.widget.ancestors_with_self:
+            sidebar.remove_class("-called")
 
     def _messages_in_log(self) -> list[ChatMessage]:
         from localllm.tui.answer import ChatMessage
@@ -532,6 +615,7 @@ class ChatPane(Vertical):
         if self._buffer is None:
             self._buffer, self._thinking = TextBuffer(), TextBuffer()
         self._answer = ChatMessage("assistant")
+        await log.query("#welcome").remove()
         await log.mount_all([ChatMessage("user", text), self._answer])
         log.scroll_end(animate=False)
         self._start_generation()

@@ -216,6 +216,8 @@ class CodePane(Vertical):
         fence = code.language_for(str(source.path)).fence
         editor.language = fence if fence in editor.available_languages else None
         editor.load_text(source.text)
+        # A range keeps the file's own numbers: a traceback beside it names those lines, not 1, 2, 3.
+        editor.line_number_start = source.start_line
         self.path, self.source = source.path, source
         self._status(f"{source.what} · {code.language_for(str(source.path)).name}")
         editor.focus()

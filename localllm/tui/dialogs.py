@@ -10,10 +10,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
+# A label is as wide as its text by default, so a long question ran past the box and was cut: here it takes the
+# box's width and wraps. The box keeps inside the terminal (an 80-column box cut its own border at 80 columns).
 DIALOG_CSS = """
 {name} {{ align: center middle; }}
-{name} > Vertical {{ width: 80; height: auto; max-height: 80%; border: thick $primary; background: $surface;
-                    padding: 1 2; }}
+{name} > Vertical {{ width: 80; max-width: 100%; height: auto; max-height: 80%; border: thick $primary;
+                    background: $surface; padding: 1 2; }}
+{name} > Vertical > Label {{ width: 100%; }}
 {name} Horizontal {{ height: auto; align-horizontal: right; margin: 1 0 0 0; }}
 {name} Button {{ margin: 0 0 0 1; }}
 """
