@@ -41,8 +41,9 @@ def describe_plan(loaded: LoadedModel) -> str:
     if loaded.served is not None:
         counts = "exact token counts" if loaded.backend.capabilities.tokenize else "token counts are estimates"
         return f"{loaded.ref.name} via {loaded.choice.name} on {loaded.served.where}: context {plan.n_ctx:,}, {counts}"
-    threads = f"{plan.n_threads} thread{'s' if plan.n_threads != 1 else ''}"
-    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict_with_speed}, context {plan.n_ctx:,}, "
+    threads = "" if plan.speed and plan.placement != "gpu" else \
+        f", {plan.n_threads} thread{'s' if plan.n_threads != 1 else ''}"  # else the speed says them
+    line = (f"{loaded.ref.name} via {loaded.choice.name}: {plan.verdict_with_speed}, context {plan.n_ctx:,}"
             f"{threads}, predicted memory {human_size(plan.memory.total)}")
     verdict = getattr(loaded.backend, "build_verdict", None)
     if verdict is not None:
@@ -89,7 +90,7 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
 
     options = options_from(args, settings)
     document = read_stdin()
-    log = ConversationLog(settings, continue_last=args.continue_last, conversation_id=args.cid)
+    log = ConversationLog(settings, origin="run", continue_last=args.continue_last, conversation_id=args.cid)
     try:
         return _run_logged(args, settings, options, document, log)
     finally:
@@ -120,9 +121,12 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
             response = ask(loaded, messages, options)
         answer_id = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
         try:
-            return _answer(args, loaded, response, options)
+            code = _answer(args, loaded, response, options)
         finally:
             log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
+        if code == 0:
+            say_starter_once(settings, loaded)
+        return code
 
 
 def window_notes(session, loaded: LoadedModel) -> None:
@@ -177,6 +181,16 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, o
     return 0
 
 
+def say_starter_once(settings: Settings, loaded: LoadedModel) -> None:
+    """After the first answer from the bundled starter model, once: what it is and what to pull instead."""
+    from localllm.tasks.models import is_starter, starter_note
+
+    if is_starter(loaded.ref):
+        said = starter_note(settings, loaded.ref)
+        if said:
+            note(said)
+
+
 def say_cut(response: Response, options: GenerationOptions) -> None:
     """A cut answer ends with the marker the app shows, on stderr (the answer is what was asked for: exit 0)."""
     finish = finish_of(response.final, options.max_tokens)
@@ -206,7 +220,7 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
             pass
     from localllm.tasks.conversation_log import ConversationLog
 
-    log = ConversationLog(settings, continue_last=args.continue_last, conversation_id=args.cid)
+    log = ConversationLog(settings, origin="chat", continue_last=args.continue_last, conversation_id=args.cid)
     try:
         return _chat(args, settings, options, interactive, log)
     finally:
@@ -262,6 +276,7 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
             try:
                 stream_to_stdout(response, show_thinking=not args.hide_thinking)
                 say_cut(response, session.options)
+                say_starter_once(settings, loaded)
             except KeyboardInterrupt:
                 note("[stopped]")
             finally:

@@ -50,7 +50,11 @@ def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from rich.table import Table
 
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    threads = {row.plan.n_threads for row in rows if row.plan is not None and row.plan.speed}
+    caption = (f"EST. SPEED: estimated for {threads.pop()} thread(s), the next load's; slower as the context fills"
+               if len(threads) == 1 else None)
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", caption=caption,
+                  caption_justify="left")
     for column in ("NAME", "QUANT", "PARAMS", "USES", "DOWNLOAD", "MEMORY", "CTX", "VERDICT", "EST. SPEED", ""):
         table.add_column(column)
     for row in rows:

@@ -84,8 +84,8 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
     load.show_header = False
     for key, value in (
         ("verdict", plan.verdict),
-        *((("speed", f"{plan.speed}, estimated from memory bandwidth (not measured); slower as the context "
-                     "fills"),) if plan.speed else ()),
+        *((("speed", f"{plan.speed_with_threads}, estimated from memory bandwidth (not measured); slower as the "
+                     "context fills"),) if plan.speed else ()),
         ("backend", result.choice.name),
         ("context", f"{plan.n_ctx:,} tokens"),
         ("GPU layers", f"{min(plan.n_gpu_layers, plan.n_layers)} of {plan.n_layers}"

@@ -61,9 +61,20 @@ class LoadPlan:
         return round(self.decode_tokens_per_s, 1) if self.decode_tokens_per_s is not None and self.fits else None
 
     @property
+    def speed_with_threads(self) -> str | None:
+        """``~12 tokens/s on 2 threads``: the estimate with what it assumes (the threads the load will use), where
+        the CPU does part of the work."""
+        if self.speed is None:
+            return None
+        if self.placement == "gpu":
+            return self.speed
+        return f"{self.speed} on {self.n_threads} thread{'s' if self.n_threads != 1 else ''}"
+
+    @property
     def verdict_with_speed(self) -> str:
-        """The verdict and, where there is one, the estimated speed marked as such: ``CPU only · est. ~12 tokens/s``."""
-        return f"{self.verdict} · est. {self.speed}" if self.speed else self.verdict
+        """The verdict and, where there is one, the estimated speed marked as such: ``CPU only · est. ~12 tokens/s
+        on 2 threads``."""
+        return f"{self.verdict} · est. {self.speed_with_threads}" if self.speed else self.verdict
 
     @property
     def verdict(self) -> str:

