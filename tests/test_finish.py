@@ -76,3 +76,13 @@ def test_run_marks_a_cut_answer_on_stderr_and_names_a_stop_string_in_json(shared
     listed = json.loads(run_cli("logs", "--json", "-n", "2", home=shared_home).stdout_text)
     assert listed[0]["messages"][-1]["content"] == answer["text"]
     assert listed[1]["messages"][-1]["finish"] == "length"  # the cut answer is recorded as cut, as the app does
+
+
+@pytest.mark.model
+def test_chat_c_shows_the_turns_it_continues_and_set_errors_use_set_syntax(home):
+    first = run_cli("chat", "--preset", "precise", "-o", "max_tokens=8", home=home, stdin="Name a river.\n")
+    assert first.returncode == 0, first.stderr_text
+    again = run_cli("chat", "-c", "-v", home=home, stdin="/set temperature 99\n/exit\n")
+    lines = again.stderr_text.splitlines()
+    assert "you: Name a river." in lines and any(line.startswith("assistant: ") for line in lines)
+    assert "error: temperature 99 is out of range — hint: use a value from 0 to 5" in lines

@@ -243,6 +243,7 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
             if log.conversation is not None:
                 note(f"continuing conversation {log.conversation.id} ({log.conversation.title!r}, "
                      f"{len(session.history):,} messages)")
+                show_last_turns(session.history)
             note("type /help for commands, /exit to leave")
         while True:
             try:
@@ -284,6 +285,21 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
                         options=session.options)
             if args.verbose:
                 note(stats_line(response.final))
+
+
+LAST_TURNS = 4
+"""Messages of a continued conversation shown before its prompt: the exchange it goes on from, and the one before."""
+TURN_CHARACTERS = 400
+
+
+def show_last_turns(history) -> None:
+    """The end of a continued conversation, so the user sees where it stands (on stderr, as the other notes)."""
+    shown = [message for message in history if message.role in ("user", "assistant")][-LAST_TURNS:]
+    for message in shown:
+        text = " ".join(message.content.split())
+        if len(text) > TURN_CHARACTERS:
+            text = text[:TURN_CHARACTERS - 1] + "…"
+        note(f"{'you' if message.role == 'user' else 'assistant'}: {inert_text(text)}")
 
 
 def in_set_syntax(text: str | None) -> str | None:
