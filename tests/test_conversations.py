@@ -60,7 +60,8 @@ def test_migrations_are_recorded_once(tmp_path):
     names = [row[0] for row in store._db.execute("SELECT name FROM migrations ORDER BY name")]
     assert names == ["001_conversations", "002_messages", "003_messages_by_conversation", "004_messages_finish",
                      "005_messages_meta", "006_messages_fts", "007_messages_fts_fill", "008_messages_fts_insert",
-                     "009_messages_fts_delete", "010_messages_fts_update", "011_conversations_tools"]
+                     "009_messages_fts_delete", "010_messages_fts_update", "011_conversations_tools",
+                     "012_conversations_origin"]
 
 
 def test_full_text_search_follows_every_change_and_takes_words_not_syntax(tmp_path):

@@ -10,8 +10,7 @@ from localllm.core.settings import Settings
 
 
 def logs_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.store.conversations import ConversationStore
-    from localllm.tasks.conversation_log import logging_on, off_marker, set_logging
+    from localllm.tasks.conversation_log import logging_on, off_marker, open_store, set_logging, store_error
 
     if args.switch in ("off", "on"):
         set_logging(settings, args.switch == "on")
@@ -23,13 +22,17 @@ def logs_command(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.n < 1:
         raise UsageError(f"-n {args.n} shows nothing", hint="ask for at least 1")
-    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    store = open_store(settings)
     try:
+        # In memory, the store would list nothing and say no conversation was ever recorded.
+        if store.problem is not None:
+            raise store_error(store.problem)
         if args.query is not None:
             found = store.search(args.query, limit=args.n)
             if args.json:
-                print_json([{"conversation": conversation.id, "title": conversation.title, "message": message.id,
-                             "role": message.role, "created": message.created, "content": message.content}
+                print_json([{"conversation": conversation.id, "title": conversation.title,
+                             "origin": conversation.origin, "message": message.id, "role": message.role,
+                             "created": message.created, "content": message.content}
                             for conversation, message, _ in found])
                 return 0
             if not found:
@@ -43,7 +46,8 @@ def logs_command(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         conversations = store.list()[:args.n]
         if args.json:
-            print_json([{"id": c.id, "title": c.title, "model": c.model, "created": c.created, "updated": c.updated,
+            print_json([{"id": c.id, "title": c.title, "model": c.model, "origin": c.origin, "created": c.created,
+                         "updated": c.updated,
                          "messages": [{"role": m.role, "content": m.content, "finish": m.finish,
                                        "meta": store.meta(m.id)} for m in store.messages(c.id)]}
                         for c in conversations])
@@ -52,10 +56,10 @@ def logs_command(args: argparse.Namespace, settings: Settings) -> int:
             note("no conversations recorded yet" + ("" if logging_on(settings) else " (recording is off: "
                                                                                       "`localllm logs on`)"))
             return 0
-        table = _table("ID", "UPDATED", "TITLE", "MODEL", "MESSAGES")
+        table = _table("ID", "UPDATED", "FROM", "TITLE", "MODEL", "MESSAGES")
         for c in conversations:
-            table.add_row(str(c.id), c.updated[:16].replace("T", " "), inert(c.title), inert(c.model or "-"),
-                          f"{len(store.messages(c.id)):,}")
+            table.add_row(str(c.id), c.updated[:16].replace("T", " "), c.origin or "-", inert(c.title),
+                          inert(c.model or "-"), f"{len(store.messages(c.id)):,}")
         console().print(table)
         if not logging_on(settings):
             note("note: recording is off (`localllm logs on` resumes it)")

@@ -64,7 +64,17 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
         END"""),
     # The tools a conversation may call, chosen in the app (JSON: {"chosen": [SERVER.TOOL, ...], "required": bool}).
     ("011_conversations_tools", "ALTER TABLE conversations ADD COLUMN tools TEXT"),
+    # Which front end started it (ORIGINS); NULL for conversations stored before this column.
+    ("012_conversations_origin", "ALTER TABLE conversations ADD COLUMN origin TEXT"),
 )
+ORIGINS = ("app", "chat", "run", "serve")
+"""Where a conversation came from: the app, `localllm chat`, `localllm run` (a one-shot, which the app's list hides
+until asked), the server."""
+ONE_SHOT = "run"
+LOCK_WAIT_S = 10.0
+"""How long a database that another process holds locked is waited for before it counts as a fault."""
+LOCK_SAID_AFTER_S = 1.0
+"""A wait longer than this is said (``on_wait``), so that a pause is never silent."""
 FINISH_NOTES = NOTES
 """What a message's end says, where it is not a normal one (localllm.core.finish decides it)."""
 
@@ -79,6 +89,8 @@ class Conversation:
     updated: str
     tools: str | None = None
     """The tools chosen for it in the app, as JSON (see set_tools); None: none chosen."""
+    origin: str | None = None
+    """Which front end started it (ORIGINS); None: stored before origins were recorded."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,18 @@ FILE_FAILURES = frozenset({3, 8, 10, 11, 13, 14, 26})
 
 
 class StorageProblem(LocalLLMError):
-    """The conversation database cannot be opened or written."""
+    """The conversation database cannot be opened or written. ``message`` says it as the app does (the session
+    goes on in memory); ``cause`` is what is wrong with the file alone, for front ends that say the consequence in
+    their own words."""
+
+    def __init__(self, message: str, hint: str | None = None, *, cause: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.cause = cause or message
+
+
+def _busy(exc: BaseException) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY, SQLITE_LOCKED)."""
+    return isinstance(exc, sqlite3.OperationalError) and getattr(exc, "sqlite_errorcode", 0) & 0xFF in (5, 6)
 
 
 def _now() -> str:
@@ -111,36 +134,79 @@ class ConversationStore:
     damaged file), they are kept in memory for the session instead: the file is never touched again, ``problem``
     says why, and ``on_problem`` hears it once. Nothing the user typed is refused for want of a place to save it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, on_wait: Callable[[Path], None] | None = None) -> None:
+        """``on_wait`` hears, once a wait for another process's lock has lasted LOCK_SAID_AFTER_S, that it goes on
+        (up to LOCK_WAIT_S, after which the lock is a fault like any other)."""
         self.path = path
         self.problem: StorageProblem | None = None
         self.on_problem: Callable[[StorageProblem], None] | None = None
+        self.on_wait = on_wait
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = _connect_waiting(str(path))
+            self._db = self._patiently(lambda: _connect(str(path)))
         except (sqlite3.Error, OSError) as exc:
             self._db = _connect(":memory:")
             self.problem = self._describe(exc)
 
     @classmethod
-    def in_data_dir(cls, data_dir: Path) -> ConversationStore:
-        return cls(data_dir / "conversations.db")
+    def in_data_dir(cls, data_dir: Path, *, on_wait: Callable[[Path], None] | None = None) -> ConversationStore:
+        return cls(data_dir / "conversations.db", on_wait=on_wait)
+
+    def _patiently(self, attempt: Callable[[], T]) -> T:
+        """``attempt``, again while another process holds the database locked, for up to LOCK_WAIT_S; the wait is
+        said after LOCK_SAID_AFTER_S. SQLite's own busy timeout is kept short so that this loop, not SQLite, decides
+        how long and whether it is said."""
+        import time
+
+        start, said = time.monotonic(), False
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                waited = time.monotonic() - start
+                if not _busy(exc) or waited >= LOCK_WAIT_S:
+                    raise
+                if not said and waited >= LOCK_SAID_AFTER_S and self.on_wait is not None:
+                    said = True
+                    self.on_wait(self.path)
+                time.sleep(0.05)
 
     def _describe(self, exc: Exception) -> StorageProblem:
         reason = " ".join(str(exc).split()) or type(exc).__name__
+        kept = "this session's conversations are kept in memory only"
         if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in reason or "not a database" in reason):
-            return StorageProblem(
-                f"{self.path} is damaged ({reason}): it is left as it is, and this session's conversations are kept "
-                "in memory only", hint=f"move it aside (mv {self.path} {self.path}.damaged) to start a new one, or "
-                f"recover it with `sqlite3 {self.path} .recover`")
-        return StorageProblem(f"conversations cannot be saved in {self.path} ({reason}): this session's are kept "
-                              "in memory only", hint="free some disk space, or check the folder's permissions")
+            cause = f"{self.path} is damaged ({reason})"
+            return StorageProblem(f"{cause}: it is left as it is, and {kept}", cause=cause,
+                                  hint=f"move it aside (mv {self.path} {self.path}.damaged) to start a new one, or "
+                                  f"recover it with `sqlite3 {self.path} .recover`")
+        if _busy(exc):
+            cause = f"{self.path} is locked by another process (waited {LOCK_WAIT_S:g} s)"
+            return StorageProblem(f"{cause}: {kept}", cause=cause,
+                                  hint="let the other localllm (or the sqlite3 shell holding it) finish, or close it, "
+                                  "then try again")
+        blocking = next((folder for folder in reversed(self.path.parents) if folder.exists() and not folder.is_dir()),
+                        None)
+        if blocking is not None:  # LOCALLLM_HOME, or a folder under it, is a file
+            cause = f"conversations cannot be saved in {self.path}: {blocking} is a file, not a folder"
+            return StorageProblem(f"{cause}; {kept}", cause=cause,
+                                  hint=f"point LOCALLLM_HOME at a folder, or move {blocking} aside")
+        cause = f"conversations cannot be saved in {self.path} ({reason})"
+        full = getattr(exc, "sqlite_errorcode", 0) & 0xFF == 13 or getattr(exc, "errno", None) == 28  # FULL, ENOSPC
+        return StorageProblem(f"{cause}: {kept}", cause=cause,
+                              hint="free some disk space" if full else
+                              f"check the permissions of {self.path.parent} (or free some disk space)")
 
     def _fall_back(self, exc: sqlite3.Error) -> None:
         """Carry on in memory with what the file still gives (all of it, unless it is damaged)."""
         memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+
+        def give_up_if_locked(status: int, remaining: int, total: int) -> None:
+            # Python's backup retries a locked source for ever: a file another process holds gives what it can.
+            if status in (5, 6):
+                raise sqlite3.OperationalError("database is locked")
+
         try:
-            self._db.backup(memory)
+            self._db.backup(memory, progress=give_up_if_locked)
         except sqlite3.Error:
             memory.close()
             memory = _connect(":memory:")
@@ -155,23 +221,29 @@ class ConversationStore:
 
     def _run(self, statements: Callable[[sqlite3.Connection], T], *, write: bool = True) -> T:
         """``statements`` in one transaction (BEGIN IMMEDIATE takes the write lock up front, so two writers queue
-        instead of failing half-way); after a failure of the file, once more in memory."""
+        instead of failing half-way), waited for while another process holds the lock; after a failure of the
+        file, once more in memory."""
+
+        def transaction() -> T:
+            if not write:
+                return statements(self._db)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = statements(self._db)
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a COMMIT that found the lock taken leaves it open
+                    self._db.execute("ROLLBACK")
+                raise
+            return result
+
         for attempt in (1, 2):
             try:
-                if not write:
-                    return statements(self._db)
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = statements(self._db)
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-                return result
+                return self._patiently(transaction)
             except sqlite3.Error as exc:
-                # Only a failing file moves the session to memory: "database is locked" (another writer held it
-                # past the busy timeout) or a bug in a statement would move it there for nothing.
-                failing_file = getattr(exc, "sqlite_errorcode", 0) & 0xFF in FILE_FAILURES
+                # Only a failing file, or one locked past LOCK_WAIT_S, moves the session to memory: a bug in a
+                # statement would move it there for nothing.
+                failing_file = getattr(exc, "sqlite_errorcode", 0) & 0xFF in FILE_FAILURES or _busy(exc)
                 if attempt == 2 or self.problem is not None or not failing_file:
                     raise StorageProblem(f"the conversation could not be saved: {exc}",
                                          hint="try again; if it keeps failing, restart the app") from None
@@ -182,12 +254,20 @@ class ConversationStore:
         self._db.close()
 
     # -- conversations ---------------------------------------------------------------------------------------------
-    def create(self, title: str = "New conversation", *, system: str | None = None,
-               model: str | None = None) -> Conversation:
+    def create(self, title: str = "New conversation", *, system: str | None = None, model: str | None = None,
+               origin: str | None = None) -> Conversation:
+        """``origin``: the front end starting it (ORIGINS)."""
         now = _now()
-        cursor = self._run(lambda db: db.execute("INSERT INTO conversations (title, system, model, created, "
-                                                 "updated) VALUES (?, ?, ?, ?, ?)", (title, system, model, now, now)))
+        cursor = self._run(lambda db: db.execute(
+            "INSERT INTO conversations (title, system, model, created, updated, origin) VALUES (?, ?, ?, ?, ?, ?)",
+            (title, system, model, now, now, origin)))
         return self.get(_row_id(cursor))
+
+    def continued_in(self, conversation_id: int, origin: str) -> None:
+        """A one-shot that the app or `chat` goes on with is a chat from then on: the app's list shows it."""
+        if origin != ONE_SHOT:
+            self._run(lambda db: db.execute("UPDATE conversations SET origin = ? WHERE id = ? AND origin = ?",
+                                            (origin, conversation_id, ONE_SHOT)))
 
     def get(self, conversation_id: int) -> Conversation:
         row = self._run(lambda db: db.execute("SELECT * FROM conversations WHERE id = ?",
@@ -196,18 +276,25 @@ class ConversationStore:
             raise KeyError(conversation_id)
         return Conversation(**dict(row))
 
-    def list(self, search: str | None = None) -> list[Conversation]:
-        """Most recently updated first; ``search`` matches titles and message text."""
+    def list(self, search: str | None = None, *, one_shots: bool = True) -> list[Conversation]:
+        """Most recently updated first; ``search`` matches titles and message text; ``one_shots``: with those
+        `localllm run` started."""
+        where = "" if one_shots else f"origin IS NOT '{ONE_SHOT}'"
         if search:
             pattern = f"%{search}%"
             rows = self._run(lambda db: db.execute(
-                "SELECT * FROM conversations WHERE title LIKE ? OR id IN "
-                "(SELECT conversation_id FROM messages WHERE content LIKE ?) ORDER BY updated DESC, id DESC",
-                (pattern, pattern)).fetchall(), write=False)
+                "SELECT * FROM conversations WHERE (title LIKE ? OR id IN "
+                "(SELECT conversation_id FROM messages WHERE content LIKE ?))" + (f" AND {where}" if where else "")
+                + " ORDER BY updated DESC, id DESC", (pattern, pattern)).fetchall(), write=False)
         else:
             rows = self._run(lambda db: db.execute(
-                "SELECT * FROM conversations ORDER BY updated DESC, id DESC").fetchall(), write=False)
+                "SELECT * FROM conversations" + (f" WHERE {where}" if where else "")
+                + " ORDER BY updated DESC, id DESC").fetchall(), write=False)
         return [Conversation(**dict(row)) for row in rows]
+
+    def count_one_shots(self) -> int:
+        return self._run(lambda db: db.execute("SELECT COUNT(*) FROM conversations WHERE origin = ?",
+                                               (ONE_SHOT,)).fetchone()[0], write=False)
 
     def rename(self, conversation_id: int, title: str) -> None:
         self._update(conversation_id, "title", title)
@@ -300,29 +387,31 @@ class ConversationStore:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def _connect_waiting(where: str, seconds: float = 30.0) -> sqlite3.Connection:
-    """``_connect``, waiting while another process holds the database: switching a new file to WAL, or a first
-    read while another connection recovers the WAL, answers "database is locked" at once, without the busy timeout
-    that every later statement gets."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return _connect(where)
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (5, 6) or time.monotonic() > deadline:  # BUSY, LOCKED
-                raise
-            time.sleep(0.05)
+def _migrated(db: sqlite3.Connection) -> bool:
+    try:
+        done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
+    except sqlite3.OperationalError as exc:
+        if _busy(exc):
+            raise
+        return False  # no migrations table yet
+    return all(name in done for name, _ in MIGRATIONS)
 
 
 def _connect(where: str) -> sqlite3.Connection:
-    db = sqlite3.connect(where, timeout=30, isolation_level=None, check_same_thread=False)
+    """A connection to ``where``, migrated. Switching a new file to WAL, or a first read while another connection
+    recovers the WAL, answers "database is locked" at once, without the busy timeout: the caller waits
+    (ConversationStore._patiently)."""
+    db = sqlite3.connect(where, timeout=0.1, isolation_level=None, check_same_thread=False)
     try:
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA busy_timeout=100")
+        # A database migrated already is opened without the write lock: reading it (`localllm logs`) need not wait
+        # while another process writes.
+        if _migrated(db):
+            _check(db, where)
+            return db
         db.execute("BEGIN IMMEDIATE")
         try:
             db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
@@ -335,13 +424,17 @@ def _connect(where: str) -> sqlite3.Connection:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
-        # A file that opens may still be damaged further in: better to know now than at the first save.
-        if where != ":memory:" and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise sqlite3.DatabaseError("database disk image is malformed")
+        _check(db, where)
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _check(db: sqlite3.Connection, where: str) -> None:
+    """A file that opens may still be damaged further in: better to know now than at the first save."""
+    if where != ":memory:" and db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+        raise sqlite3.DatabaseError("database disk image is malformed")
 
 
 def _row_id(cursor: sqlite3.Cursor) -> int:

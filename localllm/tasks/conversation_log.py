@@ -4,15 +4,16 @@ them. Logging stops while a marker file sits in the data folder (`localllm logs 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 from localllm.core.chunks import Response
-from localllm.core.errors import UsageError
+from localllm.core.errors import LocalLLMError, UsageError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
-from localllm.store.conversations import Conversation, ConversationStore
+from localllm.store.conversations import Conversation, ConversationStore, StorageProblem
 
 OFF_MARKER = "logging-off"
 
@@ -32,6 +33,23 @@ def set_logging(settings: Settings, on: bool) -> None:
     else:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("localllm does not record conversations while this file exists (`localllm logs on`)\n")
+
+
+def say_waiting(path: Path) -> None:
+    from localllm.cli.output import note
+    from localllm.store.conversations import LOCK_WAIT_S
+
+    note(f"waiting for {path.name}, locked by another process (another localllm?), up to {LOCK_WAIT_S:g} s…")
+
+
+def open_store(settings: Settings) -> ConversationStore:
+    """The store as the CLI opens it: a wait for another process's lock is said."""
+    return ConversationStore.in_data_dir(settings.paths.data_dir, on_wait=say_waiting)
+
+
+def store_error(problem: StorageProblem) -> LocalLLMError:
+    """A store fault as an error, for a command that cannot do its work without the file (`logs`, `chat -c`)."""
+    return LocalLLMError(problem.cause, hint=problem.hint)
 
 
 def finish_stored(response: Response, options: GenerationOptions) -> str:
@@ -59,14 +77,22 @@ def meta_of(response: Response, model: str, backend: str, options: GenerationOpt
 
 class ConversationLog:
     """The CLI's side of the store: which conversation an exchange belongs to, and recording it. Off (logs off),
-    it records nothing but can still continue a conversation already recorded."""
+    it records nothing but can still continue a conversation already recorded. A store that fails (damaged,
+    locked, unwritable) is an error where a conversation is to be continued, and otherwise a warning that nothing
+    is recorded: the answer matters more than its record."""
 
-    def __init__(self, settings: Settings, *, continue_last: bool = False, conversation_id: int | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, *, origin: str, continue_last: bool = False,
+                 conversation_id: int | None = None) -> None:
         self.enabled = logging_on(settings)
-        self.store = ConversationStore.in_data_dir(settings.paths.data_dir)
+        self.origin = origin
+        self.store = open_store(settings)
+        self.store.on_problem = self._stop_recording
         self.conversation: Conversation | None = None
         try:
+            if self.store.problem is not None:
+                if conversation_id is not None or continue_last:
+                    raise store_error(self.store.problem)
+                self._stop_recording(self.store.problem)
             if conversation_id is not None:
                 try:
                     self.conversation = self.store.get(conversation_id)
@@ -82,6 +108,25 @@ class ConversationLog:
             self.store.close()
             raise
 
+    def _stop_recording(self, problem: StorageProblem) -> None:
+        """Said once; the store would go on in memory, which records nothing the next command can see."""
+        if not self.enabled:
+            return
+        self.enabled = False
+        from localllm.cli.output import note
+
+        note(f"warning: this conversation is not recorded: {problem.cause}"
+             + (f" — hint: {problem.hint}" if problem.hint else ""))
+
+    def _safely(self, write: Callable[[], object]) -> object:
+        """A write that the store could not make (its file failed, or stayed locked) stops the recording, said
+        once, and leaves the answer alone."""
+        try:
+            return write()
+        except StorageProblem as problem:
+            self._stop_recording(problem)
+            return None
+
     def history(self) -> list[Message]:
         if self.conversation is None:
             return []
@@ -95,19 +140,26 @@ class ConversationLog:
         """Record the prompt as it is sent (a crash keeps it); returns the answer's message id to finish."""
         if not self.enabled:
             return None
-        if self.conversation is None:
-            title = (user_text.strip().splitlines() or ["New conversation"])[0][:40]
-            self.conversation = self.store.create(title, model=model, system=system)
-        self.store.add_message(self.conversation.id, "user", user_text)
-        return self.store.add_message(self.conversation.id, "assistant", "", stopped=True).id
+
+        def record() -> int:
+            if self.conversation is None:
+                title = (user_text.strip().splitlines() or ["New conversation"])[0][:40]
+                self.conversation = self.store.create(title, model=model, system=system, origin=self.origin)
+            else:
+                self.store.continued_in(self.conversation.id, self.origin)
+            self.store.add_message(self.conversation.id, "user", user_text)
+            return self.store.add_message(self.conversation.id, "assistant", "", stopped=True).id
+
+        answer_id = self._safely(record)
+        return answer_id if self.enabled and isinstance(answer_id, int) else None
 
     def end(self, answer_id: int | None, response: Response, *, model: str, backend: str,
             options: GenerationOptions) -> None:
-        if answer_id is None:
+        if answer_id is None or not self.enabled:
             return
         finish = finish_stored(response, options)
-        self.store.update_message(answer_id, response.partial_text, stopped=finish == "stopped", finish=finish,
-                                  meta=meta_of(response, model, backend, options))
+        self._safely(lambda: self.store.update_message(answer_id, response.partial_text, stopped=finish == "stopped",
+                                                       finish=finish, meta=meta_of(response, model, backend, options)))
 
     def forget(self) -> None:
         """``/reset``: the next message starts a new conversation; the old one stays in the log."""
@@ -115,7 +167,8 @@ class ConversationLog:
 
     def set_system(self, system: str | None) -> None:
         if self.conversation is not None and self.enabled:
-            self.store.set_system(self.conversation.id, system)
+            conversation_id = self.conversation.id
+            self._safely(lambda: self.store.set_system(conversation_id, system))
 
     def close(self) -> None:
         self.store.close()

@@ -71,6 +71,8 @@ class ChatPane(Vertical):
         Binding("ctrl+s", "export_conversation", "Export", id="chat.export", show=False),
         Binding("ctrl+f", "search", "Search chats", id="chat.search", show=False),
         Binding("delete", "delete_conversation", "Delete chat", id="chat.delete", show=False),
+        # Only in the list (check_action): elsewhere r is a letter typed, or a message's key.
+        Binding("r", "toggle_one_shots", "List or hide runs", id="chat.one_shots", show=False),
         # Priority: the prompt box (a TextArea) would take F6 to select its line.
         Binding("f6", "choose_tools", "Tools", id="chat.tools", show=False, priority=True),
         # Tab never reaches the list from the prompt box (Shift+Tab goes to the messages): this key does, and back.
@@ -93,6 +95,7 @@ class ChatPane(Vertical):
         "rename_conversation": "Chat: rename this conversation",
         "export_conversation": "Chat: export this conversation to Markdown",
         "delete_conversation": "Chat: delete the highlighted conversation",
+        "toggle_one_shots": "Chat: list or hide `localllm run`'s one-shots",
         "search": "Chat: search conversations",
         "stop": "Chat: stop the answer being written",
         "choose_tools": "Chat: choose the MCP tools this conversation may call",
@@ -163,7 +166,7 @@ class ChatPane(Vertical):
     async def _open_latest(self) -> None:
         """The app opens where the user left off: the conversation changed last (Ctrl+N starts a new one). The
         focus stays where it is: the user may already be in the list or typing."""
-        latest = next(iter(self.store.list()), None)
+        latest = next(iter(self.store.list(one_shots=False)), None)  # a one-shot is not where a chat was left
         if latest is not None and self.conversation_id is None and not self.generating:
             await self._show_conversation(latest.id, focus=False)
 
@@ -535,6 +538,13 @@ class ChatPane(Vertical):
         self.app.push_screen(AskText("Export to Markdown file (Enter writes it; change the path to put it "
                                      "elsewhere):", str(default)), answered)
 
+    def action_toggle_one_shots(self) -> None:
+        from localllm.tui.help import key_label
+
+        binding = next(b for b in self.BINDINGS if isinstance(b, Binding) and b.id == "chat.one_shots")
+        self.sidebar.toggle_key = key_label(binding, getattr(getattr(self.app, "preferences", None), "keys", {}))
+        self.sidebar.toggle_one_shots()
+
     def action_search(self) -> None:
         self._call_list()
         self.query_one("#search").focus()
@@ -597,13 +607,15 @@ class ChatPane(Vertical):
         assert self.session is not None, "a prompt is only taken once the model is ready"
         if self.conversation_id is None:
             conversation = self.store.create(text.splitlines()[0][:40], model=self.session.model.ref.name,
-                                             system=self.session.system)
+                                             system=self.session.system, origin="app")
             self.conversation_id = conversation.id
             self.sidebar.show(conversation.id)
             self.tools.move(None, conversation.id)
             if conversation.id in self.tools.chosen:
                 self.store.set_tools(conversation.id, self.tools.chosen[conversation.id],
                                      self.tools.required.get(conversation.id, False))
+        else:
+            self.store.continued_in(self.conversation_id, "app")
         # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
         # was written of the answer (marked stopped until it ends).
         user = self.store.add_message(self.conversation_id, "user", text)

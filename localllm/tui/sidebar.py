@@ -1,4 +1,5 @@
-"""The conversation list: search as you type, open, and the highlighted one for rename and delete."""
+"""The conversation list: search as you type, open, and the highlighted one for rename and delete. `localllm run`'s
+one-shots are left out until asked for (F7): they are answers, not chats, and would bury the chats."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from textual import on
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, Label, ListItem, ListView
+from textual.widgets import Input, Label, ListItem, ListView, Static
 
-from localllm.store.conversations import ConversationStore
+from localllm.store.conversations import ONE_SHOT, ConversationStore
 from localllm.tui.inert import plain
 
 
@@ -27,9 +28,17 @@ def when(iso: str, now: datetime | None = None) -> str:
 
 
 class ConversationItem(ListItem):
-    def __init__(self, conversation_id: int, title: str, updated: str = "") -> None:
-        super().__init__(Label(plain(title), classes="title"), Label(plain(when(updated)), classes="when"))
+    def __init__(self, conversation_id: int, title: str, updated: str = "", origin: str | None = None) -> None:
+        self.one_shot = origin == ONE_SHOT
+        super().__init__(Label(plain(title), classes="title"), Label(self._when(updated), classes="when"))
         self.conversation_id = conversation_id
+        self.set_class(self.one_shot, "-one-shot")
+
+    def _when(self, updated: str) -> str:
+        return plain(("run " if self.one_shot else "") + when(updated))
+
+    def updated(self, updated: str) -> None:
+        self.query_one(".when", Label).update(self._when(updated))
 
 
 class ConversationList(Vertical):
@@ -39,6 +48,9 @@ class ConversationList(Vertical):
     ConversationItem Label.title { width: 1fr; text-wrap: nowrap; text-overflow: ellipsis; }
     ConversationItem Label.when { color: $text-muted; }
     ConversationItem.-current Label.title { text-style: bold; color: $accent; }
+    ConversationItem.-one-shot Label.title { text-style: italic; }
+    ConversationList #one-shots { height: auto; color: $text-muted; padding: 0 1; }
+    ConversationList #one-shots.-none { display: none; }
     """
     BINDINGS = [Binding("escape", "clear_search", "Clear search", id="chat.clear_search", show=False)]
 
@@ -52,10 +64,15 @@ class ConversationList(Vertical):
         self.store = store
         self.current_id: int | None = None
         """The conversation open in the chat, marked in the list."""
+        self.one_shots = False
+        """Whether `localllm run`'s one-shots are listed (toggle_one_shots)."""
+        self.toggle_key = "R"
+        """The key that toggles them in the list, as the help screen names it (the chat pane says a remapped one)."""
 
     def compose(self):
         yield Input(placeholder="search chats (Ctrl+F)", id="search")
         yield ListView(id="conversations")
+        yield Static("", id="one-shots", classes="-none", markup=False)
 
     def on_mount(self) -> None:
         self.refresh_list()
@@ -73,17 +90,32 @@ class ConversationList(Vertical):
         search = self.query_one("#search", Input).value.strip()
         view = self.list_view
         view.clear()
-        for conversation in self.store.list(search or None):
-            item = ConversationItem(conversation.id, conversation.title, conversation.updated)
+        for conversation in self.store.list(search or None, one_shots=self.one_shots):
+            item = ConversationItem(conversation.id, conversation.title, conversation.updated, conversation.origin)
             item.set_class(conversation.id == self.current_id, "-current")
             view.append(item)
+        self._say_one_shots()
+
+    def _say_one_shots(self) -> None:
+        """How many one-shots the list leaves out, and the key that lists them; nothing while there are none."""
+        count = self.store.count_one_shots()
+        line = self.query_one("#one-shots", Static)
+        line.set_class(count == 0, "-none")
+        if self.one_shots:
+            line.update(f"runs listed ({self.toggle_key} in the list hides them)")
+        else:
+            line.update(f"{count:,} run{'s' if count != 1 else ''} hidden ({self.toggle_key} in the list shows them)")
+
+    def toggle_one_shots(self) -> None:
+        self.one_shots = not self.one_shots
+        self.refresh_list()
 
     def touched(self, conversation_id: int) -> None:
         """A conversation changed (an answer ended): its time is updated and it goes to the top, as the store lists
         conversations; listed first already, only its time changes, so the list keeps its place."""
         items = [item for item in self.list_view.children if isinstance(item, ConversationItem)]
         if items and items[0].conversation_id == conversation_id:
-            items[0].query_one(".when", Label).update(plain(when(self.store.get(conversation_id).updated)))
+            items[0].updated(self.store.get(conversation_id).updated)
         else:
             self.refresh_list()
 
