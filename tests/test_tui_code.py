@@ -14,8 +14,9 @@ from tui_helpers import PaneApp, one_thread, wait_until
 from localllm.core.errors import UsageError
 from localllm.core.options import preset
 from localllm.tasks import code
+from localllm.tasks.code import build_request
 from localllm.tui.answer import StreamingAnswer
-from localllm.tui.code import CodePane, build_request, suggested_path
+from localllm.tui.code import CodePane, suggested_path
 from localllm.tui.shared_model import SharedModel
 
 BUGGY = '''def total(items):

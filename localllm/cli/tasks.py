@@ -178,32 +178,18 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError("explain writes no code; --write applies to fix, convert, doc, test and gen",
                          hint="drop --write")
     with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        backend = loaded.backend
         if action == "gen":
             description = " ".join(args.description).strip()
             if not description:
                 raise UsageError("describe the code to write", hint='localllm code gen "a CLI that ..." --lang python')
-            language = code.language_for(name=args.lang)
-            messages = code.code_messages(settings, "gen", None, language=language, request=description)
-            fence = language.fence
+            request = code.build_request(settings, loaded.backend, options, "gen", None, description,
+                                         language_name=args.lang)
         else:
             source = code.read_code(args.target)
-            language = code.language_for(str(source.path))
-            target = code.language_for(name=args.to) if action == "convert" else None
-            error = _error_text(args) if action == "fix" else ""
-            lines = code.traceback_lines(error, source.path) if error else None
-
-            def build(part):
-                return code.code_messages(settings, action, part, language=language, target=target, error=error)
-
-            sent = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines,
-                                   answer_tokens=options.max_tokens)
-            note(f"sent {sent.what}" + ("" if sent is source else " (the definitions around the error)"))
-            messages = build(sent)
-            fence = (target or language).fence
-        if action != "explain":
-            options = options.with_overrides(answer_prefix=f"```{fence}\n")
-        response = Response(backend.chat(messages, options))
+            detail = _error_text(args) if action == "fix" else args.to if action == "convert" else ""
+            request = code.build_request(settings, loaded.backend, options, action, source, detail)
+            note(f"sent {request.sent}")
+        response = Response(loaded.backend.chat(request.messages, request.options))
         text = stream_to_stdout(response)
     if args.verbose:
         note_single_call(response)

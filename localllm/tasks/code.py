@@ -12,6 +12,7 @@ from pathlib import Path
 
 from localllm.core.errors import ContextOverflow, LocalLLMError, UsageError
 from localllm.core.messages import Message
+from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import prompts
 from localllm.tasks.chunking import code_pieces
@@ -197,3 +198,61 @@ def write_code(markdown: str, path: str, *, force: bool) -> Path:
 
     write_text_atomically(target, code.rstrip("\n") + "\n")
     return target
+
+
+# -- one request, for the CLI and the app ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CodeRequest:
+    messages: list[Message]
+    options: GenerationOptions
+    sent: str
+    """What part of the source went into the prompt, for the status line."""
+
+
+def check_inputs(action: str, source: CodeSource | None, detail: str) -> None:
+    """What an action lacks, found before a model is touched."""
+    if action == "gen":
+        if not detail.strip():
+            raise UsageError("describe the code to write", hint="say what it should do, e.g. a CLI that renames photos")
+        return
+    if source is None:
+        raise UsageError(f"{action} needs code", hint="open a file, or type code in the editor")
+    if action == "fix" and not detail.strip():
+        raise UsageError("fix needs the error", hint="paste the error message or traceback in the box by the action")
+    if action == "convert":
+        if not detail.strip():
+            raise UsageError("convert needs a target language", hint="type it by the action, e.g. JavaScript")
+        language_for(name=detail.strip())
+
+
+def build_request(settings: Settings, backend, options: GenerationOptions, action: str, source: CodeSource | None,
+                  detail: str, *, language_name: str | None = None) -> CodeRequest:
+    """The messages and options of one code action, for `localllm code ACTION` and the app's code pane alike.
+    ``detail``: what to write (gen), the error (fix) or the target language (convert); ``language_name``: the
+    language to write in for gen (else the source's, else Python)."""
+    check_inputs(action, source, detail)
+    options = options.with_overrides(max_tokens=options.max_tokens or ANSWER_TOKENS)
+    detail = detail.strip()
+    language = language_for(str(source.path) if source is not None else None)
+    if action == "gen":
+        if language_name or source is None:
+            language = language_for(name=language_name or "python")
+        messages = code_messages(settings, "gen", None, language=language, request=detail)
+        sent, fence = "the description", language.fence
+    else:
+        assert source is not None, "check_inputs: every action but gen needs code"
+        target = language_for(name=detail) if action == "convert" else None
+        error = detail if action == "fix" else ""
+        lines = traceback_lines(error, source.path) if error else None
+
+        def build(part: CodeSource) -> list[Message]:
+            return code_messages(settings, action, part, language=language, target=target, error=error)
+
+        chosen = fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines,
+                                 answer_tokens=options.max_tokens)
+        messages = build(chosen)
+        sent = chosen.what + ("" if chosen is source else " (the definitions around the error)")
+        fence = (target or language).fence
+    if action != "explain":
+        options = options.with_overrides(answer_prefix=f"```{fence}\n")
+    return CodeRequest(messages, options, sent)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ from textual.widgets import Button, Input, Select, Static, TextArea
 from localllm.core.chunks import Response
 from localllm.core.errors import ContextOverflow, LocalLLMError, UsageError
 from localllm.core.files import free_name
-from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import code
+from localllm.tasks.code import build_request, check_inputs
 from localllm.tui.activity import FooterFlag
 from localllm.tui.answer import StreamingAnswer, TextBuffer, pump
 from localllm.tui.shared_model import SharedModel
@@ -38,61 +37,6 @@ ACTIONS = {
 ANSWER_PLACEHOLDER = "*The answer appears here.*"
 FLUSH_SECONDS = 0.05
 """How often the streamed text is drained into the answer."""
-
-
-@dataclass(frozen=True)
-class CodeRequest:
-    messages: list[Message]
-    options: GenerationOptions
-    sent: str
-    """What part of the source went into the prompt, for the status line."""
-
-
-def check_inputs(action: str, source: code.CodeSource | None, detail: str) -> None:
-    """What an action lacks, found before a model is touched."""
-    if action == "gen":
-        if not detail.strip():
-            raise UsageError("describe the code to write", hint="type what it should do in the box by the action")
-        return
-    if source is None:
-        raise UsageError(f"{action} needs code", hint="open a file, or type code in the editor")
-    if action == "fix" and not detail.strip():
-        raise UsageError("fix needs the error", hint="paste the error message or traceback in the box by the action")
-    if action == "convert":
-        if not detail.strip():
-            raise UsageError("convert needs a target language", hint="type it by the action, e.g. JavaScript")
-        code.language_for(name=detail.strip())
-
-
-def build_request(settings: Settings, backend, options: GenerationOptions, action: str, source: code.CodeSource | None,
-                  detail: str) -> CodeRequest:
-    """The messages and options of one code action, as `localllm code ACTION` builds them."""
-    check_inputs(action, source, detail)
-    options = options.with_overrides(max_tokens=options.max_tokens or code.ANSWER_TOKENS)
-    detail = detail.strip()
-    language = code.language_for(str(source.path) if source is not None else None)
-    if action == "gen":
-        if source is None:
-            language = code.language_for(name="python")
-        messages = code.code_messages(settings, "gen", None, language=language, request=detail)
-        sent, fence = "the description", language.fence
-    else:
-        assert source is not None, "check_inputs: every action but gen needs code"
-        target = code.language_for(name=detail) if action == "convert" else None
-        error = detail if action == "fix" else ""
-        lines = code.traceback_lines(error, source.path) if error else None
-
-        def build(part: code.CodeSource) -> list[Message]:
-            return code.code_messages(settings, action, part, language=language, target=target, error=error)
-
-        chosen = code.fit_source(source, backend.count_prompt_tokens, build, backend.context_window, lines,
-                                 answer_tokens=options.max_tokens)
-        messages = build(chosen)
-        sent = chosen.what + ("" if chosen is source else " (the definitions around the error)")
-        fence = (target or language).fence
-    if action != "explain":
-        options = options.with_overrides(answer_prefix=f"```{fence}\n")
-    return CodeRequest(messages, options, sent)
 
 
 def suggested_path(source: Path | None, action: str, detail: str) -> Path | None:
