@@ -12,7 +12,7 @@ from localllm.cli.output import note
 from localllm.core.settings import Settings
 
 if TYPE_CHECKING:
-    from localllm.server.origins import AccessPolicy
+    from localllm.core.access import AccessPolicy
 
 EMBEDDING_CTX = 2048
 """The default window of the model instance serve loads for embeddings. A text is embedded in one batch, so its
@@ -52,7 +52,7 @@ def add_access_args(parser: argparse.ArgumentParser) -> None:
 
 def access_from(args: argparse.Namespace, settings: Settings) -> AccessPolicy:
     """The AccessPolicy for this command: the flags added to the config's lists and OLLAMA_ORIGINS."""
-    from localllm.server.origins import access_policy
+    from localllm.core.access import access_policy
 
     return access_policy(args.bind, [*settings.allowed_hosts, *args.allow_hosts],
                          [*settings.allowed_origins, *args.allow_origins])

@@ -14,7 +14,7 @@ from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
 
 if TYPE_CHECKING:
-    from localllm.server.origins import AccessPolicy
+    from localllm.core.access import AccessPolicy
 
 KEY_COOKIE = "localllm_web_key"
 

@@ -224,7 +224,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
 
 
 def _allow_list(name: str, value: Any, where: str) -> tuple[str, ...]:
-    from localllm.server.origins import host_problem, normal_host, normal_origin, origin_problem
+    from localllm.core.access import host_problem, normal_host, normal_origin, origin_problem
 
     example = '["mybox.lan"]' if name == "allowed_hosts" else '["https://*.example.com"]'
     if isinstance(value, str):

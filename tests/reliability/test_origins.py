@@ -27,8 +27,8 @@ import pytest
 from backend_servers import free_port
 from conftest import cli_executable, run_cli, seed_verdict
 
+from localllm.core.access import AccessPolicy, access_policy
 from localllm.core.errors import UsageError
-from localllm.server.origins import AccessPolicy, access_policy
 
 ALLOWED = "http://allowed.test:*"
 FROM_OLLAMA = "https://ollama-origin.example"
