@@ -35,6 +35,8 @@ class ModelsPane(Vertical):
     ModelsPane #installed { height: 1fr; }
     ModelsPane #catalog { height: 2fr; }
     ModelsPane #metadata-box { width: 36; border-left: solid $primary-background; padding: 0 1; }
+    ModelsPane.-medium #metadata-box { width: 28; }
+    ModelsPane.-narrow #metadata-box { display: none; }
     ModelsPane #pull-row { height: 1; display: none; padding: 0 1; }
     ModelsPane #pull-row.active { display: block; }
     ModelsPane #pull-label { width: auto; margin-right: 1; }
@@ -96,9 +98,34 @@ class ModelsPane(Vertical):
         yield Static("reading the models…", id="models-status")
 
     def on_mount(self) -> None:
-        self.query_one("#installed", DataTable).add_columns("NAME", "SIZE", "QUANT", "VERDICT", SPEED, "WHERE")
-        self.query_one("#catalog", DataTable).add_columns("NAME", "QUANT", "PARAMS", "DOWNLOAD", "VERDICT", SPEED, "")
         self.action_refresh()
+
+    def on_resize(self) -> None:
+        width = self.size.width
+        self.set_class(width < NARROW, "-narrow")
+        self.set_class(NARROW <= width < WIDE, "-medium")
+        if self._listed:
+            self._show_installed()
+            self._fill_catalog(force=True)
+
+    def _room(self) -> int:
+        """Columns the tables may fill: the pane less the metadata beside them and a scrollbar."""
+        width = self.size.width or 120
+        beside = 0 if width < NARROW else (29 if width < WIDE else 37)
+        return width - beside - 2
+
+    def _lay_out(self, table: DataTable, labels: tuple[str, ...], rows: list[tuple[tuple[str, ...], str]],
+                 steps: tuple[tuple[str, int, int], ...]) -> None:
+        """``rows``: (cells, key); the columns fitted to the room (fit_columns), and the table filled again."""
+        cursor = table.cursor_row
+        kept = fit_columns(labels, [cells for cells, _ in rows], self._room(), steps)
+        table.clear(columns=True)
+        for index, width in kept:
+            table.add_column(labels[index], width=width, key=str(index))
+        for cells, key in rows:
+            table.add_row(*(plain(shorten(cells[index], width)) for index, width in kept), key=key)
+        if rows:
+            table.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
 
     # -- listing ---------------------------------------------------------------------------------------------------
     def action_refresh(self) -> None:
@@ -123,14 +150,7 @@ class ModelsPane(Vertical):
 
     def _show_rows(self, installed: list, catalog: list, partials: list) -> None:
         self.installed, self.catalog, self.partials = installed, catalog, partials
-        table = self.query_one("#installed", DataTable)
-        table.clear()
-        for index, row in enumerate(installed):
-            size = human_size(row.info.file_size) if row.info else "-"
-            quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
-            verdict = row.verdict if row.info is None or row.info.chat_template else f"{row.verdict} · base model"
-            table.add_row(*map(plain, (row.ref.name, size, quant, verdict, speed_cell(row.plan), row.ref.source)),
-                          key=str(index))
+        self._show_installed()
         self._fill_catalog(force=True)
         self._show_partials()
         self.query_one("#installed-heading", Label).update(f"Installed and discovered ({len(installed):,})")
@@ -141,6 +161,15 @@ class ModelsPane(Vertical):
         if self.selected is None and installed:
             self.selected = ("installed", 0)
         self._show_metadata()
+
+    def _show_installed(self) -> None:
+        rows = []
+        for index, row in enumerate(self.installed):
+            size = human_size(row.info.file_size) if row.info else "-"
+            quant = (row.info.quant if row.info else None) or row.ref.quant or "-"
+            verdict = row.verdict if row.info is None or row.info.chat_template else f"{row.verdict} · base model"
+            rows.append(((row.ref.name, size, quant, verdict, speed_cell(row.plan), row.ref.source), str(index)))
+        self._lay_out(self.query_one("#installed", DataTable), INSTALLED_COLUMNS, rows, INSTALLED_STEPS)
 
     def _show_partials(self) -> None:
         lines = []
@@ -174,14 +203,14 @@ class ModelsPane(Vertical):
         if matching == self._catalog_shown and not force:
             return  # most keystrokes leave the rows as they were: rebuilding the table each time would lag
         self._catalog_shown = matching
-        table = self.query_one("#catalog", DataTable)
-        table.clear()
+        rows = []
         for index in matching:
             row = self.catalog[index]
             cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
                      ("~" if row.quant.approximate else "") + human_size(row.quant.size), row.verdict,
                      speed_cell(row.plan), "installed" if row.installed else "")
-            table.add_row(*map(plain, cells), key=str(index))
+            rows.append((cells, str(index)))
+        self._lay_out(self.query_one("#catalog", DataTable), CATALOG_COLUMNS, rows, CATALOG_STEPS)
 
     # -- metadata --------------------------------------------------------------------------------------------------
     @on(DataTable.RowHighlighted)
@@ -418,7 +447,46 @@ class PullMeter:
 
 
 def speed_cell(plan) -> str:
-    return (plan.speed if plan is not None else None) or "-"
+    # "tok/s": the column is read at a glance, and "~0.6 tokens/s" was cut in a 120-column catalog.
+    speed = (plan.speed if plan is not None else None) or "-"
+    return speed.replace(" tokens/s", " tok/s").replace(" token/s", " tok/s")
+
+
+NARROW, WIDE = 100, 140
+"""Pane widths: under NARROW the metadata is not shown beside the tables, which need the room; from WIDE it has its
+full width."""
+INSTALLED_COLUMNS = ("NAME", "SIZE", "QUANT", "VERDICT", SPEED, "WHERE")
+CATALOG_COLUMNS = ("NAME", "QUANT", "PARAMS", "DOWNLOAD", "VERDICT", SPEED, "")
+# What gives way, in turn, when a table is wider than its room: ("shrink", column, down to width) or ("drop",
+# column, 0). The verdict and the speed never do: they are what the pane is for.
+INSTALLED_STEPS = (("shrink", 5, 10), ("shrink", 0, 18), ("drop", 5, 0), ("drop", 1, 0), ("shrink", 0, 12))
+CATALOG_STEPS = (("shrink", 0, 18), ("drop", 2, 0), ("shrink", 0, 14), ("drop", 3, 0), ("drop", 1, 0),
+                 ("shrink", 0, 10))
+
+
+def fit_columns(labels: tuple[str, ...], rows: list[tuple[str, ...]], room: int,
+                steps: tuple[tuple[str, int, int], ...]) -> list[tuple[int, int]]:
+    """(column index, width) of the columns to show in ``room`` cells: each as wide as its widest cell, then the
+    ``steps`` taken in turn until the table fits (a column is padded by a cell each side)."""
+    widths = {index: max([len(label), *(len(cells[index]) for cells in rows)]) for index, label in enumerate(labels)}
+
+    def total() -> int:
+        return sum(width + 2 for width in widths.values())
+
+    for kind, index, to in steps:
+        if total() <= room:
+            break
+        if index not in widths:
+            continue
+        if kind == "drop":
+            del widths[index]
+        else:
+            widths[index] = max(min(widths[index], to), widths[index] - (total() - room))
+    return sorted(widths.items())
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def catalog_text(row) -> str:
@@ -460,7 +528,7 @@ def catalog_metadata(row) -> tuple[str, list[tuple[str, str]]]:
 def plan_fields(plan) -> list[tuple[str, str]]:
     fields = []
     if plan.speed:
-        fields.append(("speed", f"{plan.speed} (an estimate; slower as the context fills)"))
+        fields.append(("speed", f"{plan.speed_with_threads} (an estimate; slower as the context fills)"))
     fields.append(("memory", f"about {human_size(plan.memory.total)} at {plan.n_ctx:,} tokens"))
     return fields
 
