@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Sequence
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -114,7 +115,7 @@ class ModelsPane(Vertical):
         beside = 0 if width < NARROW else (29 if width < WIDE else 37)
         return width - beside - 2
 
-    def _lay_out(self, table: DataTable, labels: tuple[str, ...], rows: list[tuple[tuple[str, ...], str]],
+    def _lay_out(self, table: DataTable, labels: tuple[str, ...], rows: Sequence[tuple[tuple[str, ...], str]],
                  steps: tuple[tuple[str, int, int], ...]) -> None:
         """``rows``: (cells, key); the columns fitted to the room (fit_columns), and the table filled again."""
         cursor = table.cursor_row
@@ -464,7 +465,7 @@ CATALOG_STEPS = (("shrink", 0, 18), ("drop", 2, 0), ("shrink", 0, 14), ("drop", 
                  ("shrink", 0, 10))
 
 
-def fit_columns(labels: tuple[str, ...], rows: list[tuple[str, ...]], room: int,
+def fit_columns(labels: tuple[str, ...], rows: Sequence[tuple[str, ...]], room: int,
                 steps: tuple[tuple[str, int, int], ...]) -> list[tuple[int, int]]:
     """(column index, width) of the columns to show in ``room`` cells: each as wide as its widest cell, then the
     ``steps`` taken in turn until the table fits (a column is padded by a cell each side)."""
