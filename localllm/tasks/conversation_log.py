@@ -4,6 +4,7 @@ them. Logging stops while a marker file sits in the data folder (`localllm logs 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,9 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import Conversation, ConversationStore, StorageProblem
+
+logger = logging.getLogger("localllm")
+"""What is said while a command works (the CLI prints its warnings on stderr)."""
 
 OFF_MARKER = "logging-off"
 
@@ -36,10 +40,9 @@ def set_logging(settings: Settings, on: bool) -> None:
 
 
 def say_waiting(path: Path) -> None:
-    from localllm.cli.output import note
     from localllm.store.conversations import LOCK_WAIT_S
 
-    note(f"waiting for {path.name}, locked by another process (another localllm?), up to {LOCK_WAIT_S:g} s…")
+    logger.warning(f"waiting for {path.name}, locked by another process (another localllm?), up to {LOCK_WAIT_S:g} s…")
 
 
 def open_store(settings: Settings) -> ConversationStore:
@@ -113,9 +116,7 @@ class ConversationLog:
         if not self.enabled:
             return
         self.enabled = False
-        from localllm.cli.output import note
-
-        note(f"warning: this conversation is not recorded: {problem.cause}"
+        logger.warning(f"warning: this conversation is not recorded: {problem.cause}"
              + (f" — hint: {problem.hint}" if problem.hint else ""))
 
     def _safely(self, write: Callable[[], object]) -> object:
