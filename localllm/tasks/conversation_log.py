@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 
 from localllm.core.chunks import Response
@@ -15,6 +14,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import Conversation, ConversationStore, StorageProblem
+from localllm.tasks.exchange import Exchange, conversation_title
 
 logger = logging.getLogger("localllm")
 """What is said while a command works (the CLI prints its warnings on stderr)."""
@@ -53,29 +53,6 @@ def open_store(settings: Settings) -> ConversationStore:
 def store_error(problem: StorageProblem) -> LocalLLMError:
     """A store fault as an error, for a command that cannot do its work without the file (`logs`, `chat -c`)."""
     return LocalLLMError(problem.cause, hint=problem.hint)
-
-
-def finish_stored(response: Response, options: GenerationOptions) -> str:
-    """How the answer ended, as the app records it."""
-    from localllm.core.finish import finish_of
-
-    return finish_of(response.final, options.max_tokens).stored
-
-
-def meta_of(response: Response, model: str, backend: str, options: GenerationOptions) -> dict:
-    final = response.final
-    chosen = {key: value for key, value in asdict(options).items()
-              if value is not None and key not in ("answer_prefix", "json_schema")}
-    meta: dict = {"model": model, "backend": backend, "options": chosen}
-    if final is not None:
-        meta["usage"] = {"prompt_tokens": final.usage.prompt_tokens,
-                         "completion_tokens": final.usage.completion_tokens,
-                         "thinking_tokens": final.usage.thinking_tokens}
-        meta["timings"] = {"first_token_s": final.timings.first_token_s, "total_s": final.timings.total_s,
-                           "tokens_per_second": final.tokens_per_second}
-    if response.tool_results:
-        meta["tool_calls"] = [result.to_dict() for result in response.tool_results]
-    return meta
 
 
 class ConversationLog:
@@ -137,30 +114,33 @@ class ConversationLog:
     def system(self) -> str | None:
         return self.conversation.system if self.conversation is not None else None
 
-    def begin(self, user_text: str, *, model: str, system: str | None) -> int | None:
-        """Record the prompt as it is sent (a crash keeps it); returns the answer's message id to finish."""
+    def begin(self, user_text: str, *, model: str, system: str | None) -> Exchange | None:
+        """Record the prompt as it is sent (a crash keeps it); the exchange to save the answer into, or None where
+        nothing is recorded."""
         if not self.enabled:
             return None
 
-        def record() -> int:
+        def record() -> Exchange:
             if self.conversation is None:
-                title = (user_text.strip().splitlines() or ["New conversation"])[0][:40]
-                self.conversation = self.store.create(title, model=model, system=system, origin=self.origin)
+                self.conversation = self.store.create(conversation_title(user_text), model=model, system=system,
+                                                      origin=self.origin)
             else:
                 self.store.continued_in(self.conversation.id, self.origin)
-            self.store.add_message(self.conversation.id, "user", user_text)
-            return self.store.add_message(self.conversation.id, "assistant", "", stopped=True).id
+            return Exchange.begin(self.store, self.conversation.id, user_text)
 
-        answer_id = self._safely(record)
-        return answer_id if self.enabled and isinstance(answer_id, int) else None
+        exchange = self._safely(record)
+        return exchange if self.enabled and isinstance(exchange, Exchange) else None
 
-    def end(self, answer_id: int | None, response: Response, *, model: str, backend: str,
+    def progress(self, exchange: Exchange | None, text: str) -> None:
+        """The answer so far, saved now and then as it streams."""
+        if exchange is not None and self.enabled:
+            self._safely(lambda: exchange.progress(text))
+
+    def end(self, exchange: Exchange | None, response: Response, *, model: str, backend: str,
             options: GenerationOptions) -> None:
-        if answer_id is None or not self.enabled:
+        if exchange is None or not self.enabled:
             return
-        finish = finish_stored(response, options)
-        self._safely(lambda: self.store.update_message(answer_id, response.partial_text, stopped=finish == "stopped",
-                                                       finish=finish, meta=meta_of(response, model, backend, options)))
+        self._safely(lambda: exchange.end(response, model=model, backend=backend, options=options))
 
     def forget(self) -> None:
         """``/reset``: the next message starts a new conversation; the old one stays in the log."""

@@ -23,6 +23,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.store.conversations import ConversationStore
+from localllm.tasks.exchange import Exchange, conversation_title
 from localllm.tui.events import SettingsChanged
 from localllm.tui.inert import plain
 from localllm.tui.message_log import MessageLog
@@ -38,8 +39,6 @@ from localllm.tui.activity import FooterFlag
 from localllm.tui.sidebar import ConversationList
 
 DRAIN_INTERVAL_S = 1 / 30
-SAVE_INTERVAL_S = 1.0
-"""How often a streaming answer's text so far is written to the store."""
 SHOWN_MESSAGES = 50
 """The latest messages of a conversation shown when it is opened."""
 FOOTER_LIST_WIDTH = 110
@@ -120,9 +119,9 @@ class ChatPane(Vertical):
         """The same for a reasoning model's thinking."""
         self._thought = False
         self._answer: ChatMessage | None = None
-        self._last_ids: list[int] = []
+        self._exchange: Exchange | None = None
+        """The last prompt and answer in the store (tasks/exchange.py), to save into, redo or continue."""
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
-        self._saved_at = 0.0
         self._load_reported: object = None
         """The loaded model whose load time an answer's stats have said already."""
         self._last_finish: str | None = None
@@ -420,8 +419,9 @@ class ChatPane(Vertical):
                                          "whole conversation)"), classes="hidden-messages"))
         await log.mount_all(shown)
         history = [Message(message.role, message.content) for message in stored]
-        self._last_ids = [m.id for m in stored[-2:]] if len(stored) >= 2 and stored[-1].role == "assistant" else []
-        self._last_finish = stored[-1].finish if self._last_ids else None
+        self._exchange = Exchange(self.store, conversation.id, stored[-2].id, stored[-1].id) \
+            if len(stored) >= 2 and stored[-1].role == "assistant" else None
+        self._last_finish = stored[-1].finish if self._exchange is not None else None
         if self.session is not None:
             self.session.history = history
             self.session.system = conversation.system
@@ -442,7 +442,7 @@ class ChatPane(Vertical):
             while self.generating:
                 await asyncio.sleep(0.02)
         self.conversation_id = None
-        self._last_ids = []
+        self._exchange = None
         self.sidebar.show(None)
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
@@ -606,7 +606,7 @@ class ChatPane(Vertical):
     async def _ask(self, text: str) -> None:
         assert self.session is not None, "a prompt is only taken once the model is ready"
         if self.conversation_id is None:
-            conversation = self.store.create(text.splitlines()[0][:40], model=self.session.model.ref.name,
+            conversation = self.store.create(conversation_title(text), model=self.session.model.ref.name,
                                              system=self.session.system, origin="app")
             self.conversation_id = conversation.id
             self.sidebar.show(conversation.id)
@@ -618,9 +618,7 @@ class ChatPane(Vertical):
             self.store.continued_in(self.conversation_id, "app")
         # Saved before the answer starts and updated as it streams: a crash or a kill keeps the prompt and what
         # was written of the answer (marked stopped until it ends).
-        user = self.store.add_message(self.conversation_id, "user", text)
-        reply = self.store.add_message(self.conversation_id, "assistant", "", stopped=True)
-        self._last_ids, self._saved_at = [user.id, reply.id], time.monotonic()
+        self._exchange = Exchange.begin(self.store, self.conversation_id, text)
         log = self.query_one("#log", VerticalScroll)
         from localllm.tui.answer import ChatMessage, TextBuffer
 
@@ -671,14 +669,13 @@ class ChatPane(Vertical):
 
     async def _forget_last_exchange(self) -> str | None:
         """Remove the last prompt and answer from the log, the history and the store; return the prompt."""
-        if self.generating or self.session is None or len(self.session.history) < 2 or len(self._last_ids) != 2:
+        if self.generating or self.session is None or len(self.session.history) < 2 or self._exchange is None:
             self.app.notify("there is no finished answer to redo", severity="warning")
             return None
         prompt = self.session.history[-2].content
         del self.session.history[-2:]
-        for message_id in self._last_ids:
-            self.store.delete_message(message_id)
-        self._last_ids, self._last_finish = [], None
+        self._exchange.forget()
+        self._exchange, self._last_finish = None, None
         for widget in self._messages_in_log()[-2:]:
             await widget.remove()
         return prompt
@@ -704,14 +701,14 @@ class ChatPane(Vertical):
     async def action_continue_answer(self) -> None:
         answer = next(reversed(self._messages_in_log()), None)
         if (self.generating or self.session is None or answer is None or answer.role != "assistant"
-                or len(self._last_ids) != 2 or self._last_finish not in ("length", "stopped")):
+                or self._exchange is None or self._last_finish not in ("length", "stopped")):
             self.app.notify("there is no cut or stopped answer to continue", severity="warning")
             return
         from localllm.tui.answer import TextBuffer
 
         if self._buffer is None:
             self._buffer, self._thinking = TextBuffer(), TextBuffer()
-        self._answer, self._saved_at = answer, time.monotonic()
+        self._answer = answer
         await answer.mark(None)
         self._start_generation()
         self.generate(answer.text, continuing=True)
@@ -741,20 +738,20 @@ class ChatPane(Vertical):
             self.app.call_from_thread(self._finish, text, response, error, continuing)  # type: ignore[arg-type]  # a coroutine function: textual's hints solve it to Never
 
     async def _drain(self) -> None:
-        if self._answer is not None and self._buffer is not None:
+        answer, exchange = self._answer, self._exchange  # the answer may end while this awaits
+        if answer is not None and self._buffer is not None:
             text = self._buffer.take()
             thought = self._thinking.take() if self._thinking is not None else ""
             if thought:
                 self._thought = True
-                await self._answer.append_thinking(thought)
+                await answer.append_thinking(thought)
             if self.generating:
                 self._written = self._written or bool(text)
                 self._show_progress()
             if text:
-                await self._answer.append(text)  # the anchored log follows it unless the user scrolled up
-                if time.monotonic() - self._saved_at >= SAVE_INTERVAL_S and len(self._last_ids) == 2:
-                    self.store.update_message(self._last_ids[1], self._answer.text, stopped=True)
-                    self._saved_at = time.monotonic()
+                await answer.append(text)  # the anchored log follows it unless the user scrolled up
+                if exchange is not None and self.generating:
+                    exchange.progress(answer.text)
 
     async def _finish(self, text: str, response, error, continuing: bool = False) -> None:
         if self._closing:
@@ -775,7 +772,7 @@ class ChatPane(Vertical):
         full = response.partial_text if response is not None else ""
         finish = self._finish_kind(response)
         self._last_finish = finish
-        self._save_answer(response, finish)
+        self._save_answer(response)
         if self.session is not None and self.session.condensed:
             messages, freed = self.session.condensed
             self.app.notify(f"{messages} earlier message(s) were condensed into a summary so the conversation fits "
@@ -834,24 +831,18 @@ class ChatPane(Vertical):
             self.app.notify(error.hint or error.message, title="error", severity="error", markup=False)
         self._unsave_failed_exchange(text)
 
-    def _save_answer(self, response, finish: str | None = None, shown: str = "") -> None:
-        """The answer's end into the store; ``shown``: what the log shows of it, when there is no response."""
-        if len(self._last_ids) == 2:
-            full = response.partial_text if response is not None else shown
-            stopped = response is None or response.final is None or response.final.finish_reason == "cancelled"
-            calls = [result.to_dict() for result in response.tool_results] if response is not None else []
-            self.store.update_message(self._last_ids[1], full, stopped=stopped,
-                                      finish=finish or ("stopped" if stopped else None),
-                                      meta={"tool_calls": calls} if calls else None)
+    def _save_answer(self, response, shown: str = "") -> None:
+        """The answer's end into the store, as the CLI records one; ``shown``: what the log shows of it, when there
+        is no response."""
+        if self._exchange is not None and self.session is not None:
+            self._exchange.end(response, model=self.session.model.ref.name, backend=self.session.model.choice.name,
+                               options=self.session.options, shown=shown)
 
     def _unsave_failed_exchange(self, text: str) -> None:
         """A prompt that got no answer (refused, or the backend failed) leaves the store as it was, and its text
         goes back into an empty prompt box to be sent again."""
-        for message_id in self._last_ids:
-            self.store.delete_message(message_id)
-        self._last_ids = []
-        if self.conversation_id is not None and not self.store.messages(self.conversation_id):
-            self.store.delete(self.conversation_id)
+        exchange, self._exchange = self._exchange, None
+        if exchange is not None and exchange.undo():
             self.conversation_id = None
             self.sidebar.current_id = None
             self.sidebar.refresh_list()  # the conversation made for this prompt is gone from the list too
@@ -867,7 +858,7 @@ class ChatPane(Vertical):
             response = None
             if self._generation_done.wait(timeout=5) and self._outcome is not None:
                 _text, response, _error = self._outcome
-            self._save_answer(response, self._finish_kind(response), self._answer.text if self._answer else "")
+            self._save_answer(response, self._answer.text if self._answer else "")
         self.store.close()
         self.tools.close()
 
