@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from localllm.cli.arguments import Commands, server_args
 from localllm.cli.output import console, print_json
 from localllm.core.settings import Settings
 
@@ -46,3 +47,11 @@ def backends_command(args: argparse.Namespace, settings: Settings) -> int:
     else:
         out.print(f"auto cannot pick a backend: {result.choice_error}", markup=False)
     return 0
+
+
+def register(commands: Commands) -> None:
+    backends = commands.add_parser("backends", help="each backend: installed, reachable, GPU, version; why auto picks")
+    backends.add_argument("-m", "--model", help="explain the choice for this model (default: the configured one)")
+    backends.add_argument("--json", action="store_true")
+    server_args(backends)
+    backends.set_defaults(handler=backends_command)

@@ -1,7 +1,8 @@
 """`localllm bench` and `localllm bench --tune`: a table (or --json, --csv, --md) of each model's speed on each
 backend, and the sweep that saves the fastest threads and batch size for the planner.
 
-Only argparse is imported at start-up; the measuring code and rich are imported when the command runs."""
+Only argparse and the shared flags are imported at start-up; the measuring code and rich are imported when the
+command runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+from localllm.cli.arguments import Commands, server_args
 
 if TYPE_CHECKING:
     from localllm.core.settings import Settings
@@ -20,7 +23,7 @@ BENCH_DEFAULTS = {"prompt_tokens": 512, "gen_tokens": 128, "repetitions": 3}
 TUNE_DEFAULTS = {"prompt_tokens": 512, "gen_tokens": 32, "repetitions": 5}
 
 
-def add_bench_args(commands) -> argparse.ArgumentParser:
+def register(commands: Commands) -> None:
     bench = commands.add_parser(
         "bench", help="prompt and generation speed, time to first token, load time and peak memory per model and "
                       "backend; --tune saves the fastest threads and batch size here")
@@ -55,7 +58,8 @@ def add_bench_args(commands) -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="everything, for scripts")
     output.add_argument("--csv", action="store_true", help="one CSV row per model and backend")
     output.add_argument("--md", action="store_true", help="a Markdown table")
-    return bench
+    server_args(bench)
+    bench.set_defaults(handler=bench_command)
 
 
 def _numbers(flag: str, text: str | None) -> tuple[int, ...]:

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from localllm.cli.arguments import Commands
+    from localllm.core.settings import Settings
 
 SHELLS = ("bash", "zsh", "fish")
 
@@ -31,7 +36,7 @@ def model_names(prefix: str, **_: object) -> list[str]:
         return []
 
 
-def completions_command(args: argparse.Namespace) -> int:
+def completions_command(args: argparse.Namespace, settings: Settings) -> int:
     import argcomplete
 
     script = argcomplete.shellcode(["localllm"], shell=args.shell)
@@ -41,3 +46,11 @@ def completions_command(args: argparse.Namespace) -> int:
         return install_completions(args.shell, script)
     print(script)
     return 0
+
+
+def register(commands: Commands) -> None:
+    completions = commands.add_parser("completions", help="the shell completion script: source it in your shell")
+    completions.add_argument("shell", choices=("bash", "zsh", "fish"))
+    completions.add_argument("--install", action="store_true",
+                             help="write it where the shell looks for completions (in your home), not to stdout")
+    completions.set_defaults(handler=completions_command)

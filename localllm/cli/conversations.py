@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from localllm.cli.arguments import Commands
 from localllm.cli.output import console, inert, note, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
@@ -75,3 +76,14 @@ def _table(*columns: str):
     for column in columns:
         table.add_column(column, overflow="fold")
     return table
+
+
+def register(commands: Commands) -> None:
+    logs = commands.add_parser("logs", help="recorded conversations (the app's and the CLI's): list, search, "
+                                            "turn off or on")
+    logs.add_argument("switch", nargs="?", choices=("off", "on", "status"),
+                      help="stop or resume recording, or say which it is")
+    logs.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    logs.add_argument("-q", "--query", metavar="TEXT", help="messages holding every word of TEXT (word* for a prefix)")
+    logs.add_argument("--json", action="store_true")
+    logs.set_defaults(handler=logs_command)

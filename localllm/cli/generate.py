@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
+from localllm.cli.arguments import Commands, log_args, model_args
 from localllm.cli.output import error_line, note, print_json
+from localllm.cli.tools import add_tool_args
 from localllm.core.chunks import Response, TextChunk, ThinkingChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.errors import LocalLLMError
 from localllm.core.finish import finish_of
@@ -13,8 +16,9 @@ from localllm.core.options import GenerationOptions, apply_assignments, preset, 
 from localllm.core.printable import inert_text
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
-from localllm.tasks.answer_stats import stats_line
-from localllm.tasks.loading import LoadedModel
+
+if TYPE_CHECKING:
+    from localllm.tasks.loading import LoadedModel
 
 
 def options_from(args: argparse.Namespace, settings: Settings) -> GenerationOptions:
@@ -177,6 +181,8 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, o
         return 130
     say_cut(response, options)
     if args.verbose:
+        from localllm.tasks.answer_stats import stats_line
+
         note(stats_line(response.final, loaded.load_s))
     return 0
 
@@ -229,6 +235,7 @@ def chat_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptions, interactive: bool, log) -> int:
     from localllm.cli.tools import ask_on_stdin, tool_loop
+    from localllm.tasks.answer_stats import stats_line
     from localllm.tasks.chat import ChatSession
     from localllm.tasks.loading import load_model
 
@@ -335,6 +342,8 @@ def _chat_command(text: str, session) -> bool:
         except LocalLLMError as exc:
             note(error_line(in_set_syntax(exc.message) or exc.message, in_set_syntax(exc.hint)))
     elif name == "/stats":
+        from localllm.tasks.answer_stats import stats_line
+
         stats = session.stats
         note(f"{stats.turns:,} turn(s), {stats.prompt_tokens:,} prompt tokens, {stats.completion_tokens:,} generated; "
              f"last answer: {stats_line(stats.last)}")
@@ -343,3 +352,19 @@ def _chat_command(text: str, session) -> bool:
     else:
         note(f"unknown command {name}; /help lists them")
     return False
+
+
+def register(commands: Commands) -> None:
+    run = commands.add_parser("run", help="answer one prompt (piped text becomes a document in the prompt)")
+    run.add_argument("prompt", nargs="*", help="the prompt; piped stdin is added as a delimited document")
+    model_args(run, generation=True)
+    run.add_argument("--json", action="store_true", help="print the answer and its statistics as JSON")
+    log_args(run)
+    add_tool_args(run)
+    run.set_defaults(handler=run_command)
+
+    chat = commands.add_parser("chat", help="chat in the terminal (/exit /reset /system /set /stats /help)")
+    model_args(chat, generation=True)
+    log_args(chat)
+    add_tool_args(chat)
+    chat.set_defaults(handler=chat_command)

@@ -9,10 +9,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localllm.cli.output import note
 from localllm.core.errors import UsageError
 from localllm.core.files import write_text_atomically
+
+if TYPE_CHECKING:
+    from localllm.cli.arguments import Commands
+    from localllm.core.settings import Settings
 
 
 def data_home() -> Path:
@@ -70,7 +75,7 @@ def this_executable() -> str:
     return str(Path(found).resolve()) if found else "localllm"
 
 
-def desktop_command(args: argparse.Namespace) -> int:
+def desktop_command(args: argparse.Namespace, settings: Settings) -> int:
     applications = data_home() / "applications" / "localllm.desktop"
     icon = data_home() / "icons" / "hicolor" / "scalable" / "apps" / "localllm.svg"
     if args.remove:
@@ -89,3 +94,11 @@ def desktop_command(args: argparse.Namespace) -> int:
     print(f"wrote {applications}\nwrote {icon}")
     note("the launcher opens the app in your terminal; `localllm desktop --remove` takes it away")
     return 0
+
+
+def register(commands: Commands) -> None:
+    desktop = commands.add_parser("desktop", help="the Linux desktop launcher: print it, or --install it with its icon")
+    placing = desktop.add_mutually_exclusive_group()
+    placing.add_argument("--install", action="store_true", help="into ~/.local/share/applications (and the icon)")
+    placing.add_argument("--remove", action="store_true", help="take the launcher and its icon away again")
+    desktop.set_defaults(handler=desktop_command)

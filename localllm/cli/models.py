@@ -7,6 +7,7 @@ import re
 import sys
 import time
 
+from localllm.cli.arguments import Commands, server_args
 from localllm.cli.output import console, note, print_json
 from localllm.core.errors import UsageError, WontFit
 from localllm.core.settings import Settings
@@ -254,3 +255,41 @@ def verify_command(args: argparse.Namespace, settings: Settings) -> int:
             console().print(f"{result.status:12} {result.ref.name} ({result.ref.path})"
                             + (f": {result.detail}" if result.detail else ""))
     return 1 if any(r.status in ("mismatch", "size differs") for r in results) else 0
+
+
+def register(commands: Commands) -> None:
+    catalog = commands.add_parser("catalog", help="known models, each quant's size and whether it fits this machine")
+    catalog.add_argument("--use", choices=("chat", "code", "summarize"), help="only models for this use")
+    catalog.add_argument("--fits", action="store_true", help="only quants that fit this machine")
+    catalog.add_argument("--json", action="store_true")
+    catalog.set_defaults(handler=catalog_command)
+
+    pull = commands.add_parser("pull", help="download a model: NAME[:QUANT] from the catalog or hf://OWNER/REPO/FILE")
+    pull.add_argument("model", help="e.g. qwen2.5-1.5b-instruct:q4_k_m, or hf://OWNER/REPO/FILE.gguf")
+    pull.add_argument("--max-rate", help="bandwidth cap, e.g. 5M (bytes per second; K, M, G or Ki, Mi, Gi)")
+    pull.add_argument("--connections", metavar="N",
+                      help="parallel ranged connections (default: one per piece of the file, up to 8; 1 for a "
+                      "single stream)")
+    pull.add_argument("--force", action="store_true", help="download even if the model will not fit this machine")
+    pull.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
+                      help="ollama: pull NAME[:TAG] into the Ollama server instead (default: localllm's own store)")
+    server_args(pull)
+    pull.set_defaults(handler=pull_command)
+
+    rm = commands.add_parser("rm", help="delete a model localllm downloaded (never another tool's files)")
+    rm.add_argument("model")
+    rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    rm.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
+                    help="ollama: delete the model from the Ollama server")
+    server_args(rm)
+    rm.set_defaults(handler=rm_command)
+
+    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them")
+    downloads.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
+    downloads.add_argument("--json", action="store_true")
+    downloads.set_defaults(handler=downloads_command)
+
+    verify = commands.add_parser("verify", help="re-hash installed models against their recorded sha256")
+    verify.add_argument("model", nargs="?")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=verify_command)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from localllm.cli.arguments import Commands, backend_names, model_args, server_args
 from localllm.cli.output import console, human_count, inert, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
 from localllm.core.units import human_size
-from localllm.tasks import reports
 
 
 def _table(*columns: str):
@@ -27,6 +27,8 @@ def _table(*columns: str):
 
 
 def list_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks import reports
+
     rows = reports.list_installed(settings)
     if args.json:
         print_json([row.to_dict() for row in rows])
@@ -48,6 +50,8 @@ def list_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks import reports
+
     if args.ctx is not None and args.ctx < 16:
         raise UsageError(f"--ctx {args.ctx} is too small", hint="use at least 16 tokens, e.g. --ctx 4096")
     result = reports.model_report(settings, args.model, ctx=args.ctx, backend=args.backend or "auto")
@@ -136,6 +140,8 @@ def _show_served(result) -> int:
 
 
 def hw_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks import reports
+
     result = reports.machine_report(settings, check=True, recheck=args.recheck)
     if args.json:
         print_json({**result.to_dict(), "tuned": _tuned_dict(settings)})
@@ -221,6 +227,8 @@ def _build_rows(table, build) -> None:
 
 
 def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.tasks import reports
+
     text = " ".join(args.text)
     if not text:
         if sys.stdin is None or sys.stdin.isatty():
@@ -243,3 +251,33 @@ def tokenize_command(args: argparse.Namespace, settings: Settings) -> int:
     out.print(table)
     out.print(f"{len(tokens):,} tokens · tokenizer: {info.tokenizer_kind} ({info.tokenizer_model}) · model {ref.name}")
     return 0
+
+
+# Three functions rather than one keep the commands where `localllm --help` has always listed them.
+def register_installed(commands: Commands) -> None:
+    listing = commands.add_parser("list", aliases=["ls"], help="installed models")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=list_command)
+
+    show = commands.add_parser("show", help="a model's metadata and this machine's load plan")
+    show.add_argument("model", help="model name, NAME:QUANT, or path to a .gguf file")
+    show.add_argument("--ctx", type=int, help="plan for this context window")
+    show.add_argument("-b", "--backend", choices=backend_names())
+    server_args(show)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=show_command)
+
+
+def register_hw(commands: Commands) -> None:
+    hw = commands.add_parser("hw", help="hardware, the llama.cpp build and its self-check, the backend auto picks")
+    hw.add_argument("--recheck", action="store_true", help="run the llama.cpp self-check again")
+    hw.add_argument("--json", action="store_true", help="the whole report as JSON")
+    hw.set_defaults(handler=hw_command)
+
+
+def register_tokenize(commands: Commands) -> None:
+    tokenize = commands.add_parser("tokenize", help="token pieces, ids and count for some text")
+    tokenize.add_argument("text", nargs="*", help="text to tokenize (default: stdin)")
+    model_args(tokenize, generation=False)
+    tokenize.add_argument("--json", action="store_true")
+    tokenize.set_defaults(handler=tokenize_command)

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from localllm.cli.arguments import Commands, model_args
 from localllm.cli.output import note
 from localllm.core.settings import Settings
 
@@ -20,7 +21,7 @@ buffers grow with the text's length (a chat model's also hold its logits: vocabu
 chunks retrieval tools cut (up to about 1,000 tokens) with room to spare, and keeps that growth bounded."""
 
 
-def add_serve_args(commands) -> argparse.ArgumentParser:
+def register(commands: Commands) -> None:
     serve = commands.add_parser("serve", help="serve the model to other tools: OpenAI, Anthropic and Ollama APIs")
     serve.add_argument("--host", dest="bind", default="127.0.0.1", metavar="ADDRESS",
                        help="address to listen on (default 127.0.0.1; any other needs --api-key)")
@@ -37,7 +38,8 @@ def add_serve_args(commands) -> argparse.ArgumentParser:
     serve.add_argument("--embedding-ctx", type=int, default=EMBEDDING_CTX, metavar="N",
                        help=f"window of the model instance loaded for /v1/embeddings and /api/embed (default "
                             f"{EMBEDDING_CTX}); a longer text is refused")
-    return serve
+    model_args(serve, generation=True, serving=True)
+    serve.set_defaults(handler=serve_command)
 
 
 def add_access_args(parser: argparse.ArgumentParser) -> None:

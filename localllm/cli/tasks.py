@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from localllm.cli.arguments import Commands, model_args
 from localllm.cli.output import console, note, print_json
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions, apply_assignments, preset, with_think
@@ -437,3 +438,123 @@ def recommend_command(args: argparse.Namespace, settings: Settings) -> int:
         sys.stdout.write(f"{rank}. **{label}** (row {pick.row.number}): {pick.reason}\n")
     note(f"{tally.calls:,} call(s), {tally.tokens_in:,} tokens in, {tally.tokens_out:,} out")
     return 0
+
+
+def register(commands: Commands) -> None:
+    summarize = commands.add_parser("summarize", help="summarize files or piped text of any length")
+    summarize.add_argument("files", nargs="*", help="files to summarize; - for stdin (default: stdin)")
+    summarize.add_argument("--style", choices=("tldr", "bullets", "executive", "detailed"), default="bullets")
+    summarize.add_argument("--words", type=int, help="about how many words the summary should have")
+    summarize.add_argument("--plan", action="store_true", help="show the chunk plan only; nothing is generated")
+    summarize.add_argument("--json", action="store_true", help="the summary, per-chunk notes and token counts")
+    model_args(summarize, generation=True)
+    summarize.set_defaults(handler=summarize_command)
+
+    classify = commands.add_parser("classify", help="label each row (JSONL/CSV) or a text file; JSONL out")
+    classify.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
+    classify.add_argument("--labels", required=True, help="comma-separated labels, e.g. bug,feature,question")
+    classify.add_argument("--field", help="the column or key that holds the text (for JSONL/CSV)")
+    model_args(classify, generation=True)
+    classify.set_defaults(handler=classify_command)
+
+    sentiment = commands.add_parser("sentiment", help="sentiment and a score for each row or a text file")
+    sentiment.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
+    sentiment.add_argument("--field")
+    model_args(sentiment, generation=True)
+    sentiment.set_defaults(handler=sentiment_command)
+
+    extract = commands.add_parser("extract", help="fill a JSON schema's fields from text; always valid JSON")
+    extract.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
+    extract.add_argument("--schema", required=True, help="a JSON schema file")
+    extract.add_argument("--field")
+    model_args(extract, generation=True)
+    extract.set_defaults(handler=extract_command)
+
+    ner = commands.add_parser("ner", help="persons, organisations, places and dates named in a text")
+    ner.add_argument("file", nargs="?", default="-", help="JSONL, CSV or a text file (default: stdin)")
+    ner.add_argument("--field")
+    model_args(ner, generation=True)
+    ner.set_defaults(handler=ner_command)
+
+    ask = commands.add_parser("ask", help="answer a question from documents only, citing passages")
+    ask.add_argument("inputs", nargs="+", metavar="FILE ... QUESTION", help="the documents, then the question")
+    ask.add_argument("--json", action="store_true", help="the answer with the passages sent and their scores")
+    model_args(ask, generation=True)
+    ask.set_defaults(handler=ask_command)
+
+    feedback = commands.add_parser("feedback", help="top themes in feedback rows, with counts and quotes")
+    feedback.add_argument("file", nargs="?", default="-", help="JSONL or CSV of feedback (default: stdin)")
+    feedback.add_argument("--field", help="the column or key that holds the text")
+    feedback.add_argument("--top", type=int, default=5, help="how many themes to show (default 5)")
+    feedback.add_argument("--json", action="store_true", help="every theme with its count, rows and quotes")
+    model_args(feedback, generation=True)
+    feedback.set_defaults(handler=feedback_command)
+
+    segment = commands.add_parser("segment", help="named customer segments with descriptions and members")
+    segment.add_argument("file", nargs="?", default="-", help="JSONL or CSV of customers (default: stdin)")
+    segment.add_argument("--field", help="the column or key that describes each customer")
+    segment.add_argument("--segments", type=int, default=4, help="at most this many segments (default 4)")
+    segment.add_argument("--json", action="store_true")
+    model_args(segment, generation=True)
+    segment.set_defaults(handler=segment_command)
+
+    recommend = commands.add_parser("recommend", help="ranked catalogue items for a customer profile, with reasons")
+    recommend.add_argument("--catalog", required=True, help="CSV or JSONL, one item per row")
+    recommend.add_argument("--profile", required=True, help='e.g. "likes hiking, budget under 100"')
+    recommend.add_argument("--top", type=int, default=3, help="how many items (default 3)")
+    recommend.add_argument("--json", action="store_true")
+    model_args(recommend, generation=True)
+    recommend.set_defaults(handler=recommend_command)
+
+    translate = commands.add_parser("translate", help="translate files or piped text of any length")
+    translate.add_argument("files", nargs="*", help="files to translate; - for stdin (default: stdin)")
+    translate.add_argument("--to", required=True, help="target language, e.g. German or de")
+    model_args(translate, generation=True)
+    translate.set_defaults(handler=translate_command)
+
+    simplify = commands.add_parser("simplify", help="rewrite files or piped text in plain language")
+    simplify.add_argument("files", nargs="*", help="files; - for stdin (default: stdin)")
+    simplify.add_argument("--level", default="beginner", choices=("beginner", "intermediate", "expert"))
+    model_args(simplify, generation=True)
+    simplify.set_defaults(handler=simplify_command)
+
+    write = commands.add_parser("write", help="write a story, script, docs, manual, blog or social post")
+    write.add_argument("kind", choices=("story", "script", "docs", "manual", "blog", "social"))
+    write.add_argument("--topic", required=True)
+    write.add_argument("--audience", help="who it is for (default: general readers)")
+    write.add_argument("--words", type=int, default=300, help="about how many words (default 300)")
+    model_args(write, generation=True)
+    write.set_defaults(handler=write_command)
+
+    embed = commands.add_parser("embed", help="dense vectors for a text, a file, or each row (--field)")
+    embed.add_argument("input", nargs="?", help="text, or a file (default: stdin)")
+    embed.add_argument("--field", help="for JSONL/CSV: the column or key to embed, one vector per row")
+    embed.add_argument("--json", action="store_true")
+    model_args(embed, generation=True)
+    embed.set_defaults(handler=embed_command)
+
+    reply = commands.add_parser("reply", help="draft a reply to a customer message")
+    reply.add_argument("file", nargs="?", default="-", help="the customer's message (default: stdin)")
+    reply.add_argument("--tone", default="polite", choices=("polite", "friendly", "formal", "apologetic", "firm"))
+    model_args(reply, generation=True)
+    reply.set_defaults(handler=reply_command)
+
+    code = commands.add_parser("code", help="explain, fix, convert, document, test or generate code")
+    code.set_defaults(handler=code_command)
+    actions = code.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("explain", "explain FILE[:START-END]"), ("fix", "fix FILE with its error or traceback"),
+                         ("convert", "convert FILE to another language"), ("doc", "document FILE"),
+                         ("test", "write tests for FILE"), ("gen", "generate code from a description")):
+        sub = actions.add_parser(action, help=text)
+        if action == "gen":
+            sub.add_argument("description", nargs="+", help="what the code should do")
+            sub.add_argument("--lang", default="python", help="language (default: python)")
+        else:
+            sub.add_argument("target", metavar="FILE[:START-END]")
+        if action == "fix":
+            sub.add_argument("--error", help="file with the error or traceback (default: stdin)")
+        if action == "convert":
+            sub.add_argument("--to", required=True, help="target language")
+        sub.add_argument("--write", metavar="PATH", help="write the answer's code block to a new file")
+        sub.add_argument("--force", action="store_true", help="let --write replace an existing file")
+        model_args(sub, generation=True)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from localllm.cli.arguments import Commands
 from localllm.cli.output import note, print_json
 from localllm.core.chunks import ToolCallChunk, ToolResultChunk
 from localllm.core.printable import inert_text
@@ -179,3 +180,10 @@ def show_tool_chunk(chunk: ToolCallChunk | ToolResultChunk) -> None:
             label = f"{'error' if result.is_error else 'result'} after {result.seconds:.2f} s"
         sys.stderr.write(inert_text(f"  {label}: {text}") + "\n")
     sys.stderr.flush()
+
+
+def register(commands: Commands) -> None:
+    tools = commands.add_parser("tools", help="the MCP servers in mcp.json: whether each starts, and its tools")
+    tools.add_argument("--mcp-config", metavar="FILE", help="read the servers from FILE instead of mcp.json")
+    tools.add_argument("--json", action="store_true")
+    tools.set_defaults(handler=tools_command)

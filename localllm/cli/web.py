@@ -8,6 +8,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING
 
+from localllm.cli.arguments import Commands
 from localllm.cli.output import note
 from localllm.cli.serve import access_from, add_access_args
 from localllm.core.errors import UsageError
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 KEY_COOKIE = "localllm_web_key"
 
 
-def add_web_args(commands) -> argparse.ArgumentParser:
+def register(commands: Commands) -> None:
     web = commands.add_parser("web", help="the app in a browser (textual-serve), on this machine only by default")
     web.add_argument("--host", dest="bind", default="127.0.0.1", metavar="ADDRESS",
                      help="address to listen on (default 127.0.0.1; any other needs --key)")
@@ -28,7 +29,7 @@ def add_web_args(commands) -> argparse.ArgumentParser:
                      help="the page asks for ?key=KEY once (then a cookie); better: LOCALLLM_WEB_KEY")
     web.add_argument("-m", "--model", help="model name, NAME:QUANT, or path to a .gguf file")
     add_access_args(web)
-    return web
+    web.set_defaults(handler=web_command)
 
 
 def web_command(args: argparse.Namespace, settings: Settings) -> int:
