@@ -6,30 +6,47 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
-from localllm.core.messages import Message
+from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
 from localllm.server.engine import ApiError, Engine, Request
-from localllm.server.wire import bounded_int, number, options_from
+from localllm.server.wire import (
+    MAX_MESSAGES,
+    MAX_TOOLS,
+    bounded_int,
+    each,
+    flag,
+    listed,
+    messages_count,
+    name_of,
+    named_choice,
+    number,
+    obj,
+    one_of,
+    options_from,
+    shown,
+    stops,
+    string,
+    tool_spec,
+    where,
+)
 
 STOP = {"stop": "end_turn", "length": "max_tokens", "cancelled": "end_turn", "error": "end_turn"}
 
 
 def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "messages must be a non-empty list")
+    raw = listed(body.get("messages"), "messages", MAX_MESSAGES, "messages", least=1)
     if body.get("max_tokens") is None:
         raise ApiError(400, "max_tokens is required")
-    messages: list[Message] = []
+    messages = [message for index, item in enumerate(raw) for message in messages_from(item, where("messages", index))]
+    messages_count(len(messages))  # each tool result is a message of its own
     system = body.get("system")
-    if system:
-        messages.append(Message("system", system if isinstance(system, str) else blocks_text(system)))
-    for item in raw:
-        messages.extend(messages_from(item))
+    system_text = "" if system is None else system if isinstance(system, str) else blocks_text(system, "system")
+    if system_text:
+        messages.insert(0, Message("system", system_text))
     changes: dict[str, Any] = {"max_tokens": bounded_int(body["max_tokens"], "max_tokens", 1, 1_000_000)}
     if body.get("temperature") is not None:
         changes["temperature"] = number(body["temperature"], "temperature", 0.0, 1.0)
@@ -37,62 +54,89 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
         changes["top_p"] = number(body["top_p"], "top_p", 0.0, 1.0)
     if body.get("top_k") is not None:
         changes["top_k"] = bounded_int(body["top_k"], "top_k", 0, 1_000_000)
-    if body.get("stop_sequences"):
-        changes["stop"] = tuple(str(s) for s in body["stop_sequences"] if s)
-    thinking = body.get("thinking")
-    if isinstance(thinking, dict):
-        changes["think"] = "on" if thinking.get("type") == "enabled" else "off"
-    tools = [tool_from(item) for item in body.get("tools") or []]
-    choice = body.get("tool_choice") or {"type": "auto"}
-    kind = choice.get("type") if isinstance(choice, dict) else "auto"
-    picked = {"auto": "auto", "any": "required", "tool": str(choice.get("name") if isinstance(choice, dict) else "")}
-    if kind == "none":
-        tools = []
-    return Request(messages, options_from(base, changes), tools, picked.get(str(kind), "auto"))
+    if body.get("stop_sequences") is not None:
+        changes["stop"] = stops(body["stop_sequences"], "stop_sequences")
+    if body.get("thinking") is not None:
+        thinking = obj(body["thinking"], "thinking")
+        kind = string(thinking.get("type"), "thinking.type")
+        if thinking.get("budget_tokens") is not None:  # the answer's max_tokens bounds the thinking here
+            bounded_int(thinking["budget_tokens"], "thinking.budget_tokens", 0, 1_000_000)
+        changes["think"] = {"enabled": "on", "disabled": "off"}.get(kind)  # another type leaves it to the model
+    tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", tool_from)
+    choice = tool_choice(body.get("tool_choice"), tools)
+    if choice == "none":
+        tools, choice = [], "auto"
+    return Request(messages, options_from(base, changes), tools, choice)
 
 
-def blocks_text(blocks: Any) -> str:
+def tool_choice(value: Any, tools: list[ToolSpec]) -> str:
+    """{"type": "auto" | "any" | "tool" | "none"} (with "name" for "tool"), as the engine's choice."""
+    if value is None:
+        return "auto"
+    choice = obj(value, "tool_choice")
+    kind = one_of(choice.get("type"), "tool_choice.type", ("auto", "any", "tool", "none"))
+    flag(choice.get("disable_parallel_tool_use"), "tool_choice.disable_parallel_tool_use", False)
+    if kind == "tool":
+        return named_choice(name_of(choice.get("name"), "tool_choice.name"), tools, "tool_choice")
+    return {"auto": "auto", "any": "required", "none": "none"}[kind]
+
+
+def streamed(body: dict[str, Any]) -> bool:
+    return flag(body.get("stream"), "stream", False)
+
+
+def blocks_text(blocks: Any, name: str) -> str:
+    """The text of a list of text blocks (a system prompt's, a tool result's); other blocks are refused."""
     if not isinstance(blocks, list):
-        raise ApiError(400, "system must be a string or a list of text blocks")
-    return "".join(str(block.get("text") or "") for block in blocks if isinstance(block, dict)
-                   and block.get("type") == "text")
+        raise ApiError(400, f"{name} must be a string or a list of text blocks")
+    texts = []
+    for index, block in enumerate(blocks):
+        kind = obj(block, where(name, index)).get("type")
+        if kind != "text":
+            raise ApiError(400, f"{where(name, index)}: blocks of type {shown(kind)} are not supported: "
+                                "send text")
+        texts.append(string(block.get("text"), where(where(name, index), "text")))
+    return "".join(texts)
 
 
-def messages_from(item: Any) -> list[Message]:
+def messages_from(item: Any, name: str) -> list[Message]:
     """One Anthropic message: text, or tool_use blocks (the assistant's calls), or tool_result blocks (each a tool
     message of its own)."""
-    if not isinstance(item, dict) or item.get("role") not in ("user", "assistant"):
-        raise ApiError(400, "each message needs a role: user or assistant")
-    content = item.get("content")
+    message = obj(item, name)
+    role = cast(Role, one_of(message.get("role"), where(name, "role"), ("user", "assistant")))
+    content = message.get("content")
     if isinstance(content, str):
-        return [Message(item["role"], content)]
+        return [Message(role, content)]
     if not isinstance(content, list):
-        raise ApiError(400, "a message's content must be a string or a list of blocks")
+        raise ApiError(400, f"{where(name, 'content')} must be a string or a list of blocks")
     texts, calls, results = [], [], []
-    for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
+    for index, raw in enumerate(content):
+        at = where(where(name, "content"), index)
+        block = obj(raw, at)
+        kind = block.get("type")
         if kind == "text":
-            texts.append(str(block.get("text") or ""))
+            texts.append(string(block.get("text"), where(at, "text")))
         elif kind == "tool_use":
-            calls.append(ToolCall(str(block.get("name") or ""), dict(block.get("input") or {}),
-                                  id=str(block.get("id") or "")))
+            calls.append(ToolCall(name_of(block.get("name"), where(at, "name")),
+                                  obj(block.get("input", {}), where(at, "input")),
+                                  id=string(block.get("id"), where(at, "id"), default="")))
         elif kind == "tool_result":
             result = block.get("content")
-            text = result if isinstance(result, str) else blocks_text(result or [])
-            results.append(Message("tool", text, call_id=str(block.get("tool_use_id") or "")))
+            text = result if isinstance(result, str) else "" if result is None else \
+                blocks_text(result, where(at, "content"))
+            flag(block.get("is_error"), where(at, "is_error"), False)
+            results.append(Message("tool", text, call_id=string(block.get("tool_use_id"), where(at, "tool_use_id"),
+                                                                default="")))
         elif kind in ("thinking", "redacted_thinking"):
             continue  # thinking is never sent back to the model
         else:
-            raise ApiError(400, f"content blocks of type {kind!r} are not supported: send text")
-    out = [Message(item["role"], "".join(texts), tool_calls=tuple(calls))] if texts or calls else []
+            raise ApiError(400, f"{at}: blocks of type {shown(kind)} are not supported: send text")
+    out = [Message(role, "".join(texts), tool_calls=tuple(calls))] if texts or calls else []
     return out + results
 
 
-def tool_from(item: Any) -> ToolSpec:
-    if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-        raise ApiError(400, "each tool needs a name and an input_schema")
-    return ToolSpec(item["name"], str(item.get("description") or ""),
-                    dict(item.get("input_schema") or {"type": "object", "properties": {}}))
+def tool_from(item: Any, name: str) -> ToolSpec:
+    return tool_spec(item, name, "input_schema")
 
 
 def usage_of(final: FinalChunk | None) -> dict[str, int]:
@@ -164,3 +208,8 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk]) -> AsyncIterator[
 
 def error_body(error: ApiError) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error.kind, "message": error.message}}
+
+
+def stream_error(error: ApiError) -> str:
+    """An error after a stream began, as Anthropic's streams report one: an ``error`` event."""
+    return f"event: error\ndata: {json.dumps(error_body(error))}\n\n"

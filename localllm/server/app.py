@@ -1,14 +1,16 @@
 """The ASGI app: the three formats' routes over one engine, the API key, the body size limit, errors in each
-format's own shape, and one log line per request (never the key)."""
+format's own shape (a failure of the server's own is a 500 in that shape and one log line, never a traceback), a
+client that leaves stopping its answer whether streamed or not, and one log line per request with its time to the
+last byte (never the key)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
@@ -16,10 +18,42 @@ from localllm.core.options import GenerationOptions
 from localllm.server import anthropic_api, ollama_api, openai_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
+from localllm.server.wire import body_json
 
 logger = logging.getLogger("localllm.serve")
+T = TypeVar("T")
 MAX_BODY = 8 * 1024 * 1024
 """Bytes a request body may have (a long document fits; a runaway client does not)."""
+GONE = 499
+"""The status logged for a request whose client closed the connection first (nginx's; nothing is sent)."""
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its answer was ready."""
+
+
+async def until_gone(receive: Callable[[], Awaitable[Any]]) -> None:
+    """Returns when the client disconnects. Only after the body is read: a message of it would be lost here."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_gone(receive: Callable[[], Awaitable[Any]], work: Awaitable[T]) -> T:
+    """``work``, cancelled if the client disconnects first (then ClientGone). A generation nobody waits for must
+    not hold the model for the rest of its answer: cancelling it closes the engine's stream, which stops its thread
+    and the backend's decoding, and the next request waits only for that."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(until_gone(receive))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when this handler is cancelled itself (the server stopping)
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # the generation has stopped when this returns
+    if task.cancelled():
+        raise ClientGone
+    return task.result()
 
 
 def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
@@ -38,6 +72,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     """``access``: the Host and Origin rule in front of every route (serve always passes one; None, for tests that
     call the app in-process, checks neither)."""
     from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
@@ -54,17 +89,11 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         if declared and declared.isdigit() and int(declared) > max_body:
             raise ApiError(413, f"the request body is over {max_body // (1024 * 1024)} MiB")
         data = bytearray()
-        async for piece in request.stream():
+        async for piece in request.stream():  # ClientDisconnect if the client leaves before its body is whole
             data += piece
             if len(data) > max_body:
                 raise ApiError(413, f"the request body is over {max_body // (1024 * 1024)} MiB")
-        try:
-            body = json.loads(data or b"{}")
-        except ValueError:
-            raise ApiError(400, "the request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
+        return body_json(bytes(data))
 
     def authorized(request: HttpRequest) -> bool:
         if not api_key:
@@ -75,9 +104,52 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
 
         return hmac.compare_digest(given.encode(), api_key.encode())
 
+    def log(request: HttpRequest, status: int, started: float, note: str = "") -> None:
+        note = " ".join(note.split())  # one line, whatever an exception's text holds
+        logger.info("%s %s %s %.2f s%s", request.method, request.url.path, status, time.monotonic() - started,
+                    f" ({note})" if note else "")
+
+    class Stream(StreamingResponse):
+        """A streamed answer, logged when its last byte is sent (or its client leaves), and closed then: its
+        generation stops at once rather than when the garbage collector gets to the abandoned stream. A failure
+        after the first event (the status line is sent) ends the stream with an error event in the format's
+        shape."""
+
+        def __init__(self, request: HttpRequest, fmt: Any, source: AsyncIterator[Chunk],
+                     events: Callable[[AsyncIterator[Chunk]], AsyncIterator[str]], media: str) -> None:
+            formatted = events(source)
+            super().__init__(self._guarded(fmt, formatted), media_type=media)
+            self.request = request
+            # Outermost first: closing one does not close the iterator it reads from.
+            self.closing = [self.body_iterator, formatted, source]
+            self.started = time.monotonic()
+            self.note = "streamed; the client went away"
+
+        async def _guarded(self, fmt: Any, events: AsyncIterator[str]) -> AsyncIterator[str]:
+            try:
+                async for event in events:
+                    yield event
+                self.note = "streamed"
+            except Exception as error:  # noqa: BLE001 - told to the client in the stream and logged in one line
+                failure = error if isinstance(error, ApiError) else \
+                    ApiError(500, f"the server failed: {type(error).__name__}: {error}", "api_error")
+                self.note = f"streamed; failed: {failure.message}"
+                yield fmt.stream_error(failure)
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await super().__call__(scope, receive, send)
+            except (ClientDisconnect, OSError):
+                pass  # the client left; noted as such below
+            finally:
+                for iterator in self.closing:
+                    await iterator.aclose()  # type: ignore[attr-defined]
+                log(self.request, self.status_code, self.started, self.note)
+
     def endpoint(handler: Callable[[HttpRequest], Awaitable[Response]]):
         async def run(request: HttpRequest) -> Response:
             started = time.monotonic()
+            note = ""
             try:
                 if not authorized(request):
                     raise ApiError(401, "a valid API key is needed (Authorization: Bearer KEY, or x-api-key)",
@@ -85,25 +157,45 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
                 response = await handler(request)
             except ApiError as error:
                 response = error_response(request.url.path, error)
-            logger.info("%s %s %s %.2f s", request.method, request.url.path, response.status_code,
-                        time.monotonic() - started)
+                note = error.message  # why it was refused, for whoever reads the log
+            except (ClientDisconnect, ClientGone):
+                log(request, GONE, started, "the client went away")
+                return Response(status_code=GONE)  # nobody reads it: the connection is closed
+            except Exception as error:  # noqa: BLE001 - a bug of ours is the client's 500 and one log line
+                note = f"{type(error).__name__}: {error}"
+                response = error_response(request.url.path, ApiError(500, f"the server failed: {note}",
+                                                                     "api_error"))
+            if isinstance(response, Stream):
+                response.started = started  # logged when the stream ends
+            else:
+                log(request, response.status_code, started, note)
             return response
         return run
 
-    async def generation(request: HttpRequest, parsed: Request, stream: bool,
+    async def generation(request: HttpRequest, fmt: Any, parsed: Request, stream: bool,
                          whole: Callable[[Request], Awaitable[dict[str, Any]]],
                          events: Callable[[AsyncIterator[Chunk]], AsyncIterator[str]], media: str) -> Response:
         if not stream:
-            return JSONResponse(await whole(parsed))
+            return JSONResponse(await unless_gone(request.receive, whole(parsed)))
         chunks = engine.stream(parsed)
-        first = await anext(chunks)  # errors before the first chunk (a full queue, a long prompt) are HTTP errors
+
+        async def first_chunk() -> Chunk | None:
+            return await anext(chunks, None)
+
+        # Errors before the first chunk (a full queue, a long prompt) are HTTP errors; a client that leaves while
+        # its prompt is read stops it there.
+        first = await unless_gone(request.receive, first_chunk())
 
         async def all_chunks() -> AsyncIterator[Chunk]:
-            yield first
-            async for chunk in chunks:
-                yield chunk
+            try:
+                if first is not None:
+                    yield first
+                async for chunk in chunks:
+                    yield chunk
+            finally:
+                await chunks.aclose()  # type: ignore[attr-defined]
 
-        return StreamingResponse(events(all_chunks()), media_type=media)
+        return Stream(request, fmt, all_chunks(), events, media)
 
     async def openai_models(request: HttpRequest) -> Response:
         return JSONResponse(openai_api.models(engine))
@@ -112,15 +204,16 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         body = await body_of(request)
         parsed = openai_api.parse(body, options)
         include_usage = openai_api.include_usage(body)
-        return await generation(request, parsed, bool(body.get("stream")),
+        return await generation(request, openai_api, parsed, openai_api.streamed(body),
                                 lambda r: openai_api.complete(engine, r),
                                 lambda c: openai_api.stream(engine, c, include_usage), "text/event-stream")
 
     async def openai_completions(request: HttpRequest) -> Response:
+        engine.check_text_completion()  # before the window is asked for: a backend without raw text has none
         body = await body_of(request)
-        parsed, echo = openai_api.parse_completion(body, options)
+        parsed, echo = openai_api.parse_completion(body, options, engine.window)
         include_usage = openai_api.include_usage(body)
-        return await generation(request, parsed[0], bool(body.get("stream")),
+        return await generation(request, openai_api, parsed[0], openai_api.streamed(body),
                                 lambda _: openai_api.complete_text(engine, parsed, echo),
                                 lambda c: openai_api.stream_text(engine, c, parsed, echo, include_usage),
                                 "text/event-stream")
@@ -137,7 +230,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     async def anthropic_messages(request: HttpRequest) -> Response:
         body = await body_of(request)
         parsed = anthropic_api.parse(body, options)
-        return await generation(request, parsed, bool(body.get("stream")),
+        return await generation(request, anthropic_api, parsed, anthropic_api.streamed(body),
                                 lambda r: anthropic_api.complete(engine, r),
                                 lambda c: anthropic_api.stream(engine, c), "text/event-stream")
 
@@ -145,7 +238,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         async def handle(request: HttpRequest) -> Response:
             body = await body_of(request)
             parsed = ollama_api.parse(body, options, chat=chat)
-            return await generation(request, parsed, body.get("stream", True) is not False,
+            return await generation(request, ollama_api, parsed, ollama_api.streamed(body),
                                     lambda r: ollama_api.complete(engine, r, chat),
                                     lambda c: ollama_api.stream(engine, c, chat), "application/x-ndjson")
         return handle

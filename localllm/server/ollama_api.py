@@ -8,15 +8,33 @@ import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from localllm import __version__
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
-from localllm.core.messages import Message
+from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
-from localllm.core.tools import ToolCall, ToolSpec
+from localllm.core.tools import ToolCall
 from localllm.server.engine import ApiError, Engine, Request
-from localllm.server.wire import bounded_int, number, options_from, text_of
+from localllm.server.wire import (
+    MAX_INPUTS,
+    MAX_MESSAGES,
+    MAX_TOOLS,
+    bounded_int,
+    each,
+    flag,
+    function_call,
+    function_tool,
+    number,
+    obj,
+    one_of,
+    options_from,
+    schema,
+    stops,
+    string,
+    text_of,
+    where,
+)
 
 OPTION_FIELDS = {"temperature": ("temperature", 0.0, 5.0), "top_p": ("top_p", 0.0, 1.0),
                  "min_p": ("min_p", 0.0, 1.0), "repeat_penalty": ("repeat_penalty", 0.0, 10.0)}
@@ -49,64 +67,65 @@ def show(engine: Engine) -> dict[str, Any]:
 
 def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Request:
     if chat:
-        raw = body.get("messages")
-        if not isinstance(raw, list) or not raw:
-            raise ApiError(400, "messages must be a non-empty list")
-        messages = [message_from(item) for item in raw]
+        messages = each(body.get("messages"), "messages", MAX_MESSAGES, "messages", message_from, least=1)
     else:
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise ApiError(400, "prompt must be a string")
-        messages = ([Message("system", str(body["system"]))] if body.get("system") else []) + \
-            [Message("user", prompt)]
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise ApiError(400, "options must be an object")
+        prompt = string(body.get("prompt"), "prompt")
+        system = string(body.get("system"), "system", default="")
+        no_images(body.get("images"), "images")
+        messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
+    options = {} if body.get("options") is None else obj(body["options"], "options")
     changes: dict[str, Any] = {}
     for key, (field, low, high) in OPTION_FIELDS.items():
         if options.get(key) is not None:
-            changes[field] = number(options[key], key, low, high)
+            changes[field] = number(options[key], f"options.{key}", low, high)
     if options.get("top_k") is not None:
-        changes["top_k"] = bounded_int(options["top_k"], "top_k", 0, 1_000_000)
+        changes["top_k"] = bounded_int(options["top_k"], "options.top_k", 0, 1_000_000)
     if options.get("num_predict") is not None and options["num_predict"] != -1:
-        changes["max_tokens"] = bounded_int(options["num_predict"], "num_predict", 1, 1_000_000)
+        changes["max_tokens"] = bounded_int(options["num_predict"], "options.num_predict", 1, 1_000_000)
     if options.get("seed") is not None:
-        changes["seed"] = bounded_int(options["seed"], "seed", -(2**63), 2**63 - 1)
-    if options.get("stop"):
-        changes["stop"] = tuple(str(s) for s in options["stop"] if s)
+        changes["seed"] = bounded_int(options["seed"], "options.seed", -(2**63), 2**63 - 1)
+    if options.get("stop") is not None:
+        changes["stop"] = stops(options["stop"], "options.stop")
     think = body.get("think")
     if think is not None:
-        changes["think"] = {True: "on", False: "off"}.get(think, think) \
-            if think in (True, False, "low", "medium", "high") else None
+        if not (isinstance(think, bool) or think in ("low", "medium", "high")):
+            raise ApiError(400, 'think must be true, false, "low", "medium" or "high"')
+        changes["think"] = {True: "on", False: "off"}.get(think, think)
     fmt = body.get("format")
     if isinstance(fmt, dict):
-        changes["json_schema"] = fmt
+        changes["json_schema"] = schema(fmt, "format")
     elif fmt == "json":
         changes["json_schema"] = {"type": "object"}
-    tools = [tool_from(item) for item in body.get("tools") or []] if chat else []
+    elif fmt not in (None, ""):
+        raise ApiError(400, 'format must be "json" or a JSON schema object')
+    keep_alive = body.get("keep_alive")  # the model stays loaded while serve runs: checked, not used
+    if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))):
+        raise ApiError(400, 'keep_alive must be a duration: a number of seconds or a string such as "5m"')
+    tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", function_tool) if chat else []
     return Request(messages, options_from(base, changes), tools)
 
 
-def message_from(item: Any) -> Message:
-    if not isinstance(item, dict) or item.get("role") not in ("system", "user", "assistant", "tool"):
-        raise ApiError(400, "each message needs a role: system, user, assistant or tool")
-    if item.get("images"):
+def streamed(body: dict[str, Any]) -> bool:
+    return flag(body.get("stream"), "stream", True)  # Ollama streams unless told not to
+
+
+def no_images(value: Any, name: str) -> None:
+    if value is not None and not isinstance(value, list):
+        raise ApiError(400, f"{name} must be a list")
+    if value:
         raise ApiError(400, "images are not supported: send text")
-    content = text_of(item.get("content"))
-    if item["role"] == "tool":
-        return Message("tool", content, name=str(item.get("tool_name") or item.get("name") or ""))
-    calls = tuple(ToolCall(str((c.get("function") or {}).get("name") or ""),
-                           dict((c.get("function") or {}).get("arguments") or {}))
-                  for c in item.get("tool_calls") or [] if isinstance(c, dict))
-    return Message(item["role"], content, tool_calls=calls)
 
 
-def tool_from(item: Any) -> ToolSpec:
-    function = item.get("function") if isinstance(item, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise ApiError(400, "each tool needs {\"type\": \"function\", \"function\": {\"name\": ...}}")
-    return ToolSpec(function["name"], str(function.get("description") or ""),
-                    dict(function.get("parameters") or {"type": "object", "properties": {}}))
+def message_from(item: Any, name: str) -> Message:
+    message = obj(item, name)
+    role = one_of(message.get("role"), where(name, "role"), ("system", "user", "assistant", "tool"))
+    no_images(message.get("images"), where(name, "images"))
+    content = text_of(message.get("content"), where(name, "content"))
+    if role == "tool":
+        tool = message.get("tool_name") if message.get("tool_name") is not None else message.get("name")
+        return Message("tool", content, name=string(tool, where(name, "tool_name"), default=""))
+    calls = each(message.get("tool_calls"), where(name, "tool_calls"), MAX_TOOLS, "tool calls", function_call)
+    return Message(cast(Role, role), content, tool_calls=tuple(calls))
 
 
 def final_fields(final: FinalChunk | None, started: float) -> dict[str, Any]:
@@ -171,6 +190,8 @@ def embed_texts(body: dict[str, Any], legacy: bool) -> list[str]:
         texts = raw
     else:
         raise ApiError(400, "input must be a string or a list of strings")
+    if len(texts) > MAX_INPUTS:
+        raise ApiError(400, f"input has {len(texts)} texts; at most {MAX_INPUTS} may be sent in one request")
     if not all(texts):
         raise ApiError(400, "input must not contain empty strings")
     if body.get("dimensions") is not None:
@@ -192,3 +213,8 @@ async def embed(engine: Engine, body: dict[str, Any], legacy: bool) -> dict[str,
 
 def error_body(error: ApiError) -> dict[str, Any]:
     return {"error": error.message}
+
+
+def stream_error(error: ApiError) -> str:
+    """An error after a stream began, as a line of its own (Ollama's streams report one so)."""
+    return json.dumps(error_body(error)) + "\n"

@@ -17,13 +17,33 @@ from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
 from localllm.server.engine import ApiError, Engine, Request
-from localllm.server.wire import bounded_int, number, options_from, text_of
+from localllm.server.wire import (
+    MAX_INPUTS,
+    MAX_MESSAGES,
+    MAX_PROMPTS,
+    MAX_TOOLS,
+    MAX_TOTAL_TOKENS,
+    bounded_int,
+    each,
+    flag,
+    function_call,
+    function_tool,
+    name_of,
+    named_choice,
+    number,
+    obj,
+    one_of,
+    options_from,
+    schema,
+    stops,
+    string,
+    text_of,
+    where,
+)
 
 FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 COMPLETION_MAX_TOKENS = 16
 """/v1/completions' default answer length when a request names none: OpenAI's own (and llama.cpp's server's)."""
-MAX_INPUTS = 2048
-"""Texts one embeddings request may carry (OpenAI's limit)."""
 
 
 def models(engine: Engine) -> dict[str, Any]:
@@ -31,40 +51,50 @@ def models(engine: Engine) -> dict[str, Any]:
 
 
 def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "messages must be a non-empty list")
-    messages = [message_from(item) for item in raw]
+    messages = each(body.get("messages"), "messages", MAX_MESSAGES, "messages", message_from, least=1)
     changes = sampling(body)
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    if limit is not None:
-        changes["max_tokens"] = bounded_int(limit, "max_tokens", 1, 1_000_000)
-    effort = body.get("reasoning_effort")
+    limit_key = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    if body.get(limit_key) is not None:
+        changes["max_tokens"] = bounded_int(body[limit_key], limit_key, 1, 1_000_000)
+    effort = string(body.get("reasoning_effort"), "reasoning_effort", default="")
     if effort in ("low", "medium", "high"):
         changes["think"] = effort
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
-        if not isinstance(schema, dict):
-            raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object")
-        changes["json_schema"] = schema
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
-        changes["json_schema"] = {"type": "object"}
-    tools = [tool_from(item) for item in body.get("tools") or []]
-    choice = body.get("tool_choice", "auto")
-    if isinstance(choice, dict):
-        choice = str((choice.get("function") or {}).get("name") or "auto")
+    if fmt is not None:
+        kind = one_of(obj(fmt, "response_format").get("type"), "response_format.type",
+                      ("text", "json_object", "json_schema"))
+        if kind == "json_schema":
+            wrapper = obj(fmt.get("json_schema"), "response_format.json_schema")
+            changes["json_schema"] = schema(wrapper.get("schema"), "response_format.json_schema.schema")
+        elif kind == "json_object":
+            changes["json_schema"] = {"type": "object"}
+    tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", function_tool)
+    choice = tool_choice(body.get("tool_choice"), tools)
     if choice == "none":
         tools, choice = [], "auto"
-    return Request(messages, options_from(base, changes), tools, str(choice))
+    return Request(messages, options_from(base, changes), tools, choice)
+
+
+def tool_choice(value: Any, tools: list[ToolSpec]) -> str:
+    """"none", "auto", "required", or {"type": "function", "function": {"name": ...}}: the tool's name."""
+    if value is None:
+        return "auto"
+    if isinstance(value, str):
+        return one_of(value, "tool_choice", ("none", "auto", "required"))
+    function = obj(obj(value, "tool_choice").get("function"), "tool_choice.function")
+    return named_choice(name_of(function.get("name"), "tool_choice.function.name"), tools, "tool_choice")
+
+
+def streamed(body: dict[str, Any]) -> bool:
+    return flag(body.get("stream"), "stream", False)
 
 
 def include_usage(body: dict[str, Any]) -> bool:
     """Whether a streamed answer ends with a usage event (``stream_options.include_usage``)."""
     stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise ApiError(400, "stream_options must be an object")
-    return bool((stream_options or {}).get("include_usage"))
+    if stream_options is None:
+        return False
+    return flag(obj(stream_options, "stream_options").get("include_usage"), "stream_options.include_usage", False)
 
 
 def sampling(body: dict[str, Any]) -> dict[str, Any]:
@@ -76,13 +106,8 @@ def sampling(body: dict[str, Any]) -> dict[str, Any]:
         changes["top_p"] = number(body["top_p"], "top_p", 0.0, 1.0)
     if body.get("seed") is not None:
         changes["seed"] = bounded_int(body["seed"], "seed", -(2**63), 2**63 - 1)
-    stop = body.get("stop")
-    if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-            raise ApiError(400, "stop must be a string or a list of strings")
-        changes["stop"] = tuple(s for s in stop if s)
+    if body.get("stop") is not None:
+        changes["stop"] = stops(body["stop"], "stop")
     return changes
 
 
@@ -97,54 +122,49 @@ def _texts(raw: Any, field: str) -> list[str]:
     raise ApiError(400, f"{field} must be a string or a non-empty list of strings")
 
 
-def parse_completion(body: dict[str, Any], base: GenerationOptions) -> tuple[list[Request], bool]:
-    """/v1/completions: one request per prompt (a string, or a list of them), and whether to echo the prompt."""
+def parse_completion(body: dict[str, Any], base: GenerationOptions, window: int | None = None
+                     ) -> tuple[list[Request], bool]:
+    """/v1/completions: one request per prompt (a string, or a list of them), and whether to echo the prompt.
+    At most MAX_PROMPTS prompts, asking for at most MAX_TOTAL_TOKENS tokens together (each prompt's max_tokens
+    counted at most as ``window``, the longest answer the model can give)."""
     prompts = _texts(body.get("prompt"), "prompt")
+    if not all(prompts):  # nothing to continue: a model without a start token would be handed no tokens at all
+        raise ApiError(400, "prompt must not be empty (nor hold empty strings)")
+    if len(prompts) > MAX_PROMPTS:
+        raise ApiError(400, f"prompt has {len(prompts)} prompts; at most {MAX_PROMPTS} may be sent in one request")
     if body.get("suffix"):
         raise ApiError(400, "suffix (text to fill in before) is not supported: send the prompt alone")
     if body.get("logprobs") is not None:
         raise ApiError(400, "logprobs are not supported: leave logprobs out")
     for key in ("n", "best_of"):
-        if body.get(key) not in (None, 1):
+        if body.get(key) is not None and (type(body[key]) is not int or body[key] != 1):
             raise ApiError(400, f"{key} must be 1: one completion per prompt (send a list of prompts for more)")
     changes = sampling(body)
     limit = body.get("max_tokens")
     changes["max_tokens"] = COMPLETION_MAX_TOKENS if limit is None else bounded_int(limit, "max_tokens", 1,
                                                                                     1_000_000)
-    echo = body.get("echo", False)
-    if not isinstance(echo, bool):
-        raise ApiError(400, "echo must be true or false")
+    total = len(prompts) * min(changes["max_tokens"], window or changes["max_tokens"])
+    if total > MAX_TOTAL_TOKENS:
+        raise ApiError(400, f"{len(prompts)} prompts of up to {changes['max_tokens']} tokens each ask for up to "
+                            f"{total} tokens; at most {MAX_TOTAL_TOKENS} may be asked for in one request")
+    echo = flag(body.get("echo"), "echo", False)
     options = options_from(base, {**changes, "json_schema": None, "answer_prefix": None})
     return [Request([], options, prompt=text) for text in prompts], echo
 
 
-def message_from(item: Any) -> Message:
-    if not isinstance(item, dict) or item.get("role") not in ("system", "developer", "user", "assistant", "tool"):
-        raise ApiError(400, "each message needs a role: system, user, assistant or tool")
-    role = "system" if item["role"] == "developer" else item["role"]
-    content = text_of(item.get("content"))
+ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+def message_from(item: Any, name: str) -> Message:
+    message = obj(item, name)
+    role = one_of(message.get("role"), where(name, "role"), ROLES)
+    content = text_of(message.get("content"), where(name, "content"))
     if role == "tool":
-        return Message("tool", content, name=str(item.get("name") or ""), call_id=str(item.get("tool_call_id") or ""))
-    calls = tuple(ToolCall(str((c.get("function") or {}).get("name") or ""), arguments_of(c), id=str(c.get("id") or ""))
-                  for c in item.get("tool_calls") or [] if isinstance(c, dict))
-    return Message(cast(Role, role), content, tool_calls=calls)
-
-
-def arguments_of(call: dict[str, Any]) -> dict[str, Any]:
-    raw = (call.get("function") or {}).get("arguments") or "{}"
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
-    except ValueError:
-        value = {}
-    return value if isinstance(value, dict) else {}
-
-
-def tool_from(item: Any) -> ToolSpec:
-    function = item.get("function") if isinstance(item, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-        raise ApiError(400, "each tool needs {\"type\": \"function\", \"function\": {\"name\": ...}}")
-    parameters = function.get("parameters") or {"type": "object", "properties": {}}
-    return ToolSpec(function["name"], str(function.get("description") or ""), dict(parameters))
+        return Message("tool", content, name=string(message.get("name"), where(name, "name"), default=""),
+                       call_id=string(message.get("tool_call_id"), where(name, "tool_call_id"), default=""))
+    string(message.get("name"), where(name, "name"), default="")  # a participant's name: checked, not used
+    calls = each(message.get("tool_calls"), where(name, "tool_calls"), MAX_TOOLS, "tool calls", function_call)
+    return Message(cast(Role, "system" if role == "developer" else role), content, tool_calls=tuple(calls))
 
 
 def usage_of(final: FinalChunk | None) -> dict[str, int]:
@@ -244,7 +264,7 @@ async def stream_text(engine: Engine, first: AsyncIterator[Chunk], requests: lis
                 elif isinstance(chunk, FinalChunk):
                     final = chunk
         except ApiError as error:
-            yield f"data: {json.dumps(error_body(error))}\n\n"
+            yield stream_error(error)
             return
         finals.append(final)
         yield event(index, "", FINISH[final.finish_reason if final else "stop"])
@@ -259,12 +279,11 @@ def parse_embeddings(body: dict[str, Any]) -> tuple[list[str], str, int | None]:
     """/v1/embeddings: (the texts, "float" or "base64", the dimensions asked for, if any)."""
     texts = _texts(body.get("input"), "input")
     if len(texts) > MAX_INPUTS:
-        raise ApiError(400, f"input has {len(texts)} texts; at most {MAX_INPUTS} may be sent at once")
+        raise ApiError(400, f"input has {len(texts)} texts; at most {MAX_INPUTS} may be sent in one request")
     if not all(texts):
         raise ApiError(400, "input must not contain empty strings")
-    encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        raise ApiError(400, "encoding_format must be \"float\" or \"base64\"")
+    encoding = "float" if body.get("encoding_format") is None else \
+        one_of(body["encoding_format"], "encoding_format", ("float", "base64"))
     dimensions = body.get("dimensions")
     if dimensions is not None:
         dimensions = bounded_int(dimensions, "dimensions", 1, 1_000_000)
@@ -291,3 +310,8 @@ async def embeddings(engine: Engine, texts: list[str], encoding: str, dimensions
 
 def error_body(error: ApiError) -> dict[str, Any]:
     return {"error": {"message": error.message, "type": error.kind, "code": error.status}}
+
+
+def stream_error(error: ApiError) -> str:
+    """An error after a stream began, as an event (its status line was sent already)."""
+    return f"data: {json.dumps(error_body(error))}\n\n"
