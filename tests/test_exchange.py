@@ -18,7 +18,8 @@ from localllm.tasks.exchange import Exchange, conversation_title
 
 
 def answer(text: str, reason: str = "stop", tokens: int = 3) -> Response:
-    response = Response(iter([TextChunk(text), FinalChunk(reason, Usage(5, tokens), Timings(0.1, 0.5, 0.4))]))
+    response = Response(iter([TextChunk(text), FinalChunk(reason, Usage(5, tokens),  # type: ignore[arg-type]
+                                                          Timings(0.1, 0.5, 0.4))]))
     response.text()
     return response
 

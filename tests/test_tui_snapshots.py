@@ -6,7 +6,7 @@ picture does not depend on where the tests run) and the help screen. Update them
 import pytest
 from conftest import settings_for
 from textual.app import App
-from tui_helpers import TEST_MACHINE, wait_until
+from tui_helpers import TEST_MACHINE, starter_introduced, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -33,7 +33,7 @@ def stored_conversation(settings) -> None:
 
 
 def test_snapshot_of_the_chat_pane(tmp_path, snap_compare):
-    settings = settings_for(tmp_path, discover=False)
+    settings = starter_introduced(settings_for(tmp_path, discover=False))
     stored_conversation(settings)
     app = LocalLLMApp(settings, preset("precise"))
 
@@ -76,7 +76,7 @@ def ended_conversation(settings) -> None:
 
 @pytest.mark.parametrize("size", [(80, 24), (140, 45)], ids=["80x24", "140x45"])
 def test_snapshot_of_a_stopped_a_cut_answer_and_a_refused_message(tmp_path, snap_compare, size):
-    settings = settings_for(tmp_path, discover=False, ctx=512)
+    settings = starter_introduced(settings_for(tmp_path, discover=False, ctx=512))
     ended_conversation(settings)
     app = LocalLLMApp(settings, preset("precise").with_overrides(max_tokens=8))
 
@@ -104,7 +104,7 @@ class HardwareApp(App):
 
 def test_snapshot_of_the_hardware_pane(tmp_path, snap_compare):
     app = HardwareApp()
-    app.settings = settings_for(tmp_path, discover=False)
+    app.settings = starter_introduced(settings_for(tmp_path, discover=False))
 
     async def detected(pilot):
         report = app.query_one("#hardware-report")
@@ -115,7 +115,7 @@ def test_snapshot_of_the_hardware_pane(tmp_path, snap_compare):
 
 
 def test_snapshot_of_the_help_screen(tmp_path, snap_compare):
-    app = LocalLLMApp(settings_for(tmp_path, discover=False), preset("precise"))
+    app = LocalLLMApp(starter_introduced(settings_for(tmp_path, discover=False)), preset("precise"))
 
     async def help_open(pilot):
         await pilot.press("f9")

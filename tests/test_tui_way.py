@@ -7,7 +7,7 @@ import pytest
 from conftest import settings_for
 from textual.app import App
 from textual.widgets import DataTable, Input, ListView
-from tui_helpers import TEST_MACHINE, PaneApp, one_thread, run, wait_until
+from tui_helpers import TEST_MACHINE, PaneApp, one_thread, run, starter_introduced, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -60,7 +60,7 @@ def test_an_opened_range_keeps_the_files_line_numbers(tmp_path):
 
 
 def test_f7_goes_to_the_conversation_list_and_back_and_the_help_screen_says_so(tmp_path):
-    settings = settings_for(tmp_path, discover=False)
+    settings = starter_introduced(settings_for(tmp_path, discover=False))
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
     store.create("First")
     store.create("Second")
@@ -107,7 +107,7 @@ def test_f7_goes_to_the_conversation_list_and_back_and_the_help_screen_says_so(t
 
 
 def test_the_first_screen_says_what_to_do_and_notices_keep_off_the_prompt_box(tmp_path):
-    settings = settings_for(tmp_path, discover=False)
+    settings = settings_for(tmp_path, discover=False)  # a first run: the starter model is introduced
 
     async def session():
         app = LocalLLMApp(settings, preset("precise"))
@@ -120,6 +120,10 @@ def test_the_first_screen_says_what_to_do_and_notices_keep_off_the_prompt_box(tm
             welcome = pane.query_one("#welcome")
             text = "\n".join(welcome.render_line(y).text for y in range(welcome.region.height))
             assert pane.session.model.ref.name in text and "tokens/s" in text
+            await wait_until(pilot, lambda: pane._starter_note is not None)
+            await pilot.pause()
+            text = "\n".join(welcome.render_line(y).text for y in range(welcome.region.height))
+            assert "tiny starter model" in " ".join(text.split()) and "localllm pull" in " ".join(text.split())
             for key in ("Enter", "Ctrl+N", "F7", "Ctrl+L", "F9"):
                 assert key in text
             app.notify("a notice that must not hide the prompt box", timeout=30)
@@ -203,7 +207,7 @@ def test_models_tables_fit_their_room(tmp_path, size):
 
 @pytest.mark.parametrize("size", [(80, 24), (140, 45)], ids=["80x24", "140x45"])
 def test_snapshot_of_the_first_screen(tmp_path, snap_compare, size):
-    app = LocalLLMApp(settings_for(tmp_path, discover=False), preset("precise"))
+    app = LocalLLMApp(starter_introduced(settings_for(tmp_path, discover=False)), preset("precise"))
 
     async def ready(pilot):
         pane = app.query_one(ChatPane)

@@ -84,3 +84,13 @@ def one_thread(tmp_path):
     """Settings whose model decodes on one thread: on a small machine shared with other work, llama.cpp threads
     that wait for each other can be descheduled and a call can take a hundred times longer; one thread is steady."""
     return settings_for(tmp_path, threads=1)
+
+
+def starter_introduced(settings):
+    """Settings whose data folder has had the starter model's one-time note already: the first screen is the same
+    on every machine (the note names a model and a speed for this machine's hardware)."""
+    from localllm.tasks.models import STARTER_NOTE_MARKER
+
+    settings.paths.data_dir.mkdir(parents=True, exist_ok=True)
+    (settings.paths.data_dir / STARTER_NOTE_MARKER).write_text("said\n")
+    return settings

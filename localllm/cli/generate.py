@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from localllm.cli.arguments import Commands, log_args, model_args
@@ -58,9 +60,11 @@ def describe_plan(loaded: LoadedModel) -> str:
     return line
 
 
-def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:
+def stream_to_stdout(response: Response, show_thinking: bool = True,
+                     on_text: Callable[[str], None] | None = None) -> str:
     """Print chunks as they arrive; Ctrl-C stops decoding and leaves the partial answer on screen. A reasoning
-    model's thinking goes to stderr (dimmed on a terminal), so stdout holds only the answer, also in a pipe."""
+    model's thinking goes to stderr (dimmed on a terminal), so stdout holds only the answer, also in a pipe.
+    ``on_text``: given the answer so far after each piece (the conversation log saves it now and then)."""
     last = ""
     thinking = ""
     dim, undim = ("\x1b[2m", "\x1b[0m") if sys.stderr.isatty() else ("", "")
@@ -81,6 +85,8 @@ def stream_to_stdout(response: Response, show_thinking: bool = True) -> str:
                 sys.stdout.write(chunk.text)
                 sys.stdout.flush()
                 last = chunk.text
+                if on_text is not None:
+                    on_text(response.partial_text)
     finally:
         response.close()
         if last and not last.endswith("\n"):
@@ -123,11 +129,11 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
             window_notes(session, loaded)
         else:
             response = ask(loaded, messages, options)
-        answer_id = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
+        exchange = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
         try:
-            code = _answer(args, loaded, response, options)
+            code = _answer(args, loaded, response, options, lambda text: log.progress(exchange, text))
         finally:
-            log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
+            log.end(exchange, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
         if code == 0:
             say_starter_once(settings, loaded)
         return code
@@ -144,10 +150,13 @@ def window_notes(session, loaded: LoadedModel) -> None:
              f"{loaded.plan.n_ctx:,}-token window")
 
 
-def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, options: GenerationOptions) -> int:
+def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, options: GenerationOptions,
+            on_text: Callable[[str], None] | None = None) -> int:
     if args.json:
         try:
             for chunk in response:  # the calls on stderr as they happen, as without --json
+                if isinstance(chunk, TextChunk) and on_text is not None:
+                    on_text(response.partial_text)
                 if isinstance(chunk, (ToolCallChunk, ToolResultChunk)):
                     from localllm.cli.tools import show_tool_chunk
 
@@ -175,7 +184,7 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, o
         })
         return 130 if stopped else 0
     try:
-        stream_to_stdout(response, show_thinking=not args.hide_thinking)
+        stream_to_stdout(response, show_thinking=not args.hide_thinking, on_text=on_text)
     except KeyboardInterrupt:
         note("[stopped]")
         return 130
@@ -280,15 +289,16 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
                 continue
             window_notes(session, loaded)
             # The prompt is recorded as it is sent and the answer when it ends (stopped, if Ctrl-C ends it).
-            answer_id = log.begin(text, model=loaded.ref.name, system=session.system)
+            exchange = log.begin(text, model=loaded.ref.name, system=session.system)
             try:
-                stream_to_stdout(response, show_thinking=not args.hide_thinking)
+                stream_to_stdout(response, show_thinking=not args.hide_thinking,
+                                 on_text=functools.partial(log.progress, exchange))
                 say_cut(response, session.options)
                 say_starter_once(settings, loaded)
             except KeyboardInterrupt:
                 note("[stopped]")
             finally:
-                log.end(answer_id, response, model=loaded.ref.name, backend=loaded.choice.name,
+                log.end(exchange, response, model=loaded.ref.name, backend=loaded.choice.name,
                         options=session.options)
             if args.verbose:
                 note(stats_line(response.final))

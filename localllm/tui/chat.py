@@ -120,6 +120,8 @@ class ChatPane(Vertical):
         self._thought = False
         self._answer: ChatMessage | None = None
         self._exchange: Exchange | None = None
+        self._starter_note: str | None = None
+        """What the first screen says of the bundled starter model, the first time it runs here."""
         """The last prompt and answer in the store (tasks/exchange.py), to save into, redo or continue."""
         """Stored message ids of the last exchange (user, assistant), for regenerate and edit."""
         self._load_reported: object = None
@@ -201,6 +203,22 @@ class ChatPane(Vertical):
         self.session = ChatSession(loaded, self.options, system=system, history=history)
         self._status(self._status_text())
         self._update_welcome()
+        self._introduce_starter(loaded.ref)
+
+    @work(thread=True, group="starter-note")
+    def _introduce_starter(self, ref) -> None:
+        """Once per data folder, the bundled starter model's first screen says what it is and what to pull (the
+        catalog is read and the hardware detected off the event loop)."""
+        from localllm.tasks.models import is_starter, starter_note
+
+        if is_starter(ref):
+            note = starter_note(self.settings, ref)
+            if note:
+                self.app.call_from_thread(self._show_starter_note, note.removeprefix("note: "))
+
+    def _show_starter_note(self, note: str) -> None:
+        self._starter_note = note
+        self._update_welcome()
 
     def _welcome(self):
         """What an empty chat shows: what to do, the model and its speed, the main keys (as remapped)."""
@@ -218,6 +236,10 @@ class ChatPane(Vertical):
             text.append("Ask ", style="bold").append(plain(loaded.ref.name))
             text.append(" anything: type in the box below and press Enter.\n", style="bold")
             text.append(plain(f"{loaded.choice.name} · {loaded.plan.verdict_with_speed}\n"))
+            if self._starter_note:
+                note = plain(self._starter_note + "\n")
+                note.stylize("italic")
+                text.append(note)
         from rich.console import Group
         from rich.table import Table
 
