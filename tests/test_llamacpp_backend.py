@@ -39,7 +39,14 @@ def test_stop_string_ends_the_answer(loaded):
     response = Response(loaded.backend.chat(QUESTION, greedy(max_tokens=24, stop=(word,))))
     text = response.text()
     assert word not in text and unstopped.startswith(text.rstrip())
-    assert response.final.finish_reason == "stop"
+    assert response.final.finish_reason == "stop" and response.final.stop_sequence == word
+
+
+def test_an_empty_raw_prompt_is_refused_not_asserted_on(loaded):
+    from localllm.core.errors import UsageError
+
+    with pytest.raises(UsageError, match="the prompt is empty"):
+        loaded.backend.complete_text("", greedy(max_tokens=4))
 
 
 def test_chat_template_comes_from_the_gguf(loaded):

@@ -330,6 +330,8 @@ class LlamaCppBackend(Backend):
         llm = self._require_loaded()
         watch = Stopwatch()
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if not tokens:  # llama-cpp-python asserts on an empty prompt (a model that adds no start token)
+            raise UsageError("the prompt is empty: there is nothing to continue", hint="send some text to continue")
         window = usable_window(llm)
         if len(tokens) >= window:
             raise ContextOverflow(f"the prompt has {len(tokens)} tokens but the context window is {window}",
