@@ -96,7 +96,9 @@ def test_a_summary_cut_at_its_token_limit_says_so(shared_home):
     assert data["cut"] and data["calls"][-1]["finish"] == "length" and data["tokens_out"] == limit
     assert f"note: the summary reached its {limit:,}-token limit and ends where it was cut; --words N gives it " \
            "more room" in done.stderr_text
-    roomy = json.loads(run_cli("summarize", "--words", "200", "--style", "tldr", "--preset", "precise", "--json",
+    # Room the bundled model's greedy summary of this article ends within (llama-cpp-python 0.3.36 writes past 200
+    # words' room into repeated HTML here).
+    roomy = json.loads(run_cli("summarize", "--words", "300", "--style", "tldr", "--preset", "precise", "--json",
                                str(DATA / "article.txt"), home=shared_home).stdout_text)
     assert not roomy["cut"] and roomy["calls"][-1]["finish"] == "stop"
 

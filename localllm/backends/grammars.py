@@ -19,26 +19,30 @@ keeps a small model on the path. Built grammars are kept within a byte budget.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 logger = logging.getLogger("localllm")
 
-MAX_REPEAT = 256
+MAX_REPEAT = 512
 """The largest repetition count (minLength, maxItems, a pattern's {n,m}, ...) put into a grammar: the converter
 writes one nested rule per repetition, so a larger count grows the grammar, and llama.cpp's parse of it, without
-bound. A larger count is left to the validation of the answer."""
+bound (llama.cpp 0.3.36 refuses a maxLength of 1,024 already, and parses 512). A larger count is left to the
+validation of the answer."""
 MAX_DEPTH = 48
 """Nesting of a schema beyond which it is constrained to generic JSON only."""
 MAX_NODES = 20_000
 """Schema objects and lists beyond which it is constrained to generic JSON only."""
 MAX_GRAMMAR_BYTES = 512 * 1024
 """Grammar text beyond which the generic JSON grammar is used instead."""
-MAX_NESTING = 400
+MAX_NESTING = 600
 """Parentheses nested in one rule beyond which the grammar is not handed over (llama.cpp parses them recursively
 on the thread's stack)."""
 CACHE_BYTES = 8 * 1024 * 1024
@@ -515,15 +519,32 @@ def parses(text: str, vocab: Any) -> bool:
     once. Callers check the text with check_text first."""
     import llama_cpp
 
-    # llama.cpp prints a refused grammar whole at error level; the refusal is said here, in one line, instead.
-    quiet = logging.getLogger("llama-cpp-python")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
-    try:
+    with _stderr_muted():
         sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode("utf-8"), b"root")
-    finally:
-        quiet.setLevel(level)
     if not sampler:
         return False
     llama_cpp.llama_sampler_free(sampler)
     return True
+
+
+_MUTE = threading.Lock()
+
+
+@contextlib.contextmanager
+def _stderr_muted():
+    """llama.cpp prints a grammar it refuses whole on the process's stderr (C's own, past Python's logging): up to
+    half a megabyte of a client's text in serve's log, or over the app's screen. The refusal is said here in one
+    line instead, so file descriptor 2 points at the null device for the parse (about a millisecond)."""
+    with _MUTE:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr at all: nothing to keep clean
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -118,8 +118,11 @@ def _merge_segments(settings: Settings, backend: Backend, found: list[Segment], 
         if members:
             merged.append(Segment(item["name"].strip(), item["description"].strip(),
                                   [row for m in members for row in found[m - 1].rows]))
-    merged += [s for i, s in enumerate(found, start=1) if i not in used]  # the answer left these out: kept apart
-    return merged
+    left_out = [s for i, s in enumerate(found, start=1) if i not in used]
+    if left_out:  # more segments than asked for then: said, never silent
+        progress(f"merging segments: the model left {len(left_out)} of the {len(found)} segments found out of its "
+                 f"merge; they are kept as found")
+    return merged + left_out
 
 
 @dataclass(frozen=True)
