@@ -11,9 +11,12 @@ number that changes with what else runs), and the raw bandwidth is not what llam
 where dequantising is the bound. The rates are what llama.cpp was measured to reach, so that the estimate is near
 what `run -v` then measures rather than a floor under it:
 
-- CPU: ``CPU_BYTES_PER_THREAD_S`` per llama.cpp thread, up to the ceiling of the memory kind: llama-cpp-python 0.3.36
-  decoded the bundled 96.6 MB of weights at 112.6 tokens/s on the two threads of a 2-core EPYC VM (`localllm run
-  -v`, idle, 2026-12-07): 5.4 GB/s a thread. (The 0.3.9 build of docs/llama-cpp.md's "Threads" table reached 3.1.)
+- CPU: ``CPU_BYTES_ONE_THREAD_S`` for one llama.cpp thread, times ``threads ** THREAD_SCALING`` for more (the
+  threads wait for each other at every step, so each one adds less), up to the ceiling of the memory kind.
+  llama-cpp-python 0.3.36 decoded the bundled 96.6 MB of weights on a 2-core EPYC VM, idle (`localllm run -v -o
+  threads=T --preset precise -o max_tokens=128 "Write a long story about a dragon."`, 2026-12-07, three runs each,
+  interleaved): 46.9 tokens/s (41.8-48.4) on one thread, 4.5 GB/s; 61.0 (45.5-67.1) on two, 1.3 times one. The
+  estimate says 47 and 71. (The 0.3.9 build of docs/llama-cpp.md's "Threads" table read 3.1 GB/s on one.)
 - Memory kind: the module's type is not readable without root (dmidecode), so a PC's RAM counts as dual-channel
   DDR4-3200 (51.2 GB/s peak) of which llama.cpp reaches about half, ``DDR_BYTES_S``; a server with more channels is
   faster than this says. Apple Silicon's unified memory counts as the slowest M-series chip's (M1, 68 GB/s) at the
@@ -28,7 +31,8 @@ from __future__ import annotations
 from localllm.hardware.report import HardwareReport
 
 GB = 10**9
-CPU_BYTES_PER_THREAD_S = 5.0 * GB
+CPU_BYTES_ONE_THREAD_S = 4.5 * GB
+THREAD_SCALING = 0.6
 DDR_BYTES_S = 25 * GB
 GPU_EFFICIENCY = 0.6
 UNIFIED_BYTES_S = 68 * GB * GPU_EFFICIENCY
@@ -39,9 +43,9 @@ def is_apple_silicon(report: HardwareReport) -> bool:
 
 
 def cpu_rate(report: HardwareReport, threads: int) -> float:
-    """Bytes a second llama.cpp's CPU threads read weights at, by this module's conservative rule."""
+    """Bytes a second llama.cpp's CPU threads read weights at, by this module's rule."""
     ceiling = UNIFIED_BYTES_S if is_apple_silicon(report) else DDR_BYTES_S
-    return min(max(threads, 1) * CPU_BYTES_PER_THREAD_S, ceiling)
+    return min(max(threads, 1) ** THREAD_SCALING * CPU_BYTES_ONE_THREAD_S, ceiling)
 
 
 def gpu_rate(report: HardwareReport) -> float | None:

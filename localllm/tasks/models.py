@@ -133,7 +133,8 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
     """The largest downloadable quant whose plan fits and that writes at reading speed here; say why the larger
     ones were passed over. Where the largest that fits would write slower than people read and a smaller one would
     not, the smaller is the better answer (a bigger quant's gain in quality is small beside waiting for every line);
-    where none reaches reading speed, the largest that fits."""
+    where none reaches reading speed, Q4_K_M (the usual balance, Ollama's default too), the fastest of those that
+    keep most of the quality, where it fits."""
     from localllm.hardware.speed import READING_TOKENS_S
 
     report = for_later(report)
@@ -160,13 +161,19 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
     quant, plan = fitting[0]
     reason = "the largest quant" if not passed else f"the largest quant that fits ({'; '.join(passed)})"
     if not fast(plan):
+        assert plan is not None and plan.speed is not None
+        slow = (f"{quant.quant} would fit but write {plan.speed_with_threads}, slower than the "
+                f"~{READING_TOKENS_S:.0f} tokens/s people read at; `localllm pull {entry.name}:{quant.quant.lower()}` "
+                "takes it anyway")
         quicker = next(((q, p) for q, p in fitting[1:] if fast(p)), None)
+        balanced = next(((q, p) for q, p in fitting[1:] if q.quant.upper() == "Q4_K_M"), None)
         if quicker is not None:
-            assert plan is not None and plan.speed is not None
-            reason = (f"the largest quant that writes at reading speed here ({quant.quant} would fit but write "
-                      f"{plan.speed_with_threads}, slower than the ~{READING_TOKENS_S:.0f} tokens/s people read at; "
-                      f"`localllm pull {entry.name}:{quant.quant.lower()}` takes it anyway)")
+            reason = f"the largest quant that writes at reading speed here ({slow})"
             quant, plan = quicker
+        elif balanced is not None:
+            reason = (f"no quant writes at reading speed here, and Q4_K_M keeps most of the quality at the least "
+                      f"wait ({slow})")
+            quant, plan = balanced
     if plan is not None:
         reason += (f": {plan.verdict_with_speed}, about {human_size(plan.memory.total)} at a "
                    f"{plan.n_ctx:,}-token context")
