@@ -310,3 +310,21 @@ def test_another_address_without_a_key_is_refused(tmp_path):
     done = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
     assert done.returncode == 2
     assert done.stderr_text.startswith("error: serving on 0.0.0.0 without an API key would let anyone")
+
+
+def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
+    """The stop string that ended an answer is reported (Anthropic's stop_reason and stop_sequence), streamed or not."""
+    url, _ = server
+    client = anthropic.Anthropic(base_url=url, api_key=KEY)
+    ask = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
+    plain = client.messages.create(model="m", max_tokens=40, stop_sequences=["4", "zzz"], messages=ask)
+    assert plain.stop_reason == "stop_sequence" and plain.stop_sequence == "4", plain
+    assert "4" not in plain.content[0].text
+    with client.messages.stream(model="m", max_tokens=40, stop_sequences=["4"], messages=ask) as stream:
+        streamed = stream.get_final_message()
+    assert streamed.stop_reason == "stop_sequence" and streamed.stop_sequence == "4"
+    ended = client.messages.create(model="m", max_tokens=3, messages=ask)
+    assert ended.stop_reason == "max_tokens" and ended.stop_sequence is None
+    chat = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY).chat.completions.create(
+        model="m", max_tokens=40, stop=["4"], messages=ask)
+    assert chat.choices[0].finish_reason == "stop" and "4" not in chat.choices[0].message.content

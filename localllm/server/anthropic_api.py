@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
+from localllm.core.finish import finish_of
 from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
@@ -34,7 +35,14 @@ from localllm.server.wire import (
     where,
 )
 
-STOP = {"stop": "end_turn", "length": "max_tokens", "cancelled": "end_turn", "error": "end_turn"}
+STOP_REASONS = {"tool_call": "tool_use", "length": "max_tokens", "window": "max_tokens", "stop_string": "stop_sequence"}
+"""Anthropic's stop_reason for each way an answer ends (core.finish); any other is end_turn."""
+
+
+def stop_of(final: FinalChunk | None, calls: int) -> dict[str, str | None]:
+    """stop_reason and stop_sequence: which of the request's stop sequences ended the answer, where one did."""
+    finish = finish_of(final, tool_calls=bool(calls))
+    return {"stop_reason": STOP_REASONS.get(finish.kind, "end_turn"), "stop_sequence": finish.stop}
 
 
 def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
@@ -159,8 +167,7 @@ async def complete(engine: Engine, request: Request) -> dict[str, Any]:
         content.append({"type": "text", "text": text})
     content.extend(tool_block(call) for call in calls)
     return {"id": f"msg_{uuid.uuid4().hex[:24]}", "type": "message", "role": "assistant", "model": engine.name,
-            "content": content, "stop_reason": "tool_use" if calls else STOP[final.finish_reason if final else "stop"],
-            "stop_sequence": None, "usage": usage_of(final)}
+            "content": content, **stop_of(final, len(calls)), "usage": usage_of(final)}
 
 
 def sse(kind: str, data: dict[str, Any]) -> str:
@@ -201,8 +208,7 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk]) -> AsyncIterator[
             if open_kind is not None:
                 yield sse("content_block_stop", {"index": index})
                 open_kind = None
-            yield sse("message_delta", {"delta": {"stop_reason": "tool_use" if calls else STOP[chunk.finish_reason],
-                                                  "stop_sequence": None}, "usage": usage_of(chunk)})
+            yield sse("message_delta", {"delta": stop_of(chunk, calls), "usage": usage_of(chunk)})
     yield sse("message_stop", {})
 
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from localllm import __version__
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
+from localllm.core.finish import finish_of
 from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall
@@ -134,7 +135,7 @@ def final_fields(final: FinalChunk | None, started: float) -> dict[str, Any]:
         return {"done": True, "done_reason": "stop", "total_duration": total}
     timings = final.timings
     first = timings.first_token_s or 0.0
-    return {"done": True, "done_reason": "length" if final.finish_reason == "length" else "stop",
+    return {"done": True, "done_reason": finish_of(final).reason,
             "total_duration": total, "load_duration": 0, "prompt_eval_count": final.usage.prompt_tokens,
             "prompt_eval_duration": int(first * 1e9), "eval_count": final.usage.completion_tokens,
             "eval_duration": int(timings.decode_s * 1e9)}

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any, cast
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
+from localllm.core.finish import finish_of
 from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
@@ -41,7 +42,6 @@ from localllm.server.wire import (
     where,
 )
 
-FINISH = {"stop": "stop", "length": "length", "cancelled": "stop", "error": "stop"}
 COMPLETION_MAX_TOKENS = 16
 """/v1/completions' default answer length when a request names none: OpenAI's own (and llama.cpp's server's)."""
 
@@ -189,7 +189,7 @@ async def complete(engine: Engine, request: Request) -> dict[str, Any]:
         message["reasoning_content"] = thinking
     if calls:
         message["tool_calls"] = [call_json(call) for call in calls]
-    reason = "tool_calls" if calls else FINISH[final.finish_reason if final else "stop"]
+    reason = "tool_calls" if calls else finish_of(final).reason
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": engine.name, "choices": [{"index": 0, "message": message, "finish_reason": reason}],
             "usage": usage_of(final)}
@@ -214,7 +214,7 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk], include_usage: bo
             yield event({"tool_calls": [call_json(chunk.call, calls)]})
             calls += 1
         elif isinstance(chunk, FinalChunk):
-            yield event({}, "tool_calls" if calls else FINISH[chunk.finish_reason])
+            yield event({}, "tool_calls" if calls else finish_of(chunk).reason)
             if include_usage:
                 data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": engine.name,
                         "choices": [], "usage": usage_of(chunk)}
@@ -228,7 +228,7 @@ async def complete_text(engine: Engine, requests: list[Request], echo: bool) -> 
         text, _, _, final = await engine.complete(request)
         finals.append(final)
         choices.append({"text": (request.prompt or "") + text if echo else text, "index": index, "logprobs": None,
-                        "finish_reason": FINISH[final.finish_reason if final else "stop"]})
+                        "finish_reason": finish_of(final).reason})
     return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
             "model": engine.name, "choices": choices, "usage": total_usage(finals)}
 
@@ -267,7 +267,7 @@ async def stream_text(engine: Engine, first: AsyncIterator[Chunk], requests: lis
             yield stream_error(error)
             return
         finals.append(final)
-        yield event(index, "", FINISH[final.finish_reason if final else "stop"])
+        yield event(index, "", finish_of(final).reason)
     if include_usage:
         data = {"id": ident, "object": "text_completion", "created": created, "model": engine.name, "choices": [],
                 "usage": total_usage(finals)}
