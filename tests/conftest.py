@@ -20,6 +20,16 @@ SKIPS_THAT_CANNOT_RUN_HERE = ("set OLLAMA_HOST", "has no constrained JSON output
 """Skip reasons that name what cannot exist on a CI machine (a real Ollama server) or a backend's own limits. Under
 CI (CI=true), any other skip (a missing browser, shell or tool that .ci/run installs) fails the run."""
 _skipped_for_a_missing_tool: list[str] = []
+MODEL_FIXTURES = frozenset({"bundled_model", "loaded", "llama_server", "ollama_standin", "tiny_gguf", "shared_home",
+                            "server", "serve", "web"})
+"""Fixtures that load a model, or start a process that does (serve, web, the backends' servers), or hand one to the
+test: a test that uses one of them, however indirectly, is marked `model`, so `-m "not model"` leaves it out."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.model)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
