@@ -60,6 +60,23 @@ class ServerProcess:
         return json.loads(urllib.request.urlopen(f"{self.url}{path}", timeout=10).read())
 
 
+def end_with_children(process: subprocess.Popen) -> list:
+    """Terminate ``process`` and wait for the processes it started (web's apps, serve's children); any still alive
+    15 s later are killed and returned, so the test can say they outlived it."""
+    import psutil
+
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    process.terminate()
+    process.wait(timeout=20)
+    _, alive = psutil.wait_procs(started, timeout=15)
+    for left in alive:
+        left.kill()
+    return list(alive)
+
+
 def _wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from backend_servers import free_port
+from backend_servers import end_with_children, free_port
 from conftest import cli_executable, run_cli
 
 from localllm.store.conversations import ConversationStore, StoredMessage
@@ -50,15 +49,7 @@ def web_server(home: Path) -> Iterator[tuple[str, httpx.Response]]:
                 time.sleep(0.2)
         yield url, refused
     finally:
-        try:
-            apps = psutil.Process(process.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            apps = []
-        process.terminate()
-        process.wait(timeout=20)
-        _, alive = psutil.wait_procs(apps, timeout=15)
-        for app in alive:
-            app.kill()
+        alive = end_with_children(process)
     assert not alive, f"{len(alive)} app(s) still running 15 s after localllm web ended: {[a.pid for a in alive]}"
 
 

@@ -22,9 +22,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
-from backend_servers import free_port
+from backend_servers import end_with_children, free_port
 from conftest import cli_executable, run_cli, seed_verdict
 
 from localllm.core.access import AccessPolicy, access_policy
@@ -230,15 +229,7 @@ def running(args: list[str], home: Path, ready: str, env: dict[str, str] | None 
                 time.sleep(0.2)
             yield url, log_path
         finally:
-            try:
-                started = psutil.Process(process.pid).children(recursive=True)
-            except psutil.NoSuchProcess:
-                started = []
-            process.terminate()
-            process.wait(timeout=20)
-            _, alive = psutil.wait_procs(started, timeout=15)
-            for left in alive:
-                left.kill()
+            alive = end_with_children(process)
     assert not alive, f"{len(alive)} process(es) outlived {args[0]}"
 
 
