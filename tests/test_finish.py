@@ -1,5 +1,6 @@
 """How an answer ended, decided once (localllm.core.finish) and said alike by `run`, `chat`, the store and the app;
-stop strings applied to the stream so that the answer names the one that ended it."""
+stop strings applied to the stream (backends.streaming.StopScanner) so that the answer names the one that ended
+it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from conftest import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
 
+from localllm.backends.streaming import StopScanner
 from localllm.core.chunks import FinalChunk, Timings, Usage
 from localllm.core.finish import finish_of
-from localllm.core.stops import StopScan
 
 TIMINGS = Timings(0.1, 1.0, 0.9)
 
@@ -49,8 +50,15 @@ def test_the_cut_marker_names_the_limit_and_the_way_on():
 
 @given(st.lists(st.text(alphabet="abEND ", max_size=6), max_size=12), st.sampled_from(["END", "ab", "N"]))
 def test_a_stop_string_split_over_pieces_is_found_and_never_shown(pieces, stop):
-    scan = StopScan([stop])
-    shown = "".join(scan.feed(piece) for piece in pieces) + scan.flush()
+    scan = StopScanner([stop])
+    shown = ""
+    for piece in pieces:  # as the backends do: the stream ends at the stop string
+        text, stopped = scan.feed(piece)
+        shown += text
+        if stopped:
+            break
+    else:
+        shown += scan.flush()
     whole = "".join(pieces)
     if stop in whole:
         assert scan.matched == stop and shown == whole[:whole.index(stop)]
@@ -59,8 +67,8 @@ def test_a_stop_string_split_over_pieces_is_found_and_never_shown(pieces, stop):
 
 
 def test_the_earliest_of_several_stop_strings_wins():
-    scan = StopScan(["world", "lo w"])
-    assert scan.feed("hello world") == "hel" and scan.matched == "lo w"
+    scan = StopScanner(["world", "lo w"])
+    assert scan.feed("hello world") == ("hel", True) and scan.matched == "lo w"
 
 
 @pytest.mark.model

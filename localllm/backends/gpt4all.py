@@ -277,7 +277,8 @@ class GPT4AllBackend(Backend):
                 self._n_ctx - 4:
             finish = "stop"  # an end-of-generation token, not the budget
         self._estimate.learn(estimated, counts["prompt"] or None)
-        yield FinalChunk(finish, Usage(counts["prompt"] or estimated, counts["generated"]), watch.timings())
+        yield FinalChunk(finish, Usage(counts["prompt"] or estimated, counts["generated"]), watch.timings(),
+                         scanner.matched)
 
     def close(self) -> None:
         if self._model is not None:

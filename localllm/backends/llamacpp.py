@@ -440,10 +440,10 @@ class LlamaCppBackend(Backend):
                 cached: int = 0, user_stops: tuple[str, ...] = ()) -> Iterator[Chunk]:
         """The answer's chunks. The request's stop strings are applied here rather than by llama-cpp-python, which
         leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it)."""
-        from localllm.core.stops import StopScan
+        from localllm.backends.streaming import StopScanner
 
         finish: FinishReason = "stop"
-        scan = StopScan(user_stops)
+        scan = StopScanner(user_stops)
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream):
@@ -465,10 +465,10 @@ class LlamaCppBackend(Backend):
                 choice = part["choices"][0]
                 if choice["text"]:
                     watch.mark_token()
-                    shown = scan.feed(choice["text"])
+                    shown, stopped = scan.feed(choice["text"])
                     if shown:
                         yield TextChunk(shown)
-                    if scan.matched is not None:
+                    if stopped:
                         early = True
                         break  # closing the stream stops decoding
                 if choice.get("finish_reason"):

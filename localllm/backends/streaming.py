@@ -64,18 +64,21 @@ class PromptEstimate:
 
 
 class StopScanner:
-    """Finds stop strings in streamed text, holding back only what could still become one."""
+    """Finds stop strings in streamed text, holding back only what could still become one; ``matched`` names the
+    one that was reached (the earliest, the longest where two start at once), for the answer to report."""
 
     def __init__(self, stops: Iterable[str]) -> None:
         self.stops = tuple(s for s in stops if s)
         self.pending = ""
+        self.matched: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         """(text safe to show now, whether a stop string was reached)."""
         self.pending += text
-        hits = [index for index in (self.pending.find(stop) for stop in self.stops) if index >= 0]
+        hits = [(index, -len(stop), stop) for stop in self.stops if (index := self.pending.find(stop)) >= 0]
         if hits:
-            shown, self.pending = self.pending[:min(hits)], ""
+            index, _, self.matched = min(hits)
+            shown, self.pending = self.pending[:index], ""
             return shown, True
         hold = 0
         for stop in self.stops:
