@@ -4,7 +4,6 @@ prompt with no answer undone; `run` and the app record an answer with the same f
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from conftest import run_cli, settings_for
@@ -71,7 +70,6 @@ def test_run_and_the_app_record_an_answer_alike(tmp_path):
             turns = await ask(pilot, pane, "Name a mountain.")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
             await pilot.pause()
-            time.sleep(0.1)
 
     run(session())
     logged = json.loads(run_cli("logs", "--json", "-n", "5", home=tmp_path).stdout_text)

@@ -353,25 +353,22 @@ class _Sanitizer:
         return out
 
 
-class _Converter:
+def _convert(schema: Any, prop_order: list[str]) -> str:
     """llama-cpp-python's schema converter with its literals escaped for GBNF: it writes a property name, an enum
     value or a const with its quotes escaped but not its backslashes, so ``"a\\"b"`` ends the literal early and
     llama.cpp cannot parse the grammar."""
+    from llama_cpp import llama_grammar
 
-    @staticmethod
-    def convert(schema: Any, prop_order: list[str]) -> str:
-        from llama_cpp import llama_grammar
+    class Escaping(llama_grammar.SchemaConverter):
+        def _format_literal(self, literal: str) -> str:
+            return '"' + "".join(_LITERAL_ESCAPES.get(c) or (_hex(c) if ord(c) < 0x20 or c == "\x7f" else c)
+                                 for c in literal) + '"'
 
-        class Escaping(llama_grammar.SchemaConverter):
-            def _format_literal(self, literal: str) -> str:
-                return '"' + "".join(_LITERAL_ESCAPES.get(c) or (_hex(c) if ord(c) < 0x20 or c == "\x7f" else c)
-                                     for c in literal) + '"'
-
-        converter = Escaping(prop_order={name: index for index, name in enumerate(prop_order)},
-                             allow_fetch=False, dotall=False, raw_pattern=False)
-        resolved = converter.resolve_refs(schema, "stdin")
-        converter.visit(resolved, "")
-        return str(converter.format_grammar())
+    converter = Escaping(prop_order={name: index for index, name in enumerate(prop_order)},
+                         allow_fetch=False, dotall=False, raw_pattern=False)
+    resolved = converter.resolve_refs(schema, "stdin")
+    converter.visit(resolved, "")
+    return str(converter.format_grammar())
 
 
 def schema_rules(schema: Any, prop_order: Iterable[str] = (), dropped: list[str] | None = None) -> str:
@@ -382,7 +379,7 @@ def schema_rules(schema: Any, prop_order: Iterable[str] = (), dropped: list[str]
     sanitizer = _Sanitizer()
     safe = sanitizer.copy(schema)
     try:
-        text = _Converter.convert(safe, list(prop_order))
+        text = _convert(safe, list(prop_order))
     except RecursionError:
         raise GrammarRefused("the schema refers to itself too deeply") from None
     except Exception as error:  # the converter asserts or raises plain exceptions on what it does not support

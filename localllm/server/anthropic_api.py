@@ -26,6 +26,7 @@ from localllm.server.wire import (
     named_choice,
     number,
     obj,
+    offering,
     one_of,
     options_from,
     shown,
@@ -71,10 +72,7 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
             bounded_int(thinking["budget_tokens"], "thinking.budget_tokens", 0, 1_000_000)
         changes["think"] = {"enabled": "on", "disabled": "off"}.get(kind)  # another type leaves it to the model
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", tool_from)
-    choice = tool_choice(body.get("tool_choice"), tools)
-    if choice == "none":
-        tools, choice = [], "auto"
-    return Request(messages, options_from(base, changes), tools, choice)
+    return offering(messages, options_from(base, changes), tools, tool_choice(body.get("tool_choice"), tools))
 
 
 def tool_choice(value: Any, tools: list[ToolSpec]) -> str:

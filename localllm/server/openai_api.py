@@ -33,6 +33,7 @@ from localllm.server.wire import (
     named_choice,
     number,
     obj,
+    offering,
     one_of,
     options_from,
     schema,
@@ -69,10 +70,7 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
         elif kind == "json_object":
             changes["json_schema"] = {"type": "object"}
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", function_tool)
-    choice = tool_choice(body.get("tool_choice"), tools)
-    if choice == "none":
-        tools, choice = [], "auto"
-    return Request(messages, options_from(base, changes), tools, choice)
+    return offering(messages, options_from(base, changes), tools, tool_choice(body.get("tool_choice"), tools))
 
 
 def tool_choice(value: Any, tools: list[ToolSpec]) -> str:

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
-from localllm.server.engine import ApiError
+from localllm.server.engine import ApiError, Request
 
 T = TypeVar("T")
 MAX_DEPTH = 100
@@ -279,3 +280,10 @@ def messages_count(count: int) -> None:
 
 def options_from(base: GenerationOptions, changes: dict[str, Any]) -> GenerationOptions:
     return replace(base, **changes)
+
+
+def offering(messages: list[Message], options: GenerationOptions, tools: list[ToolSpec], choice: str) -> Request:
+    """A request with its tools, as OpenAI's and Anthropic's tool_choice say: "none" offers none at all."""
+    if choice == "none":
+        return Request(messages, options, [], "auto")
+    return Request(messages, options, tools, choice)

@@ -439,8 +439,9 @@ def better_model(settings: Settings, report: HardwareReport) -> CatalogRow | Non
     from localllm.hardware.speed import READING_TOKENS_S
 
     report = for_later(report)
+    rows = catalog_rows(settings, report, use="chat", fits_only=True)
     best: CatalogRow | None = None
-    for row in catalog_rows(settings, report, use="chat", fits_only=True):
+    for row in rows:
         plan = row.plan
         if plan is None or row.quant.package or (plan.decode_tokens_per_s or 0) < READING_TOKENS_S:
             continue
@@ -452,8 +453,7 @@ def better_model(settings: Settings, report: HardwareReport) -> CatalogRow | Non
         quant, _ = choose_quant(settings, best.model, report)
     except LocalLLMError:
         return best
-    return next((row for row in catalog_rows(settings, report, use="chat", fits_only=True)
-                 if row.model.name == best.model.name and row.quant == quant), best)
+    return next((row for row in rows if row.model.name == best.model.name and row.quant == quant), best)
 
 
 def starter_note(settings: Settings, ref: ModelRef, report: HardwareReport | None = None) -> str | None:
