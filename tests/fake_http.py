@@ -4,6 +4,7 @@ real server can play its part): JSON answers, no request log on stderr, a thread
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -49,3 +50,19 @@ def tmpfs(folder: Path, options: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=False)
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Path]:
+    """``folder`` (made here) that nobody can write to: a read-only tmpfs for root, who ignores permissions, else
+    mode 0555."""
+    folder.mkdir(parents=True)
+    if os.geteuid() == 0:
+        with tmpfs(folder, "ro,size=64k"):
+            yield folder
+        return
+    folder.chmod(0o555)
+    try:
+        yield folder
+    finally:
+        folder.chmod(0o755)

@@ -5,7 +5,6 @@ says it, the app's list hides `run`'s one-shots until asked, and one opened ther
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
-from fake_http import tmpfs
+from fake_http import read_only
 from tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
@@ -58,15 +57,8 @@ def test_a_home_that_is_a_file_is_an_error_for_logs_and_chat_continue(tmp_path: 
 def read_only_home(tmp_path: Path, home: Path):
     """A home whose data folder nobody can write to: a read-only tmpfs for root (who ignores permissions), else
     mode 0555."""
-    folder = home / "data"
-    folder.mkdir()
-    if os.geteuid() == 0:
-        with tmpfs(folder, "ro,size=64k"):
-            yield home
-        return
-    folder.chmod(0o555)
-    yield home
-    folder.chmod(0o755)
+    with read_only(home / "data"):
+        yield home
 
 
 def test_a_read_only_data_folder_is_an_error_for_logs(read_only_home: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, settings_for
-from fake_http import tmpfs
+from fake_http import read_only
 from tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
@@ -115,15 +115,8 @@ def test_a_damaged_database_is_left_alone_and_the_chat_goes_on_in_memory(tmp_pat
 @pytest.fixture
 def read_only_folder(tmp_path: Path):
     """A folder nobody can write to: a read-only tmpfs for root (who ignores permissions), else mode 0555."""
-    folder = tmp_path / "home" / "data"
-    folder.mkdir(parents=True)
-    if os.geteuid() == 0:
-        with tmpfs(folder, "ro,size=64k"):
-            yield folder
-        return
-    folder.chmod(0o555)
-    yield folder
-    folder.chmod(0o755)
+    with read_only(tmp_path / "home" / "data") as folder:
+        yield folder
 
 
 def test_a_read_only_data_folder_says_so_and_the_chat_goes_on(read_only_folder: Path) -> None:
