@@ -115,7 +115,8 @@ class StreamingAnswer(Vertical):
         self._initial = text
         self._parts: list[str] = []
         self._live = answer_markdown(text)
-        self._live_text = ""
+        self._live_text = text
+        """The growing part's text; the whole text until composed, so a message not yet composed reads right."""
         self._in_fence = False
         self._line_start = 0
         """Offset in the growing part where its unfinished last line starts; lines before it are scanned."""
