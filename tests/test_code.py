@@ -1,5 +1,6 @@
 """Code assist on the real bundled model, with a real Python file and the real traceback it raises."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,16 @@ def test_traceback_on_stdin(shared_home, traceback_file):
     assert done.returncode == 0 and done.stdout_text.startswith("```python\n")
 
 
-def test_explain_a_line_range(shared_home):
-    done = run_cli("code", "explain", f"{BUGGY}:6-8", *SHORT, home=shared_home)
+def test_explain_a_line_range_is_recorded_as_a_one_shot(home):
+    done = run_cli("code", "explain", f"{BUGGY}:6-8", *SHORT, home=home)
     assert done.returncode == 0, done.stderr_text
     assert "sent invoice_total.py lines 6-8 of 22" in done.stderr_text and done.stdout_text.strip()
+    # Recorded as the app's code pane records an action: a one-shot of its own, titled by what was asked.
+    (recorded,) = json.loads(run_cli("logs", "--json", home=home).stdout_text)
+    assert recorded["origin"] == "code" and recorded["title"].startswith("code explain: invoice_total.py lines 6-8")
+    prompt, answer = recorded["messages"]
+    assert prompt["role"] == "user" and "def " in prompt["content"]  # the code went in with the question
+    assert answer["content"].strip() == done.stdout_text.strip() and answer["finish"] == "length"
 
 
 def test_convert_and_generate_use_the_target_language_fence(shared_home):

@@ -215,7 +215,8 @@ def test_the_app_hides_one_shots_until_asked_and_an_opened_one_goes_on_as_a_chat
 
             await wait_until(pilot, lambda: pane.conversation_id == chat.id)  # the latest chat, not the one-shot
             assert listed() == [chat.id]
-            assert "1 run hidden (R in the list shows them)" in str(sidebar.query_one("#one-shots").render())
+            assert "1 one-shot hidden: runs, code actions (R in the list shows them)" in str(
+                sidebar.query_one("#one-shots").render())
             pane.focus_prompt()
             await pilot.press("r")  # in the prompt box: a letter, not the toggle
             prompt = pane.query_one("#prompt", PromptArea)
@@ -224,7 +225,7 @@ def test_the_app_hides_one_shots_until_asked_and_an_opened_one_goes_on_as_a_chat
             sidebar.list_view.focus()
             await pilot.press("r")
             assert listed() == [one_shot.id, chat.id]
-            assert "runs listed" in str(sidebar.query_one("#one-shots").render())
+            assert "one-shots listed" in str(sidebar.query_one("#one-shots").render())
             sidebar.list_view.index = 0
             await pilot.press("enter")
             await wait_until(pilot, lambda: pane.conversation_id == one_shot.id

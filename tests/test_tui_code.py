@@ -13,6 +13,7 @@ from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.errors import UsageError
 from localllm.core.options import preset
+from localllm.store.conversations import ConversationStore
 from localllm.tasks import code
 from localllm.tasks.code import build_request
 from localllm.tui.answer import StreamingAnswer
@@ -67,6 +68,14 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
             assert "all of cart.py, 3 lines" in status and "tokens in" in status
             suggestion = pane.query_one("#code-save-path", Input).value
             assert suggestion == str(tmp_path / "cart_fixed.py")
+            # Recorded as `localllm code` records it: a one-shot, the prompt with the code, the answer as shown.
+            store = ConversationStore.in_data_dir(pane.settings.paths.data_dir)
+            (recorded,) = store.list()
+            assert (recorded.origin, recorded.title) == ("code", "code fix: all of cart.py, 3 lines")
+            prompt, answer = store.messages(recorded.id)
+            assert BUGGY.strip() in prompt.content and ERROR.strip().splitlines()[-1] in prompt.content
+            assert answer.content == pane.answer and answer.finish in ("stop", "length")
+            store.close()
 
             await pilot.press("ctrl+s")
             await pilot.pause()

@@ -167,7 +167,6 @@ def ner_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def code_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.cli.generate import stream_to_stdout
     from localllm.core.chunks import Response
     from localllm.tasks import code
     from localllm.tasks.loading import load_model
@@ -191,13 +190,30 @@ def code_command(args: argparse.Namespace, settings: Settings) -> int:
             request = code.build_request(settings, loaded.backend, options, action, source, detail)
             note(f"sent {request.sent}")
         response = Response(loaded.backend.chat(request.messages, request.options))
-        text = stream_to_stdout(response)
+        text = _recorded(settings, loaded, request, response)
     if args.verbose:
         note_single_call(response)
     if args.write:
         written = code.write_code(text, args.write, force=args.force)
         note(f"wrote the code block to {written} (it was not run)")
     return 0
+
+
+def _recorded(settings: Settings, loaded, request, response) -> str:
+    """The answer streamed to stdout and recorded as a one-shot of its own (`localllm logs`; the app's list shows
+    it with the one-shots), as the app's code pane records it."""
+    from localllm.cli.generate import stream_to_stdout
+    from localllm.tasks.conversation_log import ConversationLog
+
+    log = ConversationLog(settings, origin="code")
+    try:
+        exchange = log.begin(request.prompt, model=loaded.ref.name, system=None, title=request.title)
+        try:
+            return stream_to_stdout(response, on_text=lambda text: log.progress(exchange, text))
+        finally:
+            log.end(exchange, response, model=loaded.ref.name, backend=loaded.choice.name, options=request.options)
+    finally:
+        log.close()
 
 
 def _error_text(args: argparse.Namespace) -> str:

@@ -67,10 +67,12 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     # Which front end started it (ORIGINS); NULL for conversations stored before this column.
     ("012_conversations_origin", "ALTER TABLE conversations ADD COLUMN origin TEXT"),
 )
-ORIGINS = ("app", "chat", "run", "serve")
-"""Where a conversation came from: the app, `localllm chat`, `localllm run` (a one-shot, which the app's list hides
-until asked), the server."""
-ONE_SHOT = "run"
+ORIGINS = ("app", "chat", "run", "code", "serve")
+"""Where a conversation came from: the app, `localllm chat`, `localllm run`, a code action (`localllm code` or the
+app's code pane), the server."""
+ONE_SHOTS = ("run", "code")
+"""Origins of one-shots, which the app's list hides until asked."""
+_ONE_SHOT_LIST = ", ".join(f"'{origin}'" for origin in ONE_SHOTS)
 LOCK_WAIT_S = 10.0
 """How long a database that another process holds locked is waited for before it counts as a fault."""
 LOCK_SAID_AFTER_S = 1.0
@@ -265,9 +267,9 @@ class ConversationStore:
 
     def continued_in(self, conversation_id: int, origin: str) -> None:
         """A one-shot that the app or `chat` goes on with is a chat from then on: the app's list shows it."""
-        if origin != ONE_SHOT:
-            self._run(lambda db: db.execute("UPDATE conversations SET origin = ? WHERE id = ? AND origin = ?",
-                                            (origin, conversation_id, ONE_SHOT)))
+        if origin not in ONE_SHOTS:
+            self._run(lambda db: db.execute("UPDATE conversations SET origin = ? WHERE id = ? AND origin IN "
+                                            f"({_ONE_SHOT_LIST})", (origin, conversation_id)))
 
     def get(self, conversation_id: int) -> Conversation:
         row = self._run(lambda db: db.execute("SELECT * FROM conversations WHERE id = ?",
@@ -278,8 +280,8 @@ class ConversationStore:
 
     def list(self, search: str | None = None, *, one_shots: bool = True) -> list[Conversation]:
         """Most recently updated first; ``search`` matches titles and message text; ``one_shots``: with those
-        `localllm run` started."""
-        where = "" if one_shots else f"origin IS NOT '{ONE_SHOT}'"
+        `localllm run` and the code actions started."""
+        where = "" if one_shots else f"(origin IS NULL OR origin NOT IN ({_ONE_SHOT_LIST}))"
         if search:
             pattern = f"%{search}%"
             rows = self._run(lambda db: db.execute(
@@ -293,8 +295,8 @@ class ConversationStore:
         return [Conversation(**dict(row)) for row in rows]
 
     def count_one_shots(self) -> int:
-        return self._run(lambda db: db.execute("SELECT COUNT(*) FROM conversations WHERE origin = ?",
-                                               (ONE_SHOT,)).fetchone()[0], write=False)
+        return self._run(lambda db: db.execute("SELECT COUNT(*) FROM conversations WHERE origin IN "
+                                               f"({_ONE_SHOT_LIST})").fetchone()[0], write=False)
 
     def rename(self, conversation_id: int, title: str) -> None:
         self._update(conversation_id, "title", title)

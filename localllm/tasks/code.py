@@ -207,6 +207,22 @@ class CodeRequest:
     options: GenerationOptions
     sent: str
     """What part of the source went into the prompt, for the status line."""
+    title: str = ""
+    """The recorded exchange's title: the action and what it was asked about."""
+
+    @property
+    def prompt(self) -> str:
+        """The message the model got, recorded as the user's turn (a chat opened from it goes on with the code)."""
+        return self.messages[-1].content
+
+
+def begin_record(store, request: CodeRequest, *, model: str, origin: str):
+    """A code action's exchange in the conversation store, a one-shot conversation of its own (tasks/exchange.py):
+    the app's list hides it with `run`'s, and opening it there goes on as a chat."""
+    from localllm.tasks.exchange import Exchange, conversation_title
+
+    conversation = store.create(conversation_title(request.title), model=model, origin=origin)
+    return Exchange.begin(store, conversation.id, request.prompt)
 
 
 def check_inputs(action: str, source: CodeSource | None, detail: str) -> None:
@@ -238,7 +254,7 @@ def build_request(settings: Settings, backend, options: GenerationOptions, actio
         if language_name or source is None:
             language = language_for(name=language_name or "python")
         messages = code_messages(settings, "gen", None, language=language, request=detail)
-        sent, fence = "the description", language.fence
+        sent, fence, about = "the description", language.fence, detail
     else:
         assert source is not None, "check_inputs: every action but gen needs code"
         target = language_for(name=detail) if action == "convert" else None
@@ -252,7 +268,7 @@ def build_request(settings: Settings, backend, options: GenerationOptions, actio
                                  answer_tokens=options.max_tokens)
         messages = build(chosen)
         sent = chosen.what + ("" if chosen is source else " (the definitions around the error)")
-        fence = (target or language).fence
+        fence, about = (target or language).fence, chosen.what
     if action != "explain":
         options = options.with_overrides(answer_prefix=f"```{fence}\n")
-    return CodeRequest(messages, options, sent)
+    return CodeRequest(messages, options, sent, title=f"code {action}: {about}")

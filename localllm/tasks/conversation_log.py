@@ -114,16 +114,16 @@ class ConversationLog:
     def system(self) -> str | None:
         return self.conversation.system if self.conversation is not None else None
 
-    def begin(self, user_text: str, *, model: str, system: str | None) -> Exchange | None:
+    def begin(self, user_text: str, *, model: str, system: str | None, title: str | None = None) -> Exchange | None:
         """Record the prompt as it is sent (a crash keeps it); the exchange to save the answer into, or None where
-        nothing is recorded."""
+        nothing is recorded. ``title``: a new conversation's, where the prompt's first line would not say it."""
         if not self.enabled:
             return None
 
         def record() -> Exchange:
             if self.conversation is None:
-                self.conversation = self.store.create(conversation_title(user_text), model=model, system=system,
-                                                      origin=self.origin)
+                self.conversation = self.store.create(conversation_title(title or user_text), model=model,
+                                                      system=system, origin=self.origin)
             else:
                 self.store.continued_in(self.conversation.id, self.origin)
             return Exchange.begin(self.store, self.conversation.id, user_text)

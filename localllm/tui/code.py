@@ -97,6 +97,13 @@ class CodePane(Vertical):
         self._action = "explain"
         self._suggested = ""
         """The save name last filled in here; replaced by the next answer's, unlike a name the user typed."""
+        self._store: Any = None
+        """The conversation store, opened at the first action: each action is recorded as a one-shot."""
+        self._exchange: Any = None
+        """The action being recorded (tasks/exchange.py), None where nothing is recorded."""
+        self._recording = True
+        self._model = ("", "")
+        """The model and backend answering the action being run, for its record."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop":
@@ -240,7 +247,10 @@ class CodePane(Vertical):
             self._written = self._written or bool(text)
             self._show_activity()
         if text:
-            await self.query_one("#code-result", StreamingAnswer).append(text)
+            answer = self.query_one("#code-result", StreamingAnswer)
+            await answer.append(text)
+            if self._exchange is not None:
+                self._record(lambda: self._exchange.progress(answer.text))
 
     def action_stop(self) -> None:
         if self.generating:
@@ -256,6 +266,8 @@ class CodePane(Vertical):
             with self.shared.use() as loaded:
                 request = build_request(self.settings, loaded.backend, self.options, action, source, detail)
                 self._backend = loaded.backend
+                self._model = (loaded.ref.name, loaded.choice.name)
+                self.app.call_from_thread(self._begin_record, request)
                 self.app.call_from_thread(self._reading, f"{ACTIONS[action][0]}: reading {request.sent}")
                 response = Response(loaded.backend.chat(request.messages, request.options))
                 if self._stop.is_set():  # Esc before the backend started: its interrupt was reset by the start
@@ -277,13 +289,19 @@ class CodePane(Vertical):
         if isinstance(error, ContextOverflow):  # the command line's hint names flags; here, where to click
             error = ContextOverflow(error.message, hint="open a line range (FILE:START-END), or raise the context "
                                     "in the chat's parameters (Ctrl+O in the Chat pane)")
+        exchange, self._exchange = self._exchange, None
         if error is not None:
+            if exchange is not None:  # asked and not answered: no trace, as in the chat
+                self._record(exchange.undo)
             await result.finish(f"*{error.message}*")
             self._status(f"error: {error.message}")
             self._error(error)
             self.generating = False
             return
         await result.finish(response.partial_text)  # one final render, so code fences look right after streaming
+        if exchange is not None:
+            model, backend = self._model
+            self._record(lambda: exchange.end(response, model=model, backend=backend, options=request.options))
         self.answer = response.partial_text
         final = response.final
         parts = [f"{ACTIONS[action][0]}: sent {request.sent}"]
@@ -312,6 +330,42 @@ class CodePane(Vertical):
 
     def on_unmount(self) -> None:
         self._stop.set()  # a worker still generating ends at its next token
+        if self._store is not None:
+            self._store.close()
+
+    # -- the record ------------------------------------------------------------------------------------------------
+    def _begin_record(self, request: code.CodeRequest) -> None:
+        """The action and its answer go to the conversation store as a one-shot (`localllm logs` lists it; the
+        chat's list shows it with R, and opening it there goes on as a chat)."""
+        from localllm.store.conversations import ConversationStore
+
+        if not self._recording:
+            return
+        if self._store is None:
+            self._store = ConversationStore.in_data_dir(self.settings.paths.data_dir)
+            if self._store.problem is not None:
+                self._not_recorded(self._store.problem)
+                return
+        model = self._model[0]
+        self._exchange = self._record(lambda: code.begin_record(self._store, request, model=model, origin="code"))
+
+    def _record(self, write):
+        """A write to the store; one that fails stops the recording, said once, and leaves the answer alone."""
+        from localllm.store.conversations import StorageProblem
+
+        try:
+            return write()
+        except StorageProblem as problem:
+            self._exchange = None
+            self._not_recorded(problem)
+            return None
+
+    def _not_recorded(self, problem) -> None:
+        if self._recording:
+            self._recording = False
+            self.app.notify(f"the code actions are not recorded: {problem.cause}"
+                            + (f"\n{problem.hint}" if problem.hint else ""), title="conversations",
+                            severity="warning", markup=False, timeout=15)
 
     # -- saving ----------------------------------------------------------------------------------------------------
     @on(Input.Submitted, "#code-save-path")

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView, Static
 
-from localllm.store.conversations import ONE_SHOT, ConversationStore
+from localllm.store.conversations import ONE_SHOTS, ConversationStore
 from localllm.tui.inert import plain
 
 
@@ -29,13 +29,14 @@ def when(iso: str, now: datetime | None = None) -> str:
 
 class ConversationItem(ListItem):
     def __init__(self, conversation_id: int, title: str, updated: str = "", origin: str | None = None) -> None:
-        self.one_shot = origin == ONE_SHOT
+        self.one_shot = origin in ONE_SHOTS
+        self.origin = origin
         super().__init__(Label(plain(title), classes="title"), Label(self._when(updated), classes="when"))
         self.conversation_id = conversation_id
         self.set_class(self.one_shot, "-one-shot")
 
     def _when(self, updated: str) -> str:
-        return plain(("run " if self.one_shot else "") + when(updated))
+        return plain((f"{self.origin} " if self.one_shot else "") + when(updated))
 
     def updated(self, updated: str) -> None:
         self.query_one(".when", Label).update(self._when(updated))
@@ -65,7 +66,7 @@ class ConversationList(Vertical):
         self.current_id: int | None = None
         """The conversation open in the chat, marked in the list."""
         self.one_shots = False
-        """Whether `localllm run`'s one-shots are listed (toggle_one_shots)."""
+        """Whether the one-shots (`localllm run`, code actions) are listed (toggle_one_shots)."""
         self.toggle_key = "R"
         """The key that toggles them in the list, as the help screen names it (the chat pane says a remapped one)."""
 
@@ -102,9 +103,10 @@ class ConversationList(Vertical):
         line = self.query_one("#one-shots", Static)
         line.set_class(count == 0, "-none")
         if self.one_shots:
-            line.update(f"runs listed ({self.toggle_key} in the list hides them)")
+            line.update(f"one-shots listed ({self.toggle_key} in the list hides them)")
         else:
-            line.update(f"{count:,} run{'s' if count != 1 else ''} hidden ({self.toggle_key} in the list shows them)")
+            line.update(f"{count:,} one-shot{'s' if count != 1 else ''} hidden: runs, code actions "
+                        f"({self.toggle_key} in the list shows them)")
 
     def toggle_one_shots(self) -> None:
         self.one_shots = not self.one_shots
