@@ -67,7 +67,7 @@ def build_model(folder: Path, size_mb: int) -> Path:
 
 class Bench:
     def __init__(self, work: Path, size_mb: int) -> None:
-        from hub_fixture import start_hub
+        from helpers.hub_fixture import start_hub
 
         self.work = work
         self.model = build_model(work, size_mb)

@@ -180,7 +180,7 @@ def bench_memory(rounds: int = 3) -> None:
 
 def _start_hub(root: Path):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from hub_fixture import start_hub
+    from helpers.hub_fixture import start_hub
 
     return start_hub(root, MODEL)
 

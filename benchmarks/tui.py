@@ -48,7 +48,7 @@ def _settings(root: Path):
 
 
 async def _stream_once(tokens: int, root: Path) -> float:
-    from scripted_backend import markdown_tokens, scripted_model
+    from helpers.scripted_backend import markdown_tokens, scripted_model
 
     from localllm.core.options import preset
     from localllm.tui.answer import ChatMessage

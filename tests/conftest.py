@@ -145,11 +145,11 @@ def run_cli(*args: str, home: Path, stdin: bytes | str | None = None, env: dict[
     return CliRun(done.args, done.returncode, done.stdout, done.stderr)
 
 
-# -- servers and models for the backend tests (tests/backend_servers.py) -------------------------------------------
+# -- servers and models for the backend tests (tests/helpers/backend_servers.py) ---------------------------------------
 @pytest.fixture(scope="session")
 def llama_server(bundled_model: Path):
     """A real `python -m llama_cpp.server` serving the bundled model as smollm2-135m (2048-token window)."""
-    from backend_servers import start_llama_server
+    from helpers.backend_servers import start_llama_server
 
     server = start_llama_server(bundled_model)
     yield server
@@ -158,8 +158,8 @@ def llama_server(bundled_model: Path):
 
 @pytest.fixture(scope="session")
 def ollama_standin(bundled_model: Path):
-    """The Ollama protocol stand-in (tests/ollama_standin.py), generating with the bundled model."""
-    from backend_servers import start_ollama_standin
+    """The Ollama protocol stand-in (tests/helpers/ollama_standin.py), generating with the bundled model."""
+    from helpers.backend_servers import start_ollama_standin
 
     server = start_ollama_standin(bundled_model)
     yield server
@@ -169,6 +169,6 @@ def ollama_standin(bundled_model: Path):
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny llama-architecture GGUF (random weights, pre-tokenizer "default") that GPT4All's llama.cpp loads."""
-    from backend_servers import write_tiny_llama_gguf
+    from helpers.backend_servers import write_tiny_llama_gguf
 
     return write_tiny_llama_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")

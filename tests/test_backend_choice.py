@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from backend_servers import free_port
 from conftest import run_cli, settings_for
+from helpers.backend_servers import free_port
 
 from localllm.backends.choice import choose_backend
 from localllm.backends.streaming import StopScanner, estimate_tokens, without_repeated_prefix

@@ -1,6 +1,7 @@
-"""The Ollama backend through the official client, against the Ollama protocol stand-in (tests/ollama_standin.py, a
-real server process replaying Ollama's wire format with real generation): options, the server's model store, pull
-with progress, and the faults. The same routes are checked against a real Ollama when OLLAMA_HOST is set."""
+"""The Ollama backend through the official client, against the Ollama protocol stand-in
+(tests/helpers/ollama_standin.py, a real server process replaying Ollama's wire format with real generation): options,
+the server's model store, pull with progress, and the faults. The same routes are checked against a real Ollama when
+OLLAMA_HOST is set."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import os
 import re
 
 import pytest
-from backend_servers import start_ollama_standin
 from conftest import run_cli, settings_for
+from helpers.backend_servers import start_ollama_standin
 
 from localllm.backends.ollama import OllamaBackend
 from localllm.core.chunks import Response
@@ -123,7 +124,7 @@ def test_model_not_pulled_offers_the_pull(standin, home):
 
 
 def test_server_not_running_says_ollama_serve(home):
-    from backend_servers import free_port
+    from helpers.backend_servers import free_port
 
     url = f"http://127.0.0.1:{free_port()}"
     with OllamaBackend(url) as backend, pytest.raises(BackendUnavailable) as err:

@@ -9,8 +9,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from backend_servers import SERVED_NAME, free_port, start_llama_server
 from conftest import run_cli, settings_for
+from helpers.backend_servers import SERVED_NAME, free_port, start_llama_server
 
 from localllm.backends.openai_compat import OpenAICompatBackend, display_url
 from localllm.backends.profiles import PROFILES, server_profile

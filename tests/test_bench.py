@@ -10,8 +10,8 @@ import stat
 from datetime import datetime
 
 import pytest
-from backend_servers import free_port
 from conftest import run_cli
+from helpers.backend_servers import free_port
 
 from localllm.cli.main import main
 from localllm.core.errors import ConfigError

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
-from fake_http import read_only
-from tui_helpers import ask, run, wait_until
+from helpers.fake_http import read_only
+from helpers.tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import LOCK_WAIT_S, ConversationStore

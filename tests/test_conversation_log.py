@@ -9,7 +9,7 @@ import subprocess
 import time
 
 from conftest import cli_executable, run_cli, settings_for
-from tui_helpers import run, wait_until
+from helpers.tui_helpers import run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore

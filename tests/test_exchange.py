@@ -7,7 +7,7 @@ import json
 
 import pytest
 from conftest import run_cli, settings_for
-from tui_helpers import ask, run, wait_until
+from helpers.tui_helpers import ask, run, wait_until
 
 from localllm.core.chunks import FinalChunk, Response, TextChunk, Timings, Usage
 from localllm.core.options import preset

@@ -178,7 +178,7 @@ def test_bundled_model_estimate_is_near_what_was_measured(bundled_model):
     assert two.decode_tokens_per_s == pytest.approx(61.0, rel=0.3)
     assert two.speed_with_threads == "~71 tokens/s on 2 threads"
     assert one.speed_with_threads == "~47 tokens/s on 1 thread"
-    from tui_helpers import TEST_MACHINE
+    from helpers.tui_helpers import TEST_MACHINE
 
     assert plan_load(TEST_MACHINE, info).verdict_with_speed == "CPU only · est. ~110 tokens/s on 4 threads"
     refused = plan_load(replace(TEST_MACHINE, ram_available=10 * MIB), info)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import cli_executable, run_cli
-from hub_fixture import FILE, REPO, start_hub, write_header_only_gguf
+from helpers.hub_fixture import FILE, REPO, start_hub, write_header_only_gguf
 
 from localllm.store.transfer import present
 

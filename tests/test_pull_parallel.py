@@ -10,7 +10,7 @@ import time
 
 import pytest
 from conftest import cli_executable, run_cli
-from hub_fixture import start_hub
+from helpers.hub_fixture import start_hub
 
 from localllm.store.transfer import present
 

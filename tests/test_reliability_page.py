@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).parent / "reliability" / "document.py"
+SCRIPT = Path(__file__).parent / "helpers" / "document.py"
 
 
 def test_the_reliability_page_lists_every_reliability_test() -> None:

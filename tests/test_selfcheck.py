@@ -171,7 +171,7 @@ def unchecked_process(monkeypatch):
 
 def test_the_app_says_what_the_check_did_and_answers(tmp_path: Path, unchecked_process) -> None:
     from conftest import settings_for
-    from tui_helpers import ask, record_notifications, run, wait_until
+    from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
     from localllm.core.options import preset
     from localllm.tui.app import LocalLLMApp
@@ -195,7 +195,7 @@ def test_the_app_says_what_the_check_did_and_answers(tmp_path: Path, unchecked_p
 
 def test_the_app_refuses_a_broken_build_with_a_notification_and_stays(tmp_path: Path, unchecked_process) -> None:
     from conftest import settings_for
-    from tui_helpers import record_notifications, run, wait_until
+    from helpers.tui_helpers import record_notifications, run, wait_until
 
     from localllm.core.options import preset
     from localllm.tui.app import LocalLLMApp

@@ -15,8 +15,8 @@ import jsonschema
 import ollama
 import openai
 import pytest
-from backend_servers import free_port
 from conftest import cli_executable, run_cli
+from helpers.backend_servers import free_port
 
 KEY = "test-key-1234"
 SCHEMA = {"type": "object", "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 from conftest import settings_for
-from gguf_files import copy_with_template
+from helpers.gguf_files import copy_with_template
 
 from localllm.backends.template_tools import HERMES, LLAMA3, MISTRAL, calls_from_reply, tool_format
 from localllm.core.chunks import FinalChunk, TextChunk, Timings, ToolCallChunk, ToolResultChunk, Usage

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import settings_for
-from gguf_files import copy_with_template
+from helpers.gguf_files import copy_with_template
 
 from localllm.backends.openai_compat import OpenAICompatBackend
 from localllm.cli.generate import options_from

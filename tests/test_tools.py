@@ -1,6 +1,6 @@
 """Tool calling and MCP, with real parts: the bundled model makes the calls (constrained by a grammar), the MCP
-servers are real processes started by the tests (PyPI's mcp-server-time over stdio; tests/mcp_test_server.py, built
-with the official SDK, over stdio and streamable HTTP)."""
+servers are real processes started by the tests (PyPI's mcp-server-time over stdio; tests/helpers/mcp_test_server.py,
+built with the official SDK, over stdio and streamable HTTP)."""
 
 import json
 import os
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from backend_servers import free_port
 from conftest import settings_for
+from helpers.backend_servers import free_port
 
 from localllm.core.chunks import TextChunk, ToolCallChunk, ToolResultChunk
 from localllm.core.messages import Message
@@ -27,7 +27,7 @@ from localllm.tasks.tools.calling import AnswerField, ToolLoop, decision_schema
 from localllm.tasks.tools.mcp_config import ServerEntry, read_servers
 from localllm.tasks.tools.mcp_servers import McpServers
 
-TEST_SERVER = Path(__file__).parent / "mcp_test_server.py"
+TEST_SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
 TIME = ServerEntry("time", sys.executable, ("-m", "mcp_server_time"))
 
 

@@ -4,7 +4,7 @@
 that refer to their call, and the answer streams as usual."""
 
 import pytest
-from backend_servers import start_llama_server
+from helpers.backend_servers import start_llama_server
 from test_backend_ollama import connected
 
 from localllm.backends.openai_compat import OpenAICompatBackend, openai_message

@@ -2,16 +2,12 @@
 character in order, and renders its code blocks whole."""
 
 import random
-import sys
-from pathlib import Path
 
+from helpers.scripted_backend import markdown_tokens
+from helpers.tui_helpers import run
 from textual.app import App
-from tui_helpers import run
 
 from localllm.tui.answer import StreamingAnswer, TextBuffer, scan_lines
-
-sys.path.insert(0, str(Path(__file__).parent))
-from scripted_backend import markdown_tokens  # noqa: E402
 
 
 def test_scan_lines_finds_breaks_outside_fences_only():

@@ -4,7 +4,7 @@ models."""
 
 import pytest
 from conftest import settings_for
-from tui_helpers import ask, run, wait_until
+from helpers.tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tasks.backends import pull_on_ollama

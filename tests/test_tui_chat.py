@@ -6,7 +6,7 @@ import asyncio
 import tomllib
 
 from conftest import settings_for
-from tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore

@@ -4,7 +4,7 @@ answer is marked, and still marked after the app restarts; an over-long message 
 the text stays in the box, no conversation is left behind, and the message says by how much it is over."""
 
 from conftest import settings_for
-from tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -146,7 +146,7 @@ def test_esc_while_a_long_prompt_is_read_stops_at_once(tmp_path):
 
 def test_a_reasoning_models_thinking_is_shown_apart_and_never_sent_back(tmp_path):
     # The scripted backend: text as a reasoning model writes it, through the same thinking split as every backend.
-    from scripted_backend import scripted_model
+    from helpers.scripted_backend import scripted_model
 
     from localllm.tui.shared_model import SharedModel
 

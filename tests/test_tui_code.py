@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import settings_for
+from helpers.tui_helpers import PaneApp, one_thread, wait_until
 from textual.widgets import Input, Select, TextArea
-from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.errors import UsageError
 from localllm.core.options import preset

@@ -6,7 +6,7 @@ draft; Ctrl+N right after Esc starts the new chat instead of being ignored."""
 import re
 
 from conftest import settings_for
-from tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.activity import SPINNER

@@ -4,8 +4,8 @@ Esc (stop) is offered in the footer only while an answer is written, and at 120 
 shows, in each pane, fits."""
 
 from conftest import settings_for
+from helpers.tui_helpers import ask, run, wait_until
 from textual.widgets import Footer, TabbedContent
-from tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.app import LocalLLMApp

@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 from conftest import BUNDLED_MODEL, settings_for
-from hub_fixture import start_hub
+from helpers.hub_fixture import start_hub
+from helpers.tui_helpers import TEST_MACHINE, wait_until
 from rich.console import Console
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar
-from tui_helpers import TEST_MACHINE, wait_until
 
 from localllm.store.manifest import Manifest, write_manifest
 from localllm.tasks.models import partial_downloads

@@ -3,7 +3,7 @@ chat keeps its width; a value that breaks its option's rules is marked in its fi
 and is not applied."""
 
 from conftest import settings_for
-from tui_helpers import record_notifications, run, wait_until
+from helpers.tui_helpers import record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.app import LocalLLMApp

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, settings_for
-from tui_helpers import wait_until
+from helpers.tui_helpers import wait_until
 
 from localllm.core.options import preset
 from localllm.tui.app import LocalLLMApp

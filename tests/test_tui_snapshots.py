@@ -5,8 +5,8 @@ picture does not depend on where the tests run) and the help screen. Update them
 
 import pytest
 from conftest import settings_for
+from helpers.tui_helpers import TEST_MACHINE, starter_introduced, wait_until
 from textual.app import App
-from tui_helpers import TEST_MACHINE, starter_introduced, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from conftest import settings_for
+from helpers.tui_helpers import PaneApp, one_thread, wait_until
 from textual.widgets import Input, ProgressBar, Select, TextArea
-from tui_helpers import PaneApp, one_thread, wait_until
 
 from localllm.core.options import preset
 from localllm.tasks.summarize import STYLES, words_to_tokens

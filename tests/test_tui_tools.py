@@ -1,4 +1,4 @@
-"""Tools in the app's chat pane, with a real MCP server (tests/mcp_test_server.py, over stdio) and the bundled
+"""Tools in the app's chat pane, with a real MCP server (tests/helpers/mcp_test_server.py, over stdio) and the bundled
 model: F6 lists the servers and their tools, a conversation chooses some, and every call asks first; a denied call
 never reaches the server, an allowed one does, and both are shown in the answer and kept with it."""
 
@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from conftest import settings_for
+from helpers.tui_helpers import ask, run, wait_until
 from textual.widgets import Button, SelectionList, Switch
-from tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -16,7 +16,7 @@ from localllm.tui.app import LocalLLMApp
 from localllm.tui.chat import ChatPane
 from localllm.tui.tools import ApproveCall, ToolsScreen
 
-TEST_SERVER = Path(__file__).parent / "mcp_test_server.py"
+TEST_SERVER = Path(__file__).parent / "helpers" / "mcp_test_server.py"
 
 
 def settings_with_server(tmp_path: Path):

@@ -5,9 +5,9 @@ screen and the models pane at 80x24 and 140x45."""
 
 import pytest
 from conftest import settings_for
+from helpers.tui_helpers import TEST_MACHINE, PaneApp, one_thread, run, starter_introduced, wait_until
 from textual.app import App
 from textual.widgets import DataTable, Input, ListView
-from tui_helpers import TEST_MACHINE, PaneApp, one_thread, run, starter_introduced, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore

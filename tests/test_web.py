@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backend_servers import end_with_children, free_port
 from conftest import cli_executable, run_cli
+from helpers.backend_servers import end_with_children, free_port
 
 from localllm.store.conversations import ConversationStore, StoredMessage
 

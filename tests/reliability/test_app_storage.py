@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, settings_for
-from fake_http import read_only
-from tui_helpers import ask, record_notifications, run, wait_until
+from helpers.fake_http import read_only
+from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore, StorageProblem

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fake_http import tmpfs
+from helpers.fake_http import tmpfs
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.files import write_text_atomically

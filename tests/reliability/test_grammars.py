@@ -24,7 +24,8 @@ from localllm.backends.grammars import MAX_REPEAT, GrammarGate, GrammarRefused, 
 pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[2]
 server = test_serve.server  # a real `localllm serve` process on loopback with the bundled model
-HOSTILE_MCP = Path(__file__).with_name("hostile_mcp_server.py")
+HELPERS = ROOT / "tests" / "helpers"
+HOSTILE_MCP = HELPERS / "hostile_mcp_server.py"
 
 # Schemas each of which crashed localllm by a signal before the gate (exit 139 in llama.cpp's sampler).
 CRASHERS = {
@@ -176,7 +177,7 @@ def test_an_mcp_servers_hostile_tool_schema_is_called_not_crashed_on(tmp_path):
 
 def test_hypothesis_schemas_and_labels_never_crash_llama_cpp(bundled_model):
     """Hypothesis's schemas and label sets, through the real parser and sampler, in a child process."""
-    child = subprocess.run([sys.executable, str(Path(__file__).with_name("grammar_fuzz.py")), str(bundled_model),
+    child = subprocess.run([sys.executable, str(HELPERS / "grammar_fuzz.py"), str(bundled_model),
                             "300"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert child.returncode == 0, f"exit {child.returncode}\n{child.stderr[-4000:]}"
     assert json.loads(child.stdout.strip().splitlines()[-1])["schemas"] >= 300
@@ -191,7 +192,7 @@ def test_no_other_code_path_hands_grammar_text_to_llama_cpp():
     """A scan of the source: only the gate names llama.cpp's grammar makers, and `grammar=` is passed in one place."""
     named, passed = [], []
     for path in sorted([*ROOT.joinpath("localllm").rglob("*.py"), *ROOT.joinpath("benchmarks").rglob("*.py"),
-                        ROOT / "tests" / "ollama_standin.py"]):
+                        HELPERS / "ollama_standin.py"]):
         where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else \
@@ -204,4 +205,5 @@ def test_no_other_code_path_hands_grammar_text_to_llama_cpp():
                 passed.append((where, ast.unparse(node.value)))
     assert set(named) == {"localllm/backends/grammars.py"}, sorted(set(named))
     # The backend's decode, and the Ollama stand-in (whose grammar comes from its own gate).
-    assert passed == [("localllm/backends/llamacpp.py", "grammar"), ("tests/ollama_standin.py", "grammar")], passed
+    assert passed == [("localllm/backends/llamacpp.py", "grammar"),
+                      ("tests/helpers/ollama_standin.py", "grammar")], passed

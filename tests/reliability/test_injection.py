@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
-from fake_http import JsonHandler, serving
-from tui_helpers import ask, run, wait_until
+from helpers.fake_http import JsonHandler, serving
+from helpers.tui_helpers import ask, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.app import LocalLLMApp

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, run_cli
-from fake_http import tmpfs
-from hub_fixture import FILE, REPO, start_hub
+from helpers.fake_http import tmpfs
+from helpers.hub_fixture import FILE, REPO, start_hub
 
 URI = f"hf://{REPO}/{FILE}"
 NAME = FILE.removesuffix(".gguf").lower()

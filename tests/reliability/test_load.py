@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, settings_for
-from tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore

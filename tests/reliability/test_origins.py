@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from backend_servers import end_with_children, free_port
 from conftest import cli_executable, run_cli, seed_verdict
+from helpers.backend_servers import end_with_children, free_port
 
 from localllm.core.access import AccessPolicy, access_policy
 from localllm.core.errors import UsageError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
-from fake_http import JsonHandler
+from helpers.fake_http import JsonHandler
 
 from localllm.core.settings import Paths, Settings
 

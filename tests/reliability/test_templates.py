@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli, settings_for
-from gguf_files import copy_with_template
+from helpers.gguf_files import copy_with_template
 
 from localllm.backends.llamacpp import LlamaCppBackend
 from localllm.core.errors import TemplateFailure

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli_executable, run_cli
-from hub_fixture import FILE, REPO, start_hub
+from helpers.hub_fixture import FILE, REPO, start_hub
 
 URI = f"hf://{REPO}/{FILE}"
 NAME = FILE.removesuffix(".gguf").lower()

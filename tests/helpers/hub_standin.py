@@ -1,6 +1,6 @@
 """A local Hub stand-in: a real HTTP server on loopback that speaks the Hugging Face Hub routes localllm uses.
 
-    python tests/hub_standin.py ROOT [PORT] [--connection-rate BYTES_PER_S]
+    python tests/helpers/hub_standin.py ROOT [PORT] [--connection-rate BYTES_PER_S]
         serves ROOT/<owner>/<repo>/<file>; prints "PORT <n>" when ready. --connection-rate (or
         HUB_STANDIN_CONNECTION_RATE) caps each connection at that many bytes a second, as a CDN caps one
         connection: more connections get more.

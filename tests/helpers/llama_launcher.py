@@ -2,8 +2,8 @@
 stand-in) with the self-check's safe setting applied first: on a CPU where the default build dies (AMX), the test
 servers must load models the way localllm does there.
 
-    python tests/llama_launcher.py -m llama_cpp.server --model ...
-    python tests/llama_launcher.py tests/ollama_standin.py MODEL
+    python tests/helpers/llama_launcher.py -m llama_cpp.server --model ...
+    python tests/helpers/llama_launcher.py tests/helpers/ollama_standin.py MODEL
 """
 
 import runpy

@@ -2,7 +2,7 @@
 child process by test_grammars.py, so that a crash in native code is a failed test that names its signal rather
 than the end of the test run:
 
-    python tests/reliability/grammar_fuzz.py MODEL.gguf EXAMPLES
+    python tests/helpers/grammar_fuzz.py MODEL.gguf EXAMPLES
 
 Every schema must give a grammar that llama.cpp parses; every tenth is also used to sample a few tokens (a grammar
 that parses but matches nothing would abort in llama.cpp's sampler)."""

@@ -1,4 +1,4 @@
-"""Starts the local Hub stand-in (tests/hub_standin.py) as a real server process on a free loopback port."""
+"""Starts the local Hub stand-in (tests/helpers/hub_standin.py) as a real server process on a free loopback port."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """An Ollama protocol stand-in: a real HTTP server on loopback that speaks Ollama's documented REST API, answering
 with a real model (llama-cpp-python and a GGUF file) so that what it streams is real generation.
 
-    python tests/ollama_standin.py MODEL.gguf      # prints "PORT <n>" when ready
+    python tests/helpers/ollama_standin.py MODEL.gguf      # prints "PORT <n>" when ready
 
 No Ollama binary can be installed where the tests run; this process stands in for `ollama serve`. Wire format, as
 in Ollama's docs/api.md:

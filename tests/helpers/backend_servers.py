@@ -1,5 +1,6 @@
 """Real server processes for the backend tests, each on a free loopback port: llama-cpp-python's OpenAI-compatible
-server, the Ollama protocol stand-in (tests/ollama_standin.py), and a tiny llama-architecture GGUF for GPT4All."""
+server, the Ollama protocol stand-in (tests/helpers/ollama_standin.py), and a tiny llama-architecture GGUF for
+GPT4All."""
 
 from __future__ import annotations
 
