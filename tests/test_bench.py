@@ -27,6 +27,7 @@ def _check_spread(spread: dict, count: int) -> None:
     assert spread["min"] <= spread["median"] <= spread["max"]
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_bench_json_has_every_field_with_sane_values(home):
     done = run_cli("bench", *TINY, "-d", "64", "--json", home=home)
     assert done.returncode == 0, done.stderr_text
@@ -51,6 +52,7 @@ def test_bench_json_has_every_field_with_sane_values(home):
     assert bound["percent"] == pytest.approx(expected, abs=0.2)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_bench_csv_and_markdown_parse(home, capsys):
     assert main(["bench", "-p", "16", "-n", "4", "-r", "1", "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
@@ -93,6 +95,7 @@ def test_bench_through_the_ollama_protocol(ollama_standin, home):
                                                       "API" in done.stdout_text
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_tune_writes_the_config_with_its_comment_and_keeps_it_private(home):
     config = home / "config" / "config.toml"
     config.parent.mkdir(parents=True)
@@ -124,6 +127,7 @@ def test_tune_writes_the_config_with_its_comment_and_keeps_it_private(home):
         assert saved == (chosen["chosen"] if chosen["changed"] else None)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_planner_the_load_and_hw_use_the_tuned_values(home, monkeypatch):
     from localllm.hardware.detect import detect_hardware
     from localllm.tasks.loading import describe_model, load_model, plan_for

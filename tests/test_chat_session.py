@@ -45,6 +45,7 @@ def test_set_option_and_fixed_context(loaded):
         session.set_option("ctx", "4096")
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_old_turns_are_left_out_and_counted_when_the_window_fills(tmp_path):
     with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
         session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.",
@@ -57,6 +58,7 @@ def test_old_turns_are_left_out_and_counted_when_the_window_fills(tmp_path):
         assert small.backend.count_prompt_tokens(messages) + 16 <= 512
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_last_exchange_over_the_window_is_counted_as_left_out_not_as_more_than_the_window(tmp_path):
     from localllm.core.messages import Message
 
@@ -71,6 +73,7 @@ def test_a_last_exchange_over_the_window_is_counted_as_left_out_not_as_more_than
         assert session.fitted_messages("And the river?")[-1].content == "And the river?"
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_old_turns_are_condensed_into_a_summary_when_the_window_fills(tmp_path):
     with load_model(settings_for(tmp_path, ctx=512), "smollm2-135m") as small:
         session = ChatSession(small, preset("precise").with_overrides(max_tokens=16), system="Be brief.")
@@ -95,6 +98,7 @@ def test_old_turns_are_condensed_into_a_summary_when_the_window_fills(tmp_path):
         assert not session.fitted_messages("Hello")[0].content.count("Summary of the earlier")
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_chat_says_how_many_turns_were_condensed(tmp_path):
     lines = "".join(f"Turn {turn}: " + "tell me about rivers and lakes " * 14 + "\n" for turn in range(5))
     done = run_cli("chat", "-o", "ctx=512", "-o", "max_tokens=16", "--preset", "precise", home=tmp_path,

@@ -211,6 +211,7 @@ def test_no_color_is_honoured(shared_home):
     assert done.returncode == 0 and "\x1b[" not in done.stdout_text
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_window_grows_for_piped_text_when_the_model_allows(home):
     (home / "config").mkdir()
     (home / "config" / "config.toml").write_text("ctx = 1024\n")

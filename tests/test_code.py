@@ -45,6 +45,7 @@ def test_traceback_on_stdin(shared_home, traceback_file):
     assert done.returncode == 0 and done.stdout_text.startswith("```python\n")
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_explain_a_line_range_is_recorded_as_a_one_shot(home):
     done = run_cli("code", "explain", f"{BUGGY}:6-8", *SHORT, home=home)
     assert done.returncode == 0, done.stderr_text

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from conftest import cli_executable, run_cli, settings_for
 from helpers.tui_helpers import run, wait_until
 
@@ -25,6 +26,7 @@ def recorded(home):
         store.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_run_then_chat_continue_then_search_then_the_app(home):
     first = run_cli("run", *QUICK, "Name a river in Vienna.", home=home)
     assert first.returncode == 0, first.stderr_text
@@ -59,6 +61,7 @@ def test_run_then_chat_continue_then_search_then_the_app(home):
     assert run(session())[0] == "Name a river in Vienna."
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_logs_off_records_nothing_and_a_missing_conversation_is_an_error(home):
     assert run_cli("logs", "off", home=home).returncode == 0
     assert run_cli("logs", "status", home=home).stdout_text == "off\n"
@@ -71,6 +74,7 @@ def test_logs_off_records_nothing_and_a_missing_conversation_is_an_error(home):
     assert nothing.returncode != 0 and "no conversation to continue" in nothing.stderr_text
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_killed_chat_keeps_the_prompt_and_marks_the_answer_stopped(home):
     env = {**os.environ, "LOCALLLM_HOME": str(home)}
     process = subprocess.Popen([cli_executable(), "chat", "--preset", "precise", "-o", "max_tokens=2000"],

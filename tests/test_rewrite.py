@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from conftest import run_cli, settings_for
 
 from localllm.core.options import preset
@@ -12,6 +13,7 @@ from localllm.tasks.rewrite import CallLog, translate
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_document_longer_than_the_window_is_translated_part_by_part(tmp_path):
     document = read_document(str(DATA / "meeting-notes.md"))
     written = []

@@ -276,10 +276,13 @@ def test_a_stream_gathers_the_tokens_made_while_it_waits_and_ends_without_waitin
         loop = asyncio.get_running_loop()
         handover = Handover(loop)
         finished = []
+        first_taken = threading.Event()
 
         def produce() -> None:
             for index in range(tokens):
                 handover.put(TextChunk(f"{index} "))
+                if index == 0:  # on a loaded machine the taker may be late: the first piece is still alone
+                    first_taken.wait(10)
                 time.sleep(gap)
             finished.append(loop.time())
             handover.put(FinalChunk("stop", Usage(5, tokens), Timings(None, 0.0, 0.0)), last=True)
@@ -291,6 +294,7 @@ def test_a_stream_gathers_the_tokens_made_while_it_waits_and_ends_without_waitin
         next_event = None
         while not batches or not isinstance(batches[-1][-1], FinalChunk):
             batches.append(merged(await handover.take(next_event)))
+            first_taken.set()
             next_event = loop.time() + interval
         ended = loop.time()
         thread.join()

@@ -39,12 +39,13 @@ def long_document(target_tokens_chars: int = 120_000) -> str:
     return "\n\n".join(parts)[:target_tokens_chars]
 
 
-def test_a_30000_token_document_is_summarized_by_map_reduce_within_the_window(tmp_path):
+@pytest.mark.long  # every one of the 30,000 tokens is read by the model: the suite's longest test
+def test_a_30000_token_document_is_summarized_by_map_reduce_within_the_window(bundled_model, tmp_path):
     text = long_document()
     document = Document("stdlib-docs.md", "markdown", text)
     options = preset("precise").with_overrides(repeat_penalty=1.15)
     with load_model(settings_for(tmp_path, ctx=4096), "smollm2-135m") as loaded:
-        summarizer = Summarizer(settings_for(tmp_path), loaded.backend, options, style="bullets", words=60)
+        summarizer = Summarizer(settings_for(tmp_path), loaded.backend, options, style="bullets", words=30)
         result = summarizer.run([document])
         window = loaded.backend.context_window
     plan = result.plan

@@ -44,6 +44,7 @@ def run_loop(loaded, loop: ToolLoop, question: str, max_tokens: int = 120):
     return chunks, calls, results
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_forced_call_is_valid_for_its_schema_and_its_result_reaches_the_next_prompt(tmp_path):
     with McpServers([TIME]) as servers, load_model(settings_for(tmp_path), "smollm2-135m") as loaded:
         (status,) = servers.start()
@@ -65,6 +66,7 @@ def test_a_forced_call_is_valid_for_its_schema_and_its_result_reaches_the_next_p
     assert "".join(chunk.text for chunk in chunks if isinstance(chunk, TextChunk)).strip()  # then an answer
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_declined_call_never_reaches_the_server(tmp_path):
     asked = []
     with McpServers([entry_for_test_server(tmp_path)]) as servers, \
@@ -184,6 +186,7 @@ def test_tools_lists_each_server_and_its_tools(tmp_path, mcp_config):
     assert [entry.name for entry in read_servers(mcp_config)] == ["time", "broken"]
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_chat_asks_before_a_call_then_gets_the_time_and_the_log_keeps_the_call(tmp_path, mcp_config):
     home = tmp_path / "home"
     chat = run_cli(["chat", "-T", "time", "--mcp-config", str(mcp_config), "--tool-choice", "get_current_time",
@@ -215,6 +218,7 @@ def test_bad_tool_choices_are_one_line_errors(tmp_path, mcp_config):
 
 
 @pytest.mark.skipif(shutil.which("script") is None, reason="util-linux's script gives the command a terminal")
+@pytest.mark.usefixtures("bundled_model")
 def test_run_asks_on_the_terminal_even_with_stdin_taken(tmp_path, mcp_config):
     """`run` reads its question's answer from the terminal (/dev/tty), as a user at a prompt would type it."""
     command = " ".join(shlex.quote(part) for part in [

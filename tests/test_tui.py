@@ -4,6 +4,7 @@ conversation survives a restart, and a deleted one is gone."""
 import re
 import time
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
@@ -15,6 +16,7 @@ from localllm.tui.dialogs import Confirm
 from localllm.tui.sidebar import ConversationItem
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
     settings = settings_for(tmp_path)
     options = preset("precise").with_overrides(max_tokens=24)
@@ -60,6 +62,7 @@ def test_an_answer_streams_in_and_is_stored_then_survives_a_restart(tmp_path):
     run(second_session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
     settings = settings_for(tmp_path)
     options = preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0)
@@ -85,6 +88,7 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
     store.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_deleted_conversation_is_gone(tmp_path):
     settings = settings_for(tmp_path)
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
@@ -117,6 +121,7 @@ def test_a_deleted_conversation_is_gone(tmp_path):
     reopened.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_hardware_pane_reports_the_backend(tmp_path):
     async def session():
         app = LocalLLMApp(settings_for(tmp_path), preset("precise"))
@@ -129,6 +134,7 @@ def test_hardware_pane_reports_the_backend(tmp_path):
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_use_in_chat_from_the_models_pane_switches_the_chat_model(tmp_path):
     from localllm.tui.models import ModelsPane
 
@@ -150,6 +156,7 @@ def test_use_in_chat_from_the_models_pane_switches_the_chat_model(tmp_path):
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_quitting_mid_answer_is_quick_and_keeps_what_was_written(tmp_path):
     settings = settings_for(tmp_path)
     options = preset("precise").with_overrides(max_tokens=3000, repeat_penalty=1.0)
@@ -175,6 +182,7 @@ def test_quitting_mid_answer_is_quick_and_keeps_what_was_written(tmp_path):
     store.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_every_pane_opens_from_its_key_and_the_palette_lists_their_actions(tmp_path):
     async def session():
         app = LocalLLMApp(settings_for(tmp_path, discover=False), preset("precise"))

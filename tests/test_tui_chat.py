@@ -5,6 +5,7 @@ the command palette's entries."""
 import asyncio
 import tomllib
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
@@ -34,6 +35,7 @@ def stored_messages(settings):
         store.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_regenerate_replaces_the_last_answer_and_edit_puts_the_prompt_back(tmp_path):
     settings = settings_for(tmp_path)
     options = preset("creative").with_overrides(max_tokens=12, seed=1)
@@ -57,6 +59,7 @@ def test_regenerate_replaces_the_last_answer_and_edit_puts_the_prompt_back(tmp_p
     assert stored_messages(settings) == {"Say a colour.": []}
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
     settings = settings_for(tmp_path)
     monkeypatch.chdir(tmp_path)
@@ -120,6 +123,7 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
     store.close()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_parameters_apply_to_the_session_and_persist_in_the_config_file(tmp_path):
     settings = settings_for(tmp_path)
     config = settings.paths.config_file
@@ -164,6 +168,7 @@ def test_parameters_apply_to_the_session_and_persist_in_the_config_file(tmp_path
     run(second())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_model_switcher_lists_models_with_their_verdict_and_loads_the_choice(tmp_path):
     settings = settings_for(tmp_path)
 
@@ -191,6 +196,7 @@ def test_the_model_switcher_lists_models_with_their_verdict_and_loads_the_choice
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_keys_remapped_in_the_config_file_work_and_show_in_help_and_the_palette(tmp_path):
     settings = settings_for(tmp_path)
     settings.paths.config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +226,7 @@ def test_keys_remapped_in_the_config_file_work_and_show_in_help_and_the_palette(
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_message_and_its_code_block_can_be_copied(tmp_path):
     settings = settings_for(tmp_path)
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
@@ -242,6 +249,7 @@ def test_a_message_and_its_code_block_can_be_copied(tmp_path):
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_two_app_instances_writing_the_same_database_keep_both_conversations(tmp_path):
     settings = settings_for(tmp_path)
 

@@ -3,6 +3,7 @@ is marked in the message and the status bar, stored as cut, and F8 continues it 
 answer is marked, and still marked after the app restarts; an over-long message is refused before it is added:
 the text stays in the box, no conversation is left behind, and the message says by how much it is over."""
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
@@ -29,6 +30,7 @@ def finish_line(pane: ChatPane) -> str:
     return str(lines.last().render()) if lines else ""
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_cut_answer_is_marked_stored_and_continued(tmp_path):
     settings = settings_for(tmp_path)
 
@@ -58,6 +60,7 @@ def test_a_cut_answer_is_marked_stored_and_continued(tmp_path):
     assert stored(settings) == [("user", STORY, None), ("assistant", continued, "length")]
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_stopped_answer_is_marked_and_stays_marked_after_a_restart(tmp_path):
     settings = settings_for(tmp_path)
 
@@ -87,6 +90,7 @@ def test_a_stopped_answer_is_marked_and_stays_marked_after_a_restart(tmp_path):
     assert run(second_session()) == "■ stopped before the end · F8 continues"
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_an_over_long_message_is_refused_and_kept_in_the_box(tmp_path):
     settings = settings_for(tmp_path, ctx=512)
     pasted = "The quick brown fox jumps over the lazy dog. " * 300
@@ -114,6 +118,7 @@ def test_an_over_long_message_is_refused_and_kept_in_the_box(tmp_path):
     assert "Ctrl+O" in message and "-o ctx" not in message
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_esc_while_a_long_prompt_is_read_stops_at_once(tmp_path):
     import time
 

@@ -43,6 +43,7 @@ async def open_file(pilot, pane: CodePane, path: str) -> None:
     await pilot.pause()
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
     source = tmp_path / "cart.py"
     source.write_text(BUGGY)
@@ -95,6 +96,7 @@ def test_fix_streams_an_answer_that_saves_to_a_new_file_only(tmp_path):
     asyncio.run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_generate_needs_no_file_and_explain_streams_markdown(tmp_path):
     options = preset("precise").with_overrides(max_tokens=32)
 
@@ -185,6 +187,7 @@ def test_snapshot_with_a_file_open(tmp_path, monkeypatch, snap_compare):
     assert snap_compare(app, terminal_size=(120, 40), run_before=open_cart)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
     options = preset("precise").with_overrides(max_tokens=2000, repeat_penalty=1.0)
 
@@ -222,6 +225,7 @@ def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
     assert callbacks == {f"action_{binding.action}" for binding in actions}
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_each_action_keeps_its_own_input_and_the_save_name_follows_the_answer(tmp_path):
     source = tmp_path / "cart.py"
     source.write_text(BUGGY)
@@ -281,6 +285,7 @@ def test_a_traceback_pasted_before_choosing_fix_is_kept_for_it(tmp_path):
     assert kept == ERROR and for_convert == "" and back == ERROR
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_file_too_long_for_the_window_is_refused_with_the_answer_room_and_where_to_raise_it(tmp_path):
     long_file = tmp_path / "long.py"
     long_file.write_text("".join(f"def function_{n}(value):\n    return value * {n}\n\n" for n in range(300)))
@@ -301,6 +306,7 @@ def test_a_file_too_long_for_the_window_is_refused_with_the_answer_room_and_wher
     assert "FILE:START-END" in errors[0] and "Ctrl+O" in errors[0] and "-o ctx" not in errors[0]
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_one_escape_in_the_editor_stops_the_answer(tmp_path):
     options = preset("precise").with_overrides(max_tokens=2000)
 

@@ -5,6 +5,7 @@ draft; Ctrl+N right after Esc starts the new chat instead of being ignored."""
 
 import re
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, record_notifications, run, wait_until
 
@@ -19,6 +20,7 @@ from localllm.tui.prompt import PromptArea
 SHORT = preset("precise").with_overrides(max_tokens=8)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_focus_returns_to_the_prompt_box(tmp_path):
     settings = settings_for(tmp_path)
 
@@ -52,6 +54,7 @@ def test_focus_returns_to_the_prompt_box(tmp_path):
     assert run(session()) == {"opened": True, "parameters closed": True, "switcher closed": True}
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_help_screen_scrolls_with_page_down_at_once(tmp_path):
     async def session():
         app = LocalLLMApp(settings_for(tmp_path), SHORT)
@@ -67,6 +70,7 @@ def test_the_help_screen_scrolls_with_page_down_at_once(tmp_path):
     assert run(session()) > 0
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
     settings = settings_for(tmp_path)
 
@@ -107,6 +111,7 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
     assert any("not yet sent" in text for _, text in notes)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_list_marks_the_open_chat_dates_each_and_its_search_clears(tmp_path):
     from datetime import datetime, timedelta
 
@@ -148,6 +153,7 @@ def test_the_list_marks_the_open_chat_dates_each_and_its_search_clears(tmp_path)
     assert current == open_id
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp_path):
     from localllm.store.conversations import ConversationStore
     from localllm.tui.answer import ChatMessage
@@ -204,6 +210,7 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
     assert isinstance(back, PromptArea)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
     settings = settings_for(tmp_path, threads=1)
 

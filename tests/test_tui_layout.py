@@ -3,6 +3,7 @@ under 70 it gives its place to the chat, the context meter leads the status bar 
 Esc (stop) is offered in the footer only while an answer is written, and at 120 columns every key the footer
 shows, in each pane, fits."""
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, run, wait_until
 from textual.widgets import Footer, TabbedContent
@@ -26,6 +27,7 @@ def layout_at(tmp_path, width: int):
     return run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_sidebar_gives_way_on_narrow_terminals(tmp_path):
     wide, narrow, very_narrow = (layout_at(tmp_path / str(width), width) for width in (120, 80, 60))
     assert wide[0] == 27 and narrow[0] == 19 and very_narrow[0] is False  # the width inside the border
@@ -33,6 +35,7 @@ def test_the_sidebar_gives_way_on_narrow_terminals(tmp_path):
     assert all(status.startswith("context 0/") for _, _, status in (wide, narrow, very_narrow))
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_esc_is_offered_only_while_an_answer_is_written(tmp_path):
     async def session():
         app = LocalLLMApp(settings_for(tmp_path), preset("precise"))
@@ -60,6 +63,7 @@ def footer_keys(app) -> tuple[int, list[tuple[str, int, int]]]:
     return footer.virtual_size.width, keys
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_every_key_the_footer_shows_fits_at_120_columns(tmp_path):
     async def session():
         app = LocalLLMApp(settings_for(tmp_path), preset("precise"))

@@ -2,6 +2,7 @@
 chat keeps its width; a value that breaks its option's rules is marked in its field, with what is wrong under it,
 and is not applied."""
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import record_notifications, run, wait_until
 
@@ -33,6 +34,7 @@ def chat_width_with_the_panel(tmp_path, width: int) -> tuple[int, int, bool, boo
     return run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_open_panel_leaves_the_chat_its_width_on_narrow_terminals(tmp_path):
     closed, opened, list_shown, list_back = chat_width_with_the_panel(tmp_path / "80", 80)
     assert opened >= 45, f"the chat is {opened} columns wide at 80 with the panel open"
@@ -43,6 +45,7 @@ def test_the_open_panel_leaves_the_chat_its_width_on_narrow_terminals(tmp_path):
     assert list_shown_wide and opened_wide >= 70
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_an_invalid_value_is_marked_in_its_field_and_not_applied(tmp_path):
     settings = settings_for(tmp_path, discover=False)
 
@@ -96,6 +99,7 @@ def test_the_field_messages_speak_of_the_field_not_the_command_line():
     assert field_problem("top_k", error) == "needs an integer, got '1.5'; for example: 40"
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_closing_the_panel_applies_what_was_typed_and_a_cleared_context_goes_back_to_automatic(tmp_path):
     settings = settings_for(tmp_path, discover=False)
 

@@ -68,11 +68,11 @@ def test_a_background_job_that_writes_a_file_is_waited_for(tmp_path):
     release = threading.Event()
     app = LocalLLMApp(settings, preset("precise"), shared=StuckLoad(settings, release))
     written = tmp_path / "model.gguf"
-    started = threading.Event()
+    started, finish_writing = threading.Event(), threading.Event()
 
     def download() -> None:
         started.set()
-        time.sleep(1.5)
+        finish_writing.wait(30)  # still writing when the app returns, however long quitting takes
         written.write_text("all of it")
 
     async def quit_while_writing(pilot):
@@ -83,10 +83,12 @@ def test_a_background_job_that_writes_a_file_is_waited_for(tmp_path):
     try:
         app.run(headless=True, size=(120, 40), auto_pilot=quit_while_writing)
         assert not written.exists(), "the app itself does not wait"
+        finish_writing.set()
         assert app.wait_for_writes(timeout=30)
         assert written.read_text() == "all of it"
     finally:
         release.set()
+        finish_writing.set()
 
 
 @pytest.mark.model

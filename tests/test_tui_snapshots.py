@@ -32,6 +32,7 @@ def stored_conversation(settings) -> None:
                    ("2020-01-05T12:00:00+00:00", "2020-01-05T12:00:00+00:00"))
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_snapshot_of_the_chat_pane(tmp_path, snap_compare):
     settings = starter_introduced(settings_for(tmp_path, discover=False))
     stored_conversation(settings)
@@ -75,6 +76,7 @@ def ended_conversation(settings) -> None:
 
 
 @pytest.mark.parametrize("size", [(80, 24), (140, 45)], ids=["80x24", "140x45"])
+@pytest.mark.usefixtures("bundled_model")
 def test_snapshot_of_a_stopped_a_cut_answer_and_a_refused_message(tmp_path, snap_compare, size):
     settings = starter_introduced(settings_for(tmp_path, discover=False, ctx=512))
     ended_conversation(settings)
@@ -114,6 +116,7 @@ def test_snapshot_of_the_hardware_pane(tmp_path, snap_compare):
     assert snap_compare(app, terminal_size=(100, 30), run_before=detected)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_snapshot_of_the_help_screen(tmp_path, snap_compare):
     app = LocalLLMApp(starter_introduced(settings_for(tmp_path, discover=False)), preset("precise"))
 

@@ -6,6 +6,7 @@ import re
 import time
 from pathlib import Path
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import PaneApp, one_thread, wait_until
 from textual.widgets import Input, ProgressBar, Select, TextArea
@@ -36,6 +37,7 @@ def text_of(pane: SummarizePane, widget_id: str) -> str:
     return str(pane.query_one(widget_id).render())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_two_files_are_planned_as_one_call_summarized_saved_and_copied(tmp_path):
     options = preset("precise").with_overrides(max_tokens=48)
     saved = tmp_path / "out" / "summary.md"
@@ -79,6 +81,7 @@ def long_text() -> str:
     return "\n\n".join([(DATA / "meeting-notes.md").read_text(), article, article])
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
     options = preset("precise").with_overrides(max_tokens=32)
     seen_progress: set[int] = set()
@@ -111,6 +114,7 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
                             message) for message in messages), messages
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_escape_stops_a_summary_within_its_call(tmp_path):
     async def session():
         # One call over the whole text: ~1,900 tokens of prompt, seconds of reading before the first token.
@@ -160,6 +164,7 @@ def test_bad_inputs_are_notifications(tmp_path):
     asyncio.run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_snapshot_with_files_added(tmp_path, monkeypatch, snap_compare):
     monkeypatch.chdir(DATA)
     app = SummarizeApp(one_thread(tmp_path), preset("precise"), ctx=2048)
@@ -184,6 +189,7 @@ def test_every_action_has_a_binding_id_and_a_palette_command(tmp_path):
     assert callbacks == {f"action_{binding.action}" for binding in SummarizePane.BINDINGS}
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_summary_streams_in_while_it_is_written(tmp_path):
     async def session():
         app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=48))
@@ -201,6 +207,7 @@ def test_the_summary_streams_in_while_it_is_written(tmp_path):
     asyncio.run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_summary_stopped_after_some_parts_keeps_their_notes(tmp_path):
     async def session():
         app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=768)
@@ -222,6 +229,7 @@ def test_a_summary_stopped_after_some_parts_keeps_their_notes(tmp_path):
     assert shown == summary and summary.startswith(f"**Notes on part 1 of {parts}**") and notes[0][1] in summary
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_cut_summary_and_one_stopped_while_written_are_marked(tmp_path):
     async def session():
         app = SummarizeApp(one_thread(tmp_path), preset("precise"))

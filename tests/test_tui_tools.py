@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import settings_for
 from helpers.tui_helpers import ask, run, wait_until
 from textual.widgets import Button, SelectionList, Switch
@@ -30,6 +31,7 @@ def settings_with_server(tmp_path: Path):
     return settings
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
     settings = settings_with_server(tmp_path)
     record = tmp_path / "record.txt"

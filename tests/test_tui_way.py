@@ -59,6 +59,7 @@ def test_an_opened_range_keeps_the_files_line_numbers(tmp_path):
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_f7_goes_to_the_conversation_list_and_back_and_the_help_screen_says_so(tmp_path):
     settings = starter_introduced(settings_for(tmp_path, discover=False))
     store = ConversationStore.in_data_dir(settings.paths.data_dir)
@@ -106,6 +107,7 @@ def test_f7_goes_to_the_conversation_list_and_back_and_the_help_screen_says_so(t
     run(session())
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_first_screen_says_what_to_do_and_notices_keep_off_the_prompt_box(tmp_path):
     settings = settings_for(tmp_path, discover=False)  # a first run: the starter model is introduced
 
@@ -206,6 +208,7 @@ def test_models_tables_fit_their_room(tmp_path, size):
 
 
 @pytest.mark.parametrize("size", [(80, 24), (140, 45)], ids=["80x24", "140x45"])
+@pytest.mark.usefixtures("bundled_model")
 def test_snapshot_of_the_first_screen(tmp_path, snap_compare, size):
     app = LocalLLMApp(starter_introduced(settings_for(tmp_path, discover=False)), preset("precise"))
 

@@ -53,6 +53,7 @@ def web_server(home: Path) -> Iterator[tuple[str, httpx.Response]]:
     assert not alive, f"{len(alive)} app(s) still running 15 s after localllm web ended: {[a.pid for a in alive]}"
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_the_app_is_served_to_a_browser_behind_its_key(home):
     import aiohttp
 

@@ -109,19 +109,24 @@ def parse_rows(text: str, name: str, field: str | None, *, whole_record: bool = 
     if suffix in (".csv", ".tsv"):
         # The csv module refuses a field over 128 KiB and ends the whole batch; the input is bounded as a whole.
         csv.field_size_limit(MAX_INPUT_BYTES)
-        reader = csv.DictReader(io.StringIO(text), dialect="excel-tab" if suffix == ".tsv" else "excel")
-        if reader.fieldnames is None:
-            raise InputError(f"{name} is empty", hint="there is nothing to work on")
-        if whole_record:
+        # newline="": the csv module reads line ends itself (a lone \r inside a field is text, not an error).
+        reader = csv.DictReader(io.StringIO(text, newline=""), dialect="excel-tab" if suffix == ".tsv" else "excel")
+        try:
+            if reader.fieldnames is None:
+                raise InputError(f"{name} is empty", hint="there is nothing to work on")
+            if whole_record:
+                for number, record in enumerate(reader, start=1):
+                    yield Row(number, dict(record), _record_text(record))
+                return
+            if field not in reader.fieldnames:
+                raise UsageError(f"{name} has no column {field!r}",
+                                 hint=f"its columns: {', '.join(c for c in reader.fieldnames if c)}")
             for number, record in enumerate(reader, start=1):
-                yield Row(number, dict(record), _record_text(record))
-            return
-        if field not in reader.fieldnames:
-            raise UsageError(f"{name} has no column {field!r}",
-                             hint=f"its columns: {', '.join(c for c in reader.fieldnames if c)}")
-        for number, record in enumerate(reader, start=1):
-            value = record.get(field)
-            yield Row(number, dict(record), value, None if value else f"row {number} has an empty {field!r}")
+                value = record.get(field)
+                yield Row(number, dict(record), value, None if value else f"row {number} has an empty {field!r}")
+        except csv.Error as exc:
+            raise InputError(f"{name} is not readable as {suffix[1:].upper()} at line {reader.line_num}: {exc}",
+                             hint="check its quoting, or save it again from the spreadsheet") from None
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

@@ -11,7 +11,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from localllm.core.errors import LocalLLMError
@@ -121,6 +121,8 @@ JSON_PIECES = st.sampled_from(['{"text": "a"}', '{"text": 1}', '{"text": null}',
 @given(pieces=st.lists(JSON_PIECES | st.text(max_size=40), max_size=60),
        name=st.sampled_from(["rows.jsonl", "rows.csv", "rows.tsv", "notes.txt"]),
        field=st.sampled_from([None, "text", "label"]))
+@example(pieces=["\r0"], name="rows.csv", field=None)  # a lone carriage return once ended the batch with csv.Error
+@example(pieces=['text,label', '"a\r', 'b",x', '"open'], name="rows.csv", field="text")
 def test_rows_are_read_or_refused_cleanly(pieces: list[str], name: str, field: str | None) -> None:
     text = "\n".join(pieces)
     bounded(lambda: list(parse_rows(text, name, field)), len(text.encode("utf-8", "surrogatepass")))

@@ -83,6 +83,7 @@ def test_an_ipv6_server_address_is_taken(home: Path) -> None:
     assert done.returncode == 1 and "cannot reach Ollama at http://[::1]:9" in done.stderr_text, done.stderr_text
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_a_prompt_override_that_is_not_utf8_is_named(home: Path) -> None:
     prompts = home / "config" / "prompts"
     prompts.mkdir(parents=True)
