@@ -6,7 +6,7 @@ import time
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, on_screen, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -105,13 +105,13 @@ def test_a_deleted_conversation_is_gone(tmp_path):
             assert isinstance(sidebar.children[0], ConversationItem)
             sidebar.focus()
             await pilot.press("down", "delete")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             await pilot.press("n")
             await pilot.pause(0.2)
             assert len(sidebar.children) == 1, "answering no keeps the conversation"
             sidebar.focus()
             await pilot.press("delete")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             await pilot.press("y")
             await wait_until(pilot, lambda: len(sidebar.children) == 0)
 

@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, on_screen, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.store.conversations import ConversationStore
@@ -70,13 +70,13 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             pane = app.query_one(ChatPane)
             await wait_until(pilot, lambda: pane.session is not None)
             await pilot.press("ctrl+b")
-            await wait_until(pilot, lambda: isinstance(app.screen, AskLongText))
+            await wait_until(pilot, lambda: on_screen(app, AskLongText))
             app.screen.query_one("#answer").insert("Answer in French.")
             await pilot.press("ctrl+s")
             await wait_until(pilot, lambda: pane.session.system == "Answer in French.")
             await answered(pilot, pane, "Hello there")
             await pilot.press("ctrl+t")
-            await wait_until(pilot, lambda: isinstance(app.screen, AskText))
+            await wait_until(pilot, lambda: on_screen(app, AskText))
             app.screen.query_one("#answer").value = "Greetings"
             await pilot.press("enter")
             sidebar = pane.query_one("#conversations")
@@ -87,7 +87,7 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             await wait_until(pilot, lambda: len(sidebar.children) == 1)
             notes = record_notifications(app)
             await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: isinstance(app.screen, AskText))
+            await wait_until(pilot, lambda: on_screen(app, AskText))
             # The dialog offers the data folder's exports/ by its whole path, never the folder the app started in.
             assert app.screen.query_one("#answer").value == str(exports / "Greetings.md")
             await pilot.press("enter")
@@ -95,14 +95,14 @@ def test_rename_search_system_prompt_and_export(tmp_path, monkeypatch):
             assert ("information", f"exported: exported to {exports.resolve() / 'Greetings.md'}") in notes
             # A relative name goes into the same folder.
             await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: isinstance(app.screen, AskText))
+            await wait_until(pilot, lambda: on_screen(app, AskText))
             app.screen.query_one("#answer").value = "chat.md"
             await pilot.press("enter")
             await wait_until(pilot, lambda: (exports / "chat.md").exists())
             # Exporting again to the same name leaves that file alone and offers the next free name.
             (exports / "chat.md").write_text("mine")
             await pilot.press("ctrl+s")
-            await wait_until(pilot, lambda: isinstance(app.screen, AskText))
+            await wait_until(pilot, lambda: on_screen(app, AskText))
             app.screen.query_one("#answer").value = "chat.md"
             await pilot.press("enter")
             await wait_until(pilot, lambda: isinstance(app.screen, AskText)
@@ -213,7 +213,7 @@ def test_keys_remapped_in_the_config_file_work_and_show_in_help_and_the_palette(
             await pilot.press("f8")
             assert pane.query_one(ParameterPanel).has_class("open")
             await pilot.press("f9")
-            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await wait_until(pilot, lambda: on_screen(app, HelpScreen))
             help_text = app.screen.text
             assert "| F8 | Parameters | `chat.parameters` |" in help_text
             assert "`chat.regenerate`" in help_text and "`app.quit`" in help_text

@@ -7,7 +7,7 @@ import re
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import ask, record_notifications, run, wait_until
+from helpers.tui_helpers import ask, on_screen, record_notifications, run, wait_until
 
 from localllm.core.options import preset
 from localllm.tui.activity import SPINNER
@@ -44,7 +44,7 @@ def test_focus_returns_to_the_prompt_box(tmp_path):
             await pilot.pause()
             focus["parameters closed"] = app.focused is box
             await pilot.press("ctrl+l")
-            await wait_until(pilot, lambda: isinstance(app.screen, PickOne))
+            await wait_until(pilot, lambda: on_screen(app, PickOne))
             await pilot.press("escape")
             await wait_until(pilot, lambda: not isinstance(app.screen, PickOne))
             await pilot.pause()
@@ -60,7 +60,7 @@ def test_the_help_screen_scrolls_with_page_down_at_once(tmp_path):
         app = LocalLLMApp(settings_for(tmp_path), SHORT)
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.press("f9")
-            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await wait_until(pilot, lambda: on_screen(app, HelpScreen))
             await pilot.pause()
             scroll = app.screen.query_one("#help-scroll")
             await pilot.press("pagedown")

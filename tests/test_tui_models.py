@@ -12,7 +12,7 @@ import shutil
 import pytest
 from conftest import BUNDLED_MODEL, settings_for
 from helpers.hub_fixture import start_hub
-from helpers.tui_helpers import TEST_MACHINE, wait_until
+from helpers.tui_helpers import TEST_MACHINE, on_screen, wait_until
 from rich.console import Console
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar
@@ -236,7 +236,7 @@ def test_delete_asks_first_and_never_touches_another_tools_model(tmp_path, bundl
 
             await select_installed(pilot, pane, "localllm")
             await pilot.press("d")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             assert str(owned) in shown(app.screen.query_one("#confirm-question"))
             await pilot.press("n")
             await wait_until(pilot, lambda: not isinstance(app.screen, Confirm))
@@ -244,7 +244,7 @@ def test_delete_asks_first_and_never_touches_another_tools_model(tmp_path, bundl
 
             await select_installed(pilot, pane, "localllm")
             await pilot.press("d")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             await pilot.press("y")
             installed = pane.query_one("#installed", DataTable)
             await wait_until(pilot, lambda: not any(row[5] == "localllm" for row in rows(installed)))
@@ -288,7 +288,7 @@ def test_a_model_that_will_not_fit_is_refused_with_a_way_to_pull_it_anyway(tmp_p
 
             before = fetched()
             await pilot.press("p")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             await pilot.pause()
             assert fetched() == before, "the catalog's verdict is enough to ask: nothing is fetched"
             question = shown(app.screen.query_one("#confirm-question"))
@@ -302,7 +302,7 @@ def test_a_model_that_will_not_fit_is_refused_with_a_way_to_pull_it_anyway(tmp_p
             assert partial_downloads(settings) == [] and not any(settings.paths.models_dir.rglob("*.gguf"))
 
             await pilot.press("p")
-            await wait_until(pilot, lambda: isinstance(app.screen, Confirm))
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
             await pilot.press("y")
             await wait_until(pilot, lambda: pane.pulling is None and not isinstance(app.screen, Confirm)
                              and any(row.ref.source == "localllm" for row in pane.installed), timeout=120)

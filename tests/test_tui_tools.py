@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import ask, run, wait_until
+from helpers.tui_helpers import ask, on_screen, run, wait_until
 from textual.widgets import Button, SelectionList, Switch
 
 from localllm.core.options import preset
@@ -57,7 +57,8 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
             answers = []
             for key in ("n", "y"):
                 turns = await ask(pilot, pane, "Please record the word river.")
-                await wait_until(pilot, lambda: isinstance(app.screen, ApproveCall), timeout=60)
+                await wait_until(pilot, lambda: on_screen(app, ApproveCall) and
+                                 bool(app.screen.query("#call-tool")), timeout=60)  # pushed, then composed
                 question = str(app.screen.query_one("#call-tool").render())
                 await pilot.press(key)
                 await wait_until(pilot, lambda turns=turns: not pane.generating and pane.session.stats.turns > turns,

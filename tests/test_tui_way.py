@@ -5,7 +5,7 @@ screen and the models pane at 80x24 and 140x45."""
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import TEST_MACHINE, PaneApp, one_thread, run, starter_introduced, wait_until
+from helpers.tui_helpers import TEST_MACHINE, PaneApp, on_screen, one_thread, run, starter_introduced, wait_until
 from textual.app import App
 from textual.widgets import DataTable, Input, ListView
 
@@ -86,7 +86,7 @@ def test_f7_goes_to_the_conversation_list_and_back_and_the_help_screen_says_so(t
             footer_keys = [b.key for _, b, enabled, *_ in app.screen.active_bindings.values() if b.show and enabled]
             assert "f7" in footer_keys
             await pilot.press("f9")
-            await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+            await wait_until(pilot, lambda: on_screen(app, HelpScreen))
             assert "| F7 | Chats | `chat.list` |" in app.screen.text
             await pilot.press("escape")
 

@@ -27,6 +27,12 @@ async def wait_until(pilot, condition, timeout=60.0):
         await pilot.pause(0.05)
 
 
+def on_screen(app, screen_class) -> bool:
+    """The app shows a screen of this class, composed: a screen is pushed first and composed at its mount, so its
+    widgets are not there the moment it is the app's screen."""
+    return isinstance(app.screen, screen_class) and app.screen.is_mounted
+
+
 async def ask(pilot, pane: ChatPane, text: str) -> int:
     """Send ``text``; returns the number of finished turns before it (a short answer may end before we look)."""
     await wait_until(pilot, lambda: pane.session is not None)
