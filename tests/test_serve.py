@@ -332,3 +332,32 @@ def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
     chat = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY).chat.completions.create(
         model="m", max_tokens=40, stop=["4"], messages=ask)
     assert chat.choices[0].finish_reason == "stop" and "4" not in chat.choices[0].message.content
+
+
+def test_a_route_or_method_it_lacks_is_a_404_or_405_in_the_clients_shape_and_logged(server):
+    """A client that calls what serve does not have gets its own API family's error, through its own SDK, and the
+    log has a line for it (Starlette's own answer was plain text and left none)."""
+    url, log = server
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with pytest.raises(openai.NotFoundError) as not_there:
+        openai.OpenAI(base_url=f"{url}/v1", api_key=KEY).post("/no-such-route", cast_to=object, body={})
+    assert "there is no route POST /v1/no-such-route (GET / lists the routes)" in str(not_there.value)
+    assert not_there.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(anthropic.NotFoundError) as no_count:
+        anthropic.Anthropic(base_url=url, api_key=KEY).post("/v1/messages/no-such-route", cast_to=object, body={})
+    assert no_count.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
+        "type": "not_found_error", "message": "there is no route POST /v1/messages/no-such-route (GET / lists the "
+                                              "routes)"}}
+    with pytest.raises(ollama.ResponseError) as no_ollama_route:
+        ollama.Client(host=url, headers=auth)._request_raw("POST", "/api/no-such-route", json={})
+    assert no_ollama_route.value.status_code == 404 and "no route POST /api/no-such-route" in \
+        no_ollama_route.value.error
+    wrong_method = httpx.get(f"{url}/api/chat", headers=auth)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+    assert wrong_method.json() == {"error": "/api/chat takes POST, not GET"}
+    listed = httpx.get(f"{url}/", headers=auth).json()["routes"]
+    assert "POST /v1/chat/completions" in listed and "POST /api/chat" in listed and "GET /api/tags" in listed
+    lines = Path(log).read_text().splitlines()
+    for logged in ("POST /v1/no-such-route 404", "POST /v1/messages/no-such-route 404",
+                   "POST /api/no-such-route 404", "GET /api/chat 405"):
+        assert any(logged in line for line in lines), (logged, lines[-6:])

@@ -253,8 +253,10 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         return JSONResponse(ollama_api.show(engine))
 
     async def root(request: HttpRequest) -> Response:
+        listed = [f"{method} {route.path}" for route in routes for method in sorted(route.methods or ())
+                  if method != "HEAD" and route.path != "/"]
         return JSONResponse({"model": engine.name, "formats": {"openai": "/v1", "anthropic": "/v1/messages",
-                                                               "ollama": "/api"}})
+                                                               "ollama": "/api"}, "routes": listed})
 
     routes = [
         Route("/", endpoint(root)),
@@ -271,5 +273,22 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/api/embed", endpoint(ollama_embed(False)), methods=["POST"]),
         Route("/api/embeddings", endpoint(ollama_embed(True)), methods=["POST"]),
     ]
-    return Starlette(routes=routes, middleware=guard(
+    async def unrouted(request: HttpRequest, error: Exception) -> Response:
+        """A path or a method no route takes: said in the API family's own error shape and logged like any other
+        request (Starlette's own answer is a line of plain text, and no log line)."""
+        from starlette.exceptions import HTTPException
+
+        status = error.status_code if isinstance(error, HTTPException) else 404
+        path, method = request.url.path, request.method
+        if status == 405:
+            allowed = (error.headers or {}).get("Allow", "") if isinstance(error, HTTPException) else ""
+            refusal = ApiError(405, f"{path} takes {allowed or 'other methods'}, not {method}",
+                               "invalid_request_error", {"Allow": allowed} if allowed else None)
+        else:
+            refusal = ApiError(status, f"there is no route {method} {path} (GET / lists the routes)",
+                               "not_found_error" if format_of(path) is anthropic_api else "invalid_request_error")
+        log(request, refusal.status, time.monotonic(), refusal.message)
+        return error_response(path, refusal)
+
+    return Starlette(routes=routes, exception_handlers={404: unrouted, 405: unrouted}, middleware=guard(
         access, lambda path, reason: error_response(path, ApiError(403, reason, "permission_error")), logger))
