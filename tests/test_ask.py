@@ -39,11 +39,11 @@ def test_large_document_sets_are_retrieved_and_cited(shared_home, tmp_path):
     filler = tmp_path / "python-reference.md"
     filler.write_text(long_document(60_000))
     done = run_cli("ask", str(filler), str(DOCS / "billing.md"), str(DOCS / "security.md"), QUESTION, "--json",
-                   "-o", "ctx=2048", "-o", "max_tokens=24", home=shared_home)
+                   "-o", "ctx=1024", "-o", "max_tokens=24", home=shared_home)
     assert done.returncode == 0, done.stderr_text
     data = json.loads(done.stdout_text)
     assert data["retrieved"] is True and len(data["sources"]) < data["candidates"]
-    assert data["prompt_tokens"] + 24 <= 2048
+    assert data["prompt_tokens"] + 24 <= 1024
     ids = [source["id"] for source in data["sources"]]
     text = (DOCS / "security.md").read_text().splitlines()
     holding = [s for s in data["sources"] if s["file"] == "security.md"
