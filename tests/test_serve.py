@@ -361,3 +361,23 @@ def test_a_route_or_method_it_lacks_is_a_404_or_405_in_the_clients_shape_and_log
     for logged in ("POST /v1/no-such-route 404", "POST /v1/messages/no-such-route 404",
                    "POST /api/no-such-route 404", "GET /api/chat 405"):
         assert any(logged in line for line in lines), (logged, lines[-6:])
+
+
+def test_the_loaded_model_is_listed_by_ps_retrieved_by_name_and_tagged_with_its_file(server, bundled_model):
+    url, log = server
+    auth = {"Authorization": f"Bearer {KEY}"}
+    client = ollama.Client(host=url, headers=auth)
+    window = client.show("smollm2-135m").modelinfo["general.context_length"]
+    (running,) = client.ps().models  # what oterm asks after each answer, to fit a long chat into the window
+    assert running.model == "smollm2-135m" and running.context_length == window
+    assert running.size > bundled_model.stat().st_size and running.size_vram == 0  # weights and cache, on the CPU
+    assert running.expires_at.year > 2200  # kept until the server stops
+    (tagged,) = client.list().models
+    assert tagged.size == bundled_model.stat().st_size
+    assert abs(tagged.modified_at.timestamp() - bundled_model.stat().st_mtime) < 1  # the file's time, not now
+    models = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY).models
+    assert models.retrieve("smollm2-135m").id == "smollm2-135m"
+    with pytest.raises(openai.NotFoundError) as other:
+        models.retrieve("gpt-4o")
+    assert "the model 'gpt-4o' is not served here; served: smollm2-135m" in str(other.value)
+    assert any("GET /api/ps 200" in line for line in Path(log).read_text().splitlines())

@@ -200,6 +200,9 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     async def openai_models(request: HttpRequest) -> Response:
         return JSONResponse(openai_api.models(engine))
 
+    async def openai_model(request: HttpRequest) -> Response:
+        return JSONResponse(openai_api.model(engine, request.path_params["name"]))
+
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
         parsed = openai_api.parse(body, options)
@@ -249,6 +252,9 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     async def ollama_tags(request: HttpRequest) -> Response:
         return JSONResponse(ollama_api.tags(engine))
 
+    async def ollama_ps(request: HttpRequest) -> Response:
+        return JSONResponse(ollama_api.ps(engine))
+
     async def ollama_show(request: HttpRequest) -> Response:
         return JSONResponse(ollama_api.show(engine))
 
@@ -261,12 +267,14 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     routes = [
         Route("/", endpoint(root)),
         Route("/v1/models", endpoint(openai_models)),
+        Route("/v1/models/{name:path}", endpoint(openai_model)),
         Route("/v1/chat/completions", endpoint(openai_chat), methods=["POST"]),
         Route("/v1/completions", endpoint(openai_completions), methods=["POST"]),
         Route("/v1/embeddings", endpoint(openai_embeddings), methods=["POST"]),
         Route("/v1/messages", endpoint(anthropic_messages), methods=["POST"]),
         Route("/api/version", endpoint(ollama_version)),
         Route("/api/tags", endpoint(ollama_tags)),
+        Route("/api/ps", endpoint(ollama_ps)),
         Route("/api/show", endpoint(ollama_show), methods=["POST"]),
         Route("/api/chat", endpoint(ollama_generation(True)), methods=["POST"]),
         Route("/api/generate", endpoint(ollama_generation(False)), methods=["POST"]),

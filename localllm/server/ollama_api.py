@@ -55,9 +55,35 @@ def details(engine: Engine) -> dict[str, Any]:
             "parameter_size": "", "quantization_level": str(getattr(info, "quant", "") or "")}
 
 
+STAYS_LOADED = "2318-01-01T00:00:00Z"
+"""/api/ps's expires_at for a model kept until the server stops (Ollama's clients say "Forever" for such a date)."""
+
+
+def _file_facts(engine: Engine) -> tuple[int, str]:
+    """The model file's size and time (a server backend's model has no file here: 0, and now)."""
+    path = engine.loaded.ref.path
+    try:
+        stat = path.stat() if engine.loaded.served is None and str(path) else None
+    except OSError:
+        stat = None
+    if stat is None:
+        return 0, now()
+    return stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC).isoformat().replace("+00:00", "Z")
+
+
 def tags(engine: Engine) -> dict[str, Any]:
-    return {"models": [{"name": engine.name, "model": engine.name, "modified_at": now(), "size": 0,
+    size, modified = _file_facts(engine)
+    return {"models": [{"name": engine.name, "model": engine.name, "modified_at": modified, "size": size,
                         "digest": "", "details": details(engine)}]}
+
+
+def ps(engine: Engine) -> dict[str, Any]:
+    """The models loaded now (oterm asks after each answer, for the window it fits a long chat into): sizes are
+    the load plan's, weights, cache and compute together, and the part of them on the GPU."""
+    memory = engine.loaded.plan.memory
+    return {"models": [{"name": engine.name, "model": engine.name, "size": memory.total, "size_vram": memory.gpu,
+                        "digest": "", "details": details(engine), "expires_at": STAYS_LOADED,
+                        "context_length": engine.window}]}
 
 
 def show(engine: Engine) -> dict[str, Any]:
