@@ -9,11 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-import anthropic
 import httpx
 import jsonschema
-import ollama
-import openai
 import pytest
 from conftest import cli_executable, run_cli
 from helpers.backend_servers import free_port
@@ -51,6 +48,8 @@ def server(tmp_path_factory):
 
 
 def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(server):
+    import openai
+
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
@@ -84,6 +83,8 @@ def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(se
 
 
 def test_the_anthropic_client_gets_messages_events_and_tool_use(server):
+    import anthropic
+
     url, _ = server
     client = anthropic.Anthropic(base_url=url, api_key=KEY)
     message = client.messages.create(model="smollm2-135m", max_tokens=8,
@@ -103,6 +104,8 @@ def test_the_anthropic_client_gets_messages_events_and_tool_use(server):
 
 
 def test_the_ollama_client_lists_shows_chats_and_generates(server):
+    import ollama
+
     url, _ = server
     client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
     assert [m.model for m in client.list().models] == ["smollm2-135m"]
@@ -118,6 +121,8 @@ def test_the_ollama_client_lists_shows_chats_and_generates(server):
 
 
 def test_keys_limits_and_an_over_long_prompt_are_clear_http_errors(server):
+    import openai
+
     url, _ = server
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong").models.list()
@@ -169,6 +174,8 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
 
 
 def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(server):
+    import openai
+
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     plain = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=8)
@@ -193,6 +200,9 @@ def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(se
 
 
 def test_embeddings_through_the_openai_and_ollama_clients(server):
+    import ollama
+    import openai
+
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     cat, kitten, revenue = ("The cat sat on the mat.", "A kitten was lying on the rug.",
@@ -223,6 +233,8 @@ def test_embeddings_through_the_openai_and_ollama_clients(server):
 
 
 def test_over_long_completions_and_out_of_range_values_are_400s(server):
+    import openai
+
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
     long_prompt = "The river flows past the old mill. " * 2000
@@ -318,6 +330,9 @@ def test_another_address_without_a_key_is_refused(tmp_path):
 
 def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
     """The stop string that ended an answer is reported (Anthropic's stop_reason and stop_sequence), streamed or not."""
+    import anthropic
+    import openai
+
     url, _ = server
     client = anthropic.Anthropic(base_url=url, api_key=KEY)
     ask = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
@@ -337,6 +352,10 @@ def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
 def test_a_route_or_method_it_lacks_is_a_404_or_405_in_the_clients_shape_and_logged(server):
     """A client that calls what serve does not have gets its own API family's error, through its own SDK, and the
     log has a line for it (Starlette's own answer was plain text and left none)."""
+    import anthropic
+    import ollama
+    import openai
+
     url, log = server
     auth = {"Authorization": f"Bearer {KEY}"}
     with pytest.raises(openai.NotFoundError) as not_there:
@@ -364,6 +383,9 @@ def test_a_route_or_method_it_lacks_is_a_404_or_405_in_the_clients_shape_and_log
 
 
 def test_the_loaded_model_is_listed_by_ps_retrieved_by_name_and_tagged_with_its_file(server, bundled_model):
+    import ollama
+    import openai
+
     url, log = server
     auth = {"Authorization": f"Bearer {KEY}"}
     client = ollama.Client(host=url, headers=auth)
