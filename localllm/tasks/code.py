@@ -216,15 +216,6 @@ class CodeRequest:
         return self.messages[-1].content
 
 
-def begin_record(store, request: CodeRequest, *, model: str, origin: str):
-    """A code action's exchange in the conversation store, a one-shot conversation of its own (tasks/exchange.py):
-    the app's list hides it with `run`'s, and opening it there goes on as a chat."""
-    from localllm.tasks.exchange import Exchange, conversation_title
-
-    conversation = store.create(conversation_title(request.title), model=model, origin=origin)
-    return Exchange.begin(store, conversation.id, request.prompt)
-
-
 def check_inputs(action: str, source: CodeSource | None, detail: str) -> None:
     """What an action lacks, found before a model is touched."""
     if action == "gen":

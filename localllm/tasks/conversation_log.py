@@ -55,6 +55,11 @@ def store_error(problem: StorageProblem) -> LocalLLMError:
     return LocalLLMError(problem.cause, hint=problem.hint)
 
 
+def _warn_unrecorded(problem: StorageProblem) -> None:
+    logger.warning(f"warning: this conversation is not recorded: {problem.cause}"
+                   + (f" — hint: {problem.hint}" if problem.hint else ""))
+
+
 class ConversationLog:
     """The CLI's side of the store: which conversation an exchange belongs to, and recording it. Off (logs off),
     it records nothing but can still continue a conversation already recorded. A store that fails (damaged,
@@ -62,9 +67,13 @@ class ConversationLog:
     is recorded: the answer matters more than its record."""
 
     def __init__(self, settings: Settings, *, origin: str, continue_last: bool = False,
-                 conversation_id: int | None = None) -> None:
+                 conversation_id: int | None = None,
+                 unrecorded: Callable[[StorageProblem], None] | None = None) -> None:
+        """``unrecorded``: says that the recording stopped (default: a warning on the `localllm` logger, which the
+        CLI prints on stderr; the app shows a notice)."""
         self.enabled = logging_on(settings)
         self.origin = origin
+        self._unrecorded = unrecorded or _warn_unrecorded
         self.store = open_store(settings)
         self.store.on_problem = self._stop_recording
         self.conversation: Conversation | None = None
@@ -93,8 +102,7 @@ class ConversationLog:
         if not self.enabled:
             return
         self.enabled = False
-        logger.warning(f"warning: this conversation is not recorded: {problem.cause}"
-             + (f" — hint: {problem.hint}" if problem.hint else ""))
+        self._unrecorded(problem)
 
     def _safely(self, write: Callable[[], object]) -> object:
         """A write that the store could not make (its file failed, or stayed locked) stops the recording, said
@@ -141,6 +149,12 @@ class ConversationLog:
         if exchange is None or not self.enabled:
             return
         self._safely(lambda: exchange.end(response, model=model, backend=backend, options=options))
+
+    def undo(self, exchange: Exchange | None) -> None:
+        """A prompt that got no answer leaves no trace (tasks/exchange.py); a conversation left empty goes too."""
+        if exchange is not None and self.enabled:
+            if self._safely(exchange.undo):
+                self.conversation = None
 
     def forget(self) -> None:
         """``/reset``: the next message starts a new conversation; the old one stays in the log."""

@@ -97,11 +97,11 @@ class CodePane(Vertical):
         self._action = "explain"
         self._suggested = ""
         """The save name last filled in here; replaced by the next answer's, unlike a name the user typed."""
-        self._store: Any = None
-        """The conversation store, opened at the first action: each action is recorded as a one-shot."""
+        self._log: Any = None
+        """The conversation log (tasks/conversation_log.py), opened at the first action: each action is recorded
+        as a one-shot conversation of its own."""
         self._exchange: Any = None
         """The action being recorded (tasks/exchange.py), None where nothing is recorded."""
-        self._recording = True
         self._model = ("", "")
         """The model and backend answering the action being run, for its record."""
 
@@ -250,7 +250,7 @@ class CodePane(Vertical):
             answer = self.query_one("#code-result", StreamingAnswer)
             await answer.append(text)
             if self._exchange is not None:
-                self._record(lambda: self._exchange.progress(answer.text))
+                self._log.progress(self._exchange, answer.text)
 
     def action_stop(self) -> None:
         if self.generating:
@@ -291,17 +291,17 @@ class CodePane(Vertical):
                                     "in the chat's parameters (Ctrl+O in the Chat pane)")
         exchange, self._exchange = self._exchange, None
         if error is not None:
-            if exchange is not None:  # asked and not answered: no trace, as in the chat
-                self._record(exchange.undo)
+            if self._log is not None:  # asked and not answered: no trace, as in the chat
+                self._log.undo(exchange)
             await result.finish(f"*{error.message}*")
             self._status(f"error: {error.message}")
             self._error(error)
             self.generating = False
             return
         await result.finish(response.partial_text)  # one final render, so code fences look right after streaming
-        if exchange is not None:
+        if self._log is not None:
             model, backend = self._model
-            self._record(lambda: exchange.end(response, model=model, backend=backend, options=request.options))
+            self._log.end(exchange, response, model=model, backend=backend, options=request.options)
         self.answer = response.partial_text
         final = response.final
         parts = [f"{ACTIONS[action][0]}: sent {request.sent}"]
@@ -330,42 +330,24 @@ class CodePane(Vertical):
 
     def on_unmount(self) -> None:
         self._stop.set()  # a worker still generating ends at its next token
-        if self._store is not None:
-            self._store.close()
+        if self._log is not None:
+            self._log.close()
 
     # -- the record ------------------------------------------------------------------------------------------------
     def _begin_record(self, request: code.CodeRequest) -> None:
-        """The action and its answer go to the conversation store as a one-shot (`localllm logs` lists it; the
-        chat's list shows it with R, and opening it there goes on as a chat)."""
-        from localllm.store.conversations import ConversationStore
+        """The action and its answer go to the conversation store as a one-shot, as `localllm code` records them
+        (`localllm logs` lists it; the chat's list shows it with R, and opening it there goes on as a chat)."""
+        from localllm.tasks.conversation_log import ConversationLog
 
-        if not self._recording:
-            return
-        if self._store is None:
-            self._store = ConversationStore.in_data_dir(self.settings.paths.data_dir)
-            if self._store.problem is not None:
-                self._not_recorded(self._store.problem)
-                return
-        model = self._model[0]
-        self._exchange = self._record(lambda: code.begin_record(self._store, request, model=model, origin="code"))
-
-    def _record(self, write):
-        """A write to the store; one that fails stops the recording, said once, and leaves the answer alone."""
-        from localllm.store.conversations import StorageProblem
-
-        try:
-            return write()
-        except StorageProblem as problem:
-            self._exchange = None
-            self._not_recorded(problem)
-            return None
+        if self._log is None:
+            self._log = ConversationLog(self.settings, origin="code", unrecorded=self._not_recorded)
+        self._log.forget()  # each action a conversation of its own
+        self._exchange = self._log.begin(request.prompt, model=self._model[0], system=None, title=request.title)
 
     def _not_recorded(self, problem) -> None:
-        if self._recording:
-            self._recording = False
-            self.app.notify(f"the code actions are not recorded: {problem.cause}"
-                            + (f"\n{problem.hint}" if problem.hint else ""), title="conversations",
-                            severity="warning", markup=False, timeout=15)
+        self.app.notify(f"the code actions are not recorded: {problem.cause}"
+                        + (f"\n{problem.hint}" if problem.hint else ""), title="conversations",
+                        severity="warning", markup=False, timeout=15)
 
     # -- saving ----------------------------------------------------------------------------------------------------
     @on(Input.Submitted, "#code-save-path")
