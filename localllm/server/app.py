@@ -281,19 +281,17 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/api/embed", endpoint(ollama_embed(False)), methods=["POST"]),
         Route("/api/embeddings", endpoint(ollama_embed(True)), methods=["POST"]),
     ]
-    async def unrouted(request: HttpRequest, error: Exception) -> Response:
-        """A path or a method no route takes: said in the API family's own error shape and logged like any other
-        request (Starlette's own answer is a line of plain text, and no log line)."""
-        from starlette.exceptions import HTTPException
-
-        status = error.status_code if isinstance(error, HTTPException) else 404
+    async def unrouted(request: HttpRequest, error: Any) -> Response:
+        """A path or a method no route takes (Starlette's HTTPException for 404 and 405): said in the API family's
+        own error shape and logged like any other request (Starlette's own answer is a line of plain text, and no
+        log line)."""
         path, method = request.url.path, request.method
-        if status == 405:
-            allowed = (error.headers or {}).get("Allow", "") if isinstance(error, HTTPException) else ""
+        if error.status_code == 405:
+            allowed = (error.headers or {}).get("Allow", "")
             refusal = ApiError(405, f"{path} takes {allowed or 'other methods'}, not {method}",
                                "invalid_request_error", {"Allow": allowed} if allowed else None)
         else:
-            refusal = ApiError(status, f"there is no route {method} {path} (GET / lists the routes)",
+            refusal = ApiError(404, f"there is no route {method} {path} (GET / lists the routes)",
                                "not_found_error" if format_of(path) is anthropic_api else "invalid_request_error")
         log(request, refusal.status, time.monotonic(), refusal.message)
         return error_response(path, refusal)

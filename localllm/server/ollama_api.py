@@ -42,7 +42,11 @@ OPTION_FIELDS = {"temperature": ("temperature", 0.0, 5.0), "top_p": ("top_p", 0.
 
 
 def now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _iso(datetime.now(UTC))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def version() -> dict[str, str]:
@@ -68,7 +72,7 @@ def _file_facts(engine: Engine) -> tuple[int, str]:
         stat = None
     if stat is None:
         return 0, now()
-    return stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC).isoformat().replace("+00:00", "Z")
+    return stat.st_size, _iso(datetime.fromtimestamp(stat.st_mtime, UTC))
 
 
 def tags(engine: Engine) -> dict[str, Any]:
