@@ -15,6 +15,9 @@ import pytest
 from conftest import cli_executable, run_cli
 from helpers.backend_servers import free_port
 
+MODEL = "smollm2-135m"
+"""The bundled model, as serve names it: a request must name a served model."""
+
 KEY = "test-key-1234"
 SCHEMA = {"type": "object", "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
           "required": ["colour", "count"]}
@@ -53,12 +56,12 @@ def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(se
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
     assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
-    plain = client.chat.completions.create(model="smollm2-135m", max_tokens=8,
+    plain = client.chat.completions.create(model=MODEL, max_tokens=8,
                                            messages=[{"role": "user", "content": "Name a colour."}])
     assert plain.choices[0].message.content and plain.usage.completion_tokens == 8
     assert plain.choices[0].finish_reason == "length"
     pieces, usage = [], None
-    for chunk in client.chat.completions.create(model="m", max_tokens=8, stream=True,
+    for chunk in client.chat.completions.create(model=MODEL, max_tokens=8, stream=True,
                                                 stream_options={"include_usage": True},
                                                 messages=[{"role": "user", "content": "Name a colour."}]):
         pieces += [chunk.choices[0].delta.content or ""] if chunk.choices else []
@@ -66,16 +69,16 @@ def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(se
     # Not compared with the plain answer word for word: llama.cpp reusing the cached prompt can tip a greedy choice.
     assert "".join(pieces).strip() and usage.completion_tokens == 8
     structured = client.chat.completions.create(
-        model="m", max_tokens=60, messages=[{"role": "user", "content": "One colour and how many letters it has."}],
+        model=MODEL, max_tokens=60, messages=[{"role": "user", "content": "One colour and how many letters it has."}],
         response_format={"type": "json_schema", "json_schema": {"name": "colour", "schema": SCHEMA}})
     jsonschema.validate(json.loads(structured.choices[0].message.content), SCHEMA)
     called = client.chat.completions.create(
-        model="m", max_tokens=60, messages=[{"role": "user", "content": "What is 2 plus 3?"}],
+        model=MODEL, max_tokens=60, messages=[{"role": "user", "content": "What is 2 plus 3?"}],
         tools=[{"type": "function", "function": ADD}], tool_choice={"type": "function", "function": {"name": "add"}})
     (call,) = called.choices[0].message.tool_calls
     assert called.choices[0].finish_reason == "tool_calls" and call.function.name == "add"
     jsonschema.validate(json.loads(call.function.arguments), ADD["parameters"])
-    answered = client.chat.completions.create(model="m", max_tokens=12, tools=[{"type": "function", "function": ADD}],
+    answered = client.chat.completions.create(model=MODEL, max_tokens=12, tools=[{"type": "function", "function": ADD}],
                                               messages=[{"role": "user", "content": "What is 2 plus 3?"},
                                                         called.choices[0].message.model_dump(exclude_none=True),
                                                         {"role": "tool", "tool_call_id": call.id, "content": "5"}])
@@ -87,16 +90,16 @@ def test_the_anthropic_client_gets_messages_events_and_tool_use(server):
 
     url, _ = server
     client = anthropic.Anthropic(base_url=url, api_key=KEY)
-    message = client.messages.create(model="smollm2-135m", max_tokens=8,
+    message = client.messages.create(model=MODEL, max_tokens=8,
                                      messages=[{"role": "user", "content": "Name a colour."}])
     assert message.content[0].type == "text" and message.stop_reason == "max_tokens"
     assert message.usage.output_tokens == 8
-    with client.messages.stream(model="m", max_tokens=8, messages=[{"role": "user", "content": "Name a colour."}]) \
+    with client.messages.stream(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "Name a colour."}]) \
             as stream:
         streamed = "".join(stream.text_stream)
     assert streamed.strip()
     tool = {"name": "add", "description": ADD["description"], "input_schema": ADD["parameters"]}
-    used = client.messages.create(model="m", max_tokens=60, tools=[tool], tool_choice={"type": "tool", "name": "add"},
+    used = client.messages.create(model=MODEL, max_tokens=60, tools=[tool], tool_choice={"type": "tool", "name": "add"},
                                   messages=[{"role": "user", "content": "What is 2 plus 3?"}])
     (block,) = [b for b in used.content if b.type == "tool_use"]
     assert used.stop_reason == "tool_use" and block.name == "add"
@@ -110,13 +113,13 @@ def test_the_ollama_client_lists_shows_chats_and_generates(server):
     client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
     assert [m.model for m in client.list().models] == ["smollm2-135m"]
     assert client.show("smollm2-135m").modelinfo["general.context_length"] > 0
-    chat = client.chat(model="smollm2-135m", messages=[{"role": "user", "content": "Name a colour."}],
+    chat = client.chat(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}],
                        options={"num_predict": 8})
     assert chat.message.content and chat.eval_count == 8 and chat.done_reason == "length"
     streamed = "".join(part.message.content for part in client.chat(
-        model="m", messages=[{"role": "user", "content": "Name a colour."}], options={"num_predict": 8}, stream=True))
+        model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], options={"num_predict": 8}, stream=True))
     assert streamed.strip()
-    generated = client.generate(model="m", prompt="Name a colour.", options={"num_predict": 8})
+    generated = client.generate(model=MODEL, prompt="Name a colour.", options={"num_predict": 8})
     assert generated.response and generated.done
 
 
@@ -132,21 +135,21 @@ def test_keys_limits_and_an_over_long_prompt_are_clear_http_errors(server):
     assert huge.status_code == 413 and "over 8 MiB" in huge.json()["error"]["message"]
     long_prompt = "The river flows past the old mill. " * 2000
     refused = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                         json={"model": "m", "messages": [{"role": "user", "content": long_prompt}]}, timeout=60)
+                         json={"model": MODEL, "messages": [{"role": "user", "content": long_prompt}]}, timeout=60)
     assert refused.status_code == 400 and "window" in refused.json()["error"]["message"]
     ollama_refused = httpx.post(f"{url}/api/chat", headers={"Authorization": f"Bearer {KEY}"},
-                                json={"model": "m", "messages": [{"role": "user", "content": long_prompt}]},
+                                json={"model": MODEL, "messages": [{"role": "user", "content": long_prompt}]},
                                 timeout=60)
     assert ollama_refused.status_code == 400 and "window" in ollama_refused.json()["error"]  # Ollama would cut it
     bad = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                     json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})
+                     json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"})
     assert bad.status_code == 400 and "temperature" in bad.json()["error"]["message"]
 
 
 def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
     url, log = server
     headers = {"Authorization": f"Bearer {KEY}"}
-    body = {"model": "m", "stream": True, "max_tokens": 2000, "messages": [
+    body = {"model": MODEL, "stream": True, "max_tokens": 2000, "messages": [
         {"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
     busy = threading.Event()
     with httpx.Client(timeout=60) as client, client.stream("POST", f"{url}/v1/chat/completions", headers=headers,
@@ -158,12 +161,12 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
                 break
         assert busy.is_set()
         crowded = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
-                             json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+                             json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
     # The stream is closed here, long before its 2,000 tokens: the server stops that answer.
     assert crowded.status_code == 503 and crowded.headers["retry-after"] == "5"
     started = time.monotonic()
     after = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60,
-                       json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+                       json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
     assert after.status_code == 200, after.text
     deadline = time.monotonic() + 10
     while "the client went away" not in Path(log).read_text() and time.monotonic() < deadline:
@@ -178,18 +181,18 @@ def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(se
 
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
-    plain = client.completions.create(model="smollm2-135m", prompt="The capital of France is", max_tokens=8)
+    plain = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8)
     (choice,) = plain.choices
     # Continued as raw text: no chat template around it (its prompt is a handful of tokens, not a templated turn).
     assert plain.object == "text_completion" and "Paris" in choice.text and choice.finish_reason == "length"
     assert plain.usage.completion_tokens == 8 and plain.usage.prompt_tokens < 10
-    stopped = client.completions.create(model="m", prompt="The capital of France is", max_tokens=8, stop=["."],
+    stopped = client.completions.create(model=MODEL, prompt="The capital of France is", max_tokens=8, stop=["."],
                                         echo=True)
     assert stopped.choices[0].finish_reason == "stop" and stopped.usage.completion_tokens < 8
     assert stopped.choices[0].text.startswith("The capital of France is") and "." not in stopped.choices[0].text
     pieces: dict[int, str] = {0: "", 1: ""}
     finishes, usage = {}, None
-    for chunk in client.completions.create(model="m", prompt=["One, two, three,", "Red, green,"], max_tokens=4,
+    for chunk in client.completions.create(model=MODEL, prompt=["One, two, three,", "Red, green,"], max_tokens=4,
                                            stream=True, stream_options={"include_usage": True}):
         for part in chunk.choices:
             pieces[part.index] += part.text
@@ -208,8 +211,8 @@ def test_embeddings_through_the_openai_and_ollama_clients(server):
     cat, kitten, revenue = ("The cat sat on the mat.", "A kitten was lying on the rug.",
                             "Quarterly revenue rose by four percent.")
     # One text: the client asks for base64 and decodes it; a list: plain floats.
-    (alone,) = client.embeddings.create(model="smollm2-135m", input=cat).data
-    listed = client.embeddings.create(model="m", input=[cat, kitten, revenue, cat], encoding_format="float")
+    (alone,) = client.embeddings.create(model=MODEL, input=cat).data
+    listed = client.embeddings.create(model=MODEL, input=[cat, kitten, revenue, cat], encoding_format="float")
     vectors = [item.embedding for item in listed.data]
     assert [item.index for item in listed.data] == [0, 1, 2, 3] and listed.usage.prompt_tokens > 12
     assert all(len(vector) == 576 for vector in [alone.embedding, *vectors])  # SmolLM2-135M's n_embd
@@ -222,14 +225,14 @@ def test_embeddings_through_the_openai_and_ollama_clients(server):
     assert max(abs(a - b) for a, b in zip(vectors[0], alone.embedding, strict=True)) < 1e-4
     assert dot(vectors[0], vectors[1]) > dot(vectors[0], vectors[2]) + 0.1  # a kitten is nearer a cat than revenue
     ollama_client = ollama.Client(host=url, headers={"Authorization": f"Bearer {KEY}"})
-    embedded = ollama_client.embed(model="smollm2-135m", input=[cat, revenue])
+    embedded = ollama_client.embed(model=MODEL, input=[cat, revenue])
     assert len(embedded.embeddings) == 2 and embedded.prompt_eval_count > 0
     assert max(abs(a - b) for a, b in zip(embedded.embeddings[1], vectors[2], strict=True)) < 1e-4
-    assert len(ollama_client.embed(model="m", input=kitten).embeddings) == 1
-    legacy = ollama_client.embeddings(model="m", prompt=cat).embedding
+    assert len(ollama_client.embed(model=MODEL, input=kitten).embeddings) == 1
+    legacy = ollama_client.embeddings(model=MODEL, prompt=cat).embedding
     assert max(abs(a - b) for a, b in zip(legacy, vectors[0], strict=True)) < 1e-4
     with pytest.raises(openai.BadRequestError, match="over the 2048-token window"):
-        client.embeddings.create(model="m", input=["fine", "word " * 3000])
+        client.embeddings.create(model=MODEL, input=["fine", "word " * 3000])
 
 
 def test_over_long_completions_and_out_of_range_values_are_400s(server):
@@ -240,19 +243,19 @@ def test_over_long_completions_and_out_of_range_values_are_400s(server):
     long_prompt = "The river flows past the old mill. " * 2000
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError, match="context window is"):
-            client.completions.create(model="m", prompt=long_prompt, max_tokens=4, stream=stream)
+            client.completions.create(model=MODEL, prompt=long_prompt, max_tokens=4, stream=stream)
     with pytest.raises(openai.BadRequestError, match="top_p must be a number from 0 to 1"):
-        client.chat.completions.create(model="m", max_tokens=4, top_p=1.5,
+        client.chat.completions.create(model=MODEL, max_tokens=4, top_p=1.5,
                                        messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="top_p must be a number from 0 to 1"):
-        client.completions.create(model="m", prompt="hi", max_tokens=4, top_p=1.5)
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=4, top_p=1.5)
     with pytest.raises(openai.BadRequestError, match="temperature must be a number from 0 to 2"):
-        client.chat.completions.create(model="m", max_tokens=4, temperature=3,
+        client.chat.completions.create(model=MODEL, max_tokens=4, temperature=3,
                                        messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError, match="prompt given as token ids is not supported"):
-        client.completions.create(model="m", prompt=[1, 2, 3], max_tokens=4)
+        client.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=4)
     with pytest.raises(openai.BadRequestError, match="logprobs are not supported"):
-        client.completions.create(model="m", prompt="hi", max_tokens=4, logprobs=2)
+        client.completions.create(model=MODEL, prompt="hi", max_tokens=4, logprobs=2)
 
 
 def test_a_backend_without_embeddings_or_raw_text_says_so():
@@ -336,16 +339,16 @@ def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
     url, _ = server
     client = anthropic.Anthropic(base_url=url, api_key=KEY)
     ask = [{"role": "user", "content": "Count from 1 to 10, separated by commas."}]
-    plain = client.messages.create(model="m", max_tokens=40, stop_sequences=["4", "zzz"], messages=ask)
+    plain = client.messages.create(model=MODEL, max_tokens=40, stop_sequences=["4", "zzz"], messages=ask)
     assert plain.stop_reason == "stop_sequence" and plain.stop_sequence == "4", plain
     assert "4" not in plain.content[0].text
-    with client.messages.stream(model="m", max_tokens=40, stop_sequences=["4"], messages=ask) as stream:
+    with client.messages.stream(model=MODEL, max_tokens=40, stop_sequences=["4"], messages=ask) as stream:
         streamed = stream.get_final_message()
     assert streamed.stop_reason == "stop_sequence" and streamed.stop_sequence == "4"
-    ended = client.messages.create(model="m", max_tokens=3, messages=ask)
+    ended = client.messages.create(model=MODEL, max_tokens=3, messages=ask)
     assert ended.stop_reason == "max_tokens" and ended.stop_sequence is None
     chat = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY).chat.completions.create(
-        model="m", max_tokens=40, stop=["4"], messages=ask)
+        model=MODEL, max_tokens=40, stop=["4"], messages=ask)
     assert chat.choices[0].finish_reason == "stop" and "4" not in chat.choices[0].message.content
 
 
@@ -393,7 +396,8 @@ def test_the_loaded_model_is_listed_by_ps_retrieved_by_name_and_tagged_with_its_
     (running,) = client.ps().models  # what oterm asks after each answer, to fit a long chat into the window
     assert running.model == "smollm2-135m" and running.context_length == window
     assert running.size > bundled_model.stat().st_size and running.size_vram == 0  # weights and cache, on the CPU
-    assert running.expires_at.year > 2200  # kept until the server stops
+    # Unloaded five minutes (the default keep-alive) after its last request
+    assert 0 < running.expires_at.timestamp() - time.time() <= 300 + 5
     (tagged,) = client.list().models
     assert tagged.size == bundled_model.stat().st_size
     assert abs(tagged.modified_at.timestamp() - bundled_model.stat().st_mtime) < 1  # the file's time, not now
@@ -401,5 +405,5 @@ def test_the_loaded_model_is_listed_by_ps_retrieved_by_name_and_tagged_with_its_
     assert models.retrieve("smollm2-135m").id == "smollm2-135m"
     with pytest.raises(openai.NotFoundError) as other:
         models.retrieve("gpt-4o")
-    assert "the model 'gpt-4o' is not served here; served: smollm2-135m" in str(other.value)
+    assert "model 'gpt-4o' is not served here; served: smollm2-135m" in str(other.value)
     assert any("GET /api/ps 200" in line for line in Path(log).read_text().splitlines())

@@ -51,10 +51,9 @@ def print_json(data: Any) -> None:
 
 
 def human_count(count: int) -> str:
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= threshold:
-            return f"{count / threshold:.1f}{suffix}"
-    return str(count)
+    from localllm.core.units import parameter_count
+
+    return parameter_count(count)
 
 
 def inert(value: object):

@@ -22,7 +22,7 @@ chunks retrieval tools cut (up to about 1,000 tokens) with room to spare, and ke
 
 
 def register(commands: Commands) -> None:
-    serve = commands.add_parser("serve", help="serve the model to other tools: OpenAI, Anthropic and Ollama APIs")
+    serve = commands.add_parser("serve", help="serve models to other tools by name: OpenAI, Anthropic and Ollama APIs")
     serve.add_argument("--host", dest="bind", default="127.0.0.1", metavar="ADDRESS",
                        help="address to listen on (default 127.0.0.1; any other needs --api-key)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -35,6 +35,12 @@ def register(commands: Commands) -> None:
     serve.add_argument("--stream-interval", type=float, default=50.0, metavar="MS",
                        help="a streamed answer's events at most this often (default 50 ms): the first piece at once, "
                             "the next ones gathered meanwhile; 0: an event per token")
+    serve.add_argument("--keep-alive", default="5m", metavar="DURATION",
+                       help="how long a model stays loaded after its last request (default 5m; 0: unload at once; "
+                            "-1: until serve stops); Ollama's keep_alive overrides it per request")
+    serve.add_argument("--max-loaded", type=int, default=0, metavar="N",
+                       help="models loaded at once at most (default 0: as many as the memory holds); the least "
+                            "recently used is unloaded to make room")
     serve.add_argument("--embedding-ctx", type=int, default=EMBEDDING_CTX, metavar="N",
                        help=f"window of the model instance loaded for /v1/embeddings and /api/embed (default "
                             f"{EMBEDDING_CTX}); a longer text is refused")
@@ -63,17 +69,24 @@ def access_from(args: argparse.Namespace, settings: Settings) -> AccessPolicy:
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
+    from localllm.backends import backend_class
     from localllm.cli.generate import describe_plan, options_from
     from localllm.core.errors import UsageError
+    from localllm.core.units import duration_text
+    from localllm.hardware.detect import detect_hardware
     from localllm.server.app import build_app, check_bind
     from localllm.server.engine import Engine
+    from localllm.server.scheduler import Scheduler
     from localllm.tasks.loading import load_model
+    from localllm.tasks.serving import LocalModels, ServerModels
 
-    key = args.serve_key or os.environ.get("LOCALLLM_SERVE_KEY") or None
-    check_bind(args.bind, key)
+    api_key = args.serve_key or os.environ.get("LOCALLLM_SERVE_KEY") or None
+    check_bind(args.bind, api_key)
     access = access_from(args, settings)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8000")
+    if args.max_loaded < 0:
+        raise UsageError("--max-loaded must be 0 (no limit) or more", hint="e.g. --max-loaded 2")
     if args.queue < 0:
         raise UsageError("--queue must be 0 or more", hint="e.g. --queue 8")
     if not 0 <= args.stream_interval <= 10_000:
@@ -86,6 +99,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         import uvicorn
     except ImportError:
         raise UsageError("serving needs uvicorn and starlette", hint='pip install "localllm[serve]"') from None
+    keep_alive = keep_alive_from(args.keep_alive)
     options = options_from(args, settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -93,20 +107,46 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     served_log.addHandler(handler)
     served_log.setLevel(logging.INFO)
     served_log.propagate = False
-    with load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        engine = Engine(loaded, max_queue=args.queue, embedder=embedder_for(settings, loaded, args.embedding_ctx),
-                        stream_interval=args.stream_interval / 1000)
-        app = build_app(engine, options, key, access=access)
+    report = detect_hardware()
+    loaded = load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx, report=report)
+    try:
+        backend = loaded.choice.name
+        source = LocalModels(settings, report, backend=backend, ctx=options.ctx) \
+            if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
+
+        def make_engine(model: Any) -> Engine:
+            return Engine(model, max_queue=args.queue, embedder=embedder_for(settings, model, args.embedding_ctx),
+                          stream_interval=args.stream_interval / 1000)
+
+        scheduler = Scheduler(source, make_engine, keep_alive=keep_alive, max_loaded=args.max_loaded)
+        key = str(loaded.ref.path) if loaded.served is None else loaded.ref.name
+        scheduler.adopt(key, make_engine(loaded), loaded, default=True)
+    except BaseException:
+        loaded.close()
+        raise
+    try:
+        app = build_app(scheduler, options, api_key, access=access)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
-        note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1 (chat/completions, completions, "
-             f"embeddings), Anthropic /v1/messages, Ollama /api (chat, generate, embed)"
-             f"{' (API key required)' if key else ''}; Ctrl-C stops")
-        try:
-            uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
-        finally:
-            engine.close()
+        note(f"serving {loaded.ref.name} (and every model `localllm list` shows, by name, loaded at its first "
+             f"request and unloaded after {duration_text(keep_alive)} unused) on http://{host}:{args.port}: "
+             f"OpenAI /v1 (chat/completions, completions, embeddings), Anthropic /v1/messages, Ollama /api (chat, "
+             f"generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")
+        uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
+    finally:
+        scheduler.close()
     return 0
+
+
+def keep_alive_from(text: str) -> float:
+    from localllm.core.errors import UsageError
+    from localllm.core.units import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise UsageError(f"--keep-alive {text}: {error}", hint="e.g. --keep-alive 5m, 1h, 0, or -1 (forever)") \
+            from None
 
 
 def embedder_for(settings: Settings, loaded: Any, window: int = EMBEDDING_CTX) -> Callable[[], Any] | None:

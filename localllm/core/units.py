@@ -34,3 +34,56 @@ def plain_number(value: float) -> str:
     if float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+FOREVER = float("inf")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a duration as Ollama's keep_alive takes it: a number of seconds, or text such as ``5m``,
+    ``1h30m``, ``250ms`` or ``-1`` (a bare number is seconds). Any negative duration is FOREVER. ValueError for
+    anything else, with the reason."""
+    import math
+    import re
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError("a duration is a number of seconds or text such as 5m")
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:
+            raise ValueError("a duration is at most 40 characters")
+        try:
+            seconds = float(text)
+        except ValueError:
+            sign = -1.0 if text.startswith("-") else 1.0
+            body = text.lstrip("+-")
+            parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", body)
+            if not body or "".join(number + unit for number, unit in parts) != body:
+                raise ValueError(f"{value!r} is not a duration (e.g. 30s, 5m, 1h, -1 to keep forever)") from None
+            seconds = sign * sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    else:
+        seconds = float(value)
+    if math.isnan(seconds):
+        raise ValueError("a duration cannot be NaN")
+    return FOREVER if seconds < 0 or math.isinf(seconds) else seconds
+
+
+def duration_text(seconds: float) -> str:
+    """``5m``, ``90s``, ``1h30m``, ``forever``: for messages and listings."""
+    if seconds == FOREVER:
+        return "forever"
+    whole = int(round(seconds))
+    if whole < 60 or whole % 60:
+        return f"{seconds:g}s" if whole < 60 else f"{whole // 60}m{whole % 60}s"
+    minutes = whole // 60
+    return f"{minutes // 60}h{minutes % 60}m" if minutes >= 60 and minutes % 60 else \
+        f"{minutes // 60}h" if minutes >= 60 else f"{minutes}m"
+
+
+def parameter_count(count: int) -> str:
+    """``134.5M``, ``7.2B``: a model's parameters as its listings write them."""
+    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= threshold:
+            return f"{count / threshold:.1f}{suffix}"
+    return str(count)

@@ -1,7 +1,7 @@
-"""The ASGI app: the three formats' routes over one engine, the API key, the body size limit, errors in each
-format's own shape (a failure of the server's own is a 500 in that shape and one log line, never a traceback), a
-client that leaves stopping its answer whether streamed or not, and one log line per request with its time to the
-last byte (never the key)."""
+"""The ASGI app: the three formats' routes over the models the scheduler serves by name, the API key, the body
+size limit, errors in each format's own shape (a failure of the server's own is a 500 in that shape and one log
+line, never a traceback), a client that leaves stopping its answer whether streamed or not, and one log line per
+request with its time to the last byte (never the key)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from localllm.core.options import GenerationOptions
 from localllm.server import anthropic_api, ollama_api, openai_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
-from localllm.server.wire import body_json
+from localllm.server.scheduler import Lease, Scheduler
+from localllm.server.wire import body_json, keep_alive_of, model_of
 
 logger = logging.getLogger("localllm.serve")
 T = TypeVar("T")
@@ -67,15 +68,32 @@ def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
                          hint=f"pass {flag} KEY, or keep the default --host 127.0.0.1")
 
 
-def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = None, max_body: int = MAX_BODY,
-              access: AccessPolicy | None = None):
-    """``access``: the Host and Origin rule in front of every route (serve always passes one; None, for tests that
-    call the app in-process, checks neither)."""
+def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: str | None = None,
+              max_body: int = MAX_BODY, access: AccessPolicy | None = None):
+    """``models``: the scheduler of the models served by name (an engine alone: that one model, for tests that
+    build the app in-process). ``access``: the Host and Origin rule in front of every route (serve always passes
+    one; None, for tests that call the app in-process, checks neither)."""
+    from contextlib import asynccontextmanager
+
     from starlette.applications import Starlette
     from starlette.requests import ClientDisconnect
     from starlette.requests import Request as HttpRequest
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
+
+    scheduler = models if isinstance(models, Scheduler) else Scheduler.serving(models)
+
+    async def engine_for(request: HttpRequest, body: dict[str, Any], keep_alive: float | None = None) -> Engine:
+        """The engine of the model the request names (loading it if need be), held until the request's last
+        byte is sent."""
+        lease = await scheduler.lease(model_of(body), keep_alive)
+        request.state.leases.append(lease)
+        return lease.engine
+
+    def release(leases: list[Lease]) -> None:
+        for lease in leases:
+            lease.release()
+        leases.clear()
 
     def format_of(path: str) -> Any:
         return anthropic_api if path.startswith("/v1/messages") else ollama_api if path.startswith("/api/") \
@@ -124,6 +142,8 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
             self.closing = [self.body_iterator, formatted, source]
             self.started = time.monotonic()
             self.note = "streamed; the client went away"
+            self.leases: list[Lease] = []
+            """The request's hold on its model, released when the stream ends."""
 
         async def _guarded(self, fmt: Any, events: AsyncIterator[str]) -> AsyncIterator[str]:
             try:
@@ -144,12 +164,21 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
             finally:
                 for iterator in self.closing:
                     await iterator.aclose()  # type: ignore[attr-defined]
+                release(self.leases)
                 log(self.request, self.status_code, self.started, self.note)
 
     def endpoint(handler: Callable[[HttpRequest], Awaitable[Response]]):
         async def run(request: HttpRequest) -> Response:
             started = time.monotonic()
             note = ""
+            leases: list[Lease] = []
+            request.state.leases = leases
+            try:
+                return await answer(request, started, note, leases)
+            finally:
+                release(leases)  # a stream took its own (and left this list empty)
+
+        async def answer(request: HttpRequest, started: float, note: str, leases: list[Lease]) -> Response:
             try:
                 if not authorized(request):
                     raise ApiError(401, "a valid API key is needed (Authorization: Bearer KEY, or x-api-key)",
@@ -167,12 +196,14 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
                                                                      "api_error"))
             if isinstance(response, Stream):
                 response.started = started  # logged when the stream ends
+                response.leases = leases[:]  # released then
+                leases.clear()
             else:
                 log(request, response.status_code, started, note)
             return response
         return run
 
-    async def generation(request: HttpRequest, fmt: Any, parsed: Request, stream: bool,
+    async def generation(request: HttpRequest, engine: Engine, fmt: Any, parsed: Request, stream: bool,
                          whole: Callable[[Request], Awaitable[dict[str, Any]]],
                          events: Callable[[AsyncIterator[Chunk]], AsyncIterator[str]], media: str) -> Response:
         if not stream:
@@ -197,51 +228,77 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
 
         return Stream(request, fmt, all_chunks(), events, media)
 
+    def listed() -> list[Any]:
+        """Each served model once, by its first name (NAME:QUANT aliases left out)."""
+        seen: dict[str, Any] = {}
+        for served in scheduler.names():
+            seen.setdefault(served.key, served)
+        return list(seen.values())
+
     async def openai_models(request: HttpRequest) -> Response:
-        return JSONResponse(openai_api.models(engine))
+        return JSONResponse(openai_api.models([served.name for served in listed()]))
 
     async def openai_model(request: HttpRequest) -> Response:
-        return JSONResponse(openai_api.model(engine, request.path_params["name"]))
+        wanted = request.path_params["name"]
+        key = scheduler.resolve(wanted)
+        name = next((served.name for served in listed() if served.key == key), wanted)
+        return JSONResponse(openai_api.model(name))
 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
         parsed = openai_api.parse(body, options)
         include_usage = openai_api.include_usage(body)
-        return await generation(request, openai_api, parsed, openai_api.streamed(body),
+        engine = await engine_for(request, body)
+        return await generation(request, engine, openai_api, parsed, openai_api.streamed(body),
                                 lambda r: openai_api.complete(engine, r),
                                 lambda c: openai_api.stream(engine, c, include_usage), "text/event-stream")
 
     async def openai_completions(request: HttpRequest) -> Response:
-        engine.check_text_completion()  # before the window is asked for: a backend without raw text has none
         body = await body_of(request)
+        engine = await engine_for(request, body)
+        engine.check_text_completion()  # before the window is asked for: a backend without raw text has none
         parsed, echo = openai_api.parse_completion(body, options, engine.window)
         include_usage = openai_api.include_usage(body)
-        return await generation(request, openai_api, parsed[0], openai_api.streamed(body),
+        return await generation(request, engine, openai_api, parsed[0], openai_api.streamed(body),
                                 lambda _: openai_api.complete_text(engine, parsed, echo),
                                 lambda c: openai_api.stream_text(engine, c, parsed, echo, include_usage),
                                 "text/event-stream")
 
     async def openai_embeddings(request: HttpRequest) -> Response:
         body = await body_of(request)
-        return JSONResponse(await openai_api.embeddings(engine, *openai_api.parse_embeddings(body)))
+        parsed = openai_api.parse_embeddings(body)
+        engine = await engine_for(request, body)
+        return JSONResponse(await openai_api.embeddings(engine, *parsed))
 
     def ollama_embed(legacy: bool):
         async def handle(request: HttpRequest) -> Response:
-            return JSONResponse(await ollama_api.embed(engine, await body_of(request), legacy))
+            body = await body_of(request)
+            engine = await engine_for(request, body, keep_alive_of(body))
+            return JSONResponse(await ollama_api.embed(engine, body, legacy))
         return handle
 
     async def anthropic_messages(request: HttpRequest) -> Response:
         body = await body_of(request)
         parsed = anthropic_api.parse(body, options)
-        return await generation(request, anthropic_api, parsed, anthropic_api.streamed(body),
+        engine = await engine_for(request, body)
+        return await generation(request, engine, anthropic_api, parsed, anthropic_api.streamed(body),
                                 lambda r: anthropic_api.complete(engine, r),
                                 lambda c: anthropic_api.stream(engine, c), "text/event-stream")
 
     def ollama_generation(chat: bool):
         async def handle(request: HttpRequest) -> Response:
             body = await body_of(request)
+            keep_alive = keep_alive_of(body)
+            if ollama_api.loads_only(body, chat):  # Ollama's idiom: nothing to answer, only load or unload
+                if keep_alive == 0:
+                    scheduler.resolve(model_of(body))  # an unknown name is still a 404
+                    await scheduler.unload(model_of(body))
+                    return JSONResponse(ollama_api.loaded_reply(model_of(body) or "", chat, "unload"))
+                engine = await engine_for(request, body, keep_alive)
+                return JSONResponse(ollama_api.loaded_reply(engine.name, chat, "load"))
             parsed = ollama_api.parse(body, options, chat=chat)
-            return await generation(request, ollama_api, parsed, ollama_api.streamed(body),
+            engine = await engine_for(request, body, keep_alive)
+            return await generation(request, engine, ollama_api, parsed, ollama_api.streamed(body),
                                     lambda r: ollama_api.complete(engine, r, chat),
                                     lambda c: ollama_api.stream(engine, c, chat), "application/x-ndjson")
         return handle
@@ -250,19 +307,29 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         return JSONResponse(ollama_api.version())
 
     async def ollama_tags(request: HttpRequest) -> Response:
-        return JSONResponse(ollama_api.tags(engine))
+        described = await asyncio.to_thread(lambda: [scheduler.source.describe(s) for s in listed()])
+        return JSONResponse(ollama_api.tags(described))
 
     async def ollama_ps(request: HttpRequest) -> Response:
-        return JSONResponse(ollama_api.ps(engine))
+        return JSONResponse(ollama_api.ps(scheduler.loaded()))
 
     async def ollama_show(request: HttpRequest) -> Response:
-        return JSONResponse(ollama_api.show(engine))
+        body = await body_of(request)
+        wanted = model_of(body, "model", "name")
+        key = scheduler.resolve(wanted)
+        slot = scheduler.slots.get(key or "")
+        served = next((s for s in listed() if s.key == key), None)
+        described = await asyncio.to_thread(scheduler.source.describe, served) if served else None
+        return JSONResponse(ollama_api.show(slot.engine if slot else None, described))
 
     async def root(request: HttpRequest) -> Response:
-        listed = [f"{method} {route.path}" for route in routes for method in sorted(route.methods or ())
-                  if method != "HEAD" and route.path != "/"]
-        return JSONResponse({"model": engine.name, "formats": {"openai": "/v1", "anthropic": "/v1/messages",
-                                                               "ollama": "/api"}, "routes": listed})
+        listed_routes = [f"{method} {route.path}" for route in routes for method in sorted(route.methods or ())
+                         if method != "HEAD" and route.path != "/"]
+        default = scheduler.default
+        return JSONResponse({"model": default.name if default else None,
+                             "models": [served.name for served in listed()],
+                             "formats": {"openai": "/v1", "anthropic": "/v1/messages", "ollama": "/api"},
+                             "routes": listed_routes})
 
     routes = [
         Route("/", endpoint(root)),
@@ -296,5 +363,16 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         log(request, refusal.status, time.monotonic(), refusal.message)
         return error_response(path, refusal)
 
-    return Starlette(routes=routes, exception_handlers={404: unrouted, 405: unrouted}, middleware=guard(
-        access, lambda path, reason: error_response(path, ApiError(403, reason, "permission_error")), logger))
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        reaper = asyncio.ensure_future(scheduler.reap())  # unloads the models whose keep-alive ran out
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await asyncio.gather(reaper, return_exceptions=True)
+
+    refuse = guard(access, lambda path, reason: error_response(path, ApiError(403, reason, "permission_error")),
+                   logger)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: unrouted, 405: unrouted},
+                     middleware=refuse)

@@ -16,7 +16,9 @@ from localllm.core.finish import finish_of
 from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall
+from localllm.core.units import FOREVER, parameter_count
 from localllm.server.engine import ApiError, Engine, Request
+from localllm.server.scheduler import Slot
 from localllm.server.wire import (
     MAX_INPUTS,
     MAX_MESSAGES,
@@ -36,6 +38,7 @@ from localllm.server.wire import (
     text_of,
     where,
 )
+from localllm.tasks.serving import Described
 
 OPTION_FIELDS = {"temperature": ("temperature", 0.0, 5.0), "top_p": ("top_p", 0.0, 1.0),
                  "min_p": ("min_p", 0.0, 1.0), "repeat_penalty": ("repeat_penalty", 0.0, 10.0)}
@@ -53,47 +56,85 @@ def version() -> dict[str, str]:
     return {"version": f"0.6.5-localllm-{__version__}"}
 
 
-def details(engine: Engine) -> dict[str, Any]:
-    info = engine.loaded.info
-    return {"format": "gguf", "family": str(getattr(info, "architecture", "") or ""),
-            "parameter_size": "", "quantization_level": str(getattr(info, "quant", "") or "")}
+def details(info: Any) -> dict[str, Any]:
+    """Family, parameter size and quantization, from a model's metadata (empty where unknown)."""
+    parameters = int(getattr(info, "parameters", 0) or 0)
+    label = getattr(info, "size_label", None) or (parameter_count(parameters) if parameters else "")
+    family = str(getattr(info, "architecture", "") or "")
+    return {"parent_model": "", "format": "gguf", "family": family, "families": [family] if family else None,
+            "parameter_size": str(label or ""), "quantization_level": str(getattr(info, "quant", "") or "")}
 
 
 STAYS_LOADED = "2318-01-01T00:00:00Z"
 """/api/ps's expires_at for a model kept until the server stops (Ollama's clients say "Forever" for such a date)."""
 
 
-def _file_facts(engine: Engine) -> tuple[int, str]:
-    """The model file's size and time (a server backend's model has no file here: 0, and now)."""
-    path = engine.loaded.ref.path
-    try:
-        stat = path.stat() if engine.loaded.served is None and str(path) else None
-    except OSError:
-        stat = None
-    if stat is None:
-        return 0, now()
-    return stat.st_size, _iso(datetime.fromtimestamp(stat.st_mtime, UTC))
+def _digest(described: Described | None) -> str:
+    return f"sha256:{described.digest}" if described and described.digest else ""
 
 
-def tags(engine: Engine) -> dict[str, Any]:
-    size, modified = _file_facts(engine)
-    return {"models": [{"name": engine.name, "model": engine.name, "modified_at": modified, "size": size,
-                        "digest": "", "details": details(engine)}]}
+def tags(described: list[Described]) -> dict[str, Any]:
+    """Every served model, with its file's size and time (a server backend's models have no file here)."""
+    models = []
+    for model in described:
+        modified = _iso(model.modified) if model.modified else now()
+        models.append({"name": model.name, "model": model.name, "modified_at": modified, "size": model.size,
+                       "digest": _digest(model), "details": details(model.info)})
+    return {"models": models}
 
 
-def ps(engine: Engine) -> dict[str, Any]:
+def ps(slots: list[Slot]) -> dict[str, Any]:
     """The models loaded now (oterm asks after each answer, for the window it fits a long chat into): sizes are
-    the load plan's, weights, cache and compute together, and the part of them on the GPU."""
-    memory = engine.loaded.plan.memory
-    return {"models": [{"name": engine.name, "model": engine.name, "size": memory.total, "size_vram": memory.gpu,
-                        "digest": "", "details": details(engine), "expires_at": STAYS_LOADED,
-                        "context_length": engine.window}]}
+    the load plan's, weights, cache and compute together, and the part of them on the GPU; a model in use expires
+    its keep-alive after its last request ends."""
+    models = []
+    for slot in slots:
+        engine = slot.engine
+        memory = engine.loaded.plan.memory
+        if slot.keep_alive == FOREVER:
+            expires = STAYS_LOADED
+        else:
+            moment = slot.expires_at if slot.expires_at is not None else time.time() + slot.keep_alive
+            expires = _iso(datetime.fromtimestamp(moment, UTC))
+        models.append({"name": engine.name, "model": engine.name, "size": memory.total, "size_vram": memory.gpu,
+                       "digest": "", "details": details(engine.loaded.info), "expires_at": expires,
+                       "context_length": engine.window})
+    return {"models": models}
 
 
-def show(engine: Engine) -> dict[str, Any]:
-    capabilities = ["completion", "tools"] + (["embedding"] if engine.loaded.backend.capabilities.embeddings else [])
-    return {"details": details(engine), "model_info": {"general.context_length": engine.window},
-            "capabilities": capabilities, "modified_at": now()}
+def show(engine: Engine | None, described: Described | None) -> dict[str, Any]:
+    """A model's details, loaded (``engine``) or not: the window it runs with, else the one it was trained on."""
+    info = engine.loaded.info if engine is not None else described.info if described else None
+    window = engine.window if engine is not None else int(getattr(info, "context_length", 0) or 0)
+    embeddings = engine.loaded.backend.capabilities.embeddings if engine is not None else info is not None
+    capabilities = ["completion", "tools"] + (["embedding"] if embeddings else [])
+    model_info: dict[str, Any] = {"general.context_length": window}
+    architecture = str(getattr(info, "architecture", "") or "")
+    if architecture:
+        model_info["general.architecture"] = architecture
+        model_info[f"{architecture}.context_length"] = window
+        parameters = int(getattr(info, "parameters", 0) or 0)
+        if parameters:
+            model_info["general.parameter_count"] = parameters
+    modified = described.modified if described and described.modified else None
+    return {"details": details(info), "model_info": model_info, "capabilities": capabilities,
+            "modified_at": _iso(modified) if modified else now()}
+
+
+def loads_only(body: dict[str, Any], chat: bool) -> bool:
+    """Ollama's load and unload idiom: a request with nothing to answer (no prompt, or an empty message list)."""
+    if chat:
+        return body.get("messages") is None or body.get("messages") == []
+    return body.get("prompt") in (None, "") and not body.get("suffix")
+
+
+def loaded_reply(name: str, chat: bool, reason: str) -> dict[str, Any]:
+    reply: dict[str, Any] = {"model": name, "created_at": now(), "done": True, "done_reason": reason}
+    if chat:
+        reply["message"] = {"role": "assistant", "content": ""}
+    else:
+        reply["response"] = ""
+    return reply
 
 
 def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Request:
@@ -129,9 +170,6 @@ def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Reque
         changes["json_schema"] = {"type": "object"}
     elif fmt not in (None, ""):
         raise ApiError(400, 'format must be "json" or a JSON schema object')
-    keep_alive = body.get("keep_alive")  # the model stays loaded while serve runs: checked, not used
-    if keep_alive is not None and (isinstance(keep_alive, bool) or not isinstance(keep_alive, (int, float, str))):
-        raise ApiError(400, 'keep_alive must be a duration: a number of seconds or a string such as "5m"')
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", function_tool) if chat else []
     return Request(messages, options_from(base, changes), tools)
 

@@ -47,15 +47,13 @@ COMPLETION_MAX_TOKENS = 16
 """/v1/completions' default answer length when a request names none: OpenAI's own (and llama.cpp's server's)."""
 
 
-def models(engine: Engine) -> dict[str, Any]:
-    return {"object": "list", "data": [model(engine, engine.name)]}
+def models(names: list[str]) -> dict[str, Any]:
+    return {"object": "list", "data": [model(name) for name in names]}
 
 
-def model(engine: Engine, wanted: str) -> dict[str, Any]:
-    """One served model (the SDKs' models.retrieve); another name is a 404 naming what is served."""
-    if wanted not in (engine.name, f"{engine.name}:latest"):
-        raise ApiError(404, f"the model {wanted!r} is not served here; served: {engine.name}", "not_found_error")
-    return {"id": engine.name, "object": "model", "created": 0, "owned_by": "localllm"}
+def model(name: str) -> dict[str, Any]:
+    """One served model (the SDKs' models.retrieve)."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "localllm"}
 
 
 def parse(body: dict[str, Any], base: GenerationOptions) -> Request:

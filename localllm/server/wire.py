@@ -287,3 +287,35 @@ def offering(messages: list[Message], options: GenerationOptions, tools: list[To
     if choice == "none":
         return Request(messages, options, [], "auto")
     return Request(messages, options, tools, choice)
+
+
+MAX_MODEL_NAME = 400
+"""Characters a model name may have (Ollama's longest real names are under 100)."""
+
+
+def model_of(body: dict[str, Any], *keys: str) -> str | None:
+    """The model a request names (the first of ``keys`` given; ``model`` by default), or None for the default one.
+    """
+    for key in keys or ("model",):
+        value = body.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ApiError(400, f"{key} must be a string: the name of a served model (GET /v1/models lists them)")
+        if len(value) > MAX_MODEL_NAME or not value.isprintable():
+            raise ApiError(400, f"{key} is not a model name (printable, at most {MAX_MODEL_NAME} characters)")
+        return value
+    return None
+
+
+def keep_alive_of(body: dict[str, Any]) -> float | None:
+    """Ollama's keep_alive in seconds (FOREVER for a negative one), or None for the server's default."""
+    from localllm.core.units import parse_duration
+
+    value = body.get("keep_alive")
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as error:
+        raise ApiError(400, f"keep_alive must be a duration: {error}") from None

@@ -19,19 +19,22 @@ import httpx
 import pytest
 import test_serve
 
+MODEL = "smollm2-135m"
+"""The bundled model, as serve names it: a request must name a served model."""
+
 server = test_serve.server  # the same `localllm serve` process as tests/test_serve.py's (one per module)
 KEY = test_serve.KEY
 STORY = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
 NUMBERS = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,"
 LONG: dict[str, dict[str, Any]] = {
-    "/v1/chat/completions": {"model": "m", "max_tokens": 3000, "messages": STORY},
-    "/v1/messages": {"model": "m", "max_tokens": 3000, "messages": STORY},
-    "/api/chat": {"model": "m", "stream": False, "options": {"num_predict": 3000}, "messages": STORY},
-    "/v1/completions": {"model": "m", "max_tokens": 1000, "prompt": [NUMBERS] * 8},
+    "/v1/chat/completions": {"model": MODEL, "max_tokens": 3000, "messages": STORY},
+    "/v1/messages": {"model": MODEL, "max_tokens": 3000, "messages": STORY},
+    "/api/chat": {"model": MODEL, "stream": False, "options": {"num_predict": 3000}, "messages": STORY},
+    "/v1/completions": {"model": MODEL, "max_tokens": 1000, "prompt": [NUMBERS] * 8},
 }
 """Answers that take the model far longer than a second (thousands of tokens, or 8 prompts in turn): the bundled
 model, greedy, tells this story to the token limit."""
-PROMPT = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+PROMPT = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
 
 
 def request_bytes(url: str, route: str, body: bytes, length: int | None = None) -> bytes:
@@ -127,7 +130,7 @@ def test_a_client_that_leaves_while_sending_its_body_is_one_log_line(server) -> 
     parts = urlsplit(url)
     offset = Path(log).stat().st_size
     with socket.create_connection((parts.hostname, parts.port)) as sock:
-        sock.sendall(request_bytes(url, "/v1/chat/completions", b'{"model": "m", "messa', length=1000))
+        sock.sendall(request_bytes(url, "/v1/chat/completions", b'{"model": MODEL, "messa', length=1000))
         time.sleep(0.3)
     text = log_since(log, offset, "POST /v1/chat/completions 499")
     assert len([line for line in text.splitlines() if "POST /v1/chat/completions" in line]) == 1, text
@@ -143,13 +146,13 @@ def test_each_request_is_one_log_line_with_its_time_to_the_last_byte(server) -> 
     offset = Path(log).stat().st_size
     started = time.monotonic()
     with httpx.stream("POST", f"{url}/api/chat", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                      json={"model": "m", "options": {"num_predict": 60}, "messages": STORY}) as response:
+                      json={"model": MODEL, "options": {"num_predict": 60}, "messages": STORY}) as response:
         assert response.status_code == 200, response.read()
         lines = [json.loads(line) for line in response.iter_lines() if line]
     took = time.monotonic() - started
     assert lines[-1]["done"] and lines[-1]["eval_count"] == 60 and len(lines) > 2
     plain = httpx.post(f"{url}/api/generate", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
-                       json={"model": "m", "stream": False, "prompt": "Hi", "options": {"num_predict": 4}})
+                       json={"model": MODEL, "stream": False, "prompt": "Hi", "options": {"num_predict": 4}})
     assert plain.status_code == 200
     text = log_since(log, offset, "POST /api/generate")
     (streamed,) = [line for line in text.splitlines() if "POST /api/chat" in line]

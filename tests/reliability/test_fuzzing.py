@@ -71,7 +71,9 @@ def bounded(call, size: int) -> None:
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert time.perf_counter() - started < 5
+    # A hang, not a speed: under tracemalloc, on a machine busy with the rest of the suite, a first import of a
+    # document library alone has taken over 5 seconds
+    assert time.perf_counter() - started < 30
     assert peak <= 2 * size + SLACK, f"{peak:,} bytes traced for {size:,} bytes of input"
 
 

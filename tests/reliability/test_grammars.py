@@ -21,6 +21,9 @@ from conftest import run_cli
 
 from localllm.backends.grammars import MAX_REPEAT, GrammarGate, GrammarRefused, schema_rules, translate_pattern
 
+MODEL = "smollm2-135m"
+"""The bundled model, as serve names it: a request must name a served model."""
+
 pytestmark = pytest.mark.model
 ROOT = Path(__file__).resolve().parents[2]
 server = test_serve.server  # a real `localllm serve` process on loopback with the bundled model
@@ -128,16 +131,16 @@ def test_serve_answers_every_such_schema_and_tool_and_stays_up(server):
     ask = [{"role": "user", "content": "Answer in JSON."}]
     for name, schema in CRASHERS.items():
         formatted = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=120, json={
-            "model": "m", "max_tokens": 6, "messages": ask,
+            "model": MODEL, "max_tokens": 6, "messages": ask,
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
         assert formatted.status_code == 200, (name, formatted.text)
         tool = {"type": "function", "function": {"name": 'ship "it"', "parameters": {
             "type": "object", "properties": {"value": schema}, "required": ["value"]}}}
         called = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=120, json={
-            "model": "m", "max_tokens": 6, "messages": ask, "tools": [tool], "tool_choice": "required"})
+            "model": MODEL, "max_tokens": 6, "messages": ask, "tools": [tool], "tool_choice": "required"})
         assert called.status_code == 200, (name, called.text)
     ollama = httpx.post(f"{url}/api/chat", headers=headers, timeout=120, json={
-        "model": "m", "stream": False, "options": {"num_predict": 6}, "messages": ask,
+        "model": MODEL, "stream": False, "options": {"num_predict": 6}, "messages": ask,
         "format": CRASHERS["a digit class"]})
     assert ollama.status_code == 200, ollama.text
     assert "Fatal Python error" not in log.read_text() and "Traceback" not in log.read_text()
@@ -155,7 +158,7 @@ def test_eight_small_requests_with_huge_counts_leave_serve_small(server):
         schema = {"type": "object", "properties": {f"f{index}": {"type": "string", "minLength": 10**6 + index,
                                                                 "maxLength": 10**7}}}
         answered = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=120, json={
-            "model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}],
+            "model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
         assert answered.status_code == 200, answered.text
     assert process.memory_info().rss - before < 100 * 1024 * 1024

@@ -29,6 +29,9 @@ from helpers.backend_servers import end_with_children, free_port
 from localllm.core.access import AccessPolicy, access_policy
 from localllm.core.errors import UsageError
 
+MODEL = "smollm2-135m"
+"""The bundled model, as serve names it: a request must name a served model."""
+
 ALLOWED = "http://allowed.test:*"
 FROM_OLLAMA = "https://ollama-origin.example"
 KEY = "origins-key-2468"
@@ -267,7 +270,8 @@ def test_a_foreign_host_is_refused_on_every_route_in_its_apis_error_shape(serve)
     openai_shape = httpx.get(f"{url}/v1/models", headers=foreign)
     ollama_shape = httpx.get(f"{url}/api/tags", headers=foreign)
     anthropic_shape = httpx.post(f"{url}/v1/messages", headers=foreign,
-                                 json={"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+                                 json={"model": MODEL, "max_tokens": 4,
+                                       "messages": [{"role": "user", "content": "hi"}]})
     unknown = httpx.get(f"{url}/a/route/added/later", headers=foreign)
     assert [r.status_code for r in (openai_shape, ollama_shape, anthropic_shape, unknown)] == [403] * 4
     assert openai_shape.json()["error"]["type"] == "permission_error"
@@ -286,7 +290,7 @@ def test_a_foreign_origin_is_refused_and_an_allowed_one_gets_its_cors_headers(se
     """A browser's request from another site, or with `Origin: null`, gets a 403 before it reaches the model; no Origin
     (curl, SDKs), this machine's pages, apps and allowed origins pass, the browser ones with their CORS header."""
     url, log = serve
-    body = {"model": "m", "prompt": "Say a word.", "stream": False, "options": {"num_predict": 2}}
+    body = {"model": MODEL, "prompt": "Say a word.", "stream": False, "options": {"num_predict": 2}}
     for origin in ("https://evil.example", "null", "http://allowed.test.evil.example:8000"):
         refused = httpx.post(f"{url}/api/generate", headers={"Origin": origin}, json=body)
         assert refused.status_code == 403, origin

@@ -19,15 +19,18 @@ import test_serve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+MODEL = "smollm2-135m"
+"""The bundled model, as serve names it: a request must name a served model."""
+
 server = test_serve.server  # the same `localllm serve` process as tests/test_serve.py's (one per module)
 HEADERS = {"Authorization": f"Bearer {test_serve.KEY}"}
 HI = [{"role": "user", "content": "Hi"}]
 BASES: dict[str, dict[str, Any]] = {
-    "/v1/chat/completions": {"model": "m", "max_tokens": 2, "messages": HI},
-    "/v1/completions": {"model": "m", "max_tokens": 2, "prompt": "Once upon a time"},
-    "/v1/messages": {"model": "m", "max_tokens": 2, "messages": HI},
-    "/api/chat": {"model": "m", "stream": False, "options": {"num_predict": 2}, "messages": HI},
-    "/api/generate": {"model": "m", "stream": False, "options": {"num_predict": 2}, "prompt": "Hi"},
+    "/v1/chat/completions": {"model": MODEL, "max_tokens": 2, "messages": HI},
+    "/v1/completions": {"model": MODEL, "max_tokens": 2, "prompt": "Once upon a time"},
+    "/v1/messages": {"model": MODEL, "max_tokens": 2, "messages": HI},
+    "/api/chat": {"model": MODEL, "stream": False, "options": {"num_predict": 2}, "messages": HI},
+    "/api/generate": {"model": MODEL, "stream": False, "options": {"num_predict": 2}, "prompt": "Hi"},
 }
 TEXT_FIELD = {"/v1/chat/completions": ("messages", 0, "content"), "/v1/completions": ("prompt",),
               "/v1/messages": ("messages", 0, "content"), "/api/chat": ("messages", 0, "content"),
@@ -326,7 +329,8 @@ def test_the_server_log_holds_no_traceback_after_all_of_it(server) -> None:
 
 
 def test_a_bug_of_the_servers_own_is_a_500_in_the_format_and_one_log_line(caplog) -> None:
-    """A bug in a handler (here an engine with no model behind it) is a 500 in the API's shape and one log line."""
+    """A bug in a handler (here a scheduler with no models behind it) is a 500 in the API's shape and one log
+    line."""
     from types import SimpleNamespace
 
     from starlette.testclient import TestClient
@@ -334,8 +338,9 @@ def test_a_bug_of_the_servers_own_is_a_500_in_the_format_and_one_log_line(caplog
     from localllm.core.options import preset
     from localllm.server.app import build_app
     from localllm.server.engine import Engine
+    from localllm.server.scheduler import Scheduler
 
-    app = build_app(Engine(SimpleNamespace()), preset("precise"))
+    app = build_app(Scheduler(SimpleNamespace(), Engine), preset("precise"))  # type: ignore[arg-type]
     with TestClient(app, raise_server_exceptions=True) as client, caplog.at_level(logging.INFO, "localllm.serve"):
         openai_error = client.get("/v1/models")
         ollama_error = client.get("/api/tags")

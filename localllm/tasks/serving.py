@@ -1,0 +1,164 @@
+"""What `serve` needs to serve many models by name: which names it answers to, which model a name means, what is
+known of each without loading it, and loading one beside the models already loaded, planned for the memory they
+leave. Two sources: the local models (`localllm list`'s) and a server backend's (Ollama's, an OpenAI-compatible
+server's), whose names are the server's own."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from localllm.backends import backend_class
+from localllm.core.model import ModelInfo
+from localllm.core.settings import Settings
+from localllm.hardware.report import HardwareReport
+from localllm.tasks.loading import LoadedModel, load_model
+
+logger = logging.getLogger("localllm")
+LATEST = ":latest"
+"""Ollama's tag for "the one version": its clients add it to every name they show and send."""
+
+
+@dataclass(frozen=True)
+class ServedName:
+    """A name a client may send, and the key of the model it means (two names of one file share a key)."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Described:
+    """What a listing says of a model without loading it."""
+
+    name: str
+    key: str
+    size: int = 0
+    modified: datetime | None = None
+    info: ModelInfo | None = None
+    digest: str = ""
+    """sha256 of the file, where it is known without reading the file (a pull's manifest, Ollama's blob name)."""
+
+
+class ModelSource(Protocol):
+    def names(self) -> list[ServedName]: ...
+
+    def key_of(self, name: str) -> str | None:
+        """The key ``name`` means; None for a name this source does not serve."""
+
+    def load(self, name: str | None, beside: list[LoadedModel]) -> LoadedModel:
+        """Load ``name`` (None: the default) planned beside the ``beside`` models; WontFit before loading when it
+        does not fit there."""
+
+    def describe(self, served: ServedName) -> Described: ...
+
+
+def normalized(name: str) -> str:
+    return name.strip().lower().removesuffix(LATEST)
+
+
+class LocalModels:
+    """The models `localllm list` shows, by name and NAME:QUANT (first found first, as -m finds them). Paths are
+    not names here: a client of the server does not choose files on this machine."""
+
+    def __init__(self, settings: Settings, report: HardwareReport, *, backend: str, ctx: int | None) -> None:
+        self.settings, self.report, self.backend, self.ctx = settings, report, backend, ctx
+
+    def names(self) -> list[ServedName]:
+        from localllm.store.locate import installed_models
+
+        names: dict[str, ServedName] = {}
+        for ref in installed_models(self.settings):
+            for name in (ref.name, f"{ref.name}:{ref.quant.lower()}" if ref.quant else ""):
+                if name and name not in names:
+                    names[name] = ServedName(name, str(ref.path))
+        return list(names.values())
+
+    def key_of(self, name: str) -> str | None:
+        from localllm.store.locate import looks_like_path
+
+        wanted = normalized(name)
+        if not wanted or looks_like_path(wanted):
+            return None
+        return next((served.key for served in self.names() if served.name == wanted), None)
+
+    def load(self, name: str | None, beside: list[LoadedModel]) -> LoadedModel:
+        """``name`` is a served name, or the path serve's -m gave (the default model loaded again)."""
+        from localllm.store.locate import looks_like_path
+
+        if name and not looks_like_path(name):
+            name = normalized(name)
+        return load_model(self.settings, name or None, backend=self.backend, ctx=self.ctx,
+                          report=memory_left(self.report, beside))
+
+    def describe(self, served: ServedName) -> Described:
+        from localllm.store.gguf_info import ModelInfoCache
+        from localllm.store.manifest import read_manifest
+
+        path = Path(served.key)
+        try:
+            stat = path.stat()
+        except OSError:
+            return Described(served.name, served.key)
+        try:
+            info: ModelInfo | None = ModelInfoCache(self.settings.paths.cache_dir).get(path)
+        except Exception as error:  # noqa: BLE001 - an unreadable file is listed without details, not a failure
+            logger.debug("no details for %s: %s", path, error)
+            info = None
+        manifest = read_manifest(path)
+        digest = getattr(manifest, "sha256", "") or ""
+        if not digest and path.name.startswith("sha256-") and len(path.name) == 71:  # Ollama's blob store
+            digest = path.name[7:]
+        return Described(served.name, served.key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC), info,
+                         digest)
+
+
+class ServerModels:
+    """A server backend's models, by the server's names, passed as they came (an OpenAI-compatible server's ids are
+    case-sensitive). Memory is the server's business: nothing is planned here."""
+
+    def __init__(self, settings: Settings, *, backend: str, ctx: int | None) -> None:
+        self.settings, self.backend, self.ctx = settings, backend, ctx
+
+    def names(self) -> list[ServedName]:
+        from localllm.core.errors import LocalLLMError
+
+        instance = backend_class(self.backend).from_settings(self.settings)
+        try:
+            listing = getattr(instance, "list_models", None)
+            entries = listing() if listing is not None else []
+        except (LocalLLMError, OSError):
+            entries = []
+        finally:
+            instance.close()
+        found = [str(e.get("name") or e.get("id") or e.get("model") or "") for e in entries if isinstance(e, dict)]
+        return [ServedName(name, name) for name in found if name]
+
+    def key_of(self, name: str) -> str | None:
+        return name
+
+    def load(self, name: str | None, beside: list[LoadedModel]) -> LoadedModel:
+        return load_model(self.settings, name, backend=self.backend, ctx=self.ctx)
+
+    def describe(self, served: ServedName) -> Described:
+        return Described(served.name, served.key)
+
+
+def memory_left(report: HardwareReport, loaded: Iterable[LoadedModel]) -> HardwareReport:
+    """``report`` less what the loaded models were planned to take: the room a model loaded beside them has. (The
+    free memory the system reports would count a loaded model's weights, mapped from its file, as reclaimable
+    cache.)"""
+    ram, gpu = report.ram_available, [g.free_bytes for g in report.gpus]
+    for model in loaded:
+        memory = model.plan.memory
+        ram -= memory.total if report.unified_memory else memory.cpu
+        left = memory.gpu
+        for index, free in enumerate(gpu):
+            taken = min(free, left)
+            gpu[index], left = free - taken, left - taken
+    gpus = tuple(replace(g, free_bytes=max(0, free)) for g, free in zip(report.gpus, gpu, strict=True))
+    return replace(report, ram_available=max(0, ram), gpus=gpus)

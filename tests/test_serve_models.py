@@ -1,0 +1,172 @@
+"""`localllm serve` serving every model by name: a second model (a copy of the bundled file in a configured model
+folder, so a second real GGUF) loaded at its first request, the least recently used unloaded to make room, Ollama's
+keep_alive and its load and unload idioms, an unknown name refused in each API's own shape; and the scheduler's
+memory planning with real models in-process."""
+
+import asyncio
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import cli_executable
+from helpers.backend_servers import free_port
+
+FIRST, SECOND = "smollm2-135m", "second-smol"
+
+
+def second_model_home(root: Path, bundled_model: Path) -> Path:
+    """A home whose config names a model folder holding a copy of the bundled model under another name."""
+    models, home = root / "models", root / "home"
+    models.mkdir()
+    (home / "config").mkdir(parents=True)
+    try:
+        os.link(bundled_model, models / f"{SECOND}.gguf")  # the same bytes without a second copy on disk
+    except OSError:
+        shutil.copyfile(bundled_model, models / f"{SECOND}.gguf")
+    (home / "config" / "config.toml").write_text(f'model_dirs = ["{models}"]\n')
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, bundled_model):
+    home = second_model_home(tmp_path_factory.mktemp("serve-models"), bundled_model)
+    port = free_port()
+    log_path = home / "serve.log"
+    log = log_path.open("w")
+    process = subprocess.Popen([cli_executable(), "serve", "--port", str(port), "--max-loaded", "1",
+                                "--preset", "precise"], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "LOCALLLM_HOME": str(home)})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/version", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        assert process.poll() is None, log_path.read_text()
+    yield url, log_path
+    process.terminate()
+    process.wait(timeout=20)
+    log.close()
+
+
+def loaded_names(url: str) -> list[str]:
+    return [m["name"] for m in httpx.get(f"{url}/api/ps").json()["models"]]
+
+
+def until(check, seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_each_model_answers_by_its_name_and_the_least_recently_used_makes_room(server, bundled_model):
+    import ollama
+
+    url, log = server
+    client = ollama.Client(host=url)
+    listed = {m.model: m for m in client.list().models}
+    assert set(listed) == {FIRST, SECOND}
+    assert listed[SECOND].size == bundled_model.stat().st_size and listed[SECOND].details.quantization_level == "Q4_1"
+    first = client.chat(model=FIRST, messages=[{"role": "user", "content": "Name a colour."}],
+                        options={"num_predict": 4})
+    second = client.chat(model=f"{SECOND}:latest", messages=[{"role": "user", "content": "Name a colour."}],
+                         options={"num_predict": 4})
+    assert first.model == FIRST and second.model == SECOND and second.message.content
+    assert loaded_names(url) == [SECOND]  # --max-loaded 1: the first was unloaded for the second
+    lines = log.read_text()
+    assert f"unloading {FIRST} to make room" in lines and f"loaded {SECOND}" in lines
+    # A request naming no model is the default's (serve's -m): loaded again, in the second one's place
+    plain = httpx.post(f"{url}/v1/chat/completions", json={"max_tokens": 2, "messages": [
+        {"role": "user", "content": "Hi"}]}).json()
+    assert plain["model"] == FIRST and loaded_names(url) == [FIRST]
+
+
+def test_an_unknown_model_is_a_404_in_each_api_s_shape_listing_what_is_served(server):
+    import anthropic
+    import ollama
+    import openai
+
+    url, log = server
+    with pytest.raises(openai.NotFoundError) as by_openai:
+        openai.OpenAI(base_url=f"{url}/v1", api_key="none").chat.completions.create(
+            model="gpt-4o", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert f"model 'gpt-4o' is not served here; served: {SECOND}, {FIRST}, {FIRST}:q4_1" in str(by_openai.value)
+    with pytest.raises(anthropic.NotFoundError) as by_anthropic:
+        anthropic.Anthropic(base_url=url, api_key="none").messages.create(
+            model="claude-sonnet-4-5", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
+    assert by_anthropic.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(ollama.ResponseError) as by_ollama:
+        ollama.Client(host=url).chat(model="llama3:8b", messages=[{"role": "user", "content": "Hi"}])
+    assert by_ollama.value.status_code == 404 and "llama3:8b" in by_ollama.value.error
+    for path, body in (("/api/show", {"model": "llama3:8b"}), ("/api/embed", {"model": "x", "input": "a"}),
+                       ("/v1/completions", {"model": "x", "prompt": "a"}), ("/api/generate", {"model": "x"})):
+        assert httpx.post(f"{url}{path}", json=body).status_code == 404, path
+    assert httpx.get(f"{url}/v1/models/gpt-4o").status_code == 404
+    # A path is not a name a client may send: the server's files are not the client's to choose
+    assert httpx.post(f"{url}/api/generate", json={"model": "/etc/passwd", "prompt": "a"}).status_code == 404
+    assert "POST /v1/chat/completions 404" in log.read_text()
+
+
+def test_keep_alive_loads_unloads_and_expires_as_ollama_s_does(server):
+    import ollama
+
+    url, _ = server
+    client = ollama.Client(host=url)
+    unloaded = client.generate(model=FIRST, keep_alive=0)  # nothing to answer, keep_alive 0: unload now
+    assert unloaded.done_reason == "unload" and until(lambda: loaded_names(url) == [])
+    loaded = client.generate(model=SECOND, keep_alive=-1)  # nothing to answer: load and keep it
+    assert loaded.done_reason == "load" and loaded_names(url) == [SECOND]
+    (kept,) = client.ps().models
+    assert kept.expires_at.year > 2200
+    client.chat(model=SECOND, messages=[], keep_alive="1s")  # the chat idiom, and a keep-alive that runs out
+    (expiring,) = client.ps().models
+    assert expiring.expires_at.timestamp() - time.time() <= 1.5
+    assert until(lambda: loaded_names(url) == [], 10)
+    embedded = client.embed(model=SECOND, input="a lighthouse", keep_alive="1m")  # the named model's vectors
+    assert len(embedded.embeddings[0]) == 576 and loaded_names(url) == [SECOND]
+    refused = httpx.post(f"{url}/api/generate", json={"model": SECOND, "prompt": "a", "keep_alive": "soon"})
+    assert refused.status_code == 400 and refused.json()["error"].startswith("keep_alive must be a duration")
+
+
+def test_the_memory_plan_keeps_models_that_fit_and_unloads_the_least_recently_used_for_one_that_does_not(
+        tmp_path, bundled_model):
+    """In-process: the real scheduler loading real models, planned for a machine with room for one model or for
+    two."""
+    from localllm.core.settings import Settings
+    from localllm.hardware.detect import detect_hardware
+    from localllm.server.engine import Engine
+    from localllm.server.scheduler import Scheduler
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.serving import LocalModels
+
+    home = second_model_home(tmp_path, bundled_model)
+    settings = Settings.load({**os.environ, "LOCALLLM_HOME": str(home)})
+    report = detect_hardware()
+    with load_model(settings, FIRST, ctx=512, report=report) as probe:
+        one_model = probe.plan.memory.total
+
+    async def scenario(room: int) -> list[list[str]]:
+        machine = replace(report, ram_available=room, gpus=())
+        scheduler = Scheduler(LocalModels(settings, machine, backend="llama.cpp", ctx=512), Engine)
+        seen = []
+        try:
+            for name in (FIRST, SECOND, FIRST):
+                lease = await scheduler.lease(name)
+                lease.release()
+                seen.append([slot.engine.name for slot in scheduler.loaded()])
+        finally:
+            scheduler.close()
+        return seen
+
+    assert asyncio.run(scenario(int(one_model * 1.5))) == [[FIRST], [SECOND], [FIRST]]
+    assert asyncio.run(scenario(one_model * 3)) == [[FIRST], [SECOND, FIRST], [FIRST, SECOND]]
