@@ -16,7 +16,7 @@ import pytest
 from conftest import cli_executable
 from helpers.backend_servers import free_port
 
-FIRST, SECOND = "smollm2-135m", "second-smol"
+FIRST, SECOND, FIM = "smollm2-135m", "second-smol", "fim-smol"
 
 
 def second_model_home(root: Path, bundled_model: Path) -> Path:
@@ -32,9 +32,23 @@ def second_model_home(root: Path, bundled_model: Path) -> Path:
     return home
 
 
+def with_fim_tokens(bundled_model: Path, target: Path) -> None:
+    """A copy of the bundled model whose metadata names three of its tokens as fill-in-the-middle's (gguf's own
+    metadata tool): SmolLM2 was not trained for it, so what it writes there means nothing, but the way a suffix
+    takes to the model is the real one."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "gguf.scripts.gguf_new_metadata", "--special-token-by-id",
+                           "fim_pre", "5", "--special-token-by-id", "fim_suf", "6", "--special-token-by-id",
+                           "fim_mid", "3", "--force", str(bundled_model), str(target)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, bundled_model):
     home = second_model_home(tmp_path_factory.mktemp("serve-models"), bundled_model)
+    with_fim_tokens(bundled_model, home.parent / "models" / f"{FIM}.gguf")
     port = free_port()
     log_path = home / "serve.log"
     log = log_path.open("w")
@@ -75,7 +89,7 @@ def test_each_model_answers_by_its_name_and_the_least_recently_used_makes_room(s
     url, log = server
     client = ollama.Client(host=url)
     listed = {m.model: m for m in client.list().models}
-    assert set(listed) == {FIRST, SECOND}
+    assert set(listed) == {FIRST, SECOND, FIM}
     assert listed[SECOND].size == bundled_model.stat().st_size and listed[SECOND].details.quantization_level == "Q4_1"
     first = client.chat(model=FIRST, messages=[{"role": "user", "content": "Name a colour."}],
                         options={"num_predict": 4})
@@ -100,7 +114,7 @@ def test_an_unknown_model_is_a_404_in_each_api_s_shape_listing_what_is_served(se
     with pytest.raises(openai.NotFoundError) as by_openai:
         openai.OpenAI(base_url=f"{url}/v1", api_key="none").chat.completions.create(
             model="gpt-4o", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
-    assert f"model 'gpt-4o' is not served here; served: {SECOND}, {FIRST}, {FIRST}:q4_1" in str(by_openai.value)
+    assert f"model 'gpt-4o' is not served here; served: {FIM}, {SECOND}, {FIRST}, {FIRST}:q4_1" in str(by_openai.value)
     with pytest.raises(anthropic.NotFoundError) as by_anthropic:
         anthropic.Anthropic(base_url=url, api_key="none").messages.create(
             model="claude-sonnet-4-5", max_tokens=2, messages=[{"role": "user", "content": "Hi"}])
@@ -170,3 +184,40 @@ def test_the_memory_plan_keeps_models_that_fit_and_unloads_the_least_recently_us
 
     assert asyncio.run(scenario(int(one_model * 1.5))) == [[FIRST], [SECOND], [FIRST]]
     assert asyncio.run(scenario(one_model * 3)) == [[FIRST], [SECOND, FIRST], [FIRST, SECOND]]
+
+
+def test_ollama_s_durations_add_up_and_count_the_load(server):
+    import ollama
+
+    url, _ = server
+    client = ollama.Client(host=url)
+    client.generate(model=SECOND, keep_alive=0)  # unloaded, so the next request loads it
+    until(lambda: SECOND not in loaded_names(url))
+    for answer in (client.generate(model=SECOND, prompt="Name a colour.", options={"num_predict": 6}),
+                   list(client.generate(model=SECOND, prompt="Name a colour.", options={"num_predict": 6},
+                                        stream=True))[-1]):
+        parts = answer.load_duration + answer.prompt_eval_duration + answer.eval_duration
+        assert answer.done and answer.eval_count == 6 and 0 < parts <= answer.total_duration
+        assert answer.prompt_eval_duration > 0 and answer.eval_duration > 0
+    first = client.generate(model=FIRST, prompt="Hi", options={"num_predict": 1}, keep_alive="1m")
+    again = client.generate(model=FIRST, prompt="Hi", options={"num_predict": 1})
+    assert first.load_duration > 0.05e9 and again.load_duration == 0  # loaded for the first, not the second
+
+
+def test_raw_skips_the_template_and_suffix_fills_in_the_middle(server):
+    import ollama
+
+    url, _ = server
+    client = ollama.Client(host=url)
+    prompt = "The capital of France is"
+    templated = client.generate(model=SECOND, prompt=prompt, options={"num_predict": 1})
+    raw = client.generate(model=SECOND, prompt=prompt, raw=True, options={"num_predict": 1})
+    assert raw.prompt_eval_count == 5 < templated.prompt_eval_count  # the five tokens of the text, nothing around
+    with pytest.raises(ollama.ResponseError) as no_fim:
+        client.generate(model=SECOND, prompt="def add(a, b):\n    return ", suffix="\n")
+    assert no_fim.value.status_code == 400 and "no fill-in-the-middle tokens" in no_fim.value.error
+    prefix, suffix = "def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"
+    filled = client.generate(model=FIM, prompt=prefix, suffix=suffix, options={"num_predict": 4})
+    plain = client.generate(model=FIM, prompt=prefix + suffix, raw=True, options={"num_predict": 1})
+    # The same text, less the start token raw adds and the tokenizer's merge at the seam, plus the three marks
+    assert filled.done and abs(filled.prompt_eval_count - (plain.prompt_eval_count + 3)) <= 1

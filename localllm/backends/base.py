@@ -122,6 +122,11 @@ class Backend:
         it cancels); where ``capabilities.text_completion``. A prompt over the window is an error, never cut."""
         raise BackendUnavailable(f"backend {self.name} cannot continue raw text", hint="use --backend llama.cpp")
 
+    def fill_in_middle(self, prefix: str, suffix: str, options: GenerationOptions) -> Iterator[Chunk]:
+        """What goes between ``prefix`` and ``suffix`` (code completion in an editor), from a model trained for it
+        (its GGUF names fill-in-the-middle tokens); streamed as ``complete_text`` streams."""
+        raise BackendUnavailable(f"backend {self.name} cannot fill in the middle", hint="use --backend llama.cpp")
+
     def interrupt(self) -> None:
         """From any thread: stop the generation running now, before its next chunk. Closing the stream does that
         between chunks; a backend that can also stop while it reads a long prompt (before the first chunk) does it

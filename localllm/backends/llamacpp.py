@@ -338,6 +338,29 @@ class LlamaCppBackend(Backend):
                                   hint="shorten it, or raise -o ctx=N", prompt_tokens=len(tokens), window=window)
         return self._decode(tokens, options, watch, [])
 
+    def fill_in_middle(self, prefix: str, suffix: str, options: GenerationOptions) -> Iterator[Chunk]:
+        """The model's FIM tokens around the two texts: prefix-token, prefix, suffix-token, suffix, middle-token,
+        and the answer is the middle. The texts are read as plain text (special=False): a tag spelled in the
+        user's code is text, not a control token."""
+        llm = self._require_loaded()
+        watch = Stopwatch()
+        marks = fim_tokens(llm)
+        if marks is None:
+            raise UsageError("this model has no fill-in-the-middle tokens, so it cannot complete between a "
+                             "prefix and a suffix", hint="use a code model trained for it (e.g. Qwen2.5-Coder, "
+                                                         "CodeGemma, StarCoder2), or send no suffix")
+        start, middle_mark, end = marks
+        tokens = [start, *llm.tokenize(prefix.encode("utf-8"), add_bos=False, special=False), middle_mark,
+                  *llm.tokenize(suffix.encode("utf-8"), add_bos=False, special=False), end]
+        if llm._model.add_bos_token():  # type: ignore[attr-defined]  # as the model reads any prompt
+            tokens.insert(0, llm.token_bos())
+        window = usable_window(llm)
+        if len(tokens) >= window:
+            raise ContextOverflow(f"the prefix and suffix have {len(tokens)} tokens but the context window is "
+                                  f"{window}", hint="send less around the cursor, or raise -o ctx=N",
+                                  prompt_tokens=len(tokens), window=window)
+        return self._decode(tokens, options, watch, [])
+
     def _decode(self, prompt: list[int], options: GenerationOptions, watch: Stopwatch, stop: list[str],
                 stopping_criteria: Any = None, grammar: Any = None, prefix: str | None = None) -> Iterator[Chunk]:
         """The answer to a prompt's tokens, streamed (chat's rendered template, or raw text)."""
@@ -642,6 +665,18 @@ def chat_formatter(llama_cpp, name: str):
                          + f"llama-cpp-python knows: {', '.join(sorted(formatters))}; "
                            f"{PLAIN!r} sends plain text to continue")
     return formatters[name]
+
+
+def fim_tokens(llm) -> tuple[int, int, int] | None:
+    """The model's fill-in-the-middle tokens (prefix, suffix, middle) as llama.cpp found them in the GGUF (by
+    their metadata keys, or their usual spellings), or None where it has not all three."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    found = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab),
+             llama_cpp.llama_vocab_fim_mid(vocab))
+    count = llama_cpp.llama_vocab_n_tokens(vocab)
+    return found if all(0 <= token < count for token in found) else None
 
 
 def usable_window(llm) -> int:

@@ -173,6 +173,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             note = ""
             leases: list[Lease] = []
             request.state.leases = leases
+            request.state.started = started
             try:
                 return await answer(request, started, note, leases)
             finally:
@@ -274,7 +275,8 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         async def handle(request: HttpRequest) -> Response:
             body = await body_of(request)
             engine = await engine_for(request, body, keep_alive_of(body))
-            return JSONResponse(await ollama_api.embed(engine, body, legacy))
+            clock = ollama_api.Clock(request.state.started, request.state.leases[-1].load_s)
+            return JSONResponse(await ollama_api.embed(engine, body, legacy, clock))
         return handle
 
     async def anthropic_messages(request: HttpRequest) -> Response:
@@ -298,9 +300,11 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
                 return JSONResponse(ollama_api.loaded_reply(engine.name, chat, "load"))
             parsed = ollama_api.parse(body, options, chat=chat)
             engine = await engine_for(request, body, keep_alive)
+            # Ollama's durations count from the request's arrival, the model's load included
+            clock = ollama_api.Clock(request.state.started, request.state.leases[-1].load_s)
             return await generation(request, engine, ollama_api, parsed, ollama_api.streamed(body),
-                                    lambda r: ollama_api.complete(engine, r, chat),
-                                    lambda c: ollama_api.stream(engine, c, chat), "application/x-ndjson")
+                                    lambda r: ollama_api.complete(engine, r, chat, clock),
+                                    lambda c: ollama_api.stream(engine, c, chat, clock), "application/x-ndjson")
         return handle
 
     async def ollama_version(request: HttpRequest) -> Response:

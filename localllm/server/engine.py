@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk
-from localllm.core.errors import BackendUnavailable, ContextOverflow, LocalLLMError
+from localllm.core.errors import BackendUnavailable, ContextOverflow, LocalLLMError, UsageError
 from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolSpec
@@ -47,6 +47,8 @@ def api_error(error: BaseException) -> ApiError:
             return ApiError(400, message, "context_length_exceeded")
         if isinstance(error, BackendUnavailable):
             return ApiError(501, message, "not_implemented")
+        if isinstance(error, UsageError):  # what the request asked cannot be done with this model
+            return ApiError(400, message)
         return ApiError(500, message, "api_error")
     return ApiError(500, f"the model failed: {type(error).__name__}: {error}", "api_error")
 
@@ -123,7 +125,9 @@ class Request:
     tools: Sequence[ToolSpec] = ()
     tool_choice: str = "auto"
     prompt: str | None = None
-    """Raw text to continue with no chat template (/v1/completions); ``messages`` is then empty."""
+    """Raw text to continue with no chat template (/v1/completions, Ollama's raw); ``messages`` is then empty."""
+    suffix: str | None = None
+    """With ``prompt``: the text after the cursor; the answer is what goes between them (fill-in-the-middle)."""
 
 
 class Engine:
@@ -239,6 +243,8 @@ class Engine:
 
     def _chunks(self, request: Request):
         backend = self.loaded.backend
+        if request.prompt is not None and request.suffix is not None:
+            return backend.fill_in_middle(request.prompt, request.suffix, request.options)
         if request.prompt is not None:
             return backend.complete_text(request.prompt, request.options)
         if request.tools:

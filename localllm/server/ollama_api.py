@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -141,10 +142,12 @@ def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Reque
     if chat:
         messages = each(body.get("messages"), "messages", MAX_MESSAGES, "messages", message_from, least=1)
     else:
-        prompt = string(body.get("prompt"), "prompt")
+        prompt = string(body.get("prompt"), "prompt", default="")
         system = string(body.get("system"), "system", default="")
         no_images(body.get("images"), "images")
         messages = ([Message("system", system)] if system else []) + [Message("user", prompt)]
+        suffix = string(body.get("suffix"), "suffix", default="") or None
+        raw = flag(body.get("raw"), "raw", False)
     options = {} if body.get("options") is None else obj(body["options"], "options")
     changes: dict[str, Any] = {}
     for key, (field, low, high) in OPTION_FIELDS.items():
@@ -171,6 +174,9 @@ def parse(body: dict[str, Any], base: GenerationOptions, *, chat: bool) -> Reque
     elif fmt not in (None, ""):
         raise ApiError(400, 'format must be "json" or a JSON schema object')
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", function_tool) if chat else []
+    if not chat and (suffix is not None or raw):
+        # The prompt as it is: no template (raw), or around the cursor with the model's FIM tokens (suffix)
+        return Request([], options_from(base, changes), prompt=prompt, suffix=suffix)
     return Request(messages, options_from(base, changes), tools)
 
 
@@ -197,16 +203,27 @@ def message_from(item: Any, name: str) -> Message:
     return Message(cast(Role, role), content, tool_calls=tuple(calls))
 
 
-def final_fields(final: FinalChunk | None, started: float) -> dict[str, Any]:
-    total = int((time.monotonic() - started) * 1e9)
+@dataclass(frozen=True)
+class Clock:
+    """When the request arrived (time.monotonic()) and the seconds its model took to load for it."""
+
+    started: float
+    load_s: float = 0.0
+
+
+def final_fields(final: FinalChunk | None, clock: Clock) -> dict[str, Any]:
+    """Ollama's counts and durations (nanoseconds). They add up as Ollama's do: the total, from the request's
+    arrival to now, holds the load, the prompt's reading (to the first token) and the rest of the answer."""
+    total = int((time.monotonic() - clock.started) * 1e9)
+    load = int(clock.load_s * 1e9)
     if final is None:
-        return {"done": True, "done_reason": "stop", "total_duration": total}
+        return {"done": True, "done_reason": "stop", "total_duration": total, "load_duration": load}
     timings = final.timings
-    first = timings.first_token_s or 0.0
+    first = timings.first_token_s if timings.first_token_s is not None else timings.total_s
     return {"done": True, "done_reason": finish_of(final).reason,
-            "total_duration": total, "load_duration": 0, "prompt_eval_count": final.usage.prompt_tokens,
+            "total_duration": total, "load_duration": load, "prompt_eval_count": final.usage.prompt_tokens,
             "prompt_eval_duration": int(first * 1e9), "eval_count": final.usage.completion_tokens,
-            "eval_duration": int(timings.decode_s * 1e9)}
+            "eval_duration": int(max(0.0, timings.total_s - first) * 1e9)}
 
 
 def part(engine: Engine, chat: bool, text: str = "", thinking: str = "", calls: list[ToolCall] | None = None
@@ -226,14 +243,12 @@ def part(engine: Engine, chat: bool, text: str = "", thinking: str = "", calls: 
     return data
 
 
-async def complete(engine: Engine, request: Request, chat: bool) -> dict[str, Any]:
-    started = time.monotonic()
+async def complete(engine: Engine, request: Request, chat: bool, clock: Clock) -> dict[str, Any]:
     text, thinking, calls, final = await engine.complete(request)
-    return {**part(engine, chat, text, thinking, calls), **final_fields(final, started)}
+    return {**part(engine, chat, text, thinking, calls), **final_fields(final, clock)}
 
 
-async def stream(engine: Engine, chunks: AsyncIterator[Chunk], chat: bool) -> AsyncIterator[str]:
-    started = time.monotonic()
+async def stream(engine: Engine, chunks: AsyncIterator[Chunk], chat: bool, clock: Clock) -> AsyncIterator[str]:
     async for chunk in chunks:
         if isinstance(chunk, TextChunk) and chunk.text:
             yield json.dumps(part(engine, chat, chunk.text)) + "\n"
@@ -242,7 +257,7 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk], chat: bool) -> As
         elif isinstance(chunk, ToolCallChunk):
             yield json.dumps(part(engine, chat, calls=[chunk.call])) + "\n"
         elif isinstance(chunk, FinalChunk):
-            yield json.dumps({**part(engine, chat), **final_fields(chunk, started)}) + "\n"
+            yield json.dumps({**part(engine, chat), **final_fields(chunk, clock)}) + "\n"
 
 
 def embed_texts(body: dict[str, Any], legacy: bool) -> list[str]:
@@ -268,16 +283,16 @@ def embed_texts(body: dict[str, Any], legacy: bool) -> list[str]:
     return texts
 
 
-async def embed(engine: Engine, body: dict[str, Any], legacy: bool) -> dict[str, Any]:
+async def embed(engine: Engine, body: dict[str, Any], legacy: bool, clock: Clock) -> dict[str, Any]:
     """Ollama answers an empty input with no vectors (clients send one to load the model); so does this."""
-    started = time.monotonic()
     texts = embed_texts(body, legacy)
     engine.check_embeddings()
     vectors, tokens = await engine.embed(texts) if texts else ([], 0)
     if legacy:
         return {"embedding": vectors[0] if vectors else []}
-    return {"model": engine.name, "embeddings": vectors, "total_duration": int((time.monotonic() - started) * 1e9),
-            "load_duration": 0, "prompt_eval_count": tokens}
+    total = int((time.monotonic() - clock.started) * 1e9)
+    return {"model": engine.name, "embeddings": vectors, "total_duration": total,
+            "load_duration": int(clock.load_s * 1e9), "prompt_eval_count": tokens}
 
 
 def error_body(error: ApiError) -> dict[str, Any]:

@@ -41,8 +41,10 @@ class Slot:
 class Lease:
     """A request's hold on its model. ``release`` once, when the answer's last byte is sent (or it failed)."""
 
-    def __init__(self, scheduler: Scheduler, slot: Slot, keep_alive: float) -> None:
+    def __init__(self, scheduler: Scheduler, slot: Slot, keep_alive: float, load_s: float = 0.0) -> None:
         self._scheduler, self.slot, self.keep_alive, self._released = scheduler, slot, keep_alive, False
+        self.load_s = load_s
+        """Seconds this request waited for its model to load (0 when it was loaded already)."""
 
     @property
     def engine(self) -> Engine:
@@ -132,11 +134,14 @@ class Scheduler:
         keep = self.keep_alive if keep_alive is None else keep_alive
         key = self.resolve(name)
         slot = self.slots.get(key) if key is not None else None
+        load_s = 0.0
         if slot is None:
+            started = time.monotonic()
             slot = await self._load_slot(name or self.default_name, key)
+            load_s = time.monotonic() - started
         slot.leases += 1
         slot.expires_at = None
-        return Lease(self, slot, keep)
+        return Lease(self, slot, keep, load_s)
 
     async def _load_slot(self, name: str | None, key: str | None) -> Slot:
         async with self._loading:
