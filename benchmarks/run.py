@@ -376,6 +376,18 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
     record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2)
 
 
+def bench_serve_models() -> None:
+    """`localllm serve` loads a second model beside the first and unloads it: its memory comes back."""
+    from serve_models import measure
+
+    print("serve-models: localllm serve's resident memory with one model, two, and one again", flush=True)
+    m = measure(MODEL)
+    RESULTS.note(f"RSS: one model {m['before'] / 2**20:.0f} MiB, two {m['both'] / 2**20:.0f} MiB, the second "
+                 f"unloaded {m['after'] / 2**20:.0f} MiB")
+    ratio = m["after"] / m["before"]
+    record("serve RSS after unloading a second model / before loading it", ratio, "<= 1.10", ratio <= 1.10)
+
+
 def bench_serve_run(rounds: int = 15, tokens: int = 128) -> None:
     """`localllm serve` streamed through the official openai client against `localllm run`, same model, threads,
     window, prompt and greedy preset; serve as it streams by default, and with an event per token."""
@@ -435,7 +447,8 @@ def bench_prompt_lookup() -> None:
 GROUPS: dict[str, Callable[[], None]] = {
     "startup": bench_startup, "list": bench_list, "app-startup": _tui("startup"), "decode": bench_decode,
     "chat-turns": bench_chat_turns, "openai-stream": bench_openai_stream, "serve": bench_serve,
-    "serve-run": bench_serve_run, "pull": bench_pull_parallel, "summarize": bench_summarize,
+    "serve-run": bench_serve_run, "serve-models": bench_serve_models, "pull": bench_pull_parallel,
+    "summarize": bench_summarize,
     "plan-memory": bench_plan_memory, "app-stream": _tui("stream"), "app-keys": _tui("keys"),
     "app-stop": _tui("stop"), "memory": bench_memory, "tune": bench_tune, "prompt-lookup": bench_prompt_lookup,
     "pull-curl": bench_pull}

@@ -58,7 +58,8 @@ def stream(url: str, tokens: int) -> tuple[int, float, float]:
     the events with text (llama_cpp.server sends an event per token and no usage)."""
     import httpx
 
-    body = {"model": "bench", "messages": [{"role": "user", "content": PROMPT}], "stream": True,
+    # No "model": each server's default (localllm serve refuses a name it does not serve)
+    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True,
             "max_tokens": tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0,
             "stream_options": {"include_usage": True}}
     count, first, last, usage = 0, None, None, None
@@ -83,7 +84,7 @@ def one_token(url: str) -> float:
 
     started = time.perf_counter()
     httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
-        "model": "bench", "max_tokens": 1, "temperature": 0.0, "messages": [{"role": "user", "content": "Hi"}]})
+        "max_tokens": 1, "temperature": 0.0, "messages": [{"role": "user", "content": "Hi"}]})
     return time.perf_counter() - started
 
 
@@ -113,12 +114,14 @@ def measure(model: Path, rounds: int = 7, tokens: int = 128) -> dict[str, float]
 def through_openai(url: str, tokens: int) -> tuple[int, float, str]:
     """(tokens generated, seconds from the first text to the last, the text) for one answer streamed through the
     official openai client. The sampling is the server's --preset precise: greedy, as `run --preset precise`."""
+    import httpx
     import openai
 
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="bench", max_retries=0)
+    served = httpx.get(f"{url}/", timeout=10).json()["model"]  # the model serve's -m loaded
     first = last = None
     pieces, generated = [], 0
-    for chunk in client.chat.completions.create(model="bench", max_tokens=tokens, stream=True,
+    for chunk in client.chat.completions.create(model=served, max_tokens=tokens, stream=True,
                                                 stream_options={"include_usage": True},
                                                 messages=[{"role": "user", "content": PROMPT}]):
         if chunk.choices and chunk.choices[0].delta.content:

@@ -15,7 +15,7 @@ from typing import Any
 from localllm.core.errors import LocalLLMError, ModelNotFound, WontFit
 from localllm.core.units import FOREVER, duration_text
 from localllm.server.engine import ApiError, Engine, api_error
-from localllm.tasks.serving import Described, ModelSource, ServedName
+from localllm.tasks.serving import Described, ModelSource, ServedName, give_back_freed_memory
 
 logger = logging.getLogger("localllm.serve")
 DEFAULT_KEEP_ALIVE = 300.0
@@ -240,6 +240,7 @@ class Scheduler:
         del self.slots[slot.key]
         slot.engine.close()
         await asyncio.to_thread(slot.loaded.close)
+        await asyncio.to_thread(give_back_freed_memory)
 
     def loaded(self) -> list[Slot]:
         """The loaded models, most recently used first."""

@@ -162,3 +162,21 @@ def memory_left(report: HardwareReport, loaded: Iterable[LoadedModel]) -> Hardwa
             gpu[index], left = free - taken, left - taken
     gpus = tuple(replace(g, free_bytes=max(0, free)) for g, free in zip(report.gpus, gpu, strict=True))
     return replace(report, ram_available=max(0, ram), gpus=gpus)
+
+
+def give_back_freed_memory() -> None:
+    """After a model is unloaded: glibc keeps the heap pages its buffers freed for the next allocation, so the
+    process would still hold them; malloc_trim hands them back to the system. Nothing to do elsewhere."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
