@@ -221,3 +221,36 @@ def test_raw_skips_the_template_and_suffix_fills_in_the_middle(server):
     plain = client.generate(model=FIM, prompt=prefix + suffix, raw=True, options={"num_predict": 1})
     # The same text, less the start token raw adds and the tokenizer's merge at the seam, plus the three marks
     assert filled.done and abs(filled.prompt_eval_count - (plain.prompt_eval_count + 3)) <= 1
+
+
+def test_through_a_server_backend_the_names_are_that_server_s(tmp_path, llama_server):
+    """serve -b openai in front of a real llama_cpp.server: its model ids are the names, its memory its own."""
+    import openai
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen([cli_executable(), "serve", "-b", "openai", "--base-url", f"{llama_server.url}/v1",
+                                    "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "LOCALLLM_HOME": str(tmp_path / "home")})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            assert until(lambda: _answers(url), 60), log_path.read_text()
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+            assert [m.id for m in client.models.list().data] == [FIRST]  # llama_cpp.server's id for its model
+            answer = client.chat.completions.create(model=FIRST, max_tokens=3,
+                                                    messages=[{"role": "user", "content": "Hi"}])
+            assert answer.model == FIRST and answer.choices[0].message.content
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model="gpt-4o", max_tokens=3,
+                                               messages=[{"role": "user", "content": "Hi"}])
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/api/version", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
