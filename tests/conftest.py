@@ -87,6 +87,28 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return len(os.sched_getaffinity(0)) + 1
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With LOCALLLM_TEST_CPU_REPORT=FILE: each test's processor seconds (its worker's and the processes it started
+    and waited for; a session's servers count where they end) appended to FILE as "seconds<TAB>test id" lines: the
+    suite is bound by processor time, which --durations (wall time, inflated by the other workers) does not show."""
+    report = os.environ.get("LOCALLLM_TEST_CPU_REPORT")
+    if not report:
+        return (yield)
+    import resource
+
+    def spent() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    before = spent()
+    try:
+        return (yield)
+    finally:
+        with open(report, "a") as out:
+            out.write(f"{spent() - before:.2f}\t{item.nodeid}\n")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)

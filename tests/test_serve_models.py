@@ -166,7 +166,7 @@ def test_the_memory_plan_keeps_models_that_fit_and_unloads_the_least_recently_us
     home = second_model_home(tmp_path, bundled_model)
     settings = Settings.load({**os.environ, "LOCALLLM_HOME": str(home)})
     report = detect_hardware()
-    with load_model(settings, FIRST, ctx=512, report=report) as probe:
+    with load_model(settings, FIRST, backend="llama.cpp", ctx=512, report=report) as probe:
         one_model = probe.plan.memory.total
 
     async def scenario(room: int) -> list[list[str]]:
