@@ -1,11 +1,12 @@
-"""Anthropic's Messages format: /v1/messages (streaming events, tool use, thinking blocks), so clients written for
-it run on a local model."""
+"""Anthropic's Messages format: /v1/messages (streaming events, tool use, thinking blocks, the stop sequence that
+ended an answer), /v1/messages/count_tokens, and /v1/models in Anthropic's shape (for a client that sends the
+anthropic-version header), so clients written for it run on a local model."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
@@ -14,6 +15,7 @@ from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
 from localllm.server.engine import ApiError, Engine, Request
+from localllm.server.ollama_api import _file_facts
 from localllm.server.wire import (
     MAX_MESSAGES,
     MAX_TOOLS,
@@ -46,9 +48,11 @@ def stop_of(final: FinalChunk | None, calls: int) -> dict[str, str | None]:
     return {"stop_reason": STOP_REASONS.get(finish.kind, "end_turn"), "stop_sequence": finish.stop}
 
 
-def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
+def parse(body: dict[str, Any], base: GenerationOptions, counting: bool = False) -> Request:
+    """A /v1/messages request; ``counting``: a /v1/messages/count_tokens one, checked alike but for max_tokens,
+    which it need not give (nothing is generated)."""
     raw = listed(body.get("messages"), "messages", MAX_MESSAGES, "messages", least=1)
-    if body.get("max_tokens") is None:
+    if body.get("max_tokens") is None and not counting:
         raise ApiError(400, "max_tokens is required")
     messages = [message for index, item in enumerate(raw) for message in messages_from(item, where("messages", index))]
     messages_count(len(messages))  # each tool result is a message of its own
@@ -56,7 +60,9 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
     system_text = "" if system is None else system if isinstance(system, str) else blocks_text(system, "system")
     if system_text:
         messages.insert(0, Message("system", system_text))
-    changes: dict[str, Any] = {"max_tokens": bounded_int(body["max_tokens"], "max_tokens", 1, 1_000_000)}
+    changes: dict[str, Any] = {}
+    if body.get("max_tokens") is not None:
+        changes["max_tokens"] = bounded_int(body["max_tokens"], "max_tokens", 1, 1_000_000)
     if body.get("temperature") is not None:
         changes["temperature"] = number(body["temperature"], "temperature", 0.0, 1.0)
     if body.get("top_p") is not None:
@@ -73,6 +79,44 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
         changes["think"] = {"enabled": "on", "disabled": "off"}.get(kind)  # another type leaves it to the model
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", tool_from)
     return offering(messages, options_from(base, changes), tools, tool_choice(body.get("tool_choice"), tools))
+
+
+async def count_tokens(engine: Engine, request: Request) -> dict[str, int]:
+    """/v1/messages/count_tokens: the tokens the request's prompt takes (system prompt, messages and tools as the
+    chat template renders them)."""
+    return {"input_tokens": await engine.count_prompt_tokens(request)}
+
+
+def model_info(engine: Engine) -> dict[str, Any]:
+    """The served model as Anthropic's /v1/models describes one: its window bounds both the prompt and the answer,
+    and its time is the model file's (as Ollama's tags give it)."""
+    return {"type": "model", "id": engine.name, "display_name": engine.name,
+            "created_at": _file_facts(engine)[1], "lifecycle": "active",
+            "max_input_tokens": engine.window, "max_tokens": engine.window}
+
+
+def models(engine: Engine, query: Mapping[str, str]) -> dict[str, Any]:
+    """/v1/models in Anthropic's shape: one page that holds the served model. A cursor (after_id, before_id) can
+    only name that model, and there is nothing after or before it."""
+    limit = query.get("limit")
+    if limit is not None and not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 1000):
+        raise ApiError(400, "limit must be an integer from 1 to 1000")
+    cursor = None
+    for key in ("after_id", "before_id"):
+        if query.get(key) is not None:
+            cursor = model(engine, query[key], key)
+    data = [] if cursor else [model_info(engine)]
+    first = data[0]["id"] if data else None
+    return {"data": data, "has_more": False, "first_id": first, "last_id": first}
+
+
+def model(engine: Engine, wanted: str, name: str = "") -> dict[str, Any]:
+    """One served model (the SDK's models.retrieve); another name is a 404 naming what is served (a 400 for a
+    cursor, ``name``)."""
+    if wanted not in (engine.name, f"{engine.name}:latest"):
+        message = f"the model {wanted!r} is not served here; served: {engine.name}"
+        raise ApiError(400, f"{name}: {message}") if name else ApiError(404, message, "not_found_error")
+    return model_info(engine)
 
 
 def tool_choice(value: Any, tools: list[ToolSpec]) -> str:

@@ -26,6 +26,8 @@ MAX_BODY = 8 * 1024 * 1024
 """Bytes a request body may have (a long document fits; a runaway client does not)."""
 GONE = 499
 """The status logged for a request whose client closed the connection first (nginx's; nothing is sent)."""
+ANTHROPIC_CLIENT = "anthropic-version"
+"""The header Anthropic's clients send with every request: /v1/models answers them in Anthropic's shape."""
 
 
 class ClientGone(Exception):
@@ -77,12 +79,15 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
     from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    def format_of(path: str) -> Any:
+    def format_of(path: str, headers: Any = None) -> Any:
+        if path.startswith("/v1/models") and headers is not None and ANTHROPIC_CLIENT in headers:
+            return anthropic_api  # its SDK lists models at OpenAI's path, and says who it is by its header
         return anthropic_api if path.startswith("/v1/messages") else ollama_api if path.startswith("/api/") \
             else openai_api
 
-    def error_response(path: str, error: ApiError) -> Response:
-        return JSONResponse(format_of(path).error_body(error), status_code=error.status, headers=error.headers)
+    def error_response(path: str, error: ApiError, headers: Any = None) -> Response:
+        return JSONResponse(format_of(path, headers).error_body(error), status_code=error.status,
+                            headers=error.headers)
 
     async def body_of(request: HttpRequest) -> dict[str, Any]:
         declared = request.headers.get("content-length")
@@ -156,7 +161,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
                                    "authentication_error")
                 response = await handler(request)
             except ApiError as error:
-                response = error_response(request.url.path, error)
+                response = error_response(request.url.path, error, request.headers)
                 note = error.message  # why it was refused, for whoever reads the log
             except (ClientDisconnect, ClientGone):
                 log(request, GONE, started, "the client went away")
@@ -164,7 +169,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
             except Exception as error:  # noqa: BLE001 - a bug of ours is the client's 500 and one log line
                 note = f"{type(error).__name__}: {error}"
                 response = error_response(request.url.path, ApiError(500, f"the server failed: {note}",
-                                                                     "api_error"))
+                                                                     "api_error"), request.headers)
             if isinstance(response, Stream):
                 response.started = started  # logged when the stream ends
             else:
@@ -198,9 +203,13 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         return Stream(request, fmt, all_chunks(), events, media)
 
     async def openai_models(request: HttpRequest) -> Response:
+        if ANTHROPIC_CLIENT in request.headers:
+            return JSONResponse(anthropic_api.models(engine, request.query_params))
         return JSONResponse(openai_api.models(engine))
 
     async def openai_model(request: HttpRequest) -> Response:
+        if ANTHROPIC_CLIENT in request.headers:
+            return JSONResponse(anthropic_api.model(engine, request.path_params["name"]))
         return JSONResponse(openai_api.model(engine, request.path_params["name"]))
 
     async def openai_chat(request: HttpRequest) -> Response:
@@ -237,6 +246,10 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
                                 lambda r: anthropic_api.complete(engine, r),
                                 lambda c: anthropic_api.stream(engine, c), "text/event-stream")
 
+    async def anthropic_count_tokens(request: HttpRequest) -> Response:
+        parsed = anthropic_api.parse(await body_of(request), options, counting=True)
+        return JSONResponse(await anthropic_api.count_tokens(engine, parsed))
+
     def ollama_generation(chat: bool):
         async def handle(request: HttpRequest) -> Response:
             body = await body_of(request)
@@ -272,6 +285,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/v1/completions", endpoint(openai_completions), methods=["POST"]),
         Route("/v1/embeddings", endpoint(openai_embeddings), methods=["POST"]),
         Route("/v1/messages", endpoint(anthropic_messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", endpoint(anthropic_count_tokens), methods=["POST"]),
         Route("/api/version", endpoint(ollama_version)),
         Route("/api/tags", endpoint(ollama_tags)),
         Route("/api/ps", endpoint(ollama_ps)),
@@ -291,10 +305,11 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
             refusal = ApiError(405, f"{path} takes {allowed or 'other methods'}, not {method}",
                                "invalid_request_error", {"Allow": allowed} if allowed else None)
         else:
+            anthropic = format_of(path, request.headers) is anthropic_api
             refusal = ApiError(404, f"there is no route {method} {path} (GET / lists the routes)",
-                               "not_found_error" if format_of(path) is anthropic_api else "invalid_request_error")
+                               "not_found_error" if anthropic else "invalid_request_error")
         log(request, refusal.status, time.monotonic(), refusal.message)
-        return error_response(path, refusal)
+        return error_response(path, refusal, request.headers)
 
     return Starlette(routes=routes, exception_handlers={404: unrouted, 405: unrouted}, middleware=guard(
         access, lambda path, reason: error_response(path, ApiError(403, reason, "permission_error")), logger))
