@@ -99,8 +99,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         app = build_app(engine, options, key, access=access)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
-        note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1 (chat/completions, completions, "
-             f"embeddings), Anthropic /v1/messages, Ollama /api (chat, generate, embed)"
+        note(f"serving {loaded.ref.name} on http://{host}:{args.port}: OpenAI /v1 (chat/completions, responses, "
+             f"completions, embeddings), Anthropic /v1/messages, Ollama /api (chat, generate, embed)"
              f"{' (API key required)' if key else ''}; Ctrl-C stops")
         try:
             uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
-from localllm.server import anthropic_api, ollama_api, openai_api
+from localllm.server import anthropic_api, ollama_api, openai_api, responses_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
 from localllm.server.wire import body_json
@@ -230,6 +230,12 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
                                 lambda c: openai_api.stream_text(engine, c, parsed, echo, include_usage),
                                 "text/event-stream")
 
+    async def openai_responses(request: HttpRequest) -> Response:
+        parsed = responses_api.parse(await body_of(request), options)
+        events = responses_api.Events(engine, parsed)  # numbers the events, a failure's among them
+        return await generation(request, events, parsed.request, parsed.stream,
+                                lambda _: responses_api.complete(engine, parsed), events.stream, "text/event-stream")
+
     async def openai_embeddings(request: HttpRequest) -> Response:
         body = await body_of(request)
         return JSONResponse(await openai_api.embeddings(engine, *openai_api.parse_embeddings(body)))
@@ -283,6 +289,7 @@ def build_app(engine: Engine, options: GenerationOptions, api_key: str | None = 
         Route("/v1/models/{name:path}", endpoint(openai_model)),
         Route("/v1/chat/completions", endpoint(openai_chat), methods=["POST"]),
         Route("/v1/completions", endpoint(openai_completions), methods=["POST"]),
+        Route("/v1/responses", endpoint(openai_responses), methods=["POST"]),
         Route("/v1/embeddings", endpoint(openai_embeddings), methods=["POST"]),
         Route("/v1/messages", endpoint(anthropic_messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", endpoint(anthropic_count_tokens), methods=["POST"]),
