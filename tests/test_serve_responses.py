@@ -49,6 +49,15 @@ def no_traceback(log: Path) -> None:
     assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
 
 
+def until_free(url: str, left: float) -> None:
+    """Returns once the model takes a request: with no waiting room, a busy one refuses it at once with a 503."""
+    while (answer := httpx.post(f"{url}/v1/chat/completions", headers=HEADERS, timeout=60, json={
+            "model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]})).status_code == 503:
+        assert time.monotonic() - left < 10, "the answer of the client that left was never stopped"
+        time.sleep(0.05)
+    assert answer.status_code == 200, answer.text
+
+
 # -- Anthropic ------------------------------------------------------------------------------------------------------
 def test_anthropic_count_tokens_is_the_prompt_the_answer_reads(server):
     """count_tokens counts the system prompt, the messages and the tools as the chat template renders them: the
@@ -65,6 +74,15 @@ def test_anthropic_count_tokens_is_the_prompt_the_answer_reads(server):
     counted = client.messages.count_tokens(**with_tools).input_tokens
     assert counted > plain  # the tool's schema is in the prompt
     assert counted == client.messages.create(max_tokens=1, **with_tools).usage.input_tokens
+    # Counting does not wait for the answer being generated (the server has no waiting room: a request that waited
+    # for the model would be a 503), and reading the vocabulary beside the decoding thread changes neither.
+    story = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
+    with client.messages.stream(model="m", max_tokens=3000, messages=story) as stream:
+        next(text for text in stream.text_stream if text)
+        assert client.messages.count_tokens(**with_tools).input_tokens == counted
+        assert httpx.post(f"{url}/v1/messages", headers=HEADERS, json={
+            "model": "m", "max_tokens": 1, "messages": story}).status_code == 503  # the model is busy indeed
+    until_free(url, time.monotonic())  # the story stopped with its stream: the next tests find the model free
     with pytest.raises(anthropic.BadRequestError) as refused:  # checked as /v1/messages checks it
         client.messages.count_tokens(model="m", messages=[{"role": "system", "content": "x"}])
     assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
@@ -367,10 +385,7 @@ def test_a_client_that_leaves_a_stream_stops_its_answer(server):
     with openai_client(url).responses.stream(model="m", input=story, max_output_tokens=3000) as stream:
         next(event for event in stream if event.type == "response.output_text.delta")
     left = time.monotonic()
-    while (busy := send(url, BASE)).status_code == 503:
-        assert time.monotonic() - left < 10, "the answer of the client that left was never stopped"
-        time.sleep(0.05)
-    assert busy.status_code == 200, busy.text
+    until_free(url, left)
     went_away = "POST /v1/responses 200"
     while not any(went_away in line and "(streamed; the client went away)" in line
                   for line in Path(log).read_text().splitlines()):  # written as the stream is closed
