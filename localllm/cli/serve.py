@@ -130,8 +130,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         note(describe_plan(loaded))
         note(f"serving {loaded.ref.name} (and every model `localllm list` shows, by name, loaded at its first "
              f"request and unloaded after {duration_text(keep_alive)} unused) on http://{host}:{args.port}: "
-             f"OpenAI /v1 (chat/completions, completions, embeddings), Anthropic /v1/messages, Ollama /api (chat, "
-             f"generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")
+             f"OpenAI /v1 (chat/completions, responses, completions, embeddings), Anthropic /v1/messages, Ollama "
+             f"/api (chat, generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")
         uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
     finally:
         scheduler.close()

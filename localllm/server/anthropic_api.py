@@ -1,11 +1,12 @@
-"""Anthropic's Messages format: /v1/messages (streaming events, tool use, thinking blocks), so clients written for
-it run on a local model."""
+"""Anthropic's Messages format: /v1/messages (streaming events, tool use, thinking blocks, the stop sequence that
+ended an answer), /v1/messages/count_tokens, and /v1/models in Anthropic's shape (for a client that sends the
+anthropic-version header), so clients written for it run on a local model."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, cast
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
@@ -14,6 +15,7 @@ from localllm.core.messages import Message, Role
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
 from localllm.server.engine import ApiError, Engine, Request
+from localllm.server.ollama_api import iso, now
 from localllm.server.wire import (
     MAX_MESSAGES,
     MAX_TOOLS,
@@ -35,6 +37,7 @@ from localllm.server.wire import (
     tool_spec,
     where,
 )
+from localllm.tasks.serving import Described
 
 STOP_REASONS = {"tool_call": "tool_use", "length": "max_tokens", "window": "max_tokens", "stop_string": "stop_sequence"}
 """Anthropic's stop_reason for each way an answer ends (core.finish); any other is end_turn."""
@@ -46,9 +49,11 @@ def stop_of(final: FinalChunk | None, calls: int) -> dict[str, str | None]:
     return {"stop_reason": STOP_REASONS.get(finish.kind, "end_turn"), "stop_sequence": finish.stop}
 
 
-def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
+def parse(body: dict[str, Any], base: GenerationOptions, counting: bool = False) -> Request:
+    """A /v1/messages request; ``counting``: a /v1/messages/count_tokens one, checked alike but for max_tokens,
+    which it need not give (nothing is generated)."""
     raw = listed(body.get("messages"), "messages", MAX_MESSAGES, "messages", least=1)
-    if body.get("max_tokens") is None:
+    if body.get("max_tokens") is None and not counting:
         raise ApiError(400, "max_tokens is required")
     messages = [message for index, item in enumerate(raw) for message in messages_from(item, where("messages", index))]
     messages_count(len(messages))  # each tool result is a message of its own
@@ -56,7 +61,9 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
     system_text = "" if system is None else system if isinstance(system, str) else blocks_text(system, "system")
     if system_text:
         messages.insert(0, Message("system", system_text))
-    changes: dict[str, Any] = {"max_tokens": bounded_int(body["max_tokens"], "max_tokens", 1, 1_000_000)}
+    changes: dict[str, Any] = {}
+    if body.get("max_tokens") is not None:
+        changes["max_tokens"] = bounded_int(body["max_tokens"], "max_tokens", 1, 1_000_000)
     if body.get("temperature") is not None:
         changes["temperature"] = number(body["temperature"], "temperature", 0.0, 1.0)
     if body.get("top_p") is not None:
@@ -73,6 +80,49 @@ def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
         changes["think"] = {"enabled": "on", "disabled": "off"}.get(kind)  # another type leaves it to the model
     tools = each(body.get("tools"), "tools", MAX_TOOLS, "tools", tool_from)
     return offering(messages, options_from(base, changes), tools, tool_choice(body.get("tool_choice"), tools))
+
+
+async def count_tokens(engine: Engine, request: Request) -> dict[str, int]:
+    """/v1/messages/count_tokens: the tokens the request's prompt takes (system prompt, messages and tools as the
+    chat template renders them)."""
+    return {"input_tokens": await engine.count_prompt_tokens(request)}
+
+
+def model_info(model: Described) -> dict[str, Any]:
+    """A served model as Anthropic's /v1/models describes one: the window it was trained for bounds both the prompt
+    and the answer, and its time is the model file's (as Ollama's tags give it)."""
+    window = int(getattr(model.info, "context_length", 0) or 0)
+    info: dict[str, Any] = {"type": "model", "id": model.name, "display_name": model.name,
+                            "created_at": iso(model.modified) if model.modified else now(), "lifecycle": "active"}
+    if window:
+        info["max_input_tokens"] = info["max_tokens"] = window
+    return info
+
+
+def models(served: list[Described], query: Mapping[str, str]) -> dict[str, Any]:
+    """/v1/models in Anthropic's shape: a page of the served models, ``limit`` long (default 20), after
+    ``after_id`` or before ``before_id`` (a cursor names a served model)."""
+    limit = query.get("limit", "20")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= 1000):
+        raise ApiError(400, "limit must be an integer from 1 to 1000")
+    ids = [model.name for model in served]
+    start, end = 0, len(ids)
+    for key in ("after_id", "before_id"):
+        cursor = query.get(key)
+        if cursor is None:
+            continue
+        if cursor not in ids:
+            raise ApiError(400, f"{key}: the model {cursor[:80]!r} is not served here")
+        if key == "after_id":
+            start = ids.index(cursor) + 1
+        else:
+            end = ids.index(cursor)
+    page = served[start:end]
+    chosen = page[-int(limit):] if query.get("before_id") is not None and query.get("after_id") is None \
+        else page[:int(limit)]
+    data = [model_info(model) for model in chosen]
+    return {"data": data, "has_more": len(chosen) < len(page), "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}
 
 
 def tool_choice(value: Any, tools: list[ToolSpec]) -> str:

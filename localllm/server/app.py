@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
-from localllm.server import anthropic_api, ollama_api, openai_api
+from localllm.server import anthropic_api, ollama_api, openai_api, responses_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
 from localllm.server.scheduler import Lease, Scheduler
@@ -27,6 +27,8 @@ MAX_BODY = 8 * 1024 * 1024
 """Bytes a request body may have (a long document fits; a runaway client does not)."""
 GONE = 499
 """The status logged for a request whose client closed the connection first (nginx's; nothing is sent)."""
+ANTHROPIC_CLIENT = "anthropic-version"
+"""The header Anthropic's clients send with every request: /v1/models answers them in Anthropic's shape."""
 
 
 class ClientGone(Exception):
@@ -95,12 +97,15 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             lease.release()
         leases.clear()
 
-    def format_of(path: str) -> Any:
+    def format_of(path: str, headers: Any = None) -> Any:
+        if path.startswith("/v1/models") and headers is not None and ANTHROPIC_CLIENT in headers:
+            return anthropic_api  # its SDK lists models at OpenAI's path, and says who it is by its header
         return anthropic_api if path.startswith("/v1/messages") else ollama_api if path.startswith("/api/") \
             else openai_api
 
-    def error_response(path: str, error: ApiError) -> Response:
-        return JSONResponse(format_of(path).error_body(error), status_code=error.status, headers=error.headers)
+    def error_response(path: str, error: ApiError, headers: Any = None) -> Response:
+        return JSONResponse(format_of(path, headers).error_body(error), status_code=error.status,
+                            headers=error.headers)
 
     async def body_of(request: HttpRequest) -> dict[str, Any]:
         declared = request.headers.get("content-length")
@@ -186,7 +191,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
                                    "authentication_error")
                 response = await handler(request)
             except ApiError as error:
-                response = error_response(request.url.path, error)
+                response = error_response(request.url.path, error, request.headers)
                 note = error.message  # why it was refused, for whoever reads the log
             except (ClientDisconnect, ClientGone):
                 log(request, GONE, started, "the client went away")
@@ -194,7 +199,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             except Exception as error:  # noqa: BLE001 - a bug of ours is the client's 500 and one log line
                 note = f"{type(error).__name__}: {error}"
                 response = error_response(request.url.path, ApiError(500, f"the server failed: {note}",
-                                                                     "api_error"))
+                                                                     "api_error"), request.headers)
             if isinstance(response, Stream):
                 response.started = started  # logged when the stream ends
                 response.leases = leases[:]  # released then
@@ -237,13 +242,18 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         return list(seen.values())
 
     async def openai_models(request: HttpRequest) -> Response:
+        if ANTHROPIC_CLIENT in request.headers:
+            described = await asyncio.to_thread(lambda: [scheduler.source.describe(s) for s in listed()])
+            return JSONResponse(anthropic_api.models(described, request.query_params))
         return JSONResponse(openai_api.models([served.name for served in listed()]))
 
     async def openai_model(request: HttpRequest) -> Response:
         wanted = request.path_params["name"]
         key = scheduler.resolve(wanted)
-        name = next((served.name for served in listed() if served.key == key), wanted)
-        return JSONResponse(openai_api.model(name))
+        served = next((served for served in listed() if served.key == key), None)
+        if ANTHROPIC_CLIENT in request.headers and served is not None:
+            return JSONResponse(anthropic_api.model_info(await asyncio.to_thread(scheduler.source.describe, served)))
+        return JSONResponse(openai_api.model(served.name if served else wanted))
 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
@@ -264,6 +274,14 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
                                 lambda _: openai_api.complete_text(engine, parsed, echo),
                                 lambda c: openai_api.stream_text(engine, c, parsed, echo, include_usage),
                                 "text/event-stream")
+
+    async def openai_responses(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        parsed = responses_api.parse(body, options)
+        engine = await engine_for(request, body)
+        events = responses_api.Events(engine, parsed)  # numbers the events, a failure's among them
+        return await generation(request, engine, events, parsed.request, parsed.stream,
+                                lambda _: responses_api.complete(engine, parsed), events.stream, "text/event-stream")
 
     async def openai_embeddings(request: HttpRequest) -> Response:
         body = await body_of(request)
@@ -286,6 +304,12 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         return await generation(request, engine, anthropic_api, parsed, anthropic_api.streamed(body),
                                 lambda r: anthropic_api.complete(engine, r),
                                 lambda c: anthropic_api.stream(engine, c), "text/event-stream")
+
+    async def anthropic_count_tokens(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        parsed = anthropic_api.parse(body, options, counting=True)
+        engine = await engine_for(request, body)
+        return JSONResponse(await anthropic_api.count_tokens(engine, parsed))
 
     def ollama_generation(chat: bool):
         async def handle(request: HttpRequest) -> Response:
@@ -341,8 +365,10 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         Route("/v1/models/{name:path}", endpoint(openai_model)),
         Route("/v1/chat/completions", endpoint(openai_chat), methods=["POST"]),
         Route("/v1/completions", endpoint(openai_completions), methods=["POST"]),
+        Route("/v1/responses", endpoint(openai_responses), methods=["POST"]),
         Route("/v1/embeddings", endpoint(openai_embeddings), methods=["POST"]),
         Route("/v1/messages", endpoint(anthropic_messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", endpoint(anthropic_count_tokens), methods=["POST"]),
         Route("/api/version", endpoint(ollama_version)),
         Route("/api/tags", endpoint(ollama_tags)),
         Route("/api/ps", endpoint(ollama_ps)),
@@ -362,10 +388,11 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             refusal = ApiError(405, f"{path} takes {allowed or 'other methods'}, not {method}",
                                "invalid_request_error", {"Allow": allowed} if allowed else None)
         else:
+            anthropic = format_of(path, request.headers) is anthropic_api
             refusal = ApiError(404, f"there is no route {method} {path} (GET / lists the routes)",
-                               "not_found_error" if format_of(path) is anthropic_api else "invalid_request_error")
+                               "not_found_error" if anthropic else "invalid_request_error")
         log(request, refusal.status, time.monotonic(), refusal.message)
-        return error_response(path, refusal)
+        return error_response(path, refusal, request.headers)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:

@@ -269,6 +269,19 @@ class Engine:
                 final = chunk
         return "".join(text), "".join(thinking), calls, final
 
+    async def count_prompt_tokens(self, request: Request) -> int:
+        """Tokens the request's prompt would take (its messages through the chat template, its tools as they would
+        be offered), counted by the backend: exact where it tokenizes, an estimate on a server backend. Not in the
+        queue: counting reads only the template and the vocabulary, which a generation does not change (llama.cpp's
+        own server tokenizes in its HTTP threads while it decodes), so a count need not wait for an answer."""
+        from localllm.tasks.tools.calling import offered_prompt_tokens
+
+        try:
+            return await asyncio.to_thread(offered_prompt_tokens, self.loaded.backend, request.messages,
+                                           request.tools, request.tool_choice)
+        except Exception as error:
+            raise api_error(error) from None
+
     async def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
         """(one vector per text, the tokens they took), in the model's turn. The first request loads the
         embedding model; a text over its window is refused (400), never cut."""

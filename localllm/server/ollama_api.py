@@ -46,10 +46,10 @@ OPTION_FIELDS = {"temperature": ("temperature", 0.0, 5.0), "top_p": ("top_p", 0.
 
 
 def now() -> str:
-    return _iso(datetime.now(UTC))
+    return iso(datetime.now(UTC))
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
@@ -78,7 +78,7 @@ def tags(described: list[Described]) -> dict[str, Any]:
     """Every served model, with its file's size and time (a server backend's models have no file here)."""
     models = []
     for model in described:
-        modified = _iso(model.modified) if model.modified else now()
+        modified = iso(model.modified) if model.modified else now()
         models.append({"name": model.name, "model": model.name, "modified_at": modified, "size": model.size,
                        "digest": _digest(model), "details": details(model.info)})
     return {"models": models}
@@ -96,7 +96,7 @@ def ps(slots: list[Slot]) -> dict[str, Any]:
             expires = STAYS_LOADED
         else:
             moment = slot.expires_at if slot.expires_at is not None else time.time() + slot.keep_alive
-            expires = _iso(datetime.fromtimestamp(moment, UTC))
+            expires = iso(datetime.fromtimestamp(moment, UTC))
         models.append({"name": engine.name, "model": engine.name, "size": memory.total, "size_vram": memory.gpu,
                        "digest": "", "details": details(engine.loaded.info), "expires_at": expires,
                        "context_length": engine.window})
@@ -119,7 +119,7 @@ def show(engine: Engine | None, described: Described | None) -> dict[str, Any]:
             model_info["general.parameter_count"] = parameters
     modified = described.modified if described and described.modified else None
     return {"details": details(info), "model_info": model_info, "capabilities": capabilities,
-            "modified_at": _iso(modified) if modified else now()}
+            "modified_at": iso(modified) if modified else now()}
 
 
 def loads_only(body: dict[str, Any], chat: bool) -> bool:

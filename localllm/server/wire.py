@@ -218,8 +218,9 @@ def arguments(value: Any, name: str) -> dict[str, Any]:
     return value
 
 
-def text_of(content: Any, name: str) -> str:
-    """A message's text: a string, or the text parts of a list of parts (images and other parts are refused)."""
+def text_of(content: Any, name: str, kinds: tuple[str, ...] = ("text", "input_text")) -> str:
+    """A message's text: a string, or the text parts (of the types ``kinds``) of a list of parts (images and other
+    parts are refused)."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -232,7 +233,7 @@ def text_of(content: Any, name: str) -> str:
             texts.append(part)
             continue
         kind = obj(part, where(name, index)).get("type")
-        if kind not in ("text", "input_text"):
+        if kind not in kinds:
             raise ApiError(400, f"{where(name, index)}: parts of type {shown(kind)} are not supported: "
                                 "send text")
         texts.append(string(part.get("text"), where(where(name, index), "text"), default=""))

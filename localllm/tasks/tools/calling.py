@@ -263,6 +263,20 @@ def offer_tools(backend, messages: Sequence[Message], options: GenerationOptions
     yield final
 
 
+def offered_prompt_tokens(backend, messages: Sequence[Message], tools: Sequence[ToolSpec],
+                          choice: str = "auto") -> int:
+    """Tokens the prompt of ``offer_tools`` takes, tools included as they are offered: in the
+    chat template where the backend renders them, in the instruction where the reply is constrained."""
+    if not tools:
+        return int(backend.count_prompt_tokens(messages))
+    if not uses_native_tools(backend, choice):
+        return int(backend.count_prompt_tokens(with_instruction(constrained_history(messages), tools)))
+    if getattr(backend, "tool_format", None) is not None:  # llama.cpp: the chat template renders them
+        return int(backend.count_prompt_tokens(messages, tools))
+    # A server's own rendering of its tools field is not known here: their JSON is the estimate.
+    return int(backend.count_prompt_tokens(messages) + backend.count_tokens(json.dumps(function_specs(tools))))
+
+
 def uses_native_tools(backend, choice: str) -> bool:
     """Whether the backend's own tools field serves this choice (a required call needs its tool_choice)."""
     capabilities = getattr(backend, "capabilities", None)
