@@ -254,3 +254,20 @@ def _answers(url: str) -> bool:
         return httpx.get(f"{url}/api/version", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_tags_give_each_file_s_sha256_once_it_is_read(server, bundled_model):
+    """Read in the background at the first listing (a large file takes a while), then kept with the file's size
+    and time: Ollama's clients show its start as the model's id."""
+    import hashlib
+
+    import ollama
+
+    url, _ = server
+    expected = "sha256:" + hashlib.sha256(bundled_model.read_bytes()).hexdigest()
+
+    def digests() -> dict[str, str]:
+        return {m.model: m.digest for m in ollama.Client(host=url).list().models}
+
+    assert until(lambda: digests()[SECOND] == expected, 30), digests()
+    assert digests()[FIRST] == expected  # the same bytes under another name

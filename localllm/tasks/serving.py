@@ -6,11 +6,12 @@ server's), whose names are the server's own."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from localllm.backends import backend_class
 from localllm.core.model import ModelInfo
@@ -113,8 +114,44 @@ class LocalModels:
         digest = getattr(manifest, "sha256", "") or ""
         if not digest and path.name.startswith("sha256-") and len(path.name) == 71:  # Ollama's blob store
             digest = path.name[7:]
+        if not digest:
+            digest = self._digest(path)
         return Described(served.name, served.key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC), info,
                          digest)
+
+
+    def _digest(self, path: Path) -> str:
+        """The file's sha256 from the digest cache; when it is not there yet, it is computed in a thread of its own
+        (a file of gigabytes takes a while: the listing does not wait for it, and names it once it is known)."""
+        from localllm.store.digests import DigestCache
+
+        cache = DigestCache(self.settings.paths.cache_dir)
+        known = cache.known(path)
+        if known is None:
+            _hash_later(cache, path)
+        return known or ""
+
+
+_hashing: set[Path] = set()
+_hashing_lock = threading.Lock()
+
+
+def _hash_later(cache: Any, path: Path) -> None:
+    with _hashing_lock:
+        if path in _hashing:
+            return
+        _hashing.add(path)
+
+    def work() -> None:
+        try:
+            cache.compute(path)
+        except OSError as error:
+            logger.debug("no digest for %s: %s", path, error)
+        finally:
+            with _hashing_lock:
+                _hashing.discard(path)
+
+    threading.Thread(target=work, name="model-digest", daemon=True).start()
 
 
 class ServerModels:
