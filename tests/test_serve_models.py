@@ -221,6 +221,9 @@ def test_raw_skips_the_template_and_suffix_fills_in_the_middle(server):
     plain = client.generate(model=FIM, prompt=prefix + suffix, raw=True, options={"num_predict": 1})
     # The same text, less the start token raw adds and the tokenizer's merge at the seam, plus the three marks
     assert filled.done and abs(filled.prompt_eval_count - (plain.prompt_eval_count + 3)) <= 1
+    shown = client.show(FIM)  # loaded: what it can do is known, fill-in-the-middle ("insert") among it
+    assert "insert" in shown.capabilities and "insert" not in client.show(SECOND).capabilities
+    assert "<|im_start|>" in shown.template and "temperature" in shown.parameters  # serve's --preset precise
 
 
 def test_through_a_server_backend_the_names_are_that_server_s(tmp_path, llama_server):
@@ -267,7 +270,7 @@ def test_tags_give_each_file_s_sha256_once_it_is_read(server, bundled_model):
     expected = "sha256:" + hashlib.sha256(bundled_model.read_bytes()).hexdigest()
 
     def digests() -> dict[str, str]:
-        return {m.model: m.digest for m in ollama.Client(host=url).list().models}
+        return {str(m.model): str(m.digest) for m in ollama.Client(host=url).list().models}
 
     assert until(lambda: digests()[SECOND] == expected, 30), digests()
     assert digests()[FIRST] == expected  # the same bytes under another name

@@ -122,6 +122,10 @@ class Backend:
         it cancels); where ``capabilities.text_completion``. A prompt over the window is an error, never cut."""
         raise BackendUnavailable(f"backend {self.name} cannot continue raw text", hint="use --backend llama.cpp")
 
+    def fills_in_middle(self) -> bool:
+        """Whether ``fill_in_middle`` works with the model loaded now."""
+        return False
+
     def fill_in_middle(self, prefix: str, suffix: str, options: GenerationOptions) -> Iterator[Chunk]:
         """What goes between ``prefix`` and ``suffix`` (code completion in an editor), from a model trained for it
         (its GGUF names fill-in-the-middle tokens); streamed as ``complete_text`` streams."""

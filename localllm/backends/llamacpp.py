@@ -338,6 +338,9 @@ class LlamaCppBackend(Backend):
                                   hint="shorten it, or raise -o ctx=N", prompt_tokens=len(tokens), window=window)
         return self._decode(tokens, options, watch, [])
 
+    def fills_in_middle(self) -> bool:
+        return self._llm is not None and fim_tokens(self._llm) is not None
+
     def fill_in_middle(self, prefix: str, suffix: str, options: GenerationOptions) -> Iterator[Chunk]:
         """The model's FIM tokens around the two texts: prefix-token, prefix, suffix-token, suffix, middle-token,
         and the answer is the middle. The texts are read as plain text (special=False): a tag spelled in the

@@ -348,7 +348,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         slot = scheduler.slots.get(key or "")
         served = next((s for s in listed() if s.key == key), None)
         described = await asyncio.to_thread(scheduler.source.describe, served) if served else None
-        return JSONResponse(ollama_api.show(slot.engine if slot else None, described))
+        return JSONResponse(ollama_api.show(slot.engine if slot else None, described, options))
 
     async def root(request: HttpRequest) -> Response:
         listed_routes = [f"{method} {route.path}" for route in routes for method in sorted(route.methods or ())

@@ -103,12 +103,39 @@ def ps(slots: list[Slot]) -> dict[str, Any]:
     return {"models": models}
 
 
-def show(engine: Engine | None, described: Described | None) -> dict[str, Any]:
-    """A model's details, loaded (``engine``) or not: the window it runs with, else the one it was trained on."""
+THINKING_MARKS = ("<think>", "enable_thinking", "reasoning_content")
+"""What a chat template that handles a model's thinking mentions."""
+PARAMETER_NAMES = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+                   "repeat_penalty": "repeat_penalty", "seed": "seed", "max_tokens": "num_predict"}
+
+
+def parameters_text(options: GenerationOptions) -> str:
+    """The server's default options as Ollama's show writes a Modelfile's PARAMETER lines: one ``name value`` a
+    line."""
+    lines = []
+    for field, name in PARAMETER_NAMES.items():
+        value = getattr(options, field, None)
+        if value is not None:
+            lines.append(f"{name:<16}{value}")
+    lines += [f'{"stop":<16}"{stop}"' for stop in getattr(options, "stop", ()) or ()]
+    return "\n".join(lines)
+
+
+def show(engine: Engine | None, described: Described | None, options: GenerationOptions) -> dict[str, Any]:
+    """A model's details, loaded (``engine``) or not: the window it runs with, else the one it was trained on; the
+    server's default parameters; its chat template (a Jinja template: localllm renders it, where Ollama's are Go
+    templates); and what it can do."""
     info = engine.loaded.info if engine is not None else described.info if described else None
     window = engine.window if engine is not None else int(getattr(info, "context_length", 0) or 0)
     embeddings = engine.loaded.backend.capabilities.embeddings if engine is not None else info is not None
-    capabilities = ["completion", "tools"] + (["embedding"] if embeddings else [])
+    template = str(getattr(info, "chat_template", "") or "")
+    capabilities = ["completion", "tools"]  # tools on every model: the reply is constrained to a call where needed
+    if engine is not None and engine.loaded.backend.fills_in_middle():
+        capabilities.append("insert")
+    if any(mark in template for mark in THINKING_MARKS):
+        capabilities.append("thinking")
+    if embeddings:
+        capabilities.append("embedding")
     model_info: dict[str, Any] = {"general.context_length": window}
     architecture = str(getattr(info, "architecture", "") or "")
     if architecture:
@@ -119,6 +146,7 @@ def show(engine: Engine | None, described: Described | None) -> dict[str, Any]:
             model_info["general.parameter_count"] = parameters
     modified = described.modified if described and described.modified else None
     return {"details": details(info), "model_info": model_info, "capabilities": capabilities,
+            "parameters": parameters_text(options), "template": template, "license": "",
             "modified_at": iso(modified) if modified else now()}
 
 
