@@ -34,6 +34,10 @@ class InstalledModel:
             "architecture": info.architecture if info else None,
             "context_length": info.context_length if info else None, "problem": self.problem,
             "chat": bool(info.chat_template) if info else None,
+            "named": None if self.ref.named is None else {
+                "base": self.ref.named.base, "system": self.ref.named.system,
+                "parameters": {key: list(value) if isinstance(value, tuple) else value
+                               for key, value in self.ref.named.parameters}},
         }
 
 
