@@ -56,7 +56,9 @@ def parse_hf_uri(uri: str) -> tuple[str, str, str]:
     body = uri[len(HUB_SCHEME):]
     body, _, revision = body.partition("@")
     parts = body.split("/")
-    if len(parts) < 3 or not all(parts) or not parts[-1].endswith(".gguf"):
+    # The owner and repository as the Hub spells them, and no "." or ".." anywhere: a client of `serve` sends these
+    if len(parts) < 3 or not all(parts) or not parts[-1].endswith(".gguf") \
+            or not all(_REPO_PART.fullmatch(part) for part in parts[:2]) or any(part in (".", "..") for part in parts):
         raise HubSpecError(f"{uri!r} is not hf://OWNER/REPO/FILE.gguf",
                        hint="for example hf://bartowski/Qwen2.5-0.5B-Instruct-GGUF/Qwen2.5-0.5B-Instruct-Q4_K_M.gguf")
     return "/".join(parts[:2]), "/".join(parts[2:]), revision or "main"
