@@ -245,3 +245,38 @@ def test_run_with_a_named_model_uses_its_system_prompt_and_parameters_under_the_
                                home=home).stdout_text)
     assert flagged["usage"]["completion_tokens"] == 2
     assert flagged["usage"]["prompt_tokens"] == brief["usage"]["prompt_tokens"] != answer["usage"]["prompt_tokens"]
+
+
+def test_the_models_pane_marks_a_named_model_shows_it_and_removes_only_the_name(tmp_path):
+    import asyncio
+
+    from helpers.tui_helpers import on_screen, wait_until
+    from test_tui_models import ModelsApp, rows, select_installed, shown, status
+    from textual.widgets import DataTable
+
+    from localllm.tui.dialogs import Confirm
+    from localllm.tui.models import ModelsPane
+
+    settings = settings_for(tmp_path)
+    write_named(settings.paths, NamedModel("pirate", PACKAGED, str(BUNDLED_MODEL), "You are a pirate.",
+                                           {"temperature": 0.2, "stop": ("###",)}))
+
+    async def session():
+        app = ModelsApp(settings)
+        async with app.run_test(size=(160, 40)) as pilot:
+            pane = app.query_one(ModelsPane)
+            await select_installed(pilot, pane, "named")
+            table = pane.query_one("#installed", DataTable)
+            assert [row[0] for row in rows(table) if row[5].startswith("named, on smollm2-135m")] == ["pirate"]
+            metadata = " ".join(shown(pane.query_one("#metadata")).split())
+            assert "built on smollm2-135m" in metadata and "You are a pirate." in metadata
+            assert "temperature=0.2 stop='###'" in metadata
+            await pilot.press("d")
+            await wait_until(pilot, lambda: on_screen(app, Confirm))
+            assert "Remove the name pirate?" in shown(app.screen.query_one("#confirm-question"))
+            await pilot.press("y")
+            await wait_until(pilot, lambda: not any(row[0] == "pirate" for row in rows(table)))
+            assert "removed the name pirate" in status(pane)
+
+    asyncio.run(session())
+    assert read_named(settings.paths, "pirate") is None and BUNDLED_MODEL.is_file()

@@ -268,3 +268,30 @@ def test_push_is_not_offered_and_the_version_is_ollama_s_shape(server):
     assert status == 501 and "push is not supported" in message
     version = httpx.get(f"{url}/api/version").json()["version"]
     assert version.startswith("0.9.0-localllm-")
+
+
+def test_an_hf_co_name_picks_the_repository_s_file_of_its_quant():
+    from localllm.core.errors import UsageError
+    from localllm.store.hub import HubNotFound, parse_hf_co, quant_file
+
+    files = ["README.md", "Qwen-Q4_K_M.gguf", "Qwen-Q8_0.gguf", "Qwen.IQ4_XS.gguf", "mmproj-Qwen-Q8_0.gguf",
+             "Qwen-F16-00001-of-00002.gguf"]
+    assert parse_hf_co("hf.co/Owner/Repo-GGUF:q8_0") == ("Owner/Repo-GGUF", "q8_0")
+    assert parse_hf_co("huggingface.co/owner/repo:latest") == ("owner/repo", None)
+    assert quant_file("o/r", files, "q8_0") == "Qwen-Q8_0.gguf"  # a projector of the same quant is not the model
+    assert quant_file("o/r", files, "iq4_xs") == "Qwen.IQ4_XS.gguf"
+    assert quant_file("o/r", files, None) == "Qwen-Q4_K_M.gguf"  # Ollama's default quant
+    assert quant_file("o/r", ["only.gguf"], None) == "only.gguf"
+    with pytest.raises(HubNotFound, match="o/r has no Q2_K file"):
+        quant_file("o/r", files, "Q2_K")
+    with pytest.raises(HubNotFound, match="several GGUF files and no Q4_K_M"):
+        quant_file("o/r", ["a-Q8_0.gguf", "a-Q6_K.gguf"], None)
+    for bad in ("hf.co/owner", "hf.co/../repo", "hf.co/a/b/c", "hf.co/o/r:Q4 K", "hf.co/-o/r"):
+        with pytest.raises(UsageError):
+            parse_hf_co(bad)
+    from localllm.store.hub import parse_hf_uri
+
+    assert parse_hf_uri("hf://o/r/sub/x.gguf@v1") == ("o/r", "sub/x.gguf", "v1")
+    for bad in ("hf://../r/x.gguf", "hf://o/r/../x.gguf", "hf://o/r/./x.gguf", "hf://o r/r/x.gguf"):
+        with pytest.raises(UsageError):
+            parse_hf_uri(bad)
