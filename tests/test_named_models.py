@@ -174,6 +174,9 @@ def test_create_list_and_rm_a_named_model(home):
     assert listed["helper"]["where"] == "named, on smollm2-135m" and listed["helper"]["quant"] == "Q4_1"
     table = run_cli("list", home=home).stdout_text
     assert "named, on smollm2-135m" in table
+    shown = json.loads(run_cli("show", "helper", "--json", home=home).stdout_text)
+    assert shown["named"]["system"] == "Answer briefly." and shown["plan"]["n_ctx"] == 1024  # its own window
+    assert "system prompt  Answer briefly." in run_cli("show", "helper", home=home).stdout_text
     # A named model built on a named model inherits its system prompt and parameters under its own
     again = run_cli("create", "helper2", "--from", "helper:latest", "-o", "temperature=0.9", home=home)
     assert again.returncode == 0, again.stderr_text

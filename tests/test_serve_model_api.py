@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import cli_executable
+from conftest import cli_executable, run_cli
 from helpers.backend_servers import free_port
 from helpers.hub_fixture import FILE, REPO, start_hub
 
@@ -184,8 +184,12 @@ def test_create_from_an_uploaded_gguf(server, bundled_model):
         time.sleep(0.1)
     assert [p.name for p in blobs.iterdir()] == [digest.replace(":", "-")]
     assert f"POST /api/blobs/sha256:{'4' * 64} 499" in log.read_text()
-    # Removing the name leaves the uploaded file for other names to use
+    # Removing the name leaves the uploaded file for other names to use...
     assert client.delete("uploaded").status == "success" and (blobs / digest.replace(":", "-")).is_file()
+    # ... until `downloads clean` removes what no named model uses
+    cleaned = run_cli("downloads", "clean", home=home)
+    assert f"removed {digest.replace(':', '-')}, uploaded to serve and used by no named model" in cleaned.stderr_text
+    assert list(blobs.iterdir()) == [] and httpx.head(f"{url}/api/blobs/{digest}").status_code == 404
     assert "Traceback" not in log.read_text()
 
 

@@ -268,7 +268,7 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.tasks.models import clean_downloads, partial_downloads
+    from localllm.tasks.models import clean_downloads, clean_uploads, partial_downloads
 
     if args.action == "clean":
         removed = clean_downloads(settings)
@@ -276,6 +276,8 @@ def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
             note(f"removed the partial download of {item.target.name} ({human_size(item.have)})")
         if not removed:
             note("no partial downloads to remove")
+        for path, size in clean_uploads(settings):
+            note(f"removed {path.name}, uploaded to serve and used by no named model ({human_size(size)})")
         return 0
     items = partial_downloads(settings)
     if args.json:
@@ -350,7 +352,8 @@ def register(commands: Commands) -> None:
     server_args(rm)
     rm.set_defaults(handler=rm_command)
 
-    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them")
+    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them "
+                                    "(and uploads no named model uses)")
     downloads.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
     downloads.add_argument("--json", action="store_true")
     downloads.set_defaults(handler=downloads_command)

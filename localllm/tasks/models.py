@@ -464,6 +464,28 @@ def clean_downloads(settings: Settings) -> list[PartialDownload]:
     return removed
 
 
+def unused_uploads(settings: Settings) -> list[Path]:
+    """Files uploaded to `serve` (/api/blobs) that no named model is built on any more."""
+    from localllm.store.blobs import uploaded_blobs
+    from localllm.store.named import all_named
+
+    used = {Path(model.path) for model in all_named(settings.paths)}
+    return [path for path in uploaded_blobs(settings) if path not in used]
+
+
+def clean_uploads(settings: Settings) -> list[tuple[Path, int]]:
+    """Delete the unused uploads (a client sent them to localllm's store: they are localllm's); (file, bytes)."""
+    removed = []
+    for path in unused_uploads(settings):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append((path, size))
+    return removed
+
+
 # -- the starter model ----------------------------------------------------------------------------------------------
 STARTER_NOTE_MARKER = "starter-note-shown"
 
