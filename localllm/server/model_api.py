@@ -12,7 +12,7 @@ import asyncio
 import functools
 import json
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from localllm.core.errors import InvalidModelFile, LocalLLMError, ModelNotFound, UsageError, WontFit
@@ -312,15 +312,29 @@ def pull_name(body: dict[str, Any]) -> str:
     return name.strip()
 
 
-async def pull(scheduler: Any, name: str) -> AsyncIterator[dict[str, Any]]:
+def pull(scheduler: Any, name: str) -> AsyncGenerator[dict[str, Any], None]:
     """Ollama's pull progress for localllm's own pull (resumable, verified): the manifest, the file's bytes, the
     digest check and success. Closing the iterator (a client that left) stops the download; its partial file
-    stays for the next pull to resume."""
+    stays for the next pull to resume. A server whose models are another server's is a 501 here, before any line."""
+    return _pull(store_of(scheduler), name)
+
+
+async def pulled(statuses: AsyncGenerator[dict[str, Any], None]) -> dict[str, Any]:
+    """A pull's last status, for a client that asked for no stream (its failure: the HTTP error)."""
+    last: dict[str, Any] = {}
+    try:
+        async for status in statuses:
+            last = status
+    finally:
+        await statuses.aclose()  # also when the client left: the download stops
+    return {"status": last.get("status", "success")}
+
+
+async def _pull(settings: Settings, name: str) -> AsyncGenerator[dict[str, Any], None]:
     from localllm.hardware.detect import detect_hardware
     from localllm.tasks.models import pull as pull_model
     from localllm.tasks.models import resolve_pull
 
-    settings = store_of(scheduler)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     cancel = threading.Event()
