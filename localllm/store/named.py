@@ -212,7 +212,7 @@ def read_named(paths: Paths, name: str) -> NamedModel | None:
     try:
         with file.open("rb") as handle:
             raw = handle.read(MAX_RECORD + 1)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no named models there (or no data folder at all)
         return None
     except OSError as error:
         logger.warning(f"note: cannot read the named model {file}: {error.strerror or error}")
