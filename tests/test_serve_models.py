@@ -17,6 +17,8 @@ from conftest import cli_executable
 from helpers.backend_servers import free_port
 
 FIRST, SECOND, FIM = "smollm2-135m", "second-smol", "fim-smol"
+http = httpx.Client(timeout=120)
+"""A loaded machine may take longer than httpx's 5 seconds to load a model."""
 
 
 def second_model_home(root: Path, bundled_model: Path) -> Path:
@@ -59,7 +61,7 @@ def server(tmp_path_factory, bundled_model):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/api/version", timeout=2).status_code == 200:
+            if http.get(f"{url}/api/version", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.2)
@@ -71,7 +73,7 @@ def server(tmp_path_factory, bundled_model):
 
 
 def loaded_names(url: str) -> list[str]:
-    return [m["name"] for m in httpx.get(f"{url}/api/ps").json()["models"]]
+    return [m["name"] for m in http.get(f"{url}/api/ps").json()["models"]]
 
 
 def until(check, seconds: float = 15) -> bool:
@@ -100,7 +102,7 @@ def test_each_model_answers_by_its_name_and_the_least_recently_used_makes_room(s
     lines = log.read_text()
     assert f"unloading {FIRST} to make room" in lines and f"loaded {SECOND}" in lines
     # A request naming no model is the default's (serve's -m): loaded again, in the second one's place
-    plain = httpx.post(f"{url}/v1/chat/completions", json={"max_tokens": 2, "messages": [
+    plain = http.post(f"{url}/v1/chat/completions", json={"max_tokens": 2, "messages": [
         {"role": "user", "content": "Hi"}]}).json()
     assert plain["model"] == FIRST and loaded_names(url) == [FIRST]
 
@@ -124,10 +126,10 @@ def test_an_unknown_model_is_a_404_in_each_api_s_shape_listing_what_is_served(se
     assert by_ollama.value.status_code == 404 and "llama3:8b" in by_ollama.value.error
     for path, body in (("/api/show", {"model": "llama3:8b"}), ("/api/embed", {"model": "x", "input": "a"}),
                        ("/v1/completions", {"model": "x", "prompt": "a"}), ("/api/generate", {"model": "x"})):
-        assert httpx.post(f"{url}{path}", json=body).status_code == 404, path
-    assert httpx.get(f"{url}/v1/models/gpt-4o").status_code == 404
+        assert http.post(f"{url}{path}", json=body).status_code == 404, path
+    assert http.get(f"{url}/v1/models/gpt-4o").status_code == 404
     # A path is not a name a client may send: the server's files are not the client's to choose
-    assert httpx.post(f"{url}/api/generate", json={"model": "/etc/passwd", "prompt": "a"}).status_code == 404
+    assert http.post(f"{url}/api/generate", json={"model": "/etc/passwd", "prompt": "a"}).status_code == 404
     assert "POST /v1/chat/completions 404" in log.read_text()
 
 
@@ -148,7 +150,7 @@ def test_keep_alive_loads_unloads_and_expires_as_ollama_s_does(server):
     assert until(lambda: loaded_names(url) == [], 10)
     embedded = client.embed(model=SECOND, input="a lighthouse", keep_alive="1m")  # the named model's vectors
     assert len(embedded.embeddings[0]) == 576 and loaded_names(url) == [SECOND]
-    refused = httpx.post(f"{url}/api/generate", json={"model": SECOND, "prompt": "a", "keep_alive": "soon"})
+    refused = http.post(f"{url}/api/generate", json={"model": SECOND, "prompt": "a", "keep_alive": "soon"})
     assert refused.status_code == 400 and refused.json()["error"].startswith("keep_alive must be a duration")
 
 
@@ -254,7 +256,7 @@ def test_through_a_server_backend_the_names_are_that_server_s(tmp_path, llama_se
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/api/version", timeout=2).status_code == 200
+        return http.get(f"{url}/api/version", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
 

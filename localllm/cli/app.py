@@ -27,13 +27,14 @@ def tui_command(args: argparse.Namespace, settings: Settings) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()) and not os.environ.get("TEXTUAL_DRIVER"):
         raise UsageError("the app needs a terminal, and stdin or stdout is not one",
                          hint="run `localllm` in a terminal; in scripts use `localllm run` or `localllm chat`")
-    from localllm.core.options import preset
+    from localllm.tasks.named import decoding_options
     from localllm.tui.app import LocalLLMApp, end_process
 
     if os.environ.get("TEXTUAL_DRIVER"):
         from localllm.cli.web import end_with_server
 
         end_with_server()
-    app = LocalLLMApp(settings, preset(settings.preset), args.model)
+    # A named model's parameters under the app's own saved ones (the app applies those over these)
+    app = LocalLLMApp(settings, decoding_options(settings, args.model), args.model)
     app.run()
     end_process(app, app.return_code or 0)

@@ -28,6 +28,21 @@ def options_from(args: argparse.Namespace, settings: Settings) -> GenerationOpti
                       getattr(args, "think", None))
 
 
+def model_options(args: argparse.Namespace, settings: Settings) -> GenerationOptions:
+    """The options of `run` and `chat`: as options_from, with a named model's parameters under the flags."""
+    from localllm.tasks.named import decoding_options
+
+    return decoding_options(settings, args.model, preset_name=args.preset, assignments=args.option,
+                            think=getattr(args, "think", None))
+
+
+def model_system(args: argparse.Namespace, settings: Settings, conversation: str | None) -> str | None:
+    """-s, else the continued conversation's system prompt, else a named model's."""
+    from localllm.tasks.named import system_prompt
+
+    return system_prompt(settings, args.model, args.system or conversation)
+
+
 def read_stdin() -> str | None:
     if sys.stdin is None or sys.stdin.isatty():
         return None
@@ -98,7 +113,7 @@ def stream_to_stdout(response: Response, show_thinking: bool = True,
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks.conversation_log import ConversationLog
 
-    options = options_from(args, settings)
+    options = model_options(args, settings)
     document = read_stdin()
     log = ConversationLog(settings, origin="run", continue_last=args.continue_last, conversation_id=args.cid)
     try:
@@ -114,7 +129,7 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
     from localllm.tasks.chat import ChatSession
     from localllm.tasks.prompting import build_messages
 
-    system = args.system or log.system
+    system = model_system(args, settings, log.system)
     messages = build_messages(" ".join(args.prompt), document, system)
     history = log.history()
     # The tools' servers first: a tool that is not there is said before a model is loaded for nothing.
@@ -224,7 +239,7 @@ Ctrl-C stops an answer and keeps what was written."""
 
 
 def chat_command(args: argparse.Namespace, settings: Settings) -> int:
-    options = options_from(args, settings)
+    options = model_options(args, settings)
     interactive = sys.stdin.isatty()
     if hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="replace")  # a line that is not UTF-8 is a note, not the end of the chat
@@ -250,7 +265,8 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
 
     with tool_loop(args, settings, ask_on_stdin) as tools, \
             load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx) as loaded:
-        session = ChatSession(loaded, options, system=args.system or log.system, history=log.history(), tools=tools)
+        session = ChatSession(loaded, options, system=model_system(args, settings, log.system),
+                              history=log.history(), tools=tools)
         if interactive or args.verbose:
             note(describe_plan(loaded))
             if tools is not None:

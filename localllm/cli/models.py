@@ -1,4 +1,4 @@
-"""`localllm catalog`, `pull`, `rm`, `downloads` and `verify`."""
+"""`localllm catalog`, `pull`, `create`, `rm`, `downloads` and `verify`."""
 
 from __future__ import annotations
 
@@ -177,6 +177,46 @@ def _pull_on_ollama(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def create_command(args: argparse.Namespace, settings: Settings) -> int:
+    """A named model: a name for a model (or a GGUF) with a system prompt and parameters, from the flags or from a
+    Modelfile's FROM, SYSTEM and PARAMETER lines (the flags win)."""
+    from pathlib import Path
+
+    from localllm.store.named import parameters_from
+    from localllm.tasks.named import create_from_modelfile, create_named, describe_parameters, resolve_base
+
+    pairs = []
+    for item in args.parameters:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"option {item!r} is not key=value", hint="for example: -o temperature=0.2")
+        pairs.append((key.strip().replace("-", "_"), raw if key.strip() == "stop" else raw.strip()))
+    parameters = parameters_from(pairs, "")
+    if args.file:
+        file = Path(args.file).expanduser()
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise UsageError(f"cannot read the Modelfile {args.file}: {getattr(error, 'strerror', None) or error}",
+                             hint="check the path") from None
+        model = create_from_modelfile(settings, args.name, text, paths_allowed=True, relative_to=file.parent,
+                                      base_override=args.base, system=args.system, parameters=parameters)
+    elif args.base:
+        model = create_named(settings, args.name, resolve_base(settings, args.base, paths_allowed=True),
+                             system=args.system, parameters=parameters)
+    else:
+        raise UsageError("create needs what to build on: --from MODEL (a name or a .gguf path) or -f Modelfile",
+                         hint='localllm create my-helper --from smollm2-135m -s "Answer briefly."')
+    said = [f"built on {model.base}"]
+    if model.system:
+        said.append("with a system prompt")
+    if model.parameters:
+        said.append(describe_parameters(model.parameters))
+    note(f"created {model.name} ({', '.join(said)}); run it with: localllm run -m {model.name}")
+    print(model.name)
+    return 0
+
+
 def rm_command(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "backend", "localllm") == "ollama":
         from localllm.tasks.backends import remove_from_ollama
@@ -193,6 +233,18 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks.models import find_installed, removable, remove
 
     refs = find_installed(settings, args.model)
+    named = next((ref for ref in refs if ref.named is not None), None)
+    if named is not None:  # the name alone goes: the file it names stays where it is
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise UsageError(f"this would remove the name {named.name} (its system prompt and parameters)",
+                                 hint="pass -y to confirm")
+            if input(f"remove the name {named.name}? its file stays [y/N] ").strip().lower() not in ("y", "yes"):
+                note("nothing removed")
+                return 1
+        remove(settings, named)
+        note(f"removed the name {named.name} (its file stays: {named.path})")
+        return 0
     owned = [ref for ref in refs if removable(ref) is None]
     if not owned:
         from localllm.core.errors import LocalLLMError
@@ -207,7 +259,7 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
             note("nothing deleted")
             return 1
     for ref in owned:
-        freed = remove(ref)
+        freed = remove(settings, ref)
         note(f"deleted {ref.path} ({human_size(freed)})")
     for ref in refs:
         if ref not in owned:
@@ -216,7 +268,7 @@ def rm_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
-    from localllm.tasks.models import clean_downloads, partial_downloads
+    from localllm.tasks.models import clean_downloads, clean_uploads, partial_downloads
 
     if args.action == "clean":
         removed = clean_downloads(settings)
@@ -224,6 +276,8 @@ def downloads_command(args: argparse.Namespace, settings: Settings) -> int:
             note(f"removed the partial download of {item.target.name} ({human_size(item.have)})")
         if not removed:
             note("no partial downloads to remove")
+        for path, size in clean_uploads(settings):
+            note(f"removed {path.name}, uploaded to serve and used by no named model ({human_size(size)})")
         return 0
     items = partial_downloads(settings)
     if args.json:
@@ -276,7 +330,21 @@ def register(commands: Commands) -> None:
     server_args(pull)
     pull.set_defaults(handler=pull_command)
 
-    rm = commands.add_parser("rm", help="delete a model localllm downloaded (never another tool's files)")
+    create = commands.add_parser(
+        "create", help="name a model with a system prompt and parameters (--from MODEL, or -f Modelfile)")
+    create.add_argument("name", help="the new name, NAME or NAME:TAG (letters, digits, _ . -)")
+    create.add_argument("--from", dest="base", metavar="MODEL",
+                        help="what it is built on: an installed model's name, a named model, or a .gguf path")
+    create.add_argument("-f", "--file", metavar="MODELFILE",
+                        help="an Ollama Modelfile: FROM, SYSTEM, PARAMETER and LICENSE lines (TEMPLATE is refused)")
+    create.add_argument("-s", "--system", help="its system prompt")
+    # dest is not "option": settings_from reads every command's -o as run's load options
+    create.add_argument("-o", "--parameter", dest="parameters", action="append", default=[], metavar="KEY=VALUE",
+                        help="a parameter, repeatable: run's -o keys or Ollama's (num_ctx, num_predict)")
+    create.set_defaults(handler=create_command)
+
+    rm = commands.add_parser("rm", help="delete a model localllm downloaded, or a named model's name (never another "
+                             "tool's files)")
     rm.add_argument("model")
     rm.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     rm.add_argument("-b", "--backend", choices=("localllm", "ollama"), default="localllm",
@@ -284,7 +352,8 @@ def register(commands: Commands) -> None:
     server_args(rm)
     rm.set_defaults(handler=rm_command)
 
-    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them")
+    downloads = commands.add_parser("downloads", help="partial downloads and their progress; `clean` removes them "
+                                    "(and uploads no named model uses)")
     downloads.add_argument("action", nargs="?", choices=("list", "clean"), default="list")
     downloads.add_argument("--json", action="store_true")
     downloads.set_defaults(handler=downloads_command)

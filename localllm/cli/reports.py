@@ -81,6 +81,13 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
         ("licence", info.license or "-"),
     ):
         model.add_row(key, value)
+    named = result.ref.named
+    if named is not None:  # what the name adds to the file
+        from localllm.tasks.named import describe_parameters
+
+        model.add_row("named", f"built on {named.base}")
+        model.add_row("system prompt", named.system or "-")
+        model.add_row("parameters", describe_parameters(named.parameters) or "-")
     out.print("[bold]Model[/bold]")
     out.print(model)
     memory = plan.memory

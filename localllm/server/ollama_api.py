@@ -1,6 +1,7 @@
 """Ollama's wire format: /api/version, /api/tags, /api/show, /api/chat and /api/generate (NDJSON streaming, tools,
 format, think), /api/embed and the older /api/embeddings, so Ollama's clients (its library, oterm, Open WebUI) work
-unchanged. Unlike Ollama, a prompt or a text to embed over the window is refused with a 400 rather than cut."""
+unchanged. Unlike Ollama, a prompt or a text to embed over the window is refused with a 400 rather than cut. The
+model management routes (create, copy, delete, pull, push, blobs) are model_api.py's."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from localllm import __version__
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, ToolCallChunk
 from localllm.core.finish import finish_of
 from localllm.core.messages import Message, Role
+from localllm.core.model import NamedDefaults
 from localllm.core.options import GenerationOptions
 from localllm.core.tools import ToolCall
 from localllm.core.units import FOREVER, parameter_count
@@ -53,17 +55,45 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+OLLAMA_VERSION = "0.9.0"
+"""The Ollama version whose API this one matches: create from uploaded files (0.5.5), structured outputs (0.5) and
+thinking (0.9). Neither oterm nor the ollama library gates a feature on the version (they read /api/show's
+capabilities); a client that compares versions sees one that has what is implemented here."""
+
+
 def version() -> dict[str, str]:
-    return {"version": f"0.6.5-localllm-{__version__}"}
+    return {"version": f"{OLLAMA_VERSION}-localllm-{__version__}"}
 
 
-def details(info: Any) -> dict[str, Any]:
-    """Family, parameter size and quantization, from a model's metadata (empty where unknown)."""
+def details(info: Any, named: NamedDefaults | None = None) -> dict[str, Any]:
+    """Family, parameter size and quantization, from a model's metadata (empty where unknown); a named model's
+    parent is what it is built on."""
     parameters = int(getattr(info, "parameters", 0) or 0)
     label = getattr(info, "size_label", None) or (parameter_count(parameters) if parameters else "")
     family = str(getattr(info, "architecture", "") or "")
-    return {"parent_model": "", "format": "gguf", "family": family, "families": [family] if family else None,
-            "parameter_size": str(label or ""), "quantization_level": str(getattr(info, "quant", "") or "")}
+    return {"parent_model": named.base if named is not None else "", "format": "gguf", "family": family,
+            "families": [family] if family else None, "parameter_size": str(label or ""),
+            "quantization_level": str(getattr(info, "quant", "") or "")}
+
+
+def named_fields(named: NamedDefaults) -> dict[str, Any]:
+    """/api/show's system, parameters (Ollama's "name value" lines) and modelfile for a named model."""
+    from localllm.store.named import ollama_parameters
+
+    lines, modelfile = [], [f"# Modelfile of the named model, built on {named.base}", f"FROM {named.base}"]
+    for key, value in ollama_parameters(dict(named.parameters)).items():
+        for one in value if isinstance(value, list) else [value]:
+            shown = json.dumps(one) if isinstance(one, str) else str(one)
+            lines.append(f"{key:<30} {shown}")
+            modelfile.append(f"PARAMETER {key} {shown}")
+    if named.system:
+        modelfile.append(f'SYSTEM """{named.system}"""')
+    fields: dict[str, Any] = {"parameters": "\n".join(lines), "modelfile": "\n".join(modelfile) + "\n"}
+    if named.system:
+        fields["system"] = named.system
+    if named.license:
+        fields["license"] = named.license
+    return fields
 
 
 STAYS_LOADED = "2318-01-01T00:00:00Z"
@@ -80,7 +110,7 @@ def tags(described: list[Described]) -> dict[str, Any]:
     for model in described:
         modified = iso(model.modified) if model.modified else now()
         models.append({"name": model.name, "model": model.name, "modified_at": modified, "size": model.size,
-                       "digest": _digest(model), "details": details(model.info)})
+                       "digest": _digest(model), "details": details(model.info, model.named)})
     return {"models": models}
 
 
@@ -145,9 +175,11 @@ def show(engine: Engine | None, described: Described | None, options: Generation
         if parameters:
             model_info["general.parameter_count"] = parameters
     modified = described.modified if described and described.modified else None
-    return {"details": details(info), "model_info": model_info, "capabilities": capabilities,
-            "parameters": parameters_text(options), "template": template, "license": "",
-            "modified_at": iso(modified) if modified else now()}
+    named = described.named if described is not None else engine.loaded.ref.named if engine is not None else None
+    shown = {"details": details(info, named), "model_info": model_info, "capabilities": capabilities,
+             "parameters": parameters_text(options), "template": template, "license": "",
+             "modified_at": iso(modified) if modified else now()}
+    return {**shown, **named_fields(named)} if named is not None else shown
 
 
 def loads_only(body: dict[str, Any], chat: bool) -> bool:

@@ -36,6 +36,8 @@ class Slot:
     last_used: float = field(default_factory=time.monotonic)
     expires_at: float | None = None
     """Wall-clock time (time.time()) it unloads at; None while leased or kept forever."""
+    retired: bool = False
+    """Its name now means another model (or none): it is closed when its last request ends."""
 
 
 class Lease:
@@ -72,6 +74,8 @@ class Scheduler:
         self.default_key: str | None = None
         self._aliases: dict[str, str] = {}
         """Names already resolved, to their keys (a loaded model's names need no look-up)."""
+        self._retired: list[Slot] = []
+        """Models whose name was changed or removed while they answered: closed when their last request ends."""
         self._loading = asyncio.Lock()
         """Loads and unloads one at a time: each plans with the memory the others left."""
         self._idle = asyncio.Condition()
@@ -196,6 +200,11 @@ class Scheduler:
         slot.leases -= 1
         slot.last_used = time.monotonic()
         slot.keep_alive = lease.keep_alive
+        if slot.retired:
+            if slot.leases == 0 and slot in self._retired:
+                self._retired.remove(slot)
+                asyncio.ensure_future(self._close_retired(slot))
+            return
         if slot.leases == 0:
             self._expire_later(slot)
             if slot.keep_alive == 0:
@@ -236,6 +245,31 @@ class Scheduler:
             await self._unload(slot, "asked to")
         return True
 
+    async def forget(self, name: str, key: str | None = None) -> None:
+        """``name`` now means another model, or none (a named model created, copied over or deleted; a model
+        deleted): every name that led to its model is looked up afresh, and the model loaded for it is unloaded, now
+        if it is idle, else when its last request ends (new requests load what the name means now)."""
+        wanted = name.lower().removesuffix(":latest")
+        keys = {k for n, k in self._aliases.items() if n == wanted} | ({key} if key else set())
+        for alias in [n for n, k in self._aliases.items() if k in keys]:
+            del self._aliases[alias]
+        async with self._loading:
+            for k in keys:
+                slot = self.slots.get(k)
+                if slot is None:
+                    continue
+                logger.info("unloading %s: its name was changed or removed", slot.engine.name)
+                if slot.leases == 0:
+                    await self._close(slot)
+                else:
+                    del self.slots[k]
+                    slot.retired = True
+                    self._retired.append(slot)
+
+    async def _close_retired(self, slot: Slot) -> None:
+        slot.engine.close()
+        await asyncio.to_thread(slot.loaded.close)
+
     async def _close(self, slot: Slot) -> None:
         del self.slots[slot.key]
         slot.engine.close()
@@ -248,11 +282,12 @@ class Scheduler:
 
     def close(self) -> None:
         """At the server's end: every model unloaded."""
-        for slot in list(self.slots.values()):
+        for slot in [*self.slots.values(), *self._retired]:
             slot.engine.close()
             if slot.loaded is not None and hasattr(slot.loaded, "close"):
                 slot.loaded.close()
         self.slots.clear()
+        self._retired.clear()
 
 
 def _memory(loaded: Any) -> str:
@@ -280,3 +315,6 @@ class OneModel:
 
     def describe(self, served: ServedName) -> Described:
         return Described(served.name, served.key)
+
+    def defaults(self, name: str | None) -> Any:
+        return None

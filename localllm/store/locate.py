@@ -65,7 +65,8 @@ def localllm_models(models_dir: Path) -> list[ModelRef]:
 
 
 def installed_models(settings: Settings, *, discover: bool | None = None) -> list[ModelRef]:
-    """Every model localllm can run without a download: packaged, pulled, in model_dirs, then other tools'."""
+    """Every model localllm can run without a download: packaged, pulled, in model_dirs, then other tools', then
+    the named ones (each a name over one of those files, or over a GGUF elsewhere)."""
     refs = packaged_models(load_catalog())
     refs += localllm_models(settings.paths.models_dir)
     for folder in settings.model_dirs:
@@ -75,7 +76,45 @@ def installed_models(settings: Settings, *, discover: bool | None = None) -> lis
 
         seen = {ref.path.resolve() for ref in refs}
         refs += [ref for ref in discovered_models() if ref.path.resolve() not in seen]
+    # Last, and apart from the path check above: a named model shares its file with the model it is built on.
+    return refs + named_models(settings, refs)
+
+
+def named_models(settings: Settings, files: list[ModelRef]) -> list[ModelRef]:
+    """The named models. One built on a model by name whose file has moved since (a package reinstalled into
+    another environment) follows that name to the file it has now."""
+    from localllm.store.named import all_named
+
+    refs = []
+    for model in all_named(settings.paths):
+        path = Path(model.path)
+        if not path.exists():
+            moved = next((ref.path for ref in files if ref.name == model.base.lower()), None)
+            path = moved or path
+        refs.append(model.ref(path))
     return refs
+
+
+def pulled_from_hub(settings: Settings, spec: str) -> ModelRef | None:
+    """The model a pull of Ollama's ``hf.co/OWNER/REPO[:QUANT]`` installed (found by its manifest's repository and
+    its file's quant, without asking the Hub), so that the name a client pulled is the name it then runs."""
+    from localllm.store import hub
+
+    if not hub.is_hf_co(spec):
+        return None
+    try:
+        repo, quant = hub.parse_hf_co(spec)
+        refs = [ref for ref in localllm_models(settings.paths.models_dir) if _repo_of(ref.path) == repo.lower()]
+        file = hub.quant_file(repo, [ref.path.name for ref in refs], quant) if refs else None
+    except hub.HubError:
+        return None
+    return next((ref for ref in refs if ref.path.name == file), None)
+
+
+def _repo_of(path: Path) -> str:
+    """The Hub repository a pulled file came from (lower case; empty for a file without a manifest)."""
+    manifest = read_manifest(path)
+    return (manifest.repo or "").lower() if manifest is not None else ""
 
 
 def looks_like_path(name: str) -> bool:
@@ -113,9 +152,20 @@ def _model_path(name: str) -> Path:
 def resolve_model(name: str, settings: Settings) -> ModelRef:
     """Turn ``-m`` into a model file: a path, ``NAME`` or ``NAME:QUANT``; unknown names get suggestions."""
     installed = installed_models(settings)
-    exact = [ref for ref in installed if ref.name == name.lower()]
+    # A named model first (its name was chosen to be one; `:latest` is Ollama's tag for a name without one), then
+    # any model of that exact name.
+    named = name.lower().removesuffix(":latest")
+    exact = [ref for ref in installed if ref.named is not None and ref.name == named] or \
+        [ref for ref in installed if ref.name == name.lower()]
     if exact:
         return exact[0]
+    from localllm.store.hub import is_hf_co
+
+    if is_hf_co(name):
+        pulled = pulled_from_hub(settings, name)
+        if pulled is None:
+            raise ModelNotFound(f"{name} is not installed", hint=f"`localllm pull {name}` downloads it")
+        return pulled
     if looks_like_path(name) or _is_file(name):
         return ModelRef(Path(name).stem.lower(), _model_path(name), "file")
     base, _, quant = name.lower().partition(":")

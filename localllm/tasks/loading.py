@@ -121,6 +121,12 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
         if served_by_ollama is None:
             raise
         return served_by_ollama
+    if ref.named is not None:  # a named model's load settings, where nothing more explicit set them
+        ctx = ctx if ctx is not None else ref.named.value("ctx")
+        if settings.threads is None and ref.named.value("threads"):
+            settings = replace(settings, threads=ref.named.value("threads"))
+        if not settings.template and ref.named.value("template"):
+            settings = replace(settings, template=ref.named.value("template"))
     trained = info.context_length or settings.ctx
     if ctx is None and needed_ctx and needed_ctx > min(settings.ctx, trained):
         ctx = min(trained, 1 << (needed_ctx - 1).bit_length())

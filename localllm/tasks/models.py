@@ -181,6 +181,13 @@ def choose_quant(settings: Settings, entry: CatalogModel, report: HardwareReport
 
 
 def resolve_pull(settings: Settings, spec: str, report: HardwareReport) -> PullTarget:
+    """What ``spec`` names on the Hub: ``hf://OWNER/REPO/FILE.gguf[@REVISION]``, Ollama's ``hf.co/OWNER/REPO[:QUANT]``
+    (the repository's file of that quant), or a catalog ``NAME[:QUANT]``."""
+    if hub.is_hf_co(spec):
+        repo, wanted = hub.parse_hf_co(spec)
+        file = hub.quant_file(repo, hub.repo_files(repo, timeout=settings.request_timeout), wanted)
+        target = resolve_pull(settings, f"{hub.HUB_SCHEME}{repo}/{file}", report)
+        return PullTarget(target.name, target.quant, target.remote, target.target, f"{file} of {spec}")
     if spec.startswith(hub.HUB_SCHEME):
         repo, path, revision = hub.parse_hf_uri(spec)
         remote = hub.file_info(repo, path, revision, timeout=settings.request_timeout)
@@ -309,7 +316,8 @@ def _installed_and_intact(target: PullTarget) -> bool:
 def find_installed(settings: Settings, name: str) -> list[ModelRef]:
     base, _, quant = name.lower().partition(":")
     refs = [ref for ref in installed_models(settings) if ref.name in (name.lower(), base)
-            and (not quant or ref.name == name.lower() or (ref.quant or "").lower() == quant)]
+            and (not quant or ref.name == name.lower() or (ref.quant or "").lower() == quant
+                 or (ref.named is not None and quant == "latest"))]
     if not refs:
         known = sorted({ref.name for ref in installed_models(settings)})
         close = difflib.get_close_matches(base, known, n=3, cutoff=0.5)
@@ -319,7 +327,9 @@ def find_installed(settings: Settings, name: str) -> list[ModelRef]:
 
 
 def removable(ref: ModelRef) -> str | None:
-    """None when localllm owns the file; otherwise why it will not delete it."""
+    """None when localllm owns the file (or, for a named model, the name); otherwise why it will not delete it."""
+    if ref.named is not None:
+        return None  # the name is localllm's; removing it leaves the file it is built on alone
     # A file in localllm's own models folder is localllm's to delete, pulled (with a manifest) or dropped there by
     # the user; a link there is removed as a link (remove() unlinks; what it points to stays).
     if ref.source == LOCALLLM_SOURCE:
@@ -329,10 +339,17 @@ def removable(ref: ModelRef) -> str | None:
     return f"{ref.name} belongs to {ref.source} ({ref.path}); localllm never deletes another tool's files"
 
 
-def remove(ref: ModelRef) -> int:
+def remove(settings: Settings, ref: ModelRef) -> int:
+    """Delete what localllm owns of ``ref``; the bytes freed. A named model loses its name only: its file, which
+    other models may be, stays."""
     reason = removable(ref)
     if reason:
         raise LocalLLMError(f"not removed: {reason}", hint="remove it with the tool that owns it")
+    if ref.named is not None:
+        from localllm.store.named import remove_named
+
+        remove_named(settings.paths, ref.name)
+        return 0
     size = ref.path.stat().st_size
     ref.path.unlink()
     manifest_path(ref.path).unlink(missing_ok=True)
@@ -342,6 +359,29 @@ def remove(ref: ModelRef) -> int:
     except OSError:
         pass
     return size
+
+
+class NotRemovable(LocalLLMError):
+    """A model localllm will not delete for whoever asked: not its own, or not one it downloaded."""
+
+
+def removable_by_name(settings: Settings, name: str, *, downloaded_only: bool) -> list[ModelRef]:
+    """What deleting ``name`` removes: a named model's name, or the files of that name localllm owns; with
+    ``downloaded_only`` (a client of the server), only files a pull installed, never one a user put in the models
+    folder. ModelNotFound for an unknown name, NotRemovable with the reason for one that is not localllm's."""
+    refs = find_installed(settings, name)
+    named = [ref for ref in refs if ref.named is not None]
+    if named:
+        return named[:1]
+    owned = [ref for ref in refs if removable(ref) is None]
+    if downloaded_only:
+        owned = [ref for ref in owned if read_manifest(ref.path) is not None]
+    if owned:
+        return owned
+    reason = removable(refs[0]) or (f"{refs[0].name} was not downloaded by localllm ({refs[0].path} has no "
+                                    "manifest): delete the file yourself if you mean to")
+    raise NotRemovable(f"not removed: {reason}", hint="only models localllm downloaded, and named models, are "
+                       "removed this way")
 
 
 @dataclass(frozen=True)
@@ -421,6 +461,28 @@ def clean_downloads(settings: Settings) -> list[PartialDownload]:
             continue
         transfer.discard_partial(item.target)
         removed.append(item)
+    return removed
+
+
+def unused_uploads(settings: Settings) -> list[Path]:
+    """Files uploaded to `serve` (/api/blobs) that no named model is built on any more."""
+    from localllm.store.blobs import uploaded_blobs
+    from localllm.store.named import all_named
+
+    used = {Path(model.path) for model in all_named(settings.paths)}
+    return [path for path in uploaded_blobs(settings) if path not in used]
+
+
+def clean_uploads(settings: Settings) -> list[tuple[Path, int]]:
+    """Delete the unused uploads (a client sent them to localllm's store: they are localllm's); (file, bytes)."""
+    removed = []
+    for path in unused_uploads(settings):
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append((path, size))
     return removed
 
 

@@ -34,7 +34,17 @@ class InstalledModel:
             "architecture": info.architecture if info else None,
             "context_length": info.context_length if info else None, "problem": self.problem,
             "chat": bool(info.chat_template) if info else None,
+            "named": named_dict(self.ref),
         }
+
+
+def named_dict(ref: ModelRef) -> dict[str, Any] | None:
+    """A named model's base, system prompt and parameters, as JSON; None for any other model."""
+    if ref.named is None:
+        return None
+    return {"base": ref.named.base, "system": ref.named.system,
+            "parameters": {key: list(value) if isinstance(value, tuple) else value
+                           for key, value in ref.named.parameters}}
 
 
 def list_installed(settings: Settings) -> list[InstalledModel]:
@@ -65,7 +75,7 @@ class ModelReport:
         info["chat"] = bool(self.info.chat_template)
         return {"name": self.ref.name, "where": self.ref.source, "model": info, "backend": self.choice.name,
                 "plan": self.plan.to_dict(), "chat_formats": list(self.chat_formats),
-                "suggested_format": self.suggested_format}
+                "suggested_format": self.suggested_format, "named": named_dict(self.ref)}
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ def model_report(settings: Settings, name: str, *, ctx: int | None = None, backe
             assert loaded.served is not None, "a server backend's model is served"
             return ServedModelReport(loaded.served, loaded.choice)
     ref, info = describe_model(settings, name)
+    if ctx is None and ref.named is not None:  # a named model loads with its own window
+        ctx = ref.named.value("ctx")
     formats, suggested = _chat_formats(info)
     return ModelReport(ref, info, plan_for(settings, info, report, ctx=ctx, backend=choice.name), choice, formats,
                        suggested)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from localllm.backends import backend_class
-from localllm.core.model import ModelInfo
+from localllm.core.model import ModelInfo, ModelRef, NamedDefaults
 from localllm.core.settings import Settings
 from localllm.hardware.report import HardwareReport
 from localllm.tasks.loading import LoadedModel, load_model
@@ -43,6 +43,8 @@ class Described:
     info: ModelInfo | None = None
     digest: str = ""
     """sha256 of the file, where it is known without reading the file (a pull's manifest, Ollama's blob name)."""
+    named: NamedDefaults | None = None
+    """A named model's system prompt and parameters, and what it is built on."""
 
 
 class ModelSource(Protocol):
@@ -56,6 +58,18 @@ class ModelSource(Protocol):
         does not fit there."""
 
     def describe(self, served: ServedName) -> Described: ...
+
+    def defaults(self, name: str | None) -> NamedDefaults | None:
+        """The system prompt and parameters of the named model ``name`` is (None: it is not one)."""
+
+
+NAMED_KEY = "named:"
+
+
+def served_key(ref: ModelRef) -> str:
+    """The key of the model ``ref`` is: its file, or for a named model its name (a model of its own, loaded with
+    its own window, answering under its own name, though it shares the file)."""
+    return f"{NAMED_KEY}{ref.name}" if ref.named is not None else str(ref.path)
 
 
 def normalized(name: str) -> str:
@@ -73,10 +87,12 @@ class LocalModels:
         from localllm.store.locate import installed_models
 
         names: dict[str, ServedName] = {}
-        for ref in installed_models(self.settings):
+        refs = installed_models(self.settings)
+        # Named models first: a name chosen for one means it, as -m finds it (tasks.named keeps names apart).
+        for ref in sorted(refs, key=lambda ref: ref.named is None):
             for name in (ref.name, f"{ref.name}:{ref.quant.lower()}" if ref.quant else ""):
                 if name and name not in names:
-                    names[name] = ServedName(name, str(ref.path))
+                    names[name] = ServedName(name, served_key(ref))
         return list(names.values())
 
     def key_of(self, name: str) -> str | None:
@@ -85,7 +101,13 @@ class LocalModels:
         wanted = normalized(name)
         if not wanted or looks_like_path(wanted):
             return None
-        return next((served.key for served in self.names() if served.name == wanted), None)
+        key = next((served.key for served in self.names() if served.name == wanted), None)
+        if key is None:  # the name Ollama's clients pulled a Hub model by: hf.co/OWNER/REPO:QUANT
+            from localllm.store.locate import pulled_from_hub
+
+            pulled = pulled_from_hub(self.settings, name.strip())
+            key = served_key(pulled) if pulled is not None else None
+        return key
 
     def load(self, name: str | None, beside: list[LoadedModel]) -> LoadedModel:
         """``name`` is a served name, or the path serve's -m gave (the default model loaded again)."""
@@ -93,18 +115,31 @@ class LocalModels:
 
         if name and not looks_like_path(name):
             name = normalized(name)
-        return load_model(self.settings, name or None, backend=self.backend, ctx=self.ctx,
+        named = self.defaults(name)
+        # A named model's window is its own, over serve's -o ctx (which is for every model)
+        ctx = named.value("ctx") if named is not None and named.value("ctx") else self.ctx
+        return load_model(self.settings, name or None, backend=self.backend, ctx=ctx,
                           report=memory_left(self.report, beside))
+
+    def defaults(self, name: str | None) -> NamedDefaults | None:
+        from localllm.store.named import read_named
+
+        record = read_named(self.settings.paths, normalized(name)) if name else None
+        return record.defaults() if record is not None else None
 
     def describe(self, served: ServedName) -> Described:
         from localllm.store.gguf_info import ModelInfoCache
         from localllm.store.manifest import read_manifest
+        from localllm.store.named import read_named
 
-        path = Path(served.key)
+        record = read_named(self.settings.paths, served.key[len(NAMED_KEY):]) \
+            if served.key.startswith(NAMED_KEY) else None
+        named = record.defaults() if record is not None else None
+        path = Path(record.path) if record is not None else Path(served.key)
         try:
             stat = path.stat()
         except OSError:
-            return Described(served.name, served.key)
+            return Described(served.name, served.key, named=named)
         try:
             info: ModelInfo | None = ModelInfoCache(self.settings.paths.cache_dir).get(path)
         except Exception as error:  # noqa: BLE001 - an unreadable file is listed without details, not a failure
@@ -117,7 +152,7 @@ class LocalModels:
         if not digest:
             digest = self._digest(path)
         return Described(served.name, served.key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC), info,
-                         digest)
+                         digest, named)
 
 
     def _digest(self, path: Path) -> str:
@@ -183,6 +218,9 @@ class ServerModels:
 
     def describe(self, served: ServedName) -> Described:
         return Described(served.name, served.key)
+
+    def defaults(self, name: str | None) -> NamedDefaults | None:
+        return None  # the server's models are its own: named models are local ones
 
 
 def memory_left(report: HardwareReport, loaded: Iterable[LoadedModel]) -> HardwareReport:

@@ -199,8 +199,10 @@ class ChatPane(Vertical):
         else:
             history, system = [], None
         from localllm.tasks.chat import ChatSession
+        from localllm.tasks.named import loaded_system
 
-        self.session = ChatSession(loaded, self.options, system=system, history=history)
+        # A named model's system prompt where the conversation has none of its own
+        self.session = ChatSession(loaded, self.options, system=loaded_system(loaded.ref, system), history=history)
         self._status(self._status_text())
         self._update_welcome()
         self._introduce_starter(loaded.ref)

@@ -388,6 +388,8 @@ class ModelsPane(Vertical):
             return
         size = human_size(row.ref.path.stat().st_size) if row.ref.path.exists() else "?"
         question = f"Delete {row.ref.name} ({size})?\n{row.ref.path}"
+        if row.ref.named is not None:  # only the name goes: the file is the model it is built on
+            question = f"Remove the name {row.ref.name}?\nIts file stays: {row.ref.path}"
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -404,7 +406,7 @@ class ModelsPane(Vertical):
         from localllm.tasks.models import remove
 
         try:
-            freed = remove(ref)
+            freed = remove(self.settings, ref)
         except (LocalLLMError, OSError) as exc:
             error = exc if isinstance(exc, LocalLLMError) else LocalLLMError(f"cannot delete {ref.path}: {exc}")
             self.app.call_from_thread(self._error, error)
@@ -412,7 +414,8 @@ class ModelsPane(Vertical):
         self.app.call_from_thread(self._deleted, ref, freed)
 
     def _deleted(self, ref, freed: int) -> None:
-        self._status(f"deleted {ref.path} ({human_size(freed)})")
+        self._status(f"removed the name {ref.name}" if ref.named is not None else
+                     f"deleted {ref.path} ({human_size(freed)})")
         self.selected = None
         self.load_rows()
 
@@ -498,6 +501,11 @@ def catalog_text(row) -> str:
 def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
     ref, info = row.ref, row.info
     fields = [("where", ref.source), ("file", str(ref.path))]
+    if ref.named is not None:  # what the name adds to the file it is built on
+        from localllm.tasks.named import describe_parameters
+
+        fields += [("named", f"built on {ref.named.base}"), ("system", ref.named.system or "-"),
+                   ("parameters", describe_parameters(ref.named.parameters) or "-")]
     if info is None:
         return ref.name, fields + [("problem", row.problem or "unknown")]
     params = f"{info.parameters / 1e9:.2f} B" if info.parameters >= 1e8 else f"{info.parameters / 1e6:.0f} M"
