@@ -10,8 +10,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from localllm.core.chunks import Chunk
-from localllm.core.errors import BackendUnavailable
+from localllm.core.chunks import Chunk, TokenLogprob
+from localllm.core.errors import BackendUnavailable, UsageError
 from localllm.core.messages import Message
 from localllm.core.model import ModelRef
 from localllm.core.options import GenerationOptions
@@ -42,6 +42,24 @@ class Capabilities:
     elsewhere tools are offered in the prompt and the reply constrained to a call (tasks.tools.calling)."""
     tool_choice: bool = True
     """With native tools: a call can be required (tool_choice); where not, a required call is constrained."""
+    logprobs: bool = False
+    """Log-probabilities: ``score`` scores a sequence of tokens, ``options.logprobs`` puts each answer token's in
+    its TextChunk, and ``complete_text`` takes token ids and ``options.prompt_logprobs``."""
+    penalties: bool = False
+    """``options.presence_penalty`` and ``options.frequency_penalty`` are applied."""
+    logit_bias: bool = False
+    """``options.logit_bias`` is applied (its token ids are the model's own)."""
+
+
+def unsupported(capabilities: Capabilities, options: GenerationOptions) -> list[str]:
+    """The options' fields that ask for what a backend with these capabilities cannot do (they would otherwise be
+    dropped without a word): their names, which are also OpenAI's request fields."""
+    asked = {"presence_penalty": options.presence_penalty != 0 and not capabilities.penalties,
+             "frequency_penalty": options.frequency_penalty != 0 and not capabilities.penalties,
+             "logit_bias": bool(options.logit_bias) and not capabilities.logit_bias,
+             "logprobs": options.logprobs is not None and not capabilities.logprobs,
+             "prompt_logprobs": options.prompt_logprobs is not None and not capabilities.logprobs}
+    return [name for name, refused in asked.items() if refused]
 
 
 @dataclass(frozen=True)
@@ -117,9 +135,18 @@ class Backend:
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         raise NotImplementedError
 
-    def complete_text(self, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
-        """The continuation of ``prompt`` exactly as given, no chat template, streamed as ``chat`` streams (closing
-        it cancels); where ``capabilities.text_completion``. A prompt over the window is an error, never cut."""
+    def check_options(self, options: GenerationOptions) -> None:
+        """Refuses options this backend would otherwise drop without a word (``unsupported``), naming them."""
+        refused = unsupported(self.capabilities, options)
+        if refused:
+            raise UsageError(f"backend {self.name} cannot apply {', '.join(refused)}",
+                             hint="leave it out, or use --backend llama.cpp")
+
+    def complete_text(self, prompt: str | Sequence[int], options: GenerationOptions) -> Iterator[Chunk]:
+        """The continuation of ``prompt`` exactly as given (text, or token ids where ``capabilities.logprobs``), no
+        chat template, streamed as ``chat`` streams (closing it cancels); where ``capabilities.text_completion``. A
+        prompt over the window is an error, never cut. ``options.max_tokens`` 0: no answer (the prompt's
+        PromptChunk, where asked for, and the FinalChunk)."""
         raise BackendUnavailable(f"backend {self.name} cannot continue raw text", hint="use --backend llama.cpp")
 
     def fills_in_middle(self) -> bool:
@@ -130,6 +157,18 @@ class Backend:
         """What goes between ``prefix`` and ``suffix`` (code completion in an editor), from a model trained for it
         (its GGUF names fill-in-the-middle tokens); streamed as ``complete_text`` streams."""
         raise BackendUnavailable(f"backend {self.name} cannot fill in the middle", hint="use --backend llama.cpp")
+
+    def score(self, tokens: Sequence[int], top: int = 0) -> list[TokenLogprob]:
+        """Each token's log-probability after the ones before it (the first's is None), with the ``top``
+        likeliest tokens at each place; where ``capabilities.logprobs``. Token ids outside the vocabulary and a
+        sequence over the window are errors."""
+        raise BackendUnavailable(f"backend {self.name} cannot compute log-probabilities",
+                                 hint="use --backend llama.cpp")
+
+    @property
+    def vocab_size(self) -> int | None:
+        """Token ids run from 0 to this, exclusive; None where the backend does not know its model's vocabulary."""
+        return None
 
     def interrupt(self) -> None:
         """From any thread: stop the generation running now, before its next chunk. Closing the stream does that

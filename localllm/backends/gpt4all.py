@@ -188,6 +188,7 @@ class GPT4AllBackend(Backend):
     # -- generation ------------------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
         llm = self._require_loaded()
+        self.check_options(options)
         if options.think is not None:
             no_switch_note(self, "GPT4All")
         watch = Stopwatch()

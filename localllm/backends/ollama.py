@@ -39,7 +39,7 @@ def ollama_name(name: str) -> str:
 class OllamaBackend(Backend):
     name = "ollama"
     capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, pull=True,
-                                list_models=True, native_tools=True, tool_choice=False)
+                                list_models=True, native_tools=True, tool_choice=False, penalties=True)
     options = (
         BackendOption("num_gpu", int, None, "layers Ollama offloads to the GPU (default: Ollama decides)"),
     )
@@ -217,6 +217,9 @@ class OllamaBackend(Backend):
             mapped["seed"] = options.seed
         if options.stop:
             mapped["stop"] = list(options.stop)
+        for key in ("presence_penalty", "frequency_penalty"):  # Ollama's options take OpenAI's names
+            if getattr(options, key):
+                mapped[key] = getattr(options, key)
         if self.threads:
             mapped["num_thread"] = self.threads
         if self.option_values["num_gpu"] is not None:
@@ -229,6 +232,7 @@ class OllamaBackend(Backend):
         "auto" only, see capabilities)."""
         if self._model is None:
             raise GenerationError("no model is connected", hint="connect to a model first")
+        self.check_options(options)
         watch = Stopwatch()
         estimated = self.count_prompt_tokens(messages)
         if estimated >= self._n_ctx:

@@ -63,7 +63,7 @@ def _import_openai():
 class OpenAICompatBackend(Backend):
     name = "openai"
     capabilities = Capabilities(stream=True, cancel=True, tokenize=False, json_schema=True, list_models=True,
-                                native_tools=True)
+                                native_tools=True, penalties=True, logit_bias=True)
     local_files = False
     library = "openai"
 
@@ -251,6 +251,11 @@ class OpenAICompatBackend(Backend):
             body["seed"] = options.seed
         if options.max_tokens:
             body["max_tokens"] = options.max_tokens
+        for key in ("presence_penalty", "frequency_penalty"):  # OpenAI's own fields: every server takes them
+            if getattr(options, key):
+                body[key] = getattr(options, key)
+        if options.logit_bias:  # token ids of the server's model, as the caller gave them
+            body["logit_bias"] = {str(token): bias for token, bias in options.logit_bias}
         if options.stop:
             body["stop"] = list(options.stop)
         extra = {field: getattr(options, key) for key, field in self.profile.sampling.items()}
@@ -269,6 +274,7 @@ class OpenAICompatBackend(Backend):
              tools: Sequence[ToolSpec] | None = None, tool_choice: str = "auto") -> Iterator[Chunk]:
         if self._model is None:
             raise GenerationError("no model is connected", hint="connect to a model first")
+        self.check_options(options)
         watch = Stopwatch()
         floor = sum(self.count_tokens(m.content) for m in messages)
         estimated = self._estimate.with_overhead(floor, len(messages))

@@ -19,8 +19,33 @@ FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """A token the model could have put at a place, with its log-probability there."""
+
+    id: int
+    piece: bytes
+    """The token's text as bytes: a token can hold part of a multi-byte character."""
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token of a prompt or an answer with its log-probability under the model (natural log, the model's own
+    distribution: before temperature, penalties and biases) and the likeliest tokens at its place."""
+
+    id: int
+    piece: bytes
+    logprob: float | None
+    """None for a prompt's first token, which nothing before it predicts."""
+    top: tuple[Alternative, ...] = ()
+    """The likeliest tokens at this place, likeliest first (as many as were asked for)."""
+
+
+@dataclass(frozen=True)
 class TextChunk:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()
+    """The tokens this piece of text came from, where log-probabilities were asked for (``options.logprobs``)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +113,15 @@ class FinalChunk:
         return self.timings.tokens_per_second(self.usage.completion_tokens)
 
 
-Chunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolResultChunk | FinalChunk
+@dataclass(frozen=True)
+class PromptChunk:
+    """A raw prompt's tokens with their log-probabilities, before the answer's first chunk, where they were asked
+    for (``options.prompt_logprobs``): what serve's /v1/completions echoes, and what scoring a text reads."""
+
+    tokens: tuple[TokenLogprob, ...]
+
+
+Chunk = TextChunk | ThinkingChunk | ToolCallChunk | ToolResultChunk | FinalChunk | PromptChunk
 
 
 @dataclass

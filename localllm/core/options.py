@@ -38,6 +38,19 @@ class GenerationOptions:
     levels; None leaves it to the model. Each backend maps it to its own switch (--think / --no-think)."""
     answer_prefix: str | None = None
     """The answer starts with this text and the model continues it, e.g. an opening code fence (tasks set it)."""
+    presence_penalty: float = 0.0
+    """Subtracted from the logit of every token already in the recent text (OpenAI's meaning; -2 to 2)."""
+    frequency_penalty: float = 0.0
+    """Subtracted from a token's logit once for each time it is already in the recent text (-2 to 2)."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to those tokens' logits before sampling: +100 all but forces a token, -100
+    all but bans it. Token ids are the model's own; a tuple so that the options stay hashable."""
+    logprobs: int | None = None
+    """Each answer token's log-probability and this many likeliest alternatives (0 to 20) in its TextChunk; None:
+    none. Where ``Capabilities.logprobs`` (serve's ``logprobs``; not a -o key)."""
+    prompt_logprobs: int | None = None
+    """A raw prompt's tokens with their log-probabilities and this many alternatives each, in a PromptChunk before
+    the answer (``complete_text``); None: none (serve's ``echo``; not a -o key)."""
 
     @property
     def greedy(self) -> bool:
@@ -67,12 +80,17 @@ OPTION_TYPES: dict[str, type] = {
     "threads": int,
     "template": str,
     "think": str,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "logit_bias": str,
 }
 THINK_VALUES = {"on": "on", "true": "on", "yes": "on", "1": "on", "off": "off", "false": "off", "no": "off",
                 "0": "off", "low": "low", "medium": "medium", "high": "high"}
 LOAD_OPTIONS = ("ctx", "threads", "template")
 """Keys that choose how the model is loaded rather than how an answer is decoded."""
-assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - {"json_schema", "answer_prefix"}
+SERVER_ONLY = ("json_schema", "answer_prefix", "logprobs", "prompt_logprobs")
+"""Fields that tasks and serve set rather than a -o key."""
+assert set(OPTION_TYPES) == {f.name for f in fields(GenerationOptions)} - set(SERVER_ONLY)
 
 _RANGES: dict[str, tuple[float, float]] = {
     "temperature": (0.0, 5.0),
@@ -83,10 +101,17 @@ _RANGES: dict[str, tuple[float, float]] = {
     "max_tokens": (1, 10_000_000),
     "ctx": (16, 10_000_000),
     "threads": (1, 1024),
+    "presence_penalty": (-2.0, 2.0),  # OpenAI's ranges for both
+    "frequency_penalty": (-2.0, 2.0),
 }
+LOGIT_BIAS_RANGE = (-100.0, 100.0)
+"""OpenAI's range for a token's bias: at either end the token is all but forced or banned."""
+MAX_LOGIT_BIAS = 1024
+"""Tokens one request may bias: each is adjusted before every sampled token."""
 
 
-EXAMPLES = {"threads": "4", "ctx": "4096", "max_tokens": "256", "top_k": "40", "seed": "42"}
+EXAMPLES = {"threads": "4", "ctx": "4096", "max_tokens": "256", "top_k": "40", "seed": "42",
+            "logit_bias": "1234:5,42:-100"}
 
 
 def preset(name: str) -> GenerationOptions:
@@ -110,6 +135,8 @@ def coerce_option(key: str, raw: str) -> Any:
             raise UsageError(f"option think={raw} is not a thinking setting",
                              hint="use on, off, low, medium or high, e.g. -o think=off")
         return THINK_VALUES[raw.strip().lower()]
+    if key == "logit_bias":
+        return parse_logit_bias(raw)
     if kind is str:
         return raw
     example = EXAMPLES.get(key, "42" if kind is int else "0.5")
@@ -125,6 +152,31 @@ def coerce_option(key: str, raw: str) -> Any:
         raise UsageError(f"option {key}={raw} is out of range",
                          hint=f"use a value from {plain_number(low)} to {plain_number(high)}")
     return value
+
+
+def parse_logit_bias(raw: str) -> tuple[tuple[int, float], ...]:
+    """``-o logit_bias=ID:BIAS[,ID:BIAS...]`` (token ids of the model's own vocabulary; the backend checks that
+    each is in it). Empty: no bias. A token given twice keeps its last bias."""
+    biases: dict[int, float] = {}
+    for item in raw.replace(" ", "").split(","):
+        if not item:
+            continue
+        token, sep, bias = item.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            token_id, value = int(token), float(bias)
+        except ValueError:
+            raise UsageError(f"option logit_bias: {item!r} is not TOKEN_ID:BIAS",
+                             hint=f"for example: -o logit_bias={EXAMPLES['logit_bias']}") from None
+        low, high = LOGIT_BIAS_RANGE
+        if token_id < 0 or not low <= value <= high:  # NaN fails the comparison too
+            raise UsageError(f"option logit_bias: {item!r} is out of range",
+                             hint=f"token ids are 0 or more; biases go from {low:g} to {high:g}")
+        biases[token_id] = value
+    if len(biases) > MAX_LOGIT_BIAS:
+        raise UsageError(f"option logit_bias biases {len(biases)} tokens; at most {MAX_LOGIT_BIAS} may be biased")
+    return tuple(biases.items())
 
 
 def apply_assignments(options: GenerationOptions, assignments: list[str]) -> GenerationOptions:
