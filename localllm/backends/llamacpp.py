@@ -26,7 +26,16 @@ from localllm.backends.template_tools import (
     template_message,
     tool_format,
 )
-from localllm.core.chunks import Chunk, FinalChunk, FinishReason, Stopwatch, TextChunk, Usage
+from localllm.core.chunks import (
+    Chunk,
+    FinalChunk,
+    FinishReason,
+    PromptChunk,
+    Stopwatch,
+    TextChunk,
+    TokenLogprob,
+    Usage,
+)
 from localllm.core.errors import (
     TEMPLATE_HINT,
     BackendUnavailable,
@@ -72,7 +81,7 @@ def _import_llama_cpp():
 class LlamaCppBackend(Backend):
     name = "llama.cpp"
     capabilities = Capabilities(stream=True, cancel=True, tokenize=True, json_schema=True, embeddings=True,
-                                text_completion=True)
+                                text_completion=True, logprobs=True, penalties=True, logit_bias=True)
     options = (
         BackendOption("n_batch", int, 512, "tokens evaluated per batch while reading the prompt"),
         BackendOption("flash_attn", bool, False, "use flash attention (less memory for long contexts)"),
@@ -87,6 +96,8 @@ class LlamaCppBackend(Backend):
         self._eos_token_id: int | None = None
         self._gate: Any = None
         """The grammar gate (localllm.backends.grammars), made at the first grammar."""
+        self._scorer: Any = None
+        """Log-probabilities (localllm.backends.llamacpp_logprobs), made at the first request for them."""
         self._interrupted = threading.Event()
         self.cache_dir: Path | None = None
         """Where the self-check's verdict is kept; None: the default cache folder."""
@@ -324,19 +335,74 @@ class LlamaCppBackend(Backend):
                                              options.answer_prefix), opened)
         return calls_from_reply(chunks, tool_form) if tool_form is not None else chunks
 
-    def complete_text(self, prompt: str, options: GenerationOptions) -> Iterator[Chunk]:
-        """The prompt continued as it is, no chat template (serve's /v1/completions). Its tokens are read with
-        special=True, as llama.cpp's own server reads them, so a raw prompt may spell a template's tags itself."""
+    def complete_text(self, prompt: str | Sequence[int], options: GenerationOptions) -> Iterator[Chunk]:
+        """The prompt continued as it is, no chat template (serve's /v1/completions). Text is read with
+        special=True, as llama.cpp's own server reads it, so a raw prompt may spell a template's tags itself; token
+        ids are read as given (no start token added), once each is checked to be in the vocabulary."""
         llm = self._require_loaded()
         watch = Stopwatch()
-        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        silent = 0
+        if isinstance(prompt, str):
+            tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            if options.prompt_logprobs is not None:  # the start token the tokenizer added is no part of the text
+                silent = len(tokens) - len(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        else:
+            tokens = checked_ids(prompt, llm.n_vocab())
         if not tokens:  # llama-cpp-python asserts on an empty prompt (a model that adds no start token)
             raise UsageError("the prompt is empty: there is nothing to continue", hint="send some text to continue")
         window = usable_window(llm)
         if len(tokens) >= window:
             raise ContextOverflow(f"the prompt has {len(tokens)} tokens but the context window is {window}",
                                   hint="shorten it, or raise -o ctx=N", prompt_tokens=len(tokens), window=window)
-        return self._decode(tokens, options, watch, [])
+        if options.prompt_logprobs is None and options.max_tokens != 0:
+            return self._decode(tokens, options, watch, [])
+        return self._scored_prompt(tokens, options, watch, max(silent, 0))
+
+    def _scored_prompt(self, tokens: list[int], options: GenerationOptions, watch: Stopwatch, silent: int
+                       ) -> Iterator[Chunk]:
+        """complete_text with the prompt's PromptChunk first, or with no answer (max_tokens 0)."""
+        if options.prompt_logprobs is not None:
+            self._interrupted.clear()
+            with self._abortable():
+                scored = self._scoring().score(tokens, top_count(options.prompt_logprobs), silent,
+                                               self._interrupted.is_set)
+            if scored is None:
+                yield FinalChunk("cancelled", Usage(len(tokens), 0), watch.timings())
+                return
+            yield PromptChunk(tuple(scored))
+        if options.max_tokens == 0:
+            yield FinalChunk("length", Usage(len(tokens), 0), watch.timings())
+            return
+        yield from self._decode(tokens, options, watch, [])
+
+    def score(self, tokens: Sequence[int], top: int = 0) -> list[TokenLogprob]:
+        """Each token's log-probability after those before it (the first's is None) and the ``top`` (at most
+        MAX_TOP) likeliest tokens at its place. Evaluated in batches that keep only these numbers, never the
+        window's logits (llamacpp_logprobs). A stop (``interrupt``) while it runs is a GenerationError."""
+        llm = self._require_loaded()
+        ids = checked_ids(tokens, llm.n_vocab(), "the tokens to score")
+        window = usable_window(llm)
+        if len(ids) > window:
+            raise ContextOverflow(f"{len(ids)} tokens do not fit the {window}-token context window",
+                                  hint="score them in parts, or raise -o ctx=N", prompt_tokens=len(ids),
+                                  window=window)
+        self._interrupted.clear()
+        with self._abortable():
+            scored = self._scoring().score(ids, top_count(top), 0, self._interrupted.is_set)
+        if scored is None:
+            raise GenerationError("scoring was stopped before it was done")
+        return scored
+
+    def _scoring(self) -> Any:
+        from localllm.backends.llamacpp_logprobs import Scorer
+
+        if self._scorer is None:
+            self._scorer = Scorer(self._require_loaded())
+        return self._scorer
+
+    @property
+    def vocab_size(self) -> int | None:
+        return None if self._llm is None else int(self._llm.n_vocab())
 
     def fills_in_middle(self) -> bool:
         return self._llm is not None and fim_tokens(self._llm) is not None
@@ -389,6 +455,13 @@ class LlamaCppBackend(Backend):
         criteria = [count_tokens]
         if stopping_criteria is not None:
             criteria.extend(stopping_criteria)
+        biases = dict(zip(checked_ids([token for token, _ in options.logit_bias], llm.n_vocab(), "logit_bias"),
+                          (bias for _, bias in options.logit_bias), strict=True))
+        recorder = None
+        if options.logprobs is not None:
+            from localllm.backends.llamacpp_logprobs import Recorder
+
+            recorder = Recorder(llm, self._scoring().pieces, top_count(options.logprobs))
         stream = llm.create_completion(
             prompt=prompt,
             max_tokens=options.max_tokens or -1,
@@ -397,6 +470,12 @@ class LlamaCppBackend(Backend):
             top_k=options.top_k,
             min_p=options.min_p,
             repeat_penalty=options.repeat_penalty,
+            # llama.cpp applies both over the last 64 tokens (llama-cpp-python's last_n_tokens_size), not over
+            # the whole answer as OpenAI describes them.
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            # Only when given: llama-cpp-python drops a logits_processor given with it (list.extend's None).
+            logit_bias=biases or None,
             seed=options.seed,
             stop=stop,
             stopping_criteria=llama_cpp.StoppingCriteriaList(criteria),
@@ -405,7 +484,7 @@ class LlamaCppBackend(Backend):
         )
         # After its loop ends, llama-cpp-python calls the criteria once more: a stream left early gets no such call.
         return self._stream(stream, watch, len(prompt), lambda early: generated if early else max(generated - 1, 0),
-                            prefix, cached, tuple(options.stop))
+                            prefix, cached, tuple(options.stop), recorder)
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -463,16 +542,20 @@ class LlamaCppBackend(Backend):
         return self._gate
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
-                cached: int = 0, user_stops: tuple[str, ...] = ()) -> Iterator[Chunk]:
+                cached: int = 0, user_stops: tuple[str, ...] = (), recorder: Any = None) -> Iterator[Chunk]:
         """The answer's chunks. The request's stop strings are applied here rather than by llama-cpp-python, which
-        leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it)."""
+        leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it).
+        ``recorder``: each text chunk carries its tokens' log-probabilities (llamacpp_logprobs.Recorder)."""
         from localllm.backends.streaming import StopScanner
+
+        def text(shown: str) -> TextChunk:
+            return TextChunk(shown, recorder.take(shown)) if recorder is not None else TextChunk(shown)
 
         finish: FinishReason = "stop"
         scan = StopScanner(user_stops)
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
-        with contextlib.closing(stream):
+        with contextlib.closing(stream), recorder.attached() if recorder is not None else contextlib.nullcontext():
             try:
                 with self._abortable():
                     first = next(stream, None)
@@ -493,7 +576,7 @@ class LlamaCppBackend(Backend):
                     watch.mark_token()
                     shown, stopped = scan.feed(choice["text"])
                     if shown:
-                        yield TextChunk(shown)
+                        yield text(shown)
                     if stopped:
                         early = True
                         break  # closing the stream stops decoding
@@ -501,11 +584,12 @@ class LlamaCppBackend(Backend):
                     finish = "length" if choice["finish_reason"] == "length" else "stop"
         rest = scan.flush()
         if rest:
-            yield TextChunk(rest)
+            yield text(rest)
         yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached), watch.timings(),
                          scan.matched)
 
     def close(self) -> None:
+        self._scorer = None
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()
@@ -680,6 +764,19 @@ def fim_tokens(llm) -> tuple[int, int, int] | None:
              llama_cpp.llama_vocab_fim_mid(vocab))
     count = llama_cpp.llama_vocab_n_tokens(vocab)
     return found if all(0 <= token < count for token in found) else None
+
+
+def top_count(asked: int) -> int:
+    """Alternatives per token, at most MAX_TOP (the wire checks the bound; a caller in-process gets it too)."""
+    from localllm.backends.llamacpp_logprobs import MAX_TOP
+
+    return max(0, min(int(asked), MAX_TOP))
+
+
+def checked_ids(tokens: Sequence[int], n_vocab: int, what: str = "the prompt") -> list[int]:
+    from localllm.backends.llamacpp_logprobs import checked_ids as check
+
+    return check(tokens, n_vocab, what)
 
 
 def usable_window(llm) -> int:

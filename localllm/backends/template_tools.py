@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ToolCallChunk
+from localllm.core.chunks import Chunk, FinalChunk, TextChunk, TokenLogprob, ToolCallChunk
 from localllm.core.messages import Message
 from localllm.core.tools import ToolSpec, native_call
 
@@ -159,13 +159,16 @@ def calls_from_reply(chunks: Iterator[Chunk], form: ToolFormat) -> Iterator[Chun
     """A reply's stream with its calls as ToolCallChunk: a plain answer streams as it comes; a reply that calls is
     held back whole and parsed at its end (one cut short by the token limit comes out as the text it is)."""
     held = ""
+    tokens: tuple[TokenLogprob, ...] = ()
+    """The log-probabilities of the tokens ``held`` came from (a plain answer keeps them)."""
     calling: bool | None = None
     for chunk in chunks:
         if isinstance(chunk, TextChunk) and calling is not False:
             held += chunk.text
+            tokens += chunk.logprobs
             calling = form.calling(held)
             if calling is False:
-                yield TextChunk(held)
+                yield TextChunk(held, tokens)
             continue
         if isinstance(chunk, FinalChunk) and held and calling is not False:
             calls = form.parse(held) if calling else None
@@ -173,7 +176,7 @@ def calls_from_reply(chunks: Iterator[Chunk], form: ToolFormat) -> Iterator[Chun
                 if calling:
                     logger.warning("note: the model's tool call was cut before it was whole, so nothing ran; "
                                    "raise -o max_tokens")
-                yield TextChunk(held)
+                yield TextChunk(held, tokens)
             else:
                 for name, arguments in calls:
                     yield ToolCallChunk(native_call(name, arguments, f"call_{uuid.uuid4().hex[:24]}"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 
-from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk
+from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk, TokenLogprob
 
 OPENING_TAGS = ("<think>", "<thinking>", "<reasoning>")
 LONGEST_TAG = max(len(tag) for tag in OPENING_TAGS) + 1
@@ -25,17 +25,32 @@ def closing(tag: str) -> str:
 def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterator[Chunk]:
     """``chunks`` with a leading thinking block's text as ThinkingChunk (tags dropped) and the rest as TextChunk.
     ``opened``: the tag the prompt already opened (the template ends with ``<think>``), so the stream starts inside
-    the block. Text is held back only while it could still be the start of a tag, a few characters at most."""
+    the block. Text is held back only while it could still be the start of a tag, a few characters at most. The
+    answer's text keeps the log-probabilities of its tokens (TextChunk.logprobs); the thinking's are dropped, as
+    OpenAI reports none for reasoning."""
     state = "inside" if opened else "start"
     close = closing(opened) if opened else ""
     held = ""
+    tokens: tuple[TokenLogprob, ...] = ()
+    """The log-probabilities of the tokens ``held`` came from."""
+
+    def answer(text: str) -> TextChunk:
+        nonlocal tokens
+        chunk, tokens = TextChunk(text, tokens), ()
+        return chunk
+
+    def thinking(text: str) -> ThinkingChunk:
+        nonlocal tokens
+        tokens = ()
+        return ThinkingChunk(text)
+
     thought = 0
     """Pieces of the stream that were thinking: the thinking's tokens, for the stats."""
     try:
         for chunk in chunks:
             if not isinstance(chunk, TextChunk):
                 if held:  # the stream ends (or a server's own thinking comes): what was held is what it is
-                    yield ThinkingChunk(held) if state == "inside" else TextChunk(held)
+                    yield thinking(held) if state == "inside" else answer(held)
                     held = ""
                 if isinstance(chunk, ThinkingChunk):
                     thought += 1
@@ -45,6 +60,7 @@ def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterat
                 yield chunk
                 continue
             held += chunk.text
+            tokens += chunk.logprobs
             before = state
             while held:
                 if state == "start":
@@ -60,12 +76,12 @@ def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterat
                     end = held.find(close)
                     if end >= 0:
                         if end:
-                            yield ThinkingChunk(held[:end])
+                            yield thinking(held[:end])
                         state, held = "after", held[end + len(close):]
                         continue
                     keep = _partial_suffix(held, close)
                     if len(held) > keep:
-                        yield ThinkingChunk(held[:len(held) - keep])
+                        yield thinking(held[:len(held) - keep])
                         held = held[len(held) - keep:]
                     break
                 if state == "after":  # the blank line between the thinking and the answer is no part of either
@@ -73,11 +89,11 @@ def split_thinking(chunks: Iterator[Chunk], opened: str | None = None) -> Iterat
                     if not held:
                         break
                     state = "answer"
-                yield TextChunk(held)
+                yield answer(held)
                 held = ""
             thought += before == "inside" or (before == "start" and state in ("inside", "after"))
         if held:
-            yield ThinkingChunk(held) if state == "inside" else TextChunk(held)
+            yield thinking(held) if state == "inside" else answer(held)
     finally:
         close_stream = getattr(chunks, "close", None)
         if close_stream is not None:
