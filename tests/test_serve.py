@@ -252,10 +252,6 @@ def test_over_long_completions_and_out_of_range_values_are_400s(server):
     with pytest.raises(openai.BadRequestError, match="temperature must be a number from 0 to 2"):
         client.chat.completions.create(model=MODEL, max_tokens=4, temperature=3,
                                        messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError, match="prompt given as token ids is not supported"):
-        client.completions.create(model=MODEL, prompt=[1, 2, 3], max_tokens=4)
-    with pytest.raises(openai.BadRequestError, match="logprobs are not supported"):
-        client.completions.create(model=MODEL, prompt="hi", max_tokens=4, logprobs=2)
 
 
 def test_a_backend_without_embeddings_or_raw_text_says_so():

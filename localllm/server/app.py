@@ -261,6 +261,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         parsed = model_api.parsed(scheduler, options, body, openai_api.parse)
         include_usage = openai_api.include_usage(body)
         engine = await engine_for(request, body)
+        openai_api.checked_for(engine, parsed)
         return await generation(request, engine, openai_api, parsed, openai_api.streamed(body),
                                 lambda r: openai_api.complete(engine, r),
                                 lambda c: openai_api.stream(engine, c, include_usage), "text/event-stream")
@@ -270,7 +271,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         engine = await engine_for(request, body)
         engine.check_text_completion()  # before the window is asked for: a backend without raw text has none
         parsed, echo = openai_api.parse_completion(body, model_api.base_options(scheduler, options, body),
-                                                   engine.window)
+                                                   engine)
         include_usage = openai_api.include_usage(body)
         return await generation(request, engine, openai_api, parsed[0], openai_api.streamed(body),
                                 lambda _: openai_api.complete_text(engine, parsed, echo),

@@ -10,7 +10,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from localllm.core.chunks import Chunk, FinalChunk, TextChunk, ThinkingChunk
@@ -110,7 +110,7 @@ def merged(items: list[Any]) -> list[Any]:
     for item in items:
         last = out[-1] if out else None
         if isinstance(item, TextChunk) and isinstance(last, TextChunk):
-            out[-1] = TextChunk(last.text + item.text)
+            out[-1] = TextChunk(last.text + item.text, last.logprobs + item.logprobs)
         elif isinstance(item, ThinkingChunk) and isinstance(last, ThinkingChunk):
             out[-1] = ThinkingChunk(last.text + item.text)
         else:
@@ -124,10 +124,14 @@ class Request:
     options: GenerationOptions
     tools: Sequence[ToolSpec] = ()
     tool_choice: str = "auto"
-    prompt: str | None = None
-    """Raw text to continue with no chat template (/v1/completions, Ollama's raw); ``messages`` is then empty."""
+    prompt: str | list[int] | None = None
+    """Raw text (or token ids) to continue with no chat template (/v1/completions, Ollama's raw); ``messages`` is
+    then empty."""
     suffix: str | None = None
     """With ``prompt``: the text after the cursor; the answer is what goes between them (fill-in-the-middle)."""
+    n: int = 1
+    """Answers to generate, one after another in this request's turn (OpenAI's n); each ends with its FinalChunk.
+    With a seed, answer i samples with seed + i: the same request gives the same answers, not n copies of one."""
 
 
 class Engine:
@@ -227,11 +231,12 @@ class Engine:
             await asyncio.to_thread(thread.join, 30)
 
     def _produce(self, request: Request, handover: Handover, stop: threading.Event) -> None:
-        chunks = self._chunks(request)
-        produced = 0
+        chunks = self._answers(request)
+        produced = finals = 0
         try:
             for chunk in chunks:
-                handover.put(chunk, last=isinstance(chunk, FinalChunk))
+                finals += isinstance(chunk, FinalChunk)
+                handover.put(chunk, last=finals == request.n)
                 produced += 1
                 if stop.is_set():
                     logger.info("the client went away: its answer was stopped after %d chunks", produced)
@@ -241,9 +246,24 @@ class Engine:
             if close is not None:
                 close()  # stops decoding: the backend ends its stream
 
+    def _answers(self, request: Request):
+        """The request's n answers' chunks in turn; closing it stops the one being generated."""
+        for index in range(request.n):
+            options = request.options
+            if index:  # the prompt is the same for every answer: scored (where asked) for the first only
+                options = replace(options, prompt_logprobs=None,
+                                  seed=None if options.seed is None else options.seed + index)
+            chunks = self._chunks(replace(request, options=options))
+            try:
+                yield from chunks
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()
+
     def _chunks(self, request: Request):
         backend = self.loaded.backend
-        if request.prompt is not None and request.suffix is not None:
+        if isinstance(request.prompt, str) and request.suffix is not None:
             return backend.fill_in_middle(request.prompt, request.suffix, request.options)
         if request.prompt is not None:
             return backend.complete_text(request.prompt, request.options)

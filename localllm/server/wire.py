@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from localllm.core.messages import Message
-from localllm.core.options import GenerationOptions
+from localllm.core.options import LOGIT_BIAS_RANGE, MAX_LOGIT_BIAS, GenerationOptions
 from localllm.core.tools import ToolCall, ToolSpec
 from localllm.server.engine import ApiError, Request
 
@@ -36,6 +36,10 @@ counted at most as the model's window (no answer is longer). At 50 tokens a seco
 model: more would shut every other client out for longer."""
 MAX_INPUTS = 2048
 """Texts one embeddings request may carry (OpenAI's limit)."""
+MAX_CHOICES = 8
+"""Answers one request may ask for (``n``): each is generated in turn, holding the model meanwhile."""
+MAX_TOP_LOGPROBS = 20
+"""Alternatives per token a request may ask for (OpenAI's chat bound; its legacy completions stop at 5)."""
 
 
 def where(parent: str, key: str | int) -> str:
@@ -277,6 +281,44 @@ def named_choice(choice: str, tools: list[ToolSpec], name: str) -> str:
 def messages_count(count: int) -> None:
     if count > MAX_MESSAGES:
         raise ApiError(400, f"messages has {count} messages; at most {MAX_MESSAGES} may be sent in one request")
+
+
+def token_id(value: Any, name: str, vocab: int) -> int:
+    """A token id of the model's vocabulary (``vocab`` ids): one outside it would be read out of bounds by
+    native code, so it is refused here, by its place in the request."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab:
+        raise ApiError(400, f"{name} must be a token id of the model's vocabulary, from 0 to {vocab - 1} "
+                            f"(got {shown(value)})")
+    return value
+
+
+def token_ids(value: list[Any], name: str, vocab: int) -> list[int]:
+    """A non-empty list of token ids, each checked (a plain loop: a body may hold a million of them)."""
+    if not value:
+        raise ApiError(400, f"{name} must not be empty")
+    for index, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or not 0 <= item < vocab:
+            token_id(item, where(name, index), vocab)
+    return value
+
+
+def logit_bias(value: Any, name: str) -> tuple[tuple[int, float], ...]:
+    """OpenAI's logit_bias: {"token id": bias from -100 to 100}, the ids the model's own (JSON keys are text; the
+    vocabulary is checked once the model is known, ``openai_api.checked_for``)."""
+    if value is None:
+        return ()
+    biases = obj(value, name)
+    if len(biases) > MAX_LOGIT_BIAS:
+        raise ApiError(400, f"{name} biases {len(biases)} tokens; at most {MAX_LOGIT_BIAS} may be biased")
+    low, high = LOGIT_BIAS_RANGE
+    pairs = []
+    for key, bias in biases.items():
+        place = where(name, key)
+        # Past 18 digits a key is out of any vocabulary (and int() refuses text of over 4300 digits).
+        if not (key.isascii() and key.isdigit() and len(key) <= 18):
+            raise ApiError(400, f"{place}: the keys of {name} must be token ids of the model's vocabulary")
+        pairs.append((int(key), number(bias, place, low, high)))
+    return tuple(pairs)
 
 
 def options_from(base: GenerationOptions, changes: dict[str, Any]) -> GenerationOptions:
