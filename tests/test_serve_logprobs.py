@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from conftest import cli_executable
+from conftest import cli_executable, seed_verdict
 from helpers.backend_servers import free_port
 
 KEY = "logprobs-key-5678"
@@ -21,12 +21,14 @@ CHOICES = (" Paris", " Berlin", " a small village near the sea")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The default preset (sampling, as a client's temperature and seed ask): each test says what it needs."""
-    home = tmp_path_factory.mktemp("serve-logprobs")
+def server(tmp_path_factory, build_verdict):
+    """The default preset (sampling, as a client's temperature and seed ask): each test says what it needs. The
+    backend is named and the session's llama.cpp self-check verdict given: a check run again on a busy machine can
+    run out of time, and `auto` would then pick another backend."""
+    home = seed_verdict(tmp_path_factory.mktemp("serve-logprobs"), build_verdict)
     port = free_port()
     log = (home / "serve.log").open("w")
-    process = subprocess.Popen([cli_executable(), "serve", "--port", str(port), "--api-key", KEY],
+    process = subprocess.Popen([cli_executable(), "serve", "-b", "llama.cpp", "--port", str(port), "--api-key", KEY],
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LOCALLLM_HOME": str(home)})
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -37,6 +39,7 @@ def server(tmp_path_factory):
         except httpx.HTTPError:
             time.sleep(0.2)
         assert process.poll() is None, (home / "serve.log").read_text()
+    assert process.poll() is None, (home / "serve.log").read_text()
     yield url
     process.terminate()
     process.wait(timeout=20)
