@@ -329,3 +329,21 @@ def test_the_cli_options_take_penalties_and_logit_bias_and_a_backend_refuses_wha
         OllamaBackend().check_options(options)
     with pytest.raises(UsageError, match="backend gpt4all cannot apply presence_penalty, frequency_penalty"):
         GPT4AllBackend().check_options(options)
+
+
+def test_a_named_models_penalties_and_logit_bias_survive_its_record():
+    """A named model keeps parameters by the -o keys (Ollama's Modelfile has presence_penalty and
+    frequency_penalty): logit_bias is kept as [[id, bias], ...] and read back from that, or from OpenAI's shape."""
+    import json
+
+    from localllm.core.errors import UsageError
+    from localllm.store.named import parameters_from
+
+    kept = parameters_from([("logit_bias", "12:5,7:-100"), ("presence_penalty", "0.5")], "PARAMETER")
+    assert kept == {"logit_bias": ((12, 5.0), (7, -100.0)), "presence_penalty": 0.5}
+    assert parameters_from(list(json.loads(json.dumps(kept)).items()), "parameters") == kept
+    assert parameters_from([("logit_bias", {"12": 5})], "parameters") == {"logit_bias": ((12, 5.0),)}
+    with pytest.raises(UsageError, match="parameters.logit_bias must be token ids with their biases"):
+        parameters_from([("logit_bias", [12, 5])], "parameters")
+    with pytest.raises(UsageError, match="parameters.logit_bias: 12:500 is out of range"):
+        parameters_from([("logit_bias", [[12, 500]])], "parameters")

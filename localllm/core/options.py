@@ -167,11 +167,11 @@ def parse_logit_bias(raw: str) -> tuple[tuple[int, float], ...]:
                 raise ValueError
             token_id, value = int(token), float(bias)
         except ValueError:
-            raise UsageError(f"option logit_bias: {item!r} is not TOKEN_ID:BIAS",
+            raise UsageError(f"option logit_bias={item} is not TOKEN_ID:BIAS",
                              hint=f"for example: -o logit_bias={EXAMPLES['logit_bias']}") from None
         low, high = LOGIT_BIAS_RANGE
         if token_id < 0 or not low <= value <= high:  # NaN fails the comparison too
-            raise UsageError(f"option logit_bias: {item!r} is out of range",
+            raise UsageError(f"option logit_bias={item} is out of range",
                              hint=f"token ids are 0 or more; biases go from {low:g} to {high:g}")
         biases[token_id] = value
     if len(biases) > MAX_LOGIT_BIAS:

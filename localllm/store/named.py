@@ -97,6 +97,12 @@ def parameter_value(key: str, value: Any, where: str) -> Any:
                 raise UsageError(f"{label} has more than {MAX_STOP_CHARS} characters")
             stops.append(item)
         return tuple(stops)
+    if key == "logit_bias" and isinstance(value, (list, dict)):
+        # As a record keeps it ([[id, bias], ...]) or as OpenAI writes it ({"id": bias}): the -o text, checked there.
+        pairs = list(value.items()) if isinstance(value, dict) else value
+        if not all(isinstance(pair, (list, tuple)) and len(pair) == 2 for pair in pairs):
+            raise UsageError(f"{where} must be token ids with their biases")
+        value = ",".join(f"{token}:{bias}" for token, bias in pairs)
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise UsageError(f"{where} must be {'a string' if OPTION_TYPES[key] is str else 'a number'}")
     text = value if isinstance(value, str) else repr(value)
