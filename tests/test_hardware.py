@@ -144,3 +144,21 @@ def test_nvml_bandwidth_is_bus_width_times_memory_clock_and_none_where_unsupport
     assert gpus.nvml_bandwidth(FakeNVML(384, 9751), None) == 936_096_000_000
     assert gpus.nvml_bandwidth(FakeNVML(None, 1215), None) is None
     assert gpus.nvml_bandwidth(FakeNVML(384, 0), None) is None
+
+
+def test_a_slow_llama_cpp_probe_is_still_an_installed_llama_cpp(monkeypatch):
+    """On a busy machine (or a GPU's first use) the probe's import can take seconds: llama.cpp is then installed
+    and its build unknown, never "missing" (which made `auto` choose a backend that could not run the model)."""
+    import time
+
+    from localllm.hardware import detect
+
+    def slow_probe():
+        time.sleep(1.0)
+        return detect.LlamaCppBuild(installed=True, version="x")
+
+    monkeypatch.setattr(detect, "probe_llama_cpp", slow_probe)
+    monkeypatch.setattr(detect, "LLAMA_PROBE_TIMEOUT_S", 0.2)
+    report = detect.detect_hardware()
+    assert report.llama_cpp.installed and report.llama_cpp.error == "the llama-cpp-python probe did not finish"
+    assert any("llama-cpp-python probe did not answer within 0.2 s" in fact for fact in report.facts)

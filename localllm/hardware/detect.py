@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 import platform
 import shutil
@@ -42,8 +43,9 @@ def run_tool(args: list[str] | tuple[str, ...], facts: list[str]) -> str | None:
     return done.stdout
 
 
-def bounded(fn: Callable[[], T], what: str, facts: list[str]) -> Callable[[], T | None]:
-    """Start ``fn`` in a daemon thread now; the returned function waits for it until the shared deadline.
+def bounded(fn: Callable[[], T], what: str, facts: list[str], limit: float = PROBE_TIMEOUT_S
+            ) -> Callable[[], T | None]:
+    """Start ``fn`` in a daemon thread now; the returned function waits for it until ``limit`` seconds from now.
 
     Daemon threads, not an executor: a driver call that hangs must not hold the process open at exit.
     """
@@ -56,18 +58,24 @@ def bounded(fn: Callable[[], T], what: str, facts: list[str]) -> Callable[[], T 
             future.set_exception(exc)
 
     threading.Thread(target=target, name=f"probe: {what}", daemon=True).start()
-    deadline = time.monotonic() + PROBE_TIMEOUT_S
+    deadline = time.monotonic() + limit
 
     def result() -> T | None:
         try:
             return future.result(timeout=max(deadline - time.monotonic(), 0.0))
         except concurrent.futures.TimeoutError:
-            facts.append(f"{what} did not answer within {PROBE_TIMEOUT_S:g} s")
+            facts.append(f"{what} did not answer within {limit:g} s")
         except Exception as exc:  # a probe's failure is a fact about the machine, never a crash
             facts.append(f"{what}: {type(exc).__name__}: {exc}".rstrip(": "))
         return None
 
     return result
+
+
+LLAMA_PROBE_TIMEOUT_S = 30.0
+"""The llama-cpp-python probe imports the library in this process and asks it about its GPUs, which starts their
+drivers: seconds on a busy machine or at a GPU's first use. Taking a slow answer for "not installed" chose another
+backend for a model only llama.cpp could run."""
 
 
 def probe_llama_cpp() -> LlamaCppBuild:
@@ -155,7 +163,8 @@ def detect_hardware(*, include_llama_cpp: bool | str = True) -> HardwareReport:
         return run_tool(["sysctl", *keys], facts)
 
     cpu_result = bounded(lambda: cpu_probe.detect_cpu(sysctl), "CPU probe", facts)
-    llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts) if include_llama_cpp is True else None
+    llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts, LLAMA_PROBE_TIMEOUT_S) \
+        if include_llama_cpp is True else None
     if system == "Darwin":
         gpu_results = [bounded(lambda: gpu_probe.apple_from_sysctl(
             cpu_probe.parse_sysctl(sysctl(cpu_probe.SYSCTL_KEYS) or ""), arch), "sysctl", facts)]
@@ -167,8 +176,11 @@ def detect_hardware(*, include_llama_cpp: bool | str = True) -> HardwareReport:
     for result in gpu_results:
         found.extend(result() or [])
     if include_llama_cpp == "if-gpu" and found:
-        llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts)
+        llama_result = bounded(probe_llama_cpp, "llama-cpp-python probe", facts, LLAMA_PROBE_TIMEOUT_S)
     llama = llama_result() if llama_result else None
+    if llama is None and llama_result is not None and importlib.util.find_spec("llama_cpp") is not None:
+        # It is there, but did not say what it can do in time: installed, not "missing"
+        llama = LlamaCppBuild(installed=True, error="the llama-cpp-python probe did not finish")
 
     # Unified memory: what Metal may use is also bounded by the RAM that is free right now.
     found = [g if not g.unified_memory else _cap_free(g, memory.available) for g in found]
