@@ -200,7 +200,7 @@ def test_ollama_s_durations_add_up_and_count_the_load(server):
                                         stream=True))[-1]):
         parts = answer.load_duration + answer.prompt_eval_duration + answer.eval_duration
         assert answer.done and answer.eval_count == 6 and 0 < parts <= answer.total_duration
-        assert answer.prompt_eval_duration > 0 and answer.eval_duration > 0
+        assert answer.eval_duration > 0  # (the second reads the prompt from the cache: its prompt time is ~0)
     first = client.generate(model=FIRST, prompt="Hi", options={"num_predict": 1}, keep_alive="1m")
     again = client.generate(model=FIRST, prompt="Hi", options={"num_predict": 1})
     assert first.load_duration > 0.05e9 and again.load_duration == 0  # loaded for the first, not the second
@@ -276,3 +276,19 @@ def test_tags_give_each_file_s_sha256_once_it_is_read(server, bundled_model):
 
     assert until(lambda: digests()[SECOND] == expected, 30), digests()
     assert digests()[FIRST] == expected  # the same bytes under another name
+
+
+def test_llama_cpp_s_own_timings_come_with_an_openai_answer(server):
+    """As llama.cpp's server reports them (clients written for it read them): the prompt tokens read and those the
+    cache held add up to the prompt, and the second ask of the same prompt reads less of it."""
+    url, _ = server
+    ask = {"model": SECOND, "max_tokens": 6, "messages": [{"role": "user", "content": "Name a bird of the sea."}]}
+    first = http.post(f"{url}/v1/chat/completions", json=ask).json()
+    again = http.post(f"{url}/v1/chat/completions", json=ask).json()
+    for answer in (first, again):
+        timings, usage = answer["timings"], answer["usage"]
+        assert timings["prompt_n"] + timings["cache_n"] == usage["prompt_tokens"]
+        assert usage["completion_tokens"] - 1 <= timings["predicted_n"] <= usage["completion_tokens"]
+        assert timings["predicted_ms"] > 0
+    assert first["timings"]["prompt_ms"] > 0 and first["timings"]["prompt_n"] > 5  # the question is new to it
+    assert again["timings"]["cache_n"] > first["timings"]["cache_n"]

@@ -28,6 +28,7 @@ from localllm.backends.template_tools import (
 )
 from localllm.core.chunks import (
     Chunk,
+    EngineTimings,
     FinalChunk,
     FinishReason,
     PromptChunk,
@@ -462,6 +463,7 @@ class LlamaCppBackend(Backend):
             from localllm.backends.llamacpp_logprobs import Recorder
 
             recorder = Recorder(llm, self._scoring().pieces, top_count(options.logprobs))
+        llama_cpp.llama_perf_context_reset(llm.ctx)  # this answer's counters alone
         stream = llm.create_completion(
             prompt=prompt,
             max_tokens=options.max_tokens or -1,
@@ -585,8 +587,8 @@ class LlamaCppBackend(Backend):
         rest = scan.flush()
         if rest:
             yield text(rest)
-        yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached), watch.timings(),
-                         scan.matched)
+        yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached),
+                         replace(watch.timings(), engine=engine_timings(self._llm)), scan.matched)
 
     def close(self) -> None:
         self._scorer = None
@@ -752,6 +754,17 @@ def chat_formatter(llama_cpp, name: str):
                          + f"llama-cpp-python knows: {', '.join(sorted(formatters))}; "
                            f"{PLAIN!r} sends plain text to continue")
     return formatters[name]
+
+
+def engine_timings(llm) -> EngineTimings | None:
+    """llama.cpp's own counters for the answer just made (reset when it began)."""
+    import llama_cpp
+
+    if llm is None:
+        return None
+    data = llama_cpp.llama_perf_context(llm.ctx)
+    return EngineTimings(prompt_evaluated=int(data.n_p_eval), prompt_eval_s=float(data.t_p_eval_ms) / 1000,
+                         decoded=int(data.n_eval), eval_s=float(data.t_eval_ms) / 1000)
 
 
 def fim_tokens(llm) -> tuple[int, int, int] | None:

@@ -86,12 +86,25 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class EngineTimings:
+    """What the inference engine measured itself (llama.cpp's performance counters): the prompt tokens it read (not
+    those its cache held) and the tokens it decoded, and the seconds each took."""
+
+    prompt_evaluated: int
+    prompt_eval_s: float
+    decoded: int
+    eval_s: float
+
+
+@dataclass(frozen=True)
 class Timings:
     """Seconds measured around the backend call; ``first_token_s`` is the time to the first text chunk."""
 
     first_token_s: float | None
     total_s: float
     decode_s: float
+    engine: EngineTimings | None = None
+    """The engine's own counts and times, where the backend has them."""
 
     def tokens_per_second(self, completion_tokens: int) -> float | None:
         # The first token's time is prompt processing; decode speed counts the tokens after it.

@@ -280,10 +280,13 @@ def final_fields(final: FinalChunk | None, clock: Clock) -> dict[str, Any]:
         return {"done": True, "done_reason": "stop", "total_duration": total, "load_duration": load}
     timings = final.timings
     first = timings.first_token_s if timings.first_token_s is not None else timings.total_s
+    prompt_s, eval_s = first, max(0.0, timings.total_s - first)
+    if timings.engine is not None:  # llama.cpp's own measures of the same two parts
+        prompt_s, eval_s = timings.engine.prompt_eval_s, timings.engine.eval_s
     return {"done": True, "done_reason": finish_of(final).reason,
             "total_duration": total, "load_duration": load, "prompt_eval_count": final.usage.prompt_tokens,
-            "prompt_eval_duration": int(first * 1e9), "eval_count": final.usage.completion_tokens,
-            "eval_duration": int(max(0.0, timings.total_s - first) * 1e9)}
+            "prompt_eval_duration": int(prompt_s * 1e9), "eval_count": final.usage.completion_tokens,
+            "eval_duration": int(eval_s * 1e9)}
 
 
 def part(engine: Engine, chat: bool, text: str = "", thinking: str = "", calls: list[ToolCall] | None = None

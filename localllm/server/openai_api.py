@@ -385,7 +385,25 @@ async def complete(engine: Engine, request: Request) -> dict[str, Any]:
                         else None,
                         "finish_reason": "tool_calls" if answer.calls else finish_of(answer.final).reason})
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": engine.name, "choices": choices, "usage": usage_of([answer.final for answer in results])}
+            "model": engine.name, "choices": choices, "usage": usage_of([answer.final for answer in results]),
+            **engine_timings([answer.final for answer in results])}
+
+
+def engine_timings(finals: Sequence[FinalChunk | None]) -> dict[str, Any]:
+    """llama.cpp's own timings, as llama.cpp's server reports them beside the usage (``timings``: the prompt tokens
+    read and the tokens decoded, their milliseconds and rates; ``cache_n`` the prompt tokens its cache held), for
+    clients written for it; nothing where the backend has no such counters."""
+    measured = [final.timings.engine for final in finals if final is not None and final.timings.engine is not None]
+    if not measured:
+        return {}
+    prompt_n, decoded = sum(m.prompt_evaluated for m in measured), sum(m.decoded for m in measured)
+    prompt_ms, predicted_ms = sum(m.prompt_eval_s for m in measured) * 1000, sum(m.eval_s for m in measured) * 1000
+    prompt_tokens = sum(final.usage.prompt_tokens for final in finals if final is not None)
+    return {"timings": {
+        "cache_n": max(0, prompt_tokens - prompt_n), "prompt_n": prompt_n, "prompt_ms": round(prompt_ms, 3),
+        "prompt_per_second": round(prompt_n * 1000 / prompt_ms, 3) if prompt_ms > 0 else None,
+        "predicted_n": decoded, "predicted_ms": round(predicted_ms, 3),
+        "predicted_per_second": round(decoded * 1000 / predicted_ms, 3) if predicted_ms > 0 else None}}
 
 
 async def stream(engine: Engine, chunks: AsyncIterator[Chunk], include_usage: bool) -> AsyncIterator[str]:
@@ -419,7 +437,7 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk], include_usage: bo
             index, calls, opened = index + 1, 0, False
     if include_usage:
         data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": engine.name,
-                "choices": [], "usage": usage_of(finals)}
+                "choices": [], "usage": usage_of(finals), **engine_timings(finals)}
         yield f"data: {json.dumps(data)}\n\n"
     yield "data: [DONE]\n\n"
 
