@@ -3,8 +3,6 @@ and `ollama` clients: plain and streamed answers, raw text completions, embeddin
 the limits, the queue, and a client that goes away."""
 
 import json
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -12,8 +10,9 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
-from conftest import cli_executable, run_cli
+from conftest import run_cli, seed_verdict
 from helpers.backend_servers import free_port
+from helpers.serve_process import serving
 
 MODEL = "smollm2-135m"
 """The bundled model, as serve names it: a request must name a served model."""
@@ -28,26 +27,10 @@ ADD = {"name": "add", "description": "Add two integers",
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen([cli_executable(), "serve", "--port", str(port), "--api-key", KEY, "--queue", "0",
-                                "--preset", "precise"], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "LOCALLLM_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/version", timeout=2).status_code in (200, 401):
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        assert process.poll() is None, (home / "serve.log").read_text()
-    yield url, home / "serve.log"
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+def server(tmp_path_factory, build_verdict):
+    home = seed_verdict(tmp_path_factory.mktemp("serve"), build_verdict)  # no self-check of its own
+    with serving(home, "--api-key", KEY, "--queue", "0", "--preset", "precise") as url:
+        yield url, home / "serve.log"
 
 
 def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(server):

@@ -5,14 +5,11 @@ loopback with the bundled model and the official `openai` client, checked agains
 computed in this process."""
 
 import math
-import os
-import subprocess
-import time
 
 import httpx
 import pytest
-from conftest import cli_executable, seed_verdict
-from helpers.backend_servers import free_port
+from conftest import seed_verdict
+from helpers.serve_process import serving
 
 KEY = "logprobs-key-5678"
 MODEL = "smollm2-135m"
@@ -26,24 +23,8 @@ def server(tmp_path_factory, build_verdict):
     backend is named and the session's llama.cpp self-check verdict given: a check run again on a busy machine can
     run out of time, and `auto` would then pick another backend."""
     home = seed_verdict(tmp_path_factory.mktemp("serve-logprobs"), build_verdict)
-    port = free_port()
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen([cli_executable(), "serve", "-b", "llama.cpp", "--port", str(port), "--api-key", KEY],
-                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "LOCALLLM_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/version", timeout=2).status_code in (200, 401):
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        assert process.poll() is None, (home / "serve.log").read_text()
-    assert process.poll() is None, (home / "serve.log").read_text()
-    yield url
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with serving(home, "-b", "llama.cpp", "--api-key", KEY) as url:
+        yield url
 
 
 class Reference:

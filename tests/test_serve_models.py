@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import cli_executable
-from helpers.backend_servers import free_port
+from conftest import seed_verdict
+from helpers.serve_process import serving
 
 FIRST, SECOND, FIM = "smollm2-135m", "second-smol", "fim-smol"
 http = httpx.Client(timeout=120)
@@ -48,28 +48,12 @@ def with_fim_tokens(bundled_model: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, bundled_model):
-    home = second_model_home(tmp_path_factory.mktemp("serve-models"), bundled_model)
+def server(tmp_path_factory, bundled_model, build_verdict):
+    home = seed_verdict(second_model_home(tmp_path_factory.mktemp("serve-models"), bundled_model),
+                        build_verdict)
     with_fim_tokens(bundled_model, home.parent / "models" / f"{FIM}.gguf")
-    port = free_port()
-    log_path = home / "serve.log"
-    log = log_path.open("w")
-    process = subprocess.Popen([cli_executable(), "serve", "--port", str(port), "--max-loaded", "1",
-                                "--preset", "precise"], stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "LOCALLLM_HOME": str(home)})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if http.get(f"{url}/api/version", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        assert process.poll() is None, log_path.read_text()
-    yield url, log_path
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    with serving(home, "--max-loaded", "1", "--preset", "precise") as url:
+        yield url, home / "serve.log"
 
 
 def loaded_names(url: str) -> list[str]:
@@ -155,7 +139,7 @@ def test_keep_alive_loads_unloads_and_expires_as_ollama_s_does(server):
 
 
 def test_the_memory_plan_keeps_models_that_fit_and_unloads_the_least_recently_used_for_one_that_does_not(
-        tmp_path, bundled_model):
+        tmp_path, bundled_model, build_verdict):
     """In-process: the real scheduler loading real models, planned for a machine with room for one model or for
     two."""
     from localllm.core.settings import Settings
@@ -165,7 +149,7 @@ def test_the_memory_plan_keeps_models_that_fit_and_unloads_the_least_recently_us
     from localllm.tasks.loading import load_model
     from localllm.tasks.serving import LocalModels
 
-    home = second_model_home(tmp_path, bundled_model)
+    home = seed_verdict(second_model_home(tmp_path, bundled_model), build_verdict)
     settings = Settings.load({**os.environ, "LOCALLLM_HOME": str(home)})
     report = detect_hardware()
     with load_model(settings, FIRST, backend="llama.cpp", ctx=512, report=report) as probe:
@@ -228,67 +212,16 @@ def test_raw_skips_the_template_and_suffix_fills_in_the_middle(server):
     assert "<|im_start|>" in shown.template and "temperature" in shown.parameters  # serve's --preset precise
 
 
-def test_through_a_server_backend_the_names_are_that_server_s(tmp_path, llama_server):
+def test_through_a_server_backend_the_names_are_that_server_s(tmp_path, llama_server, build_verdict):
     """serve -b openai in front of a real llama_cpp.server: its model ids are the names, its memory its own."""
     import openai
 
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen([cli_executable(), "serve", "-b", "openai", "--base-url", f"{llama_server.url}/v1",
-                                    "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "LOCALLLM_HOME": str(tmp_path / "home")})
-        url = f"http://127.0.0.1:{port}"
-        try:
-            assert until(lambda: _answers(url), 60), log_path.read_text()
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
-            assert [m.id for m in client.models.list().data] == [FIRST]  # llama_cpp.server's id for its model
-            answer = client.chat.completions.create(model=FIRST, max_tokens=3,
-                                                    messages=[{"role": "user", "content": "Hi"}])
-            assert answer.model == FIRST and answer.choices[0].message.content
-            with pytest.raises(openai.NotFoundError):
-                client.chat.completions.create(model="gpt-4o", max_tokens=3,
-                                               messages=[{"role": "user", "content": "Hi"}])
-        finally:
-            process.terminate()
-            process.wait(timeout=20)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return http.get(f"{url}/api/version", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def test_tags_give_each_file_s_sha256_once_it_is_read(server, bundled_model):
-    """Read in the background at the first listing (a large file takes a while), then kept with the file's size
-    and time: Ollama's clients show its start as the model's id."""
-    import hashlib
-
-    import ollama
-
-    url, _ = server
-    expected = "sha256:" + hashlib.sha256(bundled_model.read_bytes()).hexdigest()
-
-    def digests() -> dict[str, str]:
-        return {str(m.model): str(m.digest) for m in ollama.Client(host=url).list().models}
-
-    assert until(lambda: digests()[SECOND] == expected, 30), digests()
-    assert digests()[FIRST] == expected  # the same bytes under another name
-
-
-def test_llama_cpp_s_own_timings_come_with_an_openai_answer(server):
-    """As llama.cpp's server reports them (clients written for it read them): the prompt tokens read and those the
-    cache held add up to the prompt, and the second ask of the same prompt reads less of it."""
-    url, _ = server
-    ask = {"model": SECOND, "max_tokens": 6, "messages": [{"role": "user", "content": "Name a bird of the sea."}]}
-    first = http.post(f"{url}/v1/chat/completions", json=ask).json()
-    again = http.post(f"{url}/v1/chat/completions", json=ask).json()
-    for answer in (first, again):
-        timings, usage = answer["timings"], answer["usage"]
-        assert timings["prompt_n"] + timings["cache_n"] == usage["prompt_tokens"]
-        assert usage["completion_tokens"] - 1 <= timings["predicted_n"] <= usage["completion_tokens"]
-        assert timings["predicted_ms"] > 0
-    assert first["timings"]["prompt_ms"] > 0 and first["timings"]["prompt_n"] > 5  # the question is new to it
-    assert again["timings"]["cache_n"] > first["timings"]["cache_n"]
+    home = seed_verdict(tmp_path, build_verdict)
+    with serving(home, "-b", "openai", "--base-url", f"{llama_server.url}/v1") as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="none")
+        assert [m.id for m in client.models.list().data] == [FIRST]  # llama_cpp.server's id for its model
+        answer = client.chat.completions.create(model=FIRST, max_tokens=3,
+                                                messages=[{"role": "user", "content": "Hi"}])
+        assert answer.model == FIRST and answer.choices[0].message.content
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o", max_tokens=3, messages=[{"role": "user", "content": "Hi"}])
