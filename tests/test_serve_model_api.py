@@ -131,6 +131,29 @@ def test_create_show_chat_copy_and_delete_a_named_model(server, bundled_model):
     assert "unloading pirate: its name was changed or removed" in log.read_text()
 
 
+def test_anthropic_s_models_give_the_window_each_model_answers_in(server):
+    """max_input_tokens is the window past which a prompt is refused: a named model's num_ctx, else serve's -o ctx,
+    loaded or not (not the 8,192 tokens the file was trained for, which a client would size its prompts by)."""
+    import anthropic
+    import ollama
+
+    url, *_ = server
+    client = ollama.Client(host=url)
+    assert client.create(model="narrow", from_=PACKAGED, parameters={"num_ctx": 512}).status == "success"
+    try:
+        models = anthropic.Anthropic(base_url=url, api_key="none").models
+        assert models.retrieve("narrow").max_input_tokens == 512  # not loaded: the window it will load with
+        listed = {model.id: model.max_input_tokens for model in models.list()}
+        assert listed["narrow"] == 512 and listed[FOLDER] == 1024  # serve's -o ctx=1024 for every other model
+        assert chat(client, "narrow", num_predict=1).model == "narrow"
+        assert models.retrieve("narrow:latest").max_input_tokens == 512  # loaded: the window it runs with
+        with pytest.raises(anthropic.BadRequestError, match="context window is 512"):
+            anthropic.Anthropic(base_url=url, api_key="none").messages.create(
+                model="narrow", max_tokens=1, messages=[{"role": "user", "content": "word " * 600}])
+    finally:
+        client.delete("narrow")
+
+
 def test_delete_refuses_what_localllm_did_not_download(server, bundled_model):
     import ollama
 
