@@ -154,6 +154,33 @@ def test_anthropic_s_models_give_the_window_each_model_answers_in(server):
         client.delete("narrow")
 
 
+def test_a_prompt_over_the_window_is_refused_in_the_words_clients_look_for(server):
+    """"prompt is too long", as Anthropic's API says it: what LangChain's ContextOverflowError, LiteLLM's
+    ContextWindowExceededError and agents that compact a conversation look for, whichever API they speak; and in
+    Anthropic's shape an error type its API has."""
+    import anthropic
+    import ollama
+    import openai
+
+    url, _, log, _ = server
+    long_text = "word " * 1200  # over serve's -o ctx=1024
+    with pytest.raises(anthropic.BadRequestError) as by_anthropic:
+        anthropic.Anthropic(base_url=url, api_key="none").messages.create(
+            model=FOLDER, max_tokens=1, messages=[{"role": "user", "content": long_text}])
+    error = by_anthropic.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("prompt is too long: the prompt has ") and "context window is 1024" in error[
+        "message"]
+    with pytest.raises(openai.BadRequestError) as by_openai:
+        openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0).chat.completions.create(
+            model=FOLDER, max_tokens=1, messages=[{"role": "user", "content": long_text}])
+    assert by_openai.value.message.startswith("Error code: 400 - prompt is too long: ")
+    assert by_openai.value.type == "context_length_exceeded"
+    status, said = refusal(lambda: chat(ollama.Client(host=url), FOLDER, long_text))
+    assert status == 400 and said.startswith("prompt is too long: ")
+    assert "POST /v1/messages 400" in log.read_text()
+
+
 def test_delete_refuses_what_localllm_did_not_download(server, bundled_model):
     import ollama
 

@@ -261,8 +261,15 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk]) -> AsyncIterator[
     yield sse("message_stop", {})
 
 
+ERROR_TYPES = frozenset({"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                         "request_too_large", "rate_limit_error", "api_error", "overloaded_error"})
+"""The error types Anthropic's API has: another kind of the server's (a prompt over the window, a backend without
+the feature) is told as the one of these its status means."""
+
+
 def error_body(error: ApiError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": error.kind, "message": error.message}}
+    kind = error.kind if error.kind in ERROR_TYPES else "invalid_request_error" if error.status < 500 else "api_error"
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def stream_error(error: ApiError) -> str:
