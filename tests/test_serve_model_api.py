@@ -131,6 +131,56 @@ def test_create_show_chat_copy_and_delete_a_named_model(server, bundled_model):
     assert "unloading pirate: its name was changed or removed" in log.read_text()
 
 
+def test_anthropic_s_models_give_the_window_each_model_answers_in(server):
+    """max_input_tokens is the window past which a prompt is refused: a named model's num_ctx, else serve's -o ctx,
+    loaded or not (not the 8,192 tokens the file was trained for, which a client would size its prompts by)."""
+    import anthropic
+    import ollama
+
+    url, *_ = server
+    client = ollama.Client(host=url)
+    assert client.create(model="narrow", from_=PACKAGED, parameters={"num_ctx": 512}).status == "success"
+    try:
+        models = anthropic.Anthropic(base_url=url, api_key="none").models
+        assert models.retrieve("narrow").max_input_tokens == 512  # not loaded: the window it will load with
+        listed = {model.id: model.max_input_tokens for model in models.list()}
+        assert listed["narrow"] == 512 and listed[FOLDER] == 1024  # serve's -o ctx=1024 for every other model
+        assert chat(client, "narrow", num_predict=1).model == "narrow"
+        assert models.retrieve("narrow:latest").max_input_tokens == 512  # loaded: the window it runs with
+        with pytest.raises(anthropic.BadRequestError, match="context window is 512"):
+            anthropic.Anthropic(base_url=url, api_key="none").messages.create(
+                model="narrow", max_tokens=1, messages=[{"role": "user", "content": "word " * 600}])
+    finally:
+        client.delete("narrow")
+
+
+def test_a_prompt_over_the_window_is_refused_in_the_words_clients_look_for(server):
+    """"prompt is too long", as Anthropic's API says it: what LangChain's ContextOverflowError, LiteLLM's
+    ContextWindowExceededError and agents that compact a conversation look for, whichever API they speak; and in
+    Anthropic's shape an error type its API has."""
+    import anthropic
+    import ollama
+    import openai
+
+    url, _, log, _ = server
+    long_text = "word " * 1200  # over serve's -o ctx=1024
+    with pytest.raises(anthropic.BadRequestError) as by_anthropic:
+        anthropic.Anthropic(base_url=url, api_key="none").messages.create(
+            model=FOLDER, max_tokens=1, messages=[{"role": "user", "content": long_text}])
+    error = by_anthropic.value.body["error"]  # type: ignore[index]
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("prompt is too long: the prompt has ") and "context window is 1024" in error[
+        "message"]
+    with pytest.raises(openai.BadRequestError) as by_openai:
+        openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0).chat.completions.create(
+            model=FOLDER, max_tokens=1, messages=[{"role": "user", "content": long_text}])
+    assert by_openai.value.message.startswith("Error code: 400 - prompt is too long: ")
+    assert by_openai.value.type == "context_length_exceeded"
+    status, said = refusal(lambda: chat(ollama.Client(host=url), FOLDER, long_text))
+    assert status == 400 and said.startswith("prompt is too long: ")
+    assert "POST /v1/messages 400" in log.read_text()
+
+
 def test_delete_refuses_what_localllm_did_not_download(server, bundled_model):
     import ollama
 

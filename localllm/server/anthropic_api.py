@@ -89,9 +89,10 @@ async def count_tokens(engine: Engine, request: Request) -> dict[str, int]:
 
 
 def model_info(model: Described) -> dict[str, Any]:
-    """A served model as Anthropic's /v1/models describes one: the window it was trained for bounds both the prompt
-    and the answer, and its time is the model file's (as Ollama's tags give it)."""
-    window = int(getattr(model.info, "context_length", 0) or 0)
+    """A served model as Anthropic's /v1/models describes one: the window it answers in (loaded, the one it runs
+    with; else the one it would load with, a named model's ctx among them) bounds both the prompt and the answer, as
+    a longer prompt is refused; its time is the model file's (as Ollama's tags give it)."""
+    window = model.window or int(getattr(model.info, "context_length", 0) or 0)
     info: dict[str, Any] = {"type": "model", "id": model.name, "display_name": model.name,
                             "created_at": iso(model.modified) if model.modified else now(), "lifecycle": "active"}
     if window:
@@ -260,8 +261,15 @@ async def stream(engine: Engine, chunks: AsyncIterator[Chunk]) -> AsyncIterator[
     yield sse("message_stop", {})
 
 
+ERROR_TYPES = frozenset({"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                         "request_too_large", "rate_limit_error", "api_error", "overloaded_error"})
+"""The error types Anthropic's API has: another kind of the server's (a prompt over the window, a backend without
+the feature) is told as the one of these its status means."""
+
+
 def error_body(error: ApiError) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": error.kind, "message": error.message}}
+    kind = error.kind if error.kind in ERROR_TYPES else "invalid_request_error" if error.status < 500 else "api_error"
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def stream_error(error: ApiError) -> str:

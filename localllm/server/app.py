@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from localllm.core.chunks import Chunk
@@ -242,10 +243,16 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             seen.setdefault(served.key, served)
         return list(seen.values())
 
+    async def described(served: list[Any]) -> list[Any]:
+        """What is known of the served models (read in a thread: a file's header may be read), with the window each
+        runs with where it is loaded."""
+        running = {key: slot.engine.window for key, slot in scheduler.slots.items()}
+        known = await asyncio.to_thread(lambda: [scheduler.source.describe(s) for s in served])
+        return [replace(model, window=running[model.key]) if model.key in running else model for model in known]
+
     async def openai_models(request: HttpRequest) -> Response:
         if ANTHROPIC_CLIENT in request.headers:
-            described = await asyncio.to_thread(lambda: [scheduler.source.describe(s) for s in listed()])
-            return JSONResponse(anthropic_api.models(described, request.query_params))
+            return JSONResponse(anthropic_api.models(await described(listed()), request.query_params))
         return JSONResponse(openai_api.models([served.name for served in listed()]))
 
     async def openai_model(request: HttpRequest) -> Response:
@@ -253,7 +260,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         key = scheduler.resolve(wanted)
         served = next((served for served in listed() if served.key == key), None)
         if ANTHROPIC_CLIENT in request.headers and served is not None:
-            return JSONResponse(anthropic_api.model_info(await asyncio.to_thread(scheduler.source.describe, served)))
+            return JSONResponse(anthropic_api.model_info((await described([served]))[0]))
         return JSONResponse(openai_api.model(served.name if served else wanted))
 
     async def openai_chat(request: HttpRequest) -> Response:

@@ -28,6 +28,12 @@ one event is sent and this time runs go together in the next. Per-token events c
 wake-up and a parse each, time taken from decoding where llama.cpp uses every core; 0 sends each token alone."""
 
 
+PROMPT_TOO_LONG = "prompt is too long"
+"""How an answer refused for a prompt over the window begins, as Anthropic's API words it: what LangChain (its
+ContextOverflowError), LiteLLM (its ContextWindowExceededError, which its context-window fallbacks catch) and agents
+that compact a conversation when it no longer fits look for in an error's message, whichever API they speak."""
+
+
 class ApiError(Exception):
     """An HTTP error with a message for the client (each format wraps it in its own error shape)."""
 
@@ -43,8 +49,8 @@ def api_error(error: BaseException) -> ApiError:
         return error
     if isinstance(error, LocalLLMError):
         message = f"{error.message} ({error.hint})" if error.hint else error.message
-        if isinstance(error, ContextOverflow):
-            return ApiError(400, message, "context_length_exceeded")
+        if isinstance(error, ContextOverflow):  # the words Anthropic's API says it in, which clients look for
+            return ApiError(400, f"{PROMPT_TOO_LONG}: {message}", "context_length_exceeded")
         if isinstance(error, BackendUnavailable):
             return ApiError(501, message, "not_implemented")
         if isinstance(error, UsageError):  # what the request asked cannot be done with this model

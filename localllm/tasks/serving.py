@@ -45,6 +45,10 @@ class Described:
     """sha256 of the file, where it is known without reading the file (a pull's manifest, Ollama's blob name)."""
     named: NamedDefaults | None = None
     """A named model's system prompt and parameters, and what it is built on."""
+    window: int = 0
+    """The window it answers in: loaded, the one it runs with; else the one it would load with (a named model's
+    ctx, else serve's -o ctx, else the default capped by the trained one; a machine short of memory may halve it
+    at load); 0 where that is not known."""
 
 
 class ModelSource(Protocol):
@@ -152,7 +156,16 @@ class LocalModels:
         if not digest:
             digest = self._digest(path)
         return Described(served.name, served.key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC), info,
-                         digest, named)
+                         digest, named, self._window(named, info))
+
+    def _window(self, named: NamedDefaults | None, info: ModelInfo | None) -> int:
+        """The window ``load`` would give the model, as the planner chooses it when memory allows."""
+        ctx = (named.value("ctx") if named is not None else None) or self.ctx
+        if ctx:
+            return int(ctx)
+        if info is None:
+            return 0
+        return min(self.settings.ctx, info.context_length or self.settings.ctx)
 
 
     def _digest(self, path: Path) -> str:
