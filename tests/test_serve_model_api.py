@@ -377,3 +377,16 @@ def test_an_hf_co_name_picks_the_repository_s_file_of_its_quant():
     for bad in ("hf://../r/x.gguf", "hf://o/r/../x.gguf", "hf://o/r/./x.gguf", "hf://o r/r/x.gguf"):
         with pytest.raises(UsageError):
             parse_hf_uri(bad)
+
+
+def test_pulling_a_model_already_served_is_a_success_with_nothing_fetched(server):
+    """Clients pull a model before they use it: a packaged, a folder's model is there already (the Hub stand-in
+    is never asked, and offline a Hub request would fail)."""
+    import ollama
+
+    url, _, _, _ = server
+    client = ollama.Client(host=url)
+    for name in ("smollm2-135m", f"{FOLDER}:latest"):
+        said = [status.status for status in client.pull(name, stream=True)]
+        assert said == ["pulling manifest", "success"], (name, said)
+        assert client.pull(name).status == "success"

@@ -320,8 +320,20 @@ def pull_name(body: dict[str, Any]) -> str:
 def pull(scheduler: Any, name: str) -> AsyncGenerator[dict[str, Any], None]:
     """Ollama's pull progress for localllm's own pull (resumable, verified): the manifest, the file's bytes, the
     digest check and success. Closing the iterator (a client that left) stops the download; its partial file
-    stays for the next pull to resume. A server whose models are another server's is a 501 here, before any line."""
-    return _pull(store_of(scheduler), name)
+    stays for the next pull to resume. A server whose models are another server's is a 501 here, before any line.
+    A model this server already serves (a package's, a folder's, a named one, one pulled before) is there: success
+    at once, with nothing fetched (clients pull before they use a model; `localllm pull` fetches a newer copy)."""
+    settings = store_of(scheduler)
+    from localllm.tasks.serving import LocalModels
+
+    if isinstance(scheduler.source, LocalModels) and scheduler.source.key_of(name) is not None:
+        return _already_here()
+    return _pull(settings, name)
+
+
+async def _already_here() -> AsyncGenerator[dict[str, Any], None]:
+    yield {"status": "pulling manifest"}
+    yield {"status": "success"}
 
 
 async def pulled(statuses: AsyncGenerator[dict[str, Any], None]) -> dict[str, Any]:

@@ -283,6 +283,7 @@ class Scheduler:
     def close(self) -> None:
         """At the server's end: every model unloaded."""
         for slot in [*self.slots.values(), *self._retired]:
+            logger.info("unloading %s: the server stops", slot.engine.name)
             slot.engine.close()
             if slot.loaded is not None and hasattr(slot.loaded, "close"):
                 slot.loaded.close()

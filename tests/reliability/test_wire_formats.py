@@ -112,10 +112,10 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     # OpenAI's raw text completions
     (TEXT, {"prompt": ["Once"] * 65}, "prompt has 65 prompts; at most 64"),
     (TEXT, {"prompt": ["Once"] * 64, "max_tokens": 2048}, "at most 65536 may be asked for in one request"),
-    (TEXT, {"prompt": {"text": "Once"}}, "prompt must be a string or a non-empty list of strings"),
+    (TEXT, {"prompt": {"text": "Once"}}, "prompt must be a string, a list of strings, a list of token ids"),
     (TEXT, {"prompt": ["Once", ""]}, "prompt must not be empty"),
     (TEXT, {"echo": "yes"}, "echo must be true or false"),
-    (TEXT, {"n": True}, "n must be 1"),
+    (TEXT, {"n": True}, "n must be an integer from 1 to 8"),
     (TEXT, {"stop": {"a": 1}}, "stop must be a string or a list of strings"),
     (TEXT, {"stream_options": 1}, "stream_options must be an object"),
     # Anthropic's messages
