@@ -328,8 +328,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             keep_alive = keep_alive_of(body)
             if ollama_api.loads_only(body, chat):  # Ollama's idiom: nothing to answer, only load or unload
                 if keep_alive == 0:
-                    scheduler.resolve(model_of(body))  # an unknown name is still a 404
-                    await scheduler.unload(model_of(body))
+                    await scheduler.unload(model_of(body))  # an unknown name is still a 404
                     return JSONResponse(ollama_api.loaded_reply(model_of(body) or "", chat, "unload"))
                 engine = await engine_for(request, body, keep_alive)
                 return JSONResponse(ollama_api.loaded_reply(engine.name, chat, "load"))

@@ -15,7 +15,7 @@ from typing import Any
 from localllm.core.errors import LocalLLMError, ModelNotFound, WontFit
 from localllm.core.units import FOREVER, duration_text
 from localllm.server.engine import ApiError, Engine, api_error
-from localllm.tasks.serving import Described, ModelSource, ServedName, give_back_freed_memory
+from localllm.tasks.serving import Described, ModelSource, ServedName, give_back_freed_memory, normalized
 
 logger = logging.getLogger("localllm.serve")
 DEFAULT_KEEP_ALIVE = 300.0
@@ -111,13 +111,13 @@ class Scheduler:
         return names + [self._default_listing] if self._default_listing is not None else names
 
     def _alias(self, name: str, key: str) -> None:
-        self._aliases[name.lower().removesuffix(":latest")] = key
+        self._aliases[normalized(name)] = key
 
     def resolve(self, name: str | None) -> str | None:
         """The key ``name`` means (None: the default); ApiError 404 for a name nothing here serves."""
         if not name:
             return self.default_key
-        known = self._aliases.get(name.lower().removesuffix(":latest"))
+        known = self._aliases.get(normalized(name))
         if known is not None:
             return known
         key = self.source.key_of(name)
@@ -249,7 +249,7 @@ class Scheduler:
         """``name`` now means another model, or none (a named model created, copied over or deleted; a model
         deleted): every name that led to its model is looked up afresh, and the model loaded for it is unloaded, now
         if it is idle, else when its last request ends (new requests load what the name means now)."""
-        wanted = name.lower().removesuffix(":latest")
+        wanted = normalized(name)
         keys = {k for n, k in self._aliases.items() if n == wanted} | ({key} if key else set())
         for alias in [n for n, k in self._aliases.items() if k in keys]:
             del self._aliases[alias]
@@ -309,7 +309,7 @@ class OneModel:
         return [ServedName(self.name, self.name)]
 
     def key_of(self, name: str) -> str | None:
-        return self.name if name.lower().removesuffix(":latest") == self.name.lower() else None
+        return self.name if normalized(name) == self.name.lower() else None
 
     def load(self, name: str | None, beside: list[Any]) -> Any:
         raise AssertionError("a scheduler serving one given engine loads nothing")
