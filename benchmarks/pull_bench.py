@@ -213,12 +213,12 @@ def bench(record: Record, rounds: int = 6, size_mb: int = 300, resume_rounds: in
         "stand-in had written into its sockets' send buffers (up to net.ipv4.tcp_wmem's maximum, 4 MiB here) when "
         "the client died, which it counts as served")
     record(f"pull ÷ hf download speed, each connection capped at {CAP // 1_000_000} MB/s (median ratio)",
-           capped_ratio, ">= 2.0", capped_ratio >= 2.0, _spread(*capped))
+           capped_ratio, ">= 2.0", capped_ratio >= 2.0, _spread(*capped), len(capped[0]))
     record("pull ÷ hf download speed, uncapped loopback (median ratio)", uncapped_ratio, ">= 0.9",
-           uncapped_ratio >= 0.9, _spread(*uncapped))
+           uncapped_ratio >= 0.9, _spread(*uncapped), len(uncapped[0]))
     worst = max(per_connection)
     record("bytes re-sent on resume after SIGKILL, MiB per connection (worst of "
-           f"{len(per_connection)})", worst, "<= 1.0", worst <= 1.0, (min(per_connection), worst))
+           f"{len(per_connection)})", worst, "<= 1.0", worst <= 1.0, (min(per_connection), worst), len(per_connection))
 
 
 def _spread(ours: list[float], theirs: list[float]) -> tuple[float, float]:
@@ -235,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: list[tuple[str, float, str, bool]] = []
 
-    def record(name: str, value: float, bar: str, ok: bool, spread: tuple[float, float] | None = None) -> None:
+    def record(name: str, value: float, bar: str, ok: bool, spread: tuple[float, float] | None = None,
+               rounds: int = 1) -> None:
         results.append((name, value, bar, ok))
 
     bench(record, rounds=args.rounds, size_mb=args.size_mb, resume_rounds=args.resume_rounds,

@@ -24,6 +24,14 @@ class Result:
     ok: bool
     spread: tuple[float, float] | None = None
     """The lowest and highest of the rounds' values (the value is their median, or a ratio of medians)."""
+    rounds: int = 1
+    """How many rounds the value is the median of (1: a single measurement, which has no spread)."""
+
+    def around(self) -> str:
+        """The rounds and their spread, as printed and on the page."""
+        if self.rounds <= 1 or self.spread is None:
+            return "1 measurement"
+        return f"{self.spread[0]:.3f} .. {self.spread[1]:.3f} over {self.rounds} rounds"
 
 
 class Results:
@@ -32,10 +40,12 @@ class Results:
         self.notes: dict[str, list[str]] = {}
         self.group = ""
 
-    def record(self, name: str, value: float, bar: str, ok: bool, spread: tuple[float, float] | None = None) -> None:
-        self.items.append(Result(self.group, name, value, bar, ok, spread))
-        around = f" [{spread[0]:.3f} .. {spread[1]:.3f}]" if spread else ""
-        print(f"  {name}: {value:.3f}{around} (bar {bar}) {'PASS' if ok else 'FAIL'}", flush=True)
+    def record(self, name: str, value: float, bar: str, ok: bool, spread: tuple[float, float] | None = None,
+               rounds: int | None = None) -> None:
+        """``rounds``: how many rounds the value is the median of; a spread without it is taken to have two."""
+        result = Result(self.group, name, value, bar, ok, spread, rounds or (2 if spread else 1))
+        self.items.append(result)
+        print(f"  {name}: {value:.3f} [{result.around()}] (bar {bar}) {'PASS' if ok else 'FAIL'}", flush=True)
 
     def note(self, text: str) -> None:
         """A line of what was measured besides the bars (printed, and kept for the page)."""
@@ -60,7 +70,8 @@ class Results:
             "",
             "Every speed and memory bar localllm's issues set, measured side by side in one run of",
             "`python benchmarks/run.py` (this page is written by it). Ratios compare runs interleaved in the same",
-            "minutes on the same machine, by their medians; the spread is the lowest and highest round.",
+            "minutes on the same machine, by their medians; the spread is the lowest and highest round's value, and",
+            "the rounds are how many each median is taken over (a bar measured once says so).",
             "A busy machine moves every absolute time (the same model decoded at 64-99 tokens/s quiet and 3-13 under",
             "load here), which is why bars are ratios.",
             "",
@@ -80,8 +91,7 @@ class Results:
 
 
 def _row(result: Result, started: datetime.datetime) -> list[str]:
-    spread = f"{result.spread[0]:.3f} .. {result.spread[1]:.3f}" if result.spread else "-"
-    return [result.group, f"{result.name} {result.bar}", f"{result.value:.3f}", spread,
+    return [result.group, f"{result.name} {result.bar}", f"{result.value:.3f}", result.around(),
             "pass" if result.ok else "**FAIL**", f"{started:%Y-%m-%d}", f"`python benchmarks/run.py {result.group}`"]
 
 

@@ -82,10 +82,10 @@ def bench_startup(rounds: int = 15) -> None:
                  f"llm --help {medians['llm']:.3f} s")
     record("localllm --help / llm --help", medians["help"] / medians["llm"], "<= 0.25",
            medians["help"] / medians["llm"] <= 0.25,
-           spread_of(h / llm for h, llm in zip(times["help"], times["llm"], strict=True)))
+           spread_of(h / llm for h, llm in zip(times["help"], times["llm"], strict=True)), rounds)
     record("localllm --version / llm --help", medians["version"] / medians["llm"], "<= 0.25",
            medians["version"] / medians["llm"] <= 0.25,
-           spread_of(v / llm for v, llm in zip(times["version"], times["llm"], strict=True)))
+           spread_of(v / llm for v, llm in zip(times["version"], times["llm"], strict=True)), rounds)
 
 
 def _stream_times(args: list[str], env: dict[str, str]) -> tuple[float, float, int, str]:
@@ -138,10 +138,10 @@ def bench_decode(rounds: int = 5, tokens: int = 128) -> None:
                  f"first token: raw {raw_first * 1000:.1f} ms, localllm {ours_first * 1000:.1f} ms")
     speed = raw_decode / ours_decode
     record("decode tokens/s localllm / raw", speed, ">= 0.97", speed >= 0.97,
-           spread_of(r[1] / o[1] for r, o in zip(raw, ours, strict=True)))
+           spread_of(r[1] / o[1] for r, o in zip(raw, ours, strict=True)), rounds)
     first = ours_first / raw_first
     record("time to first token localllm / raw", first, "<= 1.05", first <= 1.05,
-           spread_of(o[0] / r[0] for r, o in zip(raw, ours, strict=True)))
+           spread_of(o[0] / r[0] for r, o in zip(raw, ours, strict=True)), rounds)
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -174,7 +174,7 @@ def bench_memory(rounds: int = 3) -> None:
     RESULTS.note(f"predicted {predicted / 2**20:.1f} MiB, measured {measured / 2**20:.1f} MiB")
     ratio = predicted / measured
     record("predicted / measured memory", ratio, "0.80 .. 1.20", 0.8 <= ratio <= 1.2,
-           spread_of(predicted / s["measured"] for s in samples))
+           spread_of(predicted / s["measured"] for s in samples), rounds)
     shutil.rmtree(home, ignore_errors=True)
 
 
@@ -244,7 +244,8 @@ def bench_pull(rounds: int = 3, padding_mb: int = 900) -> None:
     RESULTS.note(f"at 100 MB/s: curl {mb / med['throttled_curl']:.0f} MB/s, localllm pull "
                  f"{mb / med['throttled_ours']:.0f} MB/s end to end")
     ratio = med["curl"] / med["ours"]
-    record("pull throughput localllm / curl, loopback, end to end", ratio, ">= 0.9", ratio >= 0.9)
+    record("pull throughput localllm / curl, loopback, end to end", ratio, ">= 0.9", ratio >= 0.9,
+           spread_of(c / o for c, o in zip(curl, ours, strict=True)), rounds)
     RESULTS.note(f"(information) localllm transfer phase / curl: {med['curl'] / med['transfer']:.3f}; "
                  f"localllm end to end / (curl + sha256sum + sync): {med['curl_verified'] / med['ours']:.3f}; "
                  f"at 100 MB/s, end to end: {med['throttled_curl'] / med['throttled_ours']:.3f}")
@@ -268,7 +269,7 @@ def bench_list(models: int = 50, rounds: int = 7) -> None:
     median = statistics.median(times)
     RESULTS.note(f"{count} models listed; median {median:.3f} s")
     record(f"localllm list with {count} models, seconds", median, "<= 0.5", median <= 0.5 and count >= models,
-           spread_of(times))
+           spread_of(times), rounds)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -305,7 +306,7 @@ def bench_summarize(rounds: int = 2, tokens: int = 8000) -> None:
     RESULTS.note(f"input tokens {plans[tokens]['input_tokens']} and {plans[2 * tokens]['input_tokens']}; calls "
                  f"{plans[tokens]['calls']} and {plans[2 * tokens]['calls']}; medians {small:.1f} s and {large:.1f} s")
     record("summarize time(2N) / time(N), N = 8000 tokens", large / small, "<= 2.2", large / small <= 2.2,
-           spread_of(b / a for a, b in zip(*times.values(), strict=True)))
+           spread_of(b / a for a, b in zip(*times.values(), strict=True)), rounds)
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -354,10 +355,14 @@ def bench_openai_stream(rounds: int = 7, tokens: int = 128) -> None:
 
     print(f"openai-stream: OpenAI-compatible backend vs raw HTTP SSE, llama_cpp.server, {tokens} tokens, "
           f"{rounds} interleaved rounds", flush=True)
-    medians = measure(MODEL, rounds=rounds, tokens=tokens)
-    RESULTS.note(f"medians: backend {medians['backend']:.1f} tokens/s, raw SSE {medians['raw']:.1f} tokens/s")
+    rates = measure(MODEL, rounds=rounds, tokens=tokens)
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    RESULTS.note(f"medians: backend {medians['backend']:.1f} tokens/s, raw SSE {medians['raw']:.1f} tokens/s; "
+                 "rounds, backend: " + ", ".join(f"{rate:.1f}" for rate in rates["backend"]) + "; raw: "
+                 + ", ".join(f"{rate:.1f}" for rate in rates["raw"]))
     ratio = medians["backend"] / medians["raw"]
-    record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97)
+    record("openai backend tokens/s / raw SSE tokens/s", ratio, ">= 0.97", ratio >= 0.97,
+           spread_of(b / r for b, r in zip(rates["backend"], rates["raw"], strict=True)), rounds=rounds)
 
 
 def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
@@ -366,14 +371,21 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
 
     print(f"serve: localllm serve vs llama_cpp.server, same model, 2 threads, {tokens} tokens, {rounds} interleaved "
           "rounds", flush=True)
-    m = measure(MODEL, rounds=rounds, tokens=tokens)
+    per_round = measure(MODEL, rounds=rounds, tokens=tokens)
+    m = {name: statistics.median(values) for name, values in per_round.items()}
     RESULTS.note("medians: " + ", ".join(f"{name} {value:.3f}" for name, value in m.items()))
+
+    def paired(kind: str) -> tuple[float, float]:
+        ours, theirs = per_round[f"{kind} localllm serve"], per_round[f"{kind} llama_cpp.server"]
+        return spread_of(o / t for o, t in zip(ours, theirs, strict=True))
+
     rate = m["rate localllm serve"] / m["rate llama_cpp.server"]
-    record("serve tokens/s / llama_cpp.server tokens/s", rate, ">= 1.0", rate >= 1.0)
+    record("serve tokens/s / llama_cpp.server tokens/s", rate, ">= 1.0", rate >= 1.0, paired("rate"), rounds)
     first = m["first localllm serve"] / m["first llama_cpp.server"]
-    record("serve time to first token / llama_cpp.server's", first, "<= 1.0", first <= 1.0)
+    record("serve time to first token / llama_cpp.server's", first, "<= 1.0", first <= 1.0, paired("first"), rounds)
     overhead = m["overhead localllm serve"] / m["overhead llama_cpp.server"]
-    record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2)
+    record("serve 1-token request / llama_cpp.server's", overhead, "<= 1.2", overhead <= 1.2, paired("overhead"),
+           rounds)
 
 
 def bench_serve_models() -> None:
@@ -402,7 +414,7 @@ def bench_serve_run(rounds: int = 15, tokens: int = 128) -> None:
                  f"{per_token / run_rate:.3f}); the same first answer from all: {'yes' if m['same text'] else 'NO'}")
     record("serve (openai client) tokens/s / run tokens/s", serve_rate / run_rate, ">= 0.95",
            serve_rate / run_rate >= 0.95,
-           spread_of(s / r for s, r in zip(rates[SERVE_DEFAULT], rates["localllm run"], strict=True)))
+           spread_of(s / r for s, r in zip(rates[SERVE_DEFAULT], rates["localllm run"], strict=True)), rounds)
 
 
 def bench_chat_turns() -> None:

@@ -88,7 +88,8 @@ def one_token(url: str) -> float:
     return time.perf_counter() - started
 
 
-def measure(model: Path, rounds: int = 7, tokens: int = 128) -> dict[str, float]:
+def measure(model: Path, rounds: int = 7, tokens: int = 128) -> dict[str, list[float]]:
+    """Each round's value by what and whose: "rate localllm serve", "first llama_cpp.server", "overhead ..."."""
     servers = {"llama_cpp.server": start_server(model), "localllm serve": start_localllm(model)}
     try:
         for _, url in servers.values():
@@ -107,7 +108,7 @@ def measure(model: Path, rounds: int = 7, tokens: int = 128) -> dict[str, float]
         for process, _ in servers.values():
             process.terminate()
             process.wait(timeout=20)
-    return {f"{kind} {name}": statistics.median(values[name])
+    return {f"{kind} {name}": values[name]
             for kind, values in (("rate", rates), ("first", firsts), ("overhead", overheads)) for name in servers}
 
 

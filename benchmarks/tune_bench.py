@@ -54,7 +54,7 @@ def _generation(home: Path, tokens: int) -> tuple[float, int]:
     return result["tg_tokens_per_s"]["median"], result["threads"]
 
 
-def bench(record: Callable[[str, float, str, bool], None], rounds: int = 5, tokens: int = 64) -> None:
+def bench(record: Callable[..., None], rounds: int = 5, tokens: int = 64) -> None:
     print(f"tune: `localllm bench --tune` beside one CPU-bound process, then tuned vs default tg{tokens} in "
           f"{rounds} interleaved rounds (one process each)", flush=True)
     with tempfile.TemporaryDirectory(prefix="localllm-tune-") as folder:
@@ -92,7 +92,8 @@ def bench(record: Callable[[str, float, str, bool], None], rounds: int = 5, toke
         ratio = 1.0
     else:
         print(f"  the tune pinned {pinned} threads")
-    record(NAME, ratio, BAR, ratio >= 1.0)
+    pairs = [t / d for t, d in zip(rates["tuned"], rates["default"], strict=True)]
+    record(NAME, ratio, BAR, ratio >= 1.0, (min(pairs), max(pairs)), rounds)
 
 
 def _medians(sweep: dict) -> str:
@@ -106,7 +107,7 @@ def main() -> int:
     args = parser.parse_args()
     results: list[bool] = []
 
-    def record(name: str, value: float, bar: str, ok: bool) -> None:
+    def record(name: str, value: float, bar: str, ok: bool, *_: object) -> None:
         results.append(ok)
         print(f"  {name}: {value:.3f} (bar {bar}) {'PASS' if ok else 'FAIL'}", flush=True)
 

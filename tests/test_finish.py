@@ -48,6 +48,16 @@ def test_the_cut_marker_names_the_limit_and_the_way_on():
         "[cut at max_tokens=5: continue with `localllm chat -c`, or raise -o max_tokens]"
 
 
+def test_the_cut_marker_offers_only_the_ways_on_that_exist():
+    cut = finish_of(final("length", 5), 5)
+    assert cut.marker(continued_with=None) == "[cut at max_tokens=5: raise -o max_tokens]"  # nothing recorded
+    assert cut.marker(continued_with=None, raised_with="it with /set max_tokens N") == \
+        "[cut at max_tokens=5: raise it with /set max_tokens N]"  # inside chat
+    window = finish_of(final("length", 7), None)  # no limit was set: the window filled
+    assert window.marker(continued_with=None) == window.marker() == \
+        "[cut: the context window is full: start a new conversation, or raise -o ctx=N]"
+
+
 @given(st.lists(st.text(alphabet="abEND ", max_size=6), max_size=12), st.sampled_from(["END", "ab", "N"]))
 def test_a_stop_string_split_over_pieces_is_found_and_never_shown(pieces, stop):
     scan = StopScanner([stop])
@@ -84,6 +94,17 @@ def test_run_marks_a_cut_answer_on_stderr_and_names_a_stop_string_in_json(shared
     listed = json.loads(run_cli("logs", "--json", "-n", "2", home=shared_home).stdout_text)
     assert listed[0]["messages"][-1]["content"] == answer["text"]
     assert listed[1]["messages"][-1]["finish"] == "length"  # the cut answer is recorded as cut, as the app does
+
+
+@pytest.mark.model
+def test_a_cut_answer_offers_chat_c_only_where_it_can_be_continued(home):
+    assert run_cli("logs", "off", home=home).returncode == 0
+    unrecorded = run_cli("run", "--preset", "precise", "-o", "max_tokens=5", "Count from 1 to 20.", home=home)
+    assert unrecorded.returncode == 0, unrecorded.stderr_text
+    assert "[cut at max_tokens=5: raise -o max_tokens]" in unrecorded.stderr_text.splitlines()
+    assert run_cli("logs", "on", home=home).returncode == 0
+    in_chat = run_cli("chat", "--preset", "precise", "-o", "max_tokens=5", home=home, stdin="Count from 1 to 20.\n")
+    assert "[cut at max_tokens=5: raise it with /set max_tokens N]" in in_chat.stderr_text.splitlines()
 
 
 @pytest.mark.model

@@ -146,7 +146,8 @@ def _run_logged(args: argparse.Namespace, settings: Settings, options: Generatio
             response = ask(loaded, messages, options)
         exchange = log.begin(messages[-1].content, model=loaded.ref.name, system=system)
         try:
-            code = _answer(args, loaded, response, options, lambda text: log.progress(exchange, text))
+            code = _answer(args, loaded, response, options, lambda text: log.progress(exchange, text),
+                           recorded=lambda: exchange is not None and log.enabled)
         finally:
             log.end(exchange, response, model=loaded.ref.name, backend=loaded.choice.name, options=options)
         if code == 0:
@@ -166,7 +167,9 @@ def window_notes(session, loaded: LoadedModel) -> None:
 
 
 def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, options: GenerationOptions,
-            on_text: Callable[[str], None] | None = None) -> int:
+            on_text: Callable[[str], None] | None = None, recorded: Callable[[], bool] = lambda: False) -> int:
+    """``recorded``: whether the answer is in the conversation log, asked once it has ended (a write can fail on
+    the way)."""
     if args.json:
         try:
             for chunk in response:  # the calls on stderr as they happen, as without --json
@@ -203,7 +206,7 @@ def _answer(args: argparse.Namespace, loaded: LoadedModel, response: Response, o
     except KeyboardInterrupt:
         note("[stopped]")
         return 130
-    say_cut(response, options)
+    say_cut(response, options, recorded=recorded())
     if args.verbose:
         from localllm.tasks.answer_stats import stats_line
 
@@ -221,11 +224,13 @@ def say_starter_once(settings: Settings, loaded: LoadedModel) -> None:
             note(said)
 
 
-def say_cut(response: Response, options: GenerationOptions) -> None:
-    """A cut answer ends with the marker the app shows, on stderr (the answer is what was asked for: exit 0)."""
+def say_cut(response: Response, options: GenerationOptions, *, recorded: bool = True, in_chat: bool = False) -> None:
+    """A cut answer ends with the marker the app shows, on stderr (the answer is what was asked for: exit 0). It
+    offers `chat -c` only for an answer the log holds, and inside `chat` the ways on that work there."""
     finish = finish_of(response.final, options.max_tokens)
     if finish.cut:
-        note(finish.marker() or "")
+        note(finish.marker(continued_with="`localllm chat -c`" if recorded and not in_chat else None,
+                           raised_with="it with /set max_tokens N" if in_chat else "-o max_tokens") or "")
 
 
 CHAT_HELP = """\
@@ -309,7 +314,7 @@ def _chat(args: argparse.Namespace, settings: Settings, options: GenerationOptio
             try:
                 stream_to_stdout(response, show_thinking=not args.hide_thinking,
                                  on_text=functools.partial(log.progress, exchange))
-                say_cut(response, session.options)
+                say_cut(response, session.options, in_chat=True)
                 say_starter_once(settings, loaded)
             except KeyboardInterrupt:
                 note("[stopped]")

@@ -54,11 +54,16 @@ class Finish:
     def note(self) -> str | None:
         return NOTES.get(self.stored)
 
-    def marker(self) -> str | None:
-        """The CLI's line on stderr after an answer that did not end by itself, in the words the app uses."""
+    def marker(self, *, continued_with: str | None = "`localllm chat -c`",
+               raised_with: str = "-o max_tokens") -> str | None:
+        """The CLI's line on stderr after an answer that did not end by itself, in the words the app uses.
+        ``continued_with``: how this answer can be taken further (None where it cannot: an answer that was not
+        recorded has no conversation to continue); ``raised_with``: how the limit is raised where the user is."""
         if self.kind == "length":
-            return (f"[cut at max_tokens={self.limit}: continue with `localllm chat -c`, or raise -o max_tokens]"
-                    if self.limit else "[cut at the token limit: continue with `localllm chat -c`]")
+            ways = [f"continue with {continued_with}"] if continued_with else []
+            if self.limit:
+                return f"[cut at max_tokens={self.limit}: {', or '.join([*ways, f'raise {raised_with}'])}]"
+            return f"[cut at the token limit: {ways[0]}]" if ways else "[cut at the token limit]"
         if self.kind == "window":
             return "[cut: the context window is full: start a new conversation, or raise -o ctx=N]"
         if self.kind in ("stopped", "error"):
