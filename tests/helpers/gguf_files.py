@@ -1,25 +1,40 @@
-"""GGUF files the tests write: the bundled model's tensors and metadata with another chat template (or none)."""
+"""GGUF files the tests write: the bundled model's tensors and metadata with another chat template (or none), or
+with other values in some of its fields."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+_DROPPED = object()
 
 
 def copy_with_template(source: Path, target: Path, template: str | None) -> Path:
     """``source`` rewritten with gguf's own writer, its ``tokenizer.chat_template`` replaced (None: removed)."""
+    return copy_with_fields(source, target, {"tokenizer.chat_template": _DROPPED if template is None else template})
+
+
+def copy_with_fields(source: Path, target: Path, changes: Mapping[str, Any]) -> Path:
+    """``source`` rewritten with gguf's own writer, each field named in ``changes`` given that value (a str is
+    written as a string, an int as a uint64) or, for ``copy_with_template``'s marker, removed."""
     import gguf
 
     reader = gguf.GGUFReader(str(source))
     architecture = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(str(target), architecture, endianess=reader.endianess)
     for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name in ("general.architecture", "tokenizer.chat_template"):
+        if field.name.startswith("GGUF.") or field.name == "general.architecture" or field.name in changes:
             continue
         kind = field.types[0]
         sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
-    if template is not None:
-        writer.add_chat_template(template)
+    for name, value in changes.items():
+        if value is _DROPPED:
+            continue
+        kind = (gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.UINT32 if value < 1 << 32
+                else gguf.GGUFValueType.UINT64)
+        writer.add_key_value(name, value, kind)
     for tensor in reader.tensors:
         writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes,
                                tensor.tensor_type)
