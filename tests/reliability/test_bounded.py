@@ -127,3 +127,34 @@ def test_an_mcp_server_flooding_its_stderr_costs_a_bounded_buffer(tmp_path: Path
         result = servers.call(ToolCall("ship", {"zip": "90210"}, server="flood"))
         assert result.content == "shipped" and not result.is_error
         assert open_file_bytes() - before < 1 << 20
+
+
+def test_a_request_body_trickled_into_serve_is_refused(home: Path) -> None:
+    """A client that sends its body a byte a second gets a 408 in its API's shape once a window of 10 s has
+    brought less than 10 KiB (it held its connection for as long as it liked), and the log has one line for it."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from helpers.serve_process import serving
+
+    body = json.dumps({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi " * 100}]}).encode()
+    with serving(home) as url:
+        parts = urlsplit(url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=1) as sock:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                         b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+            answer, started = b"", time.monotonic()
+            for byte in body:
+                sock.sendall(bytes([byte]))
+                try:
+                    answer += sock.recv(4096)
+                except TimeoutError:
+                    continue
+                if answer or time.monotonic() - started > 60:
+                    break
+        log = (home / "serve.log").read_text()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(payload)["error"]["message"] == "the request body arrived too slowly (under 10 KiB in 10 s)"
+    assert len([line for line in log.splitlines() if "POST /v1/chat/completions 408" in line]) == 1, log
+    assert "Traceback" not in log
