@@ -1,8 +1,8 @@
 """Unbounded and crafted inputs: an endless input (/dev/zero) or one over the limit is refused without filling the
-memory; a crafted GGUF header that claims absurd counts is refused at once, never walked for minutes; an MCP server
-that writes garbage on its stdout is one message, and one that floods its stderr costs a bounded buffer, whose last
-lines are quoted when it fails; a request body trickled into `serve` a byte a second is refused once the server has
-waited long enough."""
+memory, and a row far over the window is refused by its length before it is tokenized; a crafted GGUF header that
+claims absurd counts is refused at once, never walked for minutes; an MCP server that writes garbage on its stdout
+is one message, and one that floods its stderr costs a bounded buffer, whose last lines are quoted when it fails; a
+request body trickled into `serve` a byte a second is refused once the server has waited long enough."""
 
 from __future__ import annotations
 
@@ -44,6 +44,21 @@ def test_an_input_over_the_limit_is_refused_as_it_is_read() -> None:
     with pytest.raises(InputError, match="larger than 4 MiB"):
         read_limited(endless, "stdin", limit=4 << 20)
     assert endless.read_so_far < 8 << 20  # it stopped soon after the limit
+
+
+@pytest.mark.usefixtures("bundled_model")
+def test_a_50_mb_row_is_refused_before_it_is_tokenized(tmp_path: Path, home: Path) -> None:
+    """`classify` on a JSONL line of 50 MB (it took 117 s and 5.5 GB to be refused): the row fails by its length
+    alone, and the batch's peak memory stays within a few times the input."""
+    from helpers.measured import peak_memory_of
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"text": "word " * 10_000_000}) + "\n")
+    code, errors, peak = peak_memory_of(["classify", "--labels", "bug,feature", str(rows), "--field", "text"], home)
+    assert code == 1, errors
+    assert "row 1: the prompt has 50,000," in errors and "tokens with the answer: over the 8,192-token window" \
+        in errors, errors
+    assert peak < 1 << 30, f"classify peaked at {peak >> 20} MiB"
 
 
 def header(kv_count: int, tensor_count: int = 0, body: bytes = b"") -> bytes:

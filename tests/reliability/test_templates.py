@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, settings_for
 from helpers.gguf_files import copy_with_template
+from helpers.measured import peak_memory_of
 
 from localllm.backends.llamacpp import LlamaCppBackend
 from localllm.core.errors import TemplateFailure
@@ -206,27 +207,6 @@ def test_a_renderer_killed_mid_render_is_an_error_and_is_replaced() -> None:
 def huge_constant(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
     return copy_with_template(bundled_model, tmp_path_factory.mktemp("constant") / "huge-constant.gguf",
                               "{{ 'A' * 2000000000 }}")
-
-
-def peak_memory_of(args: list[str], home: Path) -> tuple[int, str, int]:
-    """Runs the CLI and returns (exit status, stderr, peak resident memory in bytes). Its address space is capped
-    at 6 GiB, so a regression fails here rather than taking the machine's memory."""
-    import os
-    import resource
-    import subprocess
-
-    from conftest import cli_executable
-
-    def cap() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
-
-    process = subprocess.Popen([cli_executable(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, preexec_fn=cap, env={**os.environ, "LOCALLLM_HOME": str(home)})
-    assert process.stderr is not None
-    errors = process.stderr.read().decode(errors="replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, errors, usage.ru_maxrss * 1024
 
 
 def test_a_template_costly_to_compile_costs_tokenize_nothing_and_run_one_error(huge_constant: Path,
