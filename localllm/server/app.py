@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
+from localllm.core.settings import KEY_HINT, UNSENDABLE_KEY, sendable_key
 from localllm.server import anthropic_api, model_api, ollama_api, openai_api, responses_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
@@ -103,7 +104,10 @@ async def unless_gone(receive: Callable[[], Awaitable[Any]], work: Awaitable[T])
 
 
 def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
-    """Loopback needs no key; any other address does (a model behind it is anyone's on the network)."""
+    """Loopback needs no key; any other address does (a model behind it is anyone's on the network). A key is
+    printable ASCII: HTTP clients send headers in ASCII, so no client could ever send another."""
+    if api_key and not sendable_key(api_key):
+        raise UsageError(f"the key given with {flag} (or its environment variable) {UNSENDABLE_KEY}", hint=KEY_HINT)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -1,9 +1,9 @@
 """GGUF files the tests write: the bundled model's tensors and metadata with another chat template (or none), or
-with other values in some of its fields."""
+with other values in some of its fields; or a small llama-architecture file of one tensor."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +45,27 @@ def copy_with_fields(source: Path, target: Path, changes: Mapping[str, Any]) -> 
         writer.write_tensor_data(tensor.data)
     writer.close()
     return target
+
+
+def write_gguf(path: Path, tweak: Callable[[Any], None] | None = None, *, name: str = "hostile test model") -> Path:
+    """A small llama-architecture GGUF (metadata and one tensor); ``tweak(writer)`` adds the field under test."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)
+    if tweak is not None:
+        tweak(writer)
+    fields = {key for key in writer.kv_data[0]}
+    for key, add in (("llama.context_length", lambda: writer.add_context_length(2048)),
+                     ("llama.block_count", lambda: writer.add_block_count(2)),
+                     ("llama.embedding_length", lambda: writer.add_embedding_length(64)),
+                     ("llama.attention.head_count", lambda: writer.add_head_count(4))):
+        if key not in fields:
+            add()
+    writer.add_tensor("token_embd.weight", np.zeros((16, 64), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

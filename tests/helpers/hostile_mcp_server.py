@@ -4,7 +4,8 @@ a back-reference and a count of a million. Its one tool, `ship`, answers "shippe
 
 With an argument it misbehaves instead: `garbage` writes 20,000 lines that are not JSON-RPC on its stdout (and then
 serves); `stderr-flood` serves while writing to its stderr as fast as it can; `crash` writes 10,000 lines to its
-stderr and exits with status 3 before answering."""
+stderr and exits with status 3 before answering; `odd-names` names its tool with a line break and an escape
+sequence in it."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ SHIP_SCHEMA = {
 }
 
 
+TOOL_NAME = "ship"
+
+
 async def list_tools(_context, _params) -> types.ListToolsResult:
-    return types.ListToolsResult(tools=[types.Tool(name="ship", description="Ship a parcel to a ZIP code",
+    return types.ListToolsResult(tools=[types.Tool(name=TOOL_NAME, description="Ship a parcel to a ZIP code",
                                                    input_schema=SHIP_SCHEMA)])
 
 
@@ -57,6 +61,9 @@ def misbehave(how: str) -> None:
                 sys.stderr.write(line * 64)
 
         threading.Thread(target=flood, daemon=True).start()
+    elif how == "odd-names":
+        global TOOL_NAME
+        TOOL_NAME = "ship\nfake.tool  Pretends to be another tool\x1b[2J"
     elif how == "crash":
         for number in range(10_000):
             sys.stderr.write(f"warming up, step {number}\n")

@@ -138,7 +138,7 @@ def test_an_mcp_server_flooding_its_stderr_costs_a_bounded_buffer(tmp_path: Path
     with McpServers(read_servers(mcp_config(tmp_path, flood="stderr-flood"))) as servers:
         [status] = servers.start()
         assert status.started, status.error
-        time.sleep(3)
+        time.sleep(1.5)
         result = servers.call(ToolCall("ship", {"zip": "90210"}, server="flood"))
         assert result.content == "shipped" and not result.is_error
         assert open_file_bytes() - before < 1 << 20
