@@ -294,13 +294,16 @@ class StderrTail:
         self._thread.start()
 
     def _drain(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            while block := self._reader.read(65536):
-                with self._lock:
-                    self._kept.append(block)
-                    self._size += len(block)
-                    while self._size - len(self._kept[0]) >= STDERR_KEPT:
-                        self._size -= len(self._kept.popleft())
+        try:
+            with contextlib.suppress(OSError, ValueError):
+                while block := self._reader.read(65536):
+                    with self._lock:
+                        self._kept.append(block)
+                        self._size += len(block)
+                        while self._size - len(self._kept[0]) >= STDERR_KEPT:
+                            self._size -= len(self._kept.popleft())
+        finally:
+            self._reader.close()  # at the end of the pipe: every writer has closed it
 
     def spawned(self) -> None:
         """The child holds its copy of the write end now (or never will): the pipe ends when the child's does."""
@@ -322,8 +325,8 @@ class StderrTail:
 
     def __exit__(self, *exc: object) -> None:
         self.spawned()
-        # A descendant of the server may still hold the write end: the thread is a daemon, closing the read end
-        # here would race its read.
+        # A descendant of the server may still hold the write end: the thread (a daemon) closes the read end when
+        # the pipe ends; closing it here would race its read.
 
 
 class _NotJsonRpc(logging.Filter):
