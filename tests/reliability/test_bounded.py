@@ -144,6 +144,7 @@ def test_an_mcp_server_flooding_its_stderr_costs_a_bounded_buffer(tmp_path: Path
         assert open_file_bytes() - before < 1 << 20
 
 
+@pytest.mark.usefixtures("bundled_model")  # serve loads the default model as it starts
 def test_a_request_body_trickled_into_serve_is_refused(home: Path) -> None:
     """A client that sends its body a byte a second gets a 408 in its API's shape once a window of 10 s has
     brought less than 10 KiB (it held its connection for as long as it liked), and the log has one line for it."""
