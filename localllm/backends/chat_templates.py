@@ -49,8 +49,25 @@ class TemplateRenderer:
     def render(self, template: str, model: str, **context: Any) -> str:
         """The template rendered with ``context`` (JSON data: messages, tokens, flags); a TemplateFailure naming
         ``model`` when the template raises, overruns its time or memory, or kills the child."""
+        answer = self._ask({"template": template, "context": context}, model)
+        if "error" in answer:
+            raise TemplateFailure(f"the chat template of {model} failed: {answer['error']}", hint=TEMPLATE_HINT)
+        return answer["prompt"]
+
+    def check(self, template: str, model: str) -> None:
+        """Compiles the template in the child, as a load does to report a broken one at once: compiling evaluates
+        constant expressions (``'A' * 2000000000``), so it is bounded like a render. A TemplateFailure when it
+        does not compile."""
+        answer = self._ask({"template": template}, model)
+        if "syntax" in answer:
+            raise TemplateFailure(f"the chat template in {model} is not valid Jinja: {answer['syntax']}",
+                                  hint=TEMPLATE_HINT)
+        if "error" in answer:
+            raise TemplateFailure(f"the chat template of {model} failed: {answer['error']}", hint=TEMPLATE_HINT)
+
+    def _ask(self, request: dict[str, Any], model: str) -> dict[str, Any]:
         # ASCII JSON both ways: any str crosses the pipe, lone surrogates included, whatever the locale.
-        request = json.dumps({"template": template, "context": context}).encode("ascii")
+        line = json.dumps(request).encode("ascii")
         with self._lock:
             self._ensure_child()
             process = self._process
@@ -58,15 +75,12 @@ class TemplateRenderer:
             if not self._ready:  # the child says so once its imports are done, which a busy machine slows
                 self._ready = self._next_answer(model, START_SECONDS) == b"ready\n"
             try:
-                process.stdin.write(request + b"\n")
+                process.stdin.write(line + b"\n")
                 process.stdin.flush()
             except OSError:
                 raise self._died(model) from None
-            line = self._next_answer(model, self.seconds)
-        answer = json.loads(line)
-        if "error" in answer:
-            raise TemplateFailure(f"the chat template of {model} failed: {answer['error']}", hint=TEMPLATE_HINT)
-        return answer["prompt"]
+            answer = self._next_answer(model, self.seconds)
+        return json.loads(answer)
 
     def _next_answer(self, model: str, seconds: float) -> bytes:
         try:
@@ -178,7 +192,7 @@ def _serve(memory: int) -> None:
         pass
     from datetime import datetime
 
-    from jinja2.exceptions import TemplateError
+    from jinja2.exceptions import TemplateError, TemplateSyntaxError
 
     environment = _environment()
     compiled: dict[str, Any] = {}
@@ -199,6 +213,11 @@ def _serve(memory: int) -> None:
                 if len(compiled) >= 8:
                     compiled.clear()
                 compiled[template] = environment.from_string(template)
+            if "context" not in request:  # a check: compiled is all it asks
+                answer = json.dumps({"compiled": True})
+                sys.stdout.buffer.write(answer.encode("ascii") + b"\n")
+                sys.stdout.buffer.flush()
+                continue
             prompt = compiled[template].render(raise_exception=raise_exception, strftime_now=strftime_now,
                                                **request["context"])
             answer = json.dumps({"prompt": prompt})
@@ -207,11 +226,19 @@ def _serve(memory: int) -> None:
             answer = json.dumps({"error": f"it needs more than {memory >> 20} MiB of memory"})
         except RecursionError:
             answer = json.dumps({"error": "it nests too deeply"})
+        except TemplateSyntaxError as exc:
+            answer = json.dumps({"syntax": error_reason(exc)})
         except Exception as exc:  # untrusted Jinja: whatever it raises is its own fault
-            text = " ".join(str(exc).split())[:200] or type(exc).__name__
-            answer = json.dumps({"error": text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"})
+            answer = json.dumps({"error": error_reason(exc)})
         sys.stdout.buffer.write(answer.encode("ascii") + b"\n")
         sys.stdout.buffer.flush()
+
+
+def error_reason(exc: BaseException) -> str:
+    """An exception from a template, for a message: its type and text, one line, cut short."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localllm.backends.base import Backend, BackendOption, Capabilities, Token
-from localllm.backends.chat_templates import shared_renderer
+from localllm.backends.chat_templates import error_reason, shared_renderer
 from localllm.backends.template_tools import (
     ToolFormat,
     calls_from_reply,
@@ -150,14 +150,14 @@ class LlamaCppBackend(Backend):
         # error message instead of letting them interleave with the answer.
         log = io.StringIO()
         try:
-            with contextlib.redirect_stderr(log), templates_compiled_leniently() as refused, interrupts_kept():
+            with contextlib.redirect_stderr(log), templates_left_uncompiled(), interrupts_kept():
                 self._llm = llama_cpp.Llama(model_path=str(model.path), verbose=False, **params)
         except ValueError as exc:  # "Failed to load model from file: ..."
             lines = [line for line in log.getvalue().splitlines() if line.strip()]
             detail = f" ({lines[-1].strip()})" if lines else ""
             raise InvalidModelFile(f"llama.cpp could not load {model.path}: {exc}{detail}",
                                    hint="the file may be damaged, or too new for this llama-cpp-python") from None
-        self._make_formatter(llama_cpp, refused)
+        self._make_formatter(llama_cpp)
 
     def load(self, model: ModelRef, plan: LoadPlan) -> None:
         n_gpu_layers = -1 if plan.n_gpu_layers > plan.n_layers else plan.n_gpu_layers
@@ -193,8 +193,7 @@ class LlamaCppBackend(Backend):
     def load_tokenizer(self, model: ModelRef) -> None:
         self._open(model, vocab_only=True)
 
-    def _make_formatter(self, llama_cpp, refused: dict[str, Exception] | None = None) -> None:
-        """``refused``: the templates that did not compile while the model loaded, with why."""
+    def _make_formatter(self, llama_cpp) -> None:
         llm = self._llm
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
@@ -209,19 +208,11 @@ class LlamaCppBackend(Backend):
         elif self.chat_format:
             self._formatter = chat_formatter(llama_cpp, self.chat_format)
         elif template:
-            # The load compiled it already (templates_compiled_leniently): its error shows now, not at the first
-            # render. One it did not see (swapped in later) gets its error from the renderer.
-            error = (refused or {}).get(template)
-            if error is None:
-                self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
-                self._set_tool_format(tool_format(template))
-            else:
-                failure = TemplateFailure(f"the chat template in {self._model_name} is not valid Jinja: "
-                                          f"{_reason(error)}", hint=TEMPLATE_HINT)
-                if not llm.model_params.vocab_only:
-                    raise failure from None
-                # Tokenizing needs no template: the failure waits until a prompt is rendered, if ever.
-                self._formatter = _UncompiledTemplate(error).to_chat_handler()
+            if not llm.model_params.vocab_only:
+                # A template that does not compile fails the load, not the first answer; tokenizing needs none.
+                shared_renderer().check(template, self._model_name)
+            self._formatter = BoundedTemplate(template, eos, bos, eos_id, self._model_name)
+            self._set_tool_format(tool_format(template))
         else:
             # A base model never saw chat tags (for many vocabularies they are not even single tokens): wrapping
             # the prompt in ChatML would make noise of the answer, so the text itself is continued.
@@ -293,7 +284,7 @@ class LlamaCppBackend(Backend):
         except TemplateFailure:
             raise
         except Exception as exc:  # untrusted Jinja from the file: whatever it raises is its own fault
-            raise TemplateFailure(f"the chat template of {self._model_name} failed: {_reason(exc)}",
+            raise TemplateFailure(f"the chat template of {self._model_name} failed: {error_reason(exc)}",
                                   hint=TEMPLATE_HINT) from None
 
     def count_prompt_tokens(self, messages: Sequence[Message], tools: Sequence[ToolSpec] = ()) -> int:
@@ -622,51 +613,39 @@ def interrupts_kept():
 
 
 @contextlib.contextmanager
-def templates_compiled_leniently():
-    """While a model loads, a chat template in its file that does not compile must not fail the load.
+def templates_left_uncompiled():
+    """While a model loads, llama-cpp-python compiles none of the chat templates in its file.
 
-    llama-cpp-python compiles every template in the file while loading (for its own chat handlers, which localllm
-    does not use) and fails the whole load on one that does not compile, a vocabulary-only load included. Here a
-    template that does not compile becomes a handler that fails when used; localllm's own formatter reports it,
-    and `-o template=NAME` or `tokenize` work regardless. Yields the templates refused, each with its error.
+    It compiles every one (for its own chat handlers, which localllm does not use) in this process, with no bound:
+    jinja2 folds constant expressions as it compiles, so ``{{ 'A' * 2000000000 }}`` costs gigabytes before anything
+    is rendered, and one that does not compile fails the whole load, a vocabulary-only one included. localllm
+    compiles and renders the template in the bounded child process (chat_templates) instead.
     """
     from llama_cpp import llama_chat_format
 
     # One load at a time swaps the module's class: two at once (the app's panes, two apps in one process) would
     # each restore what the other put there.
-    with _LENIENT_LOADS:
+    with _UNCOMPILED_LOADS:
         original = llama_chat_format.Jinja2ChatFormatter
-        refused: dict[str, Exception] = {}
-
-        class Lenient(original):  # type: ignore[misc, valid-type]
-            """A subclass, not a function: the original's __init__ looks up its own class attributes through the
-            module's name (Jinja2ChatFormatter.IgnoreGenerationTags), which is this while a model loads."""
-
-            def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-                try:
-                    return original(*args, **kwargs)
-                except Exception as exc:  # untrusted Jinja from the file
-                    refused[kwargs.get("template", args[0] if args else "")] = exc
-                    return _UncompiledTemplate(exc)
-
-        llama_chat_format.Jinja2ChatFormatter = Lenient  # type: ignore[misc]
+        llama_chat_format.Jinja2ChatFormatter = _UncompiledTemplate  # type: ignore[misc, assignment]
         try:
-            yield refused
+            yield
         finally:
             llama_chat_format.Jinja2ChatFormatter = original  # type: ignore[misc]
 
 
-_LENIENT_LOADS = threading.Lock()
+_UNCOMPILED_LOADS = threading.Lock()
 
 
 class _UncompiledTemplate:
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+    """A template llama-cpp-python keeps for its chat handlers, never compiled: localllm renders its own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
     def to_chat_handler(self):
         def handler(*args: Any, **kwargs: Any) -> Any:
-            raise TemplateFailure(f"the model's chat template does not compile: {_reason(self.error)}",
-                                  hint=TEMPLATE_HINT)
+            raise TemplateFailure("llama-cpp-python's own chat handlers are not used here", hint=TEMPLATE_HINT)
 
         return handler
 
@@ -704,13 +683,6 @@ class BoundedTemplate:
         return ChatFormatterResponse(prompt=prompt, stop=[self.eos], added_special=True,
                                      stopping_criteria=llama_cpp.StoppingCriteriaList([stop_on_end]) if stop_ids
                                      else None)
-
-
-def _reason(exc: BaseException) -> str:
-    """An exception from a template, for a message: its type and text, one line, cut short."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return text if type(exc).__name__ in text else f"{type(exc).__name__}: {text}"
 
 
 def plain_text_formatter(*, messages: list[dict[str, Any]], **_: Any):

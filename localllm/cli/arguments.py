@@ -99,7 +99,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _timeout(seconds: float | None) -> float | None:
     from localllm.core.errors import UsageError
+    from localllm.core.settings import MAX_REQUEST_TIMEOUT
 
-    if seconds is not None and not seconds > 0:
-        raise UsageError(f"--timeout {seconds:g} must be above zero", hint="for example --timeout 30")
+    if seconds is not None and not 0 < seconds <= MAX_REQUEST_TIMEOUT:  # inf and nan: the clients' clocks overflow
+        raise UsageError(f"--timeout {seconds:g} must be above zero and at most {MAX_REQUEST_TIMEOUT:,} seconds (a "
+                         "day)", hint="for example --timeout 30")
     return seconds

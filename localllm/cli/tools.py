@@ -67,10 +67,11 @@ def tools_command(args: argparse.Namespace, settings: Settings) -> int:
         print(f"MCP servers from {path}")
         for status in statuses:
             state = f"started in {status.seconds:.1f} s" if status.started else f"not started: {status.error}"
-            print(inert_text(f"\n{status.name} ({status.where}): {state}"))
+            # One line each, whatever a server names its tools: a line break in a name is shown as \n.
+            print("\n" + inert_text(f"{status.name} ({status.where}): {state}", keep=""))
             for tool in status.tools:
                 description = " ".join(tool.description.split())
-                print(inert_text(f"  {status.name}.{tool.name}  {description[:100]}"))
+                print(inert_text(f"  {status.name}.{tool.name}  {description[:100]}", keep=""))
     return 0 if all(status.started for status in statuses) else 1
 
 
@@ -129,10 +130,10 @@ class TerminalApproval:
     def __call__(self, call: ToolCall) -> bool:
         if self.approve_all or call.qualified in self.always:
             return True
-        answer = self.ask(f"run {call.qualified}? [y]es, [n]o, [a]lways for this tool: ")
+        answer = self.ask(f"run {inert_text(call.qualified, keep='')}? [y]es, [n]o, [a]lways for this tool: ")
         if answer is None:
-            note(f"note: {call.qualified} was not run: there is no terminal to ask (--approve-tools allows calls "
-                 "without asking)")
+            note(f"note: {inert_text(call.qualified, keep='')} was not run: there is no terminal to ask "
+                 "(--approve-tools allows calls without asking)")
             return False
         answer = answer.strip().lower()
         if answer in ("a", "always"):
@@ -168,7 +169,7 @@ def show_tool_chunk(chunk: ToolCallChunk | ToolResultChunk) -> None:
     """A call and its result on stderr, inert (a server's text is data), the result shortened."""
     if isinstance(chunk, ToolCallChunk):
         arguments = json.dumps(chunk.call.arguments, ensure_ascii=False)
-        sys.stderr.write(inert_text(f"⚙ {chunk.call.qualified} {arguments}") + "\n")
+        sys.stderr.write(inert_text(f"⚙ {chunk.call.qualified} {arguments}", keep="") + "\n")
     else:
         result = chunk.result
         text = " ".join(result.content.split())

@@ -103,6 +103,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "threads": (1, 1024),
     "presence_penalty": (-2.0, 2.0),  # OpenAI's ranges for both
     "frequency_penalty": (-2.0, 2.0),
+    "seed": (-(2**63), 2**63 - 1),  # 64 bits, as serve takes it: a larger one was wrapped without a word
 }
 LOGIT_BIAS_RANGE = (-100.0, 100.0)
 """OpenAI's range for a token's bias: at either end the token is all but forced or banned."""

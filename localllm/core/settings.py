@@ -157,6 +157,12 @@ class Settings:
                 values[name] = _coerce(name, env[variable], f"environment variable {variable}")
         return cls(paths=paths, **values)
 
+    def __post_init__(self) -> None:
+        # Checked here, whichever of the config, the environment or --api-key gave it.
+        if not sendable_key(self.api_key):
+            raise ConfigError(f"the API key (api_key, {STANDARD_VARIABLES['api_key']} or --api-key) {UNSENDABLE_KEY}",
+                              hint=KEY_HINT)
+
     def secrets(self, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
         """The keys localllm holds (its API key, a Hugging Face token): never to be printed, logged or stored."""
         env = os.environ if environ is None else environ
@@ -165,6 +171,16 @@ class Settings:
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+MAX_REQUEST_TIMEOUT = 86_400
+UNSENDABLE_KEY = "holds characters no HTTP client can send: accents, other non-ASCII letters or control characters"
+KEY_HINT = "use ASCII letters, digits and punctuation, e.g. from: openssl rand -hex 16"
+
+
+def sendable_key(key: str) -> bool:
+    """HTTP clients send headers in ASCII: a key with other characters could never be sent (or be checked)."""
+    return key.isascii() and key.isprintable()
 
 
 def _setting_fields():
@@ -209,9 +225,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}: request_timeout must be a number of seconds, got {value!r}",
                               hint="request_timeout = 120") from None
-        if not seconds > 0:
-            raise ConfigError(f"{where}: request_timeout must be above zero, got {value!r}",
-                              hint="request_timeout = 120")
+        if not 0 < seconds <= MAX_REQUEST_TIMEOUT:  # inf and nan too: the clients' clocks overflow on them
+            raise ConfigError(f"{where}: request_timeout must be above zero and at most {MAX_REQUEST_TIMEOUT:,} "
+                              f"seconds (a day), got {value!r}", hint="request_timeout = 120")
         return seconds
     if not isinstance(value, str):
         shown = "a secret" if name == "api_key" else repr(value)
@@ -276,6 +292,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         # The decoder's message already names the line and column, e.g. "Expected '=' ... (at line 3, column 7)".
         raise ConfigError(f"{path}: {exc}", hint="fix the TOML syntax, or move the file away to use defaults") from None
+    except RecursionError:  # tomllib parses nested arrays and tables by recursion
+        raise ConfigError(f"{path}: its arrays or tables are nested too deeply to read",
+                          hint="no setting nests more than two levels; fix the file or move it away") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the config file ({exc})",
                           hint="check its permissions and encoding") from None

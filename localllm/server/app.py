@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from localllm.core.chunks import Chunk
 from localllm.core.errors import UsageError
 from localllm.core.options import GenerationOptions
+from localllm.core.settings import KEY_HINT, UNSENDABLE_KEY, sendable_key
 from localllm.server import anthropic_api, model_api, ollama_api, openai_api, responses_api
 from localllm.server.engine import ApiError, Engine, Request
 from localllm.server.origins import AccessPolicy, guard
@@ -29,12 +30,53 @@ MAX_BODY = 8 * 1024 * 1024
 """Bytes a request body may have (a long document fits; a runaway client does not)."""
 GONE = 499
 """The status logged for a request whose client closed the connection first (nginx's; nothing is sent)."""
+BODY_WINDOW_S = 10.0
+MIN_BODY_BYTES = 10 * 1024
+"""A request body arrives at 1 KiB/s or better, measured over each window of BODY_WINDOW_S: a client that trickles
+its body (a byte a second) would otherwise hold a connection and its buffer for as long as it likes. Uvicorn
+bounds the wait for the headers and between requests, not for the body."""
 ANTHROPIC_CLIENT = "anthropic-version"
 """The header Anthropic's clients send with every request: /v1/models answers them in Anthropic's shape."""
 
 
 class ClientGone(Exception):
     """The client closed its connection before its answer was ready."""
+
+
+async def paced(pieces: AsyncIterator[bytes], window_s: float = BODY_WINDOW_S,
+                least: int = MIN_BODY_BYTES) -> AsyncIterator[bytes]:
+    """A request body's pieces as they arrive; a 408 ApiError when the client has been waited for ``window_s``
+    with fewer than ``least`` bytes received and the body not yet whole. Only the waits count: the time the
+    consumer takes with a piece (a blob written to a slow disk) is not the client's."""
+    waited, received = 0.0, 0
+    # The read waiting for the next piece outlives a window's end: cancelling it would end the body's generator.
+    pending: asyncio.Future[bytes] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(pieces))
+            started = time.monotonic()
+            await asyncio.wait({pending}, timeout=max(0.0, window_s - waited))
+            waited += time.monotonic() - started
+            piece = b""
+            if pending.done():
+                try:
+                    piece = pending.result()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    pending = None
+                received += len(piece)
+            if waited >= window_s:
+                if received < least:
+                    raise ApiError(408, f"the request body arrived too slowly (under {least // 1024} KiB in "
+                                        f"{window_s:g} s)")
+                waited, received = 0.0, 0
+            if piece:
+                yield piece
+    finally:
+        if pending is not None:
+            pending.cancel()
 
 
 async def until_gone(receive: Callable[[], Awaitable[Any]]) -> None:
@@ -62,7 +104,10 @@ async def unless_gone(receive: Callable[[], Awaitable[Any]], work: Awaitable[T])
 
 
 def check_bind(host: str, api_key: str | None, flag: str = "--api-key") -> None:
-    """Loopback needs no key; any other address does (a model behind it is anyone's on the network)."""
+    """Loopback needs no key; any other address does (a model behind it is anyone's on the network). A key is
+    printable ASCII: HTTP clients send headers in ASCII, so no client could ever send another."""
+    if api_key and not sendable_key(api_key):
+        raise UsageError(f"the key given with {flag} (or its environment variable) {UNSENDABLE_KEY}", hint=KEY_HINT)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
@@ -114,7 +159,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         if declared and declared.isdigit() and int(declared) > max_body:
             raise ApiError(413, f"the request body is over {max_body // (1024 * 1024)} MiB")
         data = bytearray()
-        async for piece in request.stream():  # ClientDisconnect if the client leaves before its body is whole
+        async for piece in paced(request.stream()):  # ClientDisconnect if the client leaves before it is whole
             data += piece
             if len(data) > max_body:
                 raise ApiError(413, f"the request body is over {max_body // (1024 * 1024)} MiB")
@@ -396,7 +441,8 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
             await model_api.blob_exists(scheduler, digest)
             return Response(status_code=200)
         # Streamed to the store as it arrives: an upload is a model file, far over the body limit of the other routes
-        await model_api.receive_blob(scheduler, digest, request.stream(), request.headers.get("content-length"))
+        await model_api.receive_blob(scheduler, digest, paced(request.stream()),
+                                     request.headers.get("content-length"))
         return Response(status_code=201)
 
     async def root(request: HttpRequest) -> Response:

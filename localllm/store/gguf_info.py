@@ -12,7 +12,8 @@ from localllm.core.errors import InvalidModelFile, ModelNotFound
 from localllm.core.model import ModelInfo
 
 GGUF_MAGIC = b"GGUF"
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3
+"""Raised when what is read from a header changes: 3 cuts long labels and refuses a context over 32 bits."""
 
 
 def check_gguf_file(path: Path) -> None:
@@ -61,7 +62,7 @@ MAX_LAYERS = 512
 """llama.cpp's LLAMA_MAX_LAYERS: a model with more (or with none) makes it abort the process."""
 COUNT_LIMITS: dict[str, tuple[int, int]] = {
     "block_count": (1, MAX_LAYERS),
-    "context_length": (0, 1 << 32),
+    "context_length": (0, (1 << 31) - 1),
     "embedding_length": (0, 1 << 20),
     "feed_forward_length": (0, 1 << 24),
     "attention.head_count": (0, 1 << 16),
@@ -70,6 +71,10 @@ COUNT_LIMITS: dict[str, tuple[int, int]] = {
     "attention.value_length": (0, 1 << 16),
     "vocab_size": (0, 1 << 24),
 }
+MAX_LABEL_CHARS = 200
+"""Characters kept of a text field that is shown (general.name, general.license, ...)."""
+COUNT_REASONS = {"context_length": "llama.cpp reads it as a 32-bit signed integer"}
+"""Why a count's range ends where it does, where that is not plain."""
 DAMAGED_HINT = "the file is damaged or was written wrongly; download it again, or use another model"
 
 
@@ -81,9 +86,13 @@ def info_from_header(header, where: str, file_size: int) -> ModelInfo:
 
     fields = header.fields
 
-    def text(key: str) -> str | None:
+    def text(key: str, limit: int | None = MAX_LABEL_CHARS) -> str | None:
+        """A text field; a label (a name, a licence) is cut to ``limit`` characters: it is shown, and a 5 MB name
+        filled `show`'s screen."""
         found = fields.get(key)
-        return found if isinstance(found, str) else None
+        if not isinstance(found, str):
+            return None
+        return found if limit is None or len(found) <= limit else found[:limit - 1] + "…"
 
     arch = fields.get("general.architecture", "unknown")
     if not isinstance(arch, str):
@@ -100,7 +109,9 @@ def info_from_header(header, where: str, file_size: int) -> ModelInfo:
             raise InvalidModelFile(f"{where}: {key} should be a whole number, got {_shown(raw)}", hint=DAMAGED_HINT)
         low, high = COUNT_LIMITS[name]
         if key in fields and not low <= raw <= high:
-            raise InvalidModelFile(f"{where}: {key} = {raw} is out of range ({low} to {high})", hint=DAMAGED_HINT)
+            reason = f": {COUNT_REASONS[name]}" if name in COUNT_REASONS else ""
+            raise InvalidModelFile(f"{where}: {key} = {raw} is out of range ({low} to {high}{reason})",
+                                   hint=DAMAGED_HINT)
         return raw
 
     block_count = count("block_count")
@@ -140,7 +151,7 @@ def info_from_header(header, where: str, file_size: int) -> ModelInfo:
         parameters=sum(t.n_elements for t in header.tensors),
         tokenizer_model=text("tokenizer.ggml.model"),
         tokenizer_pre=text("tokenizer.ggml.pre"),
-        chat_template=text("tokenizer.chat_template"),
+        chat_template=text("tokenizer.chat_template", limit=None),
         size_label=text("general.size_label"),
         license=text("general.license"),
     )

@@ -78,7 +78,8 @@ def _decode(data: bytes, name: str) -> tuple[str, list[str]]:
     if b"\x00" in data[:8192]:
         raise InputError(f"{name} looks like a binary file, not text",
                          hint="pass a text, Markdown, code, HTML, PDF, CSV or JSONL file")
-    text = data.decode("utf-8", errors="replace")
+    # utf-8-sig: a byte-order mark (Excel's CSV, Notepad's text) is not content; a CSV's first column keeps its name.
+    text = data.decode("utf-8-sig", errors="replace")
     replaced = text.count("\ufffd") - data.count("\ufffd".encode())
     warnings = [f"{name} is not valid UTF-8: {replaced} byte(s) were replaced with U+FFFD"] if replaced else []
     return text, warnings
@@ -131,22 +132,38 @@ def rows_to_text(text: str, name: str) -> tuple[str, list[str]]:
     return "\n".join(lines), warnings
 
 
+def read_input_file(path: str, *, text_only: bool = True) -> tuple[bytes, str]:
+    """The bytes of the file at ``path`` (at most MAX_INPUT_BYTES) and its name, or an InputError that says what
+    the path is instead: missing, a folder, a socket. Devices and pipes are read as a stream, always ``text_only``:
+    /dev/zero is refused by its first block, not read to the limit."""
+    import stat
+
+    file = Path(path).expanduser()
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}", hint="check the path") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check the path and its permissions") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(f"{path} is a folder", hint="pass the files inside it, e.g. folder/*.md")
+    if stat.S_ISSOCK(mode):  # opening one fails with "No such device or address"
+        raise InputError(f"{path} is a Unix socket, not a file: it cannot be read",
+                         hint="name a file, or pipe a program's output in: program | localllm ...")
+    try:
+        with file.open("rb") as handle:
+            return read_limited(handle, file.name, text_only=text_only or not stat.S_ISREG(mode)), file.name
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
+
+
 def read_document(path: str, *, stdin=None) -> Document:
     """Read one input; ``-`` is stdin."""
     if path == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
         data, name = read_limited(stream, "stdin"), "stdin"
     else:
-        file = Path(path).expanduser()
-        if not file.exists():
-            raise InputError(f"no such file: {path}", hint="check the path")
-        if file.is_dir():
-            raise InputError(f"{path} is a folder", hint="pass the files inside it, e.g. folder/*.md")
-        try:
-            with file.open("rb") as handle:
-                data, name = read_limited(handle, file.name), file.name
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
+        data, name = read_input_file(path)
     kind = kind_of(name)
     if not data.strip():
         raise InputError(f"{name} is empty", hint="there is nothing to work on")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from localllm.core.errors import UsageError
-from localllm.tasks.documents import MAX_INPUT_BYTES, InputError, read_document, read_limited
+from localllm.tasks.documents import MAX_INPUT_BYTES, InputError, read_document, read_input_file, read_limited
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,7 @@ def _load_bytes(path: str) -> tuple[bytes, str]:
     """The input's bytes (binary ones too: the caller decides what they are), never more than MAX_INPUT_BYTES."""
     if path == "-":
         return read_limited(sys.stdin.buffer, "stdin", text_only=False), "stdin"
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise InputError(f"no such file: {path}", hint="check the path")
-    try:
-        with file.open("rb") as handle:
-            return read_limited(handle, file.name, text_only=False), file.name
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from None
+    return read_input_file(path, text_only=False)
 
 
 def read_records(path: str) -> list[Row]:
@@ -61,7 +54,8 @@ def read_rows(path: str, field: str | None, *, whole_record: bool = False) -> It
     suffix = Path(path).suffix.lower()
     data, name = _load_bytes(path)
     binary = b"\x00" in data[:8192]
-    text = data.decode("utf-8", errors="replace")
+    # utf-8-sig: Excel writes a byte-order mark before a CSV's first column name, which --field must still find.
+    text = data.decode("utf-8-sig", errors="replace")
     if suffix not in ROW_SUFFIXES:
         sniffed = None if binary else sniff_rows(text, field)  # a PDF or other document: read_document says
         if sniffed is None:

@@ -15,6 +15,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import prompts
+from localllm.tasks.prompting import least_tokens
 from localllm.tasks.rows import Row
 
 SENTIMENT_SCHEMA = {
@@ -94,6 +95,12 @@ def ask_json(backend: Backend, messages: list[Message], schema: dict, options: G
     problem, raw = "", ""
     for attempt in (1, 2):
         window = backend.context_window
+        floor = least_tokens(conversation) + answer_tokens
+        if floor > window:  # measured before it is tokenized
+            characters = sum(len(m.content) for m in conversation)
+            raise ContextOverflow(f"the prompt has {characters:,} characters, at least {floor:,} tokens with the "
+                                  f"answer: over the {window:,}-token window",
+                                  hint="shorten the text or raise -o ctx=N", prompt_tokens=floor, window=window)
         needed = backend.count_prompt_tokens(conversation) + answer_tokens
         if needed > window:
             raise ContextOverflow(f"the prompt and answer need {needed} tokens, over the {window}-token window",

@@ -1,8 +1,15 @@
 """An MCP server (the official SDK's low-level server, over stdio) whose tools' input schemas are the kind llama.cpp's
 grammar parser cannot take as they are: a `\\d` pattern, a quote and a backslash in property names and enum values,
-a back-reference and a count of a million. Its one tool, `ship`, answers "shipped"."""
+a back-reference and a count of a million. Its one tool, `ship`, answers "shipped".
+
+With an argument it misbehaves instead: `garbage` writes 20,000 lines that are not JSON-RPC on its stdout (and then
+serves); `stderr-flood` serves while writing to its stderr as fast as it can; `crash` writes 10,000 lines to its
+stderr and exits with status 3 before answering; `odd-names` names its tool with a line break and an escape
+sequence in it."""
 
 from __future__ import annotations
+
+import sys
 
 import anyio
 import mcp_types as types
@@ -20,8 +27,11 @@ SHIP_SCHEMA = {
 }
 
 
+TOOL_NAME = "ship"
+
+
 async def list_tools(_context, _params) -> types.ListToolsResult:
-    return types.ListToolsResult(tools=[types.Tool(name="ship", description="Ship a parcel to a ZIP code",
+    return types.ListToolsResult(tools=[types.Tool(name=TOOL_NAME, description="Ship a parcel to a ZIP code",
                                                    input_schema=SHIP_SCHEMA)])
 
 
@@ -37,5 +47,32 @@ async def main() -> None:
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
+def misbehave(how: str) -> None:
+    if how == "garbage":
+        for number in range(20_000):
+            print(f"not json-rpc, line {number}", flush=number % 1000 == 0)
+        sys.stdout.flush()
+    elif how == "stderr-flood":
+        import threading
+
+        def flood() -> None:
+            line = "x" * 1023 + "\n"
+            while True:
+                sys.stderr.write(line * 64)
+
+        threading.Thread(target=flood, daemon=True).start()
+    elif how == "odd-names":
+        global TOOL_NAME
+        TOOL_NAME = "ship\nfake.tool  Pretends to be another tool\x1b[2J"
+    elif how == "crash":
+        for number in range(10_000):
+            sys.stderr.write(f"warming up, step {number}\n")
+        sys.stderr.write("fatal: the database at /nowhere cannot be opened\n")
+        sys.stderr.flush()
+        raise SystemExit(3)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1:
+        misbehave(sys.argv[1])
     anyio.run(main)

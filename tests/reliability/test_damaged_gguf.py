@@ -12,33 +12,9 @@ from typing import Any
 
 import pytest
 from conftest import run_cli
+from helpers.gguf_files import write_gguf
 
 Write = Callable[[Any], None]
-
-
-def write_gguf(path: Path, tweak: Write | None = None, *, name: str = "hostile test model") -> Path:
-    """A small llama-architecture GGUF (metadata and one tensor); ``tweak(writer)`` adds the field under test."""
-    import gguf
-    import numpy as np
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_name(name)
-    if tweak is not None:
-        tweak(writer)
-    fields = {key for key in writer.kv_data[0]}
-    for key, add in (("llama.context_length", lambda: writer.add_context_length(2048)),
-                     ("llama.block_count", lambda: writer.add_block_count(2)),
-                     ("llama.embedding_length", lambda: writer.add_embedding_length(64)),
-                     ("llama.attention.head_count", lambda: writer.add_head_count(4))):
-        if key not in fields:
-            add()
-    writer.add_tensor("token_embd.weight", np.zeros((16, 64), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
 
 CASES: dict[str, tuple[Write, str]] = {
     "nan-context": (lambda w: w.add_float32("llama.context_length", math.nan),
@@ -47,6 +23,9 @@ CASES: dict[str, tuple[Write, str]] = {
                        "llama.attention.head_count should be a whole number, got inf"),
     "text-layers": (lambda w: w.add_string("llama.block_count", "thirty"),
                     "llama.block_count should be a whole number, got 'thirty'"),
+    "context-over-int32": (lambda w: w.add_uint32("llama.context_length", 1 << 31),
+                           "llama.context_length = 2147483648 is out of range (0 to 2147483647: llama.cpp reads it "
+                           "as a 32-bit signed integer)"),
     "no-layers": (lambda w: w.add_block_count(0), "llama.block_count = 0 is out of range (1 to 512)"),
     "too-many-layers": (lambda w: w.add_block_count(100_000),
                         "llama.block_count = 100000 is out of range (1 to 512)"),

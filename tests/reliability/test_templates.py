@@ -1,6 +1,7 @@
 """Chat templates are untrusted Jinja from model files: escapes from the sandbox run nothing, any error is a clear
 message naming the model, a template that refuses the system prompt gets it folded into the first message (said
-once), the chat goes on after an error, and tokenizing needs no template at all."""
+once), the chat goes on after an error, and tokenizing needs no template at all: a template is compiled only in the
+bounded renderer (compiling folds constant expressions, so `{{ 'A' * 2000000000 }}` costs gigabytes there)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, settings_for
 from helpers.gguf_files import copy_with_template
+from helpers.measured import peak_memory_of
 
 from localllm.backends.llamacpp import LlamaCppBackend
 from localllm.core.errors import TemplateFailure
@@ -199,3 +201,22 @@ def test_a_renderer_killed_mid_render_is_an_error_and_is_replaced() -> None:
         assert renderer.render("{{ bos_token }}ok", "fine", bos_token="<s>") == "<s>ok"
     finally:
         renderer.close()
+
+
+@pytest.fixture(scope="module")
+def huge_constant(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -> Path:
+    return copy_with_template(bundled_model, tmp_path_factory.mktemp("constant") / "huge-constant.gguf",
+                              "{{ 'A' * 2000000000 }}")
+
+
+def test_a_template_costly_to_compile_costs_tokenize_nothing_and_run_one_error(huge_constant: Path,
+                                                                                home: Path) -> None:
+    """`tokenize` and `run` on a GGUF whose template is `{{ 'A' * 2000000000 }}`: tokenizing compiles no template
+    (it took 32 s and 7.9 GB), and `run` is refused by the renderer's memory bound."""
+    code, errors, peak = peak_memory_of(["tokenize", "-m", str(huge_constant), "Hello world"], home)
+    assert code == 0, errors
+    assert peak < 400 << 20, f"tokenize peaked at {peak >> 20} MiB"
+    code, errors, peak = peak_memory_of(["run", "-m", str(huge_constant), "-o", "max_tokens=4", "Hello"], home)
+    assert code == 1 and errors.strip().splitlines()[-1].startswith(
+        "error: the chat template of huge-constant failed: it needs more than 1024 MiB of memory"), errors
+    assert peak < 1 << 30, f"run peaked at {peak >> 20} MiB"

@@ -54,6 +54,8 @@ def read_servers(path: Path, *, required: bool = False) -> list[ServerEntry]:
         raise UsageError(f"cannot read {path}: {exc}", hint="check the file's permissions") from None
     except ValueError as exc:
         raise UsageError(f"{path} is not valid JSON: {exc}", hint=hint) from None
+    except RecursionError:  # json parses nested arrays and objects by recursion
+        raise UsageError(f"{path}: its arrays or objects are nested too deeply to read", hint=hint) from None
     servers = data.get("mcpServers") if isinstance(data, dict) else None
     if not isinstance(servers, dict):
         raise UsageError(f'{path} has no "mcpServers" object', hint=hint)

@@ -5,15 +5,20 @@ The SDK is asynchronous and localllm's chat loop is not, so the sessions live on
 their own; each server's connection is opened and closed inside one task, as the SDK's task groups require. A server
 that fails to start, never answers, errors or dies during a call is a status or a tool result saying so, never an
 exception out of here.
+
+A server is untrusted output: what it writes on its stdout that is not JSON-RPC is counted (the SDK would log a
+traceback per line) and past a few lines ends it with one message; its stderr goes through a pipe into a bounded
+tail (the SDK wants a file, which would grow as long as the server writes), whose last lines a failure quotes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -28,6 +33,12 @@ START_TIMEOUT_S = 20.0
 CALL_TIMEOUT_S = 60.0
 STDERR_TAIL = 300
 """Characters of a failed server's stderr quoted in the message."""
+STDERR_KEPT = 8192
+"""Bytes of a server's stderr kept, the newest: enough for the last lines a failure quotes."""
+STDERR_LINES = 3
+"""Lines of a failed server's stderr quoted in the message."""
+MAX_BAD_LINES = 50
+"""Lines on a server's stdout that are not JSON-RPC before it is stopped: a banner or two is tolerated."""
 
 
 @dataclass
@@ -118,7 +129,8 @@ class McpServers:
         from mcp import ClientSession
 
         stop = self._stops[entry.name] = asyncio.Event()
-        with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as errlog:
+        with StderrTail() as errlog:
+            checked: StdoutChecked | None = None
             try:
                 async with contextlib.AsyncExitStack() as stack:
                     if entry.url is not None:
@@ -134,7 +146,12 @@ class McpServers:
                         # Only what the entry declares, and PATH to find its programs: not the user's secrets.
                         env = {"PATH": os.environ.get("PATH", os.defpath), **entry.env}
                         params = StdioServerParameters(command=entry.command, args=list(entry.args), env=env)
-                        read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
+                        try:
+                            read, write = await stack.enter_async_context(
+                                stdio_client(params, errlog=errlog.writer))  # type: ignore[arg-type]
+                        finally:
+                            errlog.spawned()
+                        read = checked = StdoutChecked(read)
                     session = await stack.enter_async_context(ClientSession(read, write))
                     await session.initialize()
                     listed = await session.list_tools()
@@ -146,7 +163,8 @@ class McpServers:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # noqa: BLE001 - whatever a server or its transport raises is its failure
-                why = failure(exc, errlog)
+                await asyncio.to_thread(errlog.finish, 2.0)
+                why = failure(exc, errlog, checked.problem() if checked is not None else None)
                 self._ended[entry.name] = why
                 if not ready.done():
                     ready.set_result(ServerStatus(entry.name, entry.where, error=why))
@@ -243,17 +261,143 @@ def one_line(text: str) -> str:
     return " ".join(text.split())[:STDERR_TAIL]
 
 
-def failure(exc: BaseException, errlog: Any) -> str:
-    """Why a server failed, in a line: the innermost error of an exception group, and the end of its stderr."""
+def failure(exc: BaseException, errlog: StderrTail, stdout_problem: str | None = None) -> str:
+    """Why a server failed, in a line: what was wrong with its stdout, else the innermost error of an exception
+    group; then the last lines of its stderr."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
-    if isinstance(exc, FileNotFoundError):
+    if stdout_problem is not None:
+        why = stdout_problem
+    elif isinstance(exc, FileNotFoundError):
         why = f"its command was not found ({exc.filename or exc})"
     else:
         why = one_line(str(exc)) or type(exc).__name__
-    with contextlib.suppress(Exception):
-        errlog.seek(0)
-        lines = [line.strip() for line in errlog.read()[-4000:].splitlines() if line.strip()]
-        if lines:
-            why += f"; the last line of its stderr: {lines[-1][:STDERR_TAIL]}"
+    lines = errlog.last_lines(STDERR_LINES)
+    if lines:
+        quoted = " | ".join(line[:STDERR_TAIL] for line in lines)
+        why += f"; the end of its stderr: {quoted[-STDERR_TAIL:]}"
     return why
+
+
+class StderrTail:
+    """A server's stderr: the write end of a pipe for the child, and a thread that keeps the newest
+    ``STDERR_KEPT`` bytes of what arrives, whatever the server writes and for however long."""
+
+    def __init__(self) -> None:
+        read_fd, write_fd = os.pipe()
+        self.writer = os.fdopen(write_fd, "w")
+        self._reader = os.fdopen(read_fd, "rb", buffering=0)
+        self._kept: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._drain, name="mcp-stderr", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        try:
+            with contextlib.suppress(OSError, ValueError):
+                while block := self._reader.read(65536):
+                    with self._lock:
+                        self._kept.append(block)
+                        self._size += len(block)
+                        while self._size - len(self._kept[0]) >= STDERR_KEPT:
+                            self._size -= len(self._kept.popleft())
+        finally:
+            self._reader.close()  # at the end of the pipe: every writer has closed it
+
+    def spawned(self) -> None:
+        """The child holds its copy of the write end now (or never will): the pipe ends when the child's does."""
+        with contextlib.suppress(OSError):
+            self.writer.close()
+
+    def finish(self, seconds: float) -> None:
+        """Waits (a bounded time) for what the server wrote before it ended."""
+        self._thread.join(seconds)
+
+    def last_lines(self, count: int) -> list[str]:
+        with self._lock:
+            data = b"".join(self._kept)[-STDERR_KEPT:]
+        text = data.decode("utf-8", errors="replace")
+        return [one_line(line) for line in text.splitlines() if line.strip()][-count:]
+
+    def __enter__(self) -> StderrTail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.spawned()
+        # A descendant of the server may still hold the write end: the thread (a daemon) closes the read end when
+        # the pipe ends; closing it here would race its read.
+
+
+class _NotJsonRpc(logging.Filter):
+    """Drops the SDK's traceback for each stdout line that is not JSON-RPC: StdoutChecked says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to parse JSONRPC message")
+
+
+_SDK_LOG_FILTER = _NotJsonRpc()
+
+
+class StdoutChecked:
+    """The SDK's stream of a stdio server's messages, without the parse errors it passes on for lines that are
+    not JSON-RPC: those are counted, and past ``MAX_BAD_LINES`` the stream ends, which ends the session."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.bad_lines = 0
+        self.first_bad: str | None = None
+        sdk_logger = logging.getLogger("mcp.client.stdio")
+        if _SDK_LOG_FILTER not in sdk_logger.filters:
+            sdk_logger.addFilter(_SDK_LOG_FILTER)
+
+    def problem(self) -> str | None:
+        if not self.bad_lines:
+            return None
+        lines = "a line" if self.bad_lines == 1 else f"{self.bad_lines:,} lines"
+        return f"it wrote {lines} that {'is' if self.bad_lines == 1 else 'are'} not MCP (JSON-RPC) on its " \
+               f"stdout, the first: {self.first_bad}"
+
+    async def receive(self) -> Any:
+        import anyio
+
+        while True:
+            item = await self.inner.receive()
+            if not isinstance(item, Exception):
+                return item
+            self.bad_lines += 1
+            if self.first_bad is None:
+                self.first_bad = _bad_input(item)
+            if self.bad_lines > MAX_BAD_LINES:
+                raise anyio.EndOfStream
+
+    def __aiter__(self) -> StdoutChecked:
+        return self
+
+    async def __anext__(self) -> Any:
+        import anyio
+
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def __aenter__(self) -> StdoutChecked:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+def _bad_input(error: Exception) -> str:
+    """The line a parse error was about, shown escaped and short (pydantic's errors carry it as their input)."""
+    errors = getattr(error, "errors", None)
+    with contextlib.suppress(Exception):
+        found = errors()[0].get("input") if callable(errors) else None
+        if isinstance(found, str | bytes):
+            text = found.decode("utf-8", errors="replace") if isinstance(found, bytes) else found
+            return repr(text[:80] + ("…" if len(text) > 80 else ""))
+    return one_line(str(error))[:120]
