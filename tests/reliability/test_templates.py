@@ -153,8 +153,10 @@ def huge_indent(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path) -
 def test_a_template_that_needs_gigabytes_is_refused_without_a_crash(huge_indent: Path, home: Path) -> None:
     done = run_cli("run", "-m", str(huge_indent), "-o", "max_tokens=4", "Hello", home=home, timeout=60)
     assert done.returncode == 1, done.stderr_text
-    assert done.stderr_text.strip().splitlines()[-1].startswith(
-        "error: the chat template of huge-indent failed: it needs more than 1024 MiB of memory")
+    last = done.stderr_text.strip().splitlines()[-1]
+    # Whichever of the renderer's bounds it meets first: memory, or on a busy machine the time.
+    assert last.startswith("error: the chat template of huge-indent ") and \
+        ("needs more than 1024 MiB of memory" in last or "took more than" in last), last
 
 
 BOUNDLESS = {
