@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from localllm.cli.arguments import Commands, backend_names, model_args, server_args
-from localllm.cli.output import console, human_count, inert, print_json
+from localllm.cli.output import console, inert, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
-from localllm.core.units import human_size
+from localllm.core.units import human_size, parameter_count
 
 
 def _table(*columns: str):
@@ -69,7 +69,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
         ("file", f"{info.path} [{result.ref.source}]"),
         ("size", human_size(info.file_size)),
         ("architecture", info.architecture),
-        ("parameters", human_count(info.parameters) + (f" ({info.size_label})" if info.size_label else "")),
+        ("parameters", parameter_count(info.parameters, info.size_label)),
         ("quant", info.quant or "-"),
         ("context", f"{info.context_length:,} tokens (trained)"),
         ("layers", str(info.block_count)),
