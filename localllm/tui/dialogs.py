@@ -25,8 +25,8 @@ DIALOG_CSS = """
 
 
 class AskText(ModalScreen[str | None]):
-    """One line of text (a title, a file name); Enter accepts, Esc cancels, and the buttons say so (a modal
-    screen has no footer to name its keys)."""
+    """One line of text (a title, a file name); Enter accepts, Esc cancels, as its buttons say (a key inside the
+    text box shows in no footer)."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="AskText")
     AUTO_FOCUS = "#answer"
