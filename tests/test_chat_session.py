@@ -109,7 +109,7 @@ def test_chat_says_how_many_turns_were_condensed(tmp_path):
 
 
 def test_the_next_turn_reuses_the_conversation_so_far_from_the_cache(loaded):
-    from localllm.tasks.answer_stats import stats_line
+    from localllm.tasks.answer_stats import READ_RATE_MIN_TOKENS, stats_line
 
     session = ChatSession(loaded, preset("precise").with_overrides(max_tokens=8), system="Answer briefly.")
     first = session.send("Name a colour.")
@@ -121,7 +121,10 @@ def test_the_next_turn_reuses_the_conversation_so_far_from_the_cache(loaded):
     assert second.final.usage.cached_tokens >= first.final.usage.prompt_tokens - 3
     assert second.final.usage.cached_tokens < second.final.usage.prompt_tokens
     line = stats_line(second.final, load_s=0.5)
-    assert line.startswith("load 0.50 s, ") and "reused from the cache) read at " in line and "finish: " in line
+    assert line.startswith("load 0.50 s, ") and "reused from the cache)" in line and "finish: " in line
+    # A reading speed only where enough was read to tell (a few tokens' time is mostly the first token's decoding).
+    read = second.final.usage.prompt_tokens - second.final.usage.cached_tokens
+    assert (" read at " in line) == (read >= READ_RATE_MIN_TOKENS), line
 
 
 def test_the_meter_counts_the_tool_instruction_that_goes_with_each_prompt(loaded):

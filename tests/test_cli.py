@@ -157,8 +157,10 @@ def test_human_tables(shared_home):
     assert re.search(r"speed +~[\d,]+ tokens/s on \d+ threads?, estimated from memory bandwidth \(not measured\)",
                      shown), shown
     assert re.search(r"size +\d+\.\d MiB", shown) and re.search(r"context +8,192 tokens \(trained\)", shown)
+    assert re.search(r"parameters +135M *$", shown, re.MULTILINE), shown  # as the catalog and the app write it
     catalog = run_cli("catalog", "--use", "code", home=shared_home).stdout_text
     assert "EST. SPEED" in catalog and re.search(r"CPU only +~[\d,]+ tokens?/s", catalog), catalog
+    assert re.search(r"qwen2\.5-1\.5b-instruct +q4_k_m +1\.54B ", catalog), catalog
     hw = run_cli("hw", home=shared_home).stdout_text
     assert "llama-cpp-python" in hw and "backend" in hw
     tokens = run_cli("tokenize", "Hello world", home=shared_home).stdout_text
@@ -179,13 +181,14 @@ def test_hw_prints_the_gpu_reinstall_command_when_the_build_is_cpu_only(shared_h
 
 def test_chat_repl_commands(shared_home):
     script = "\n".join([
-        "Hello", "/stats", "/set temperature 0.3", "/set nonsense 1", "/system Answer in one word",
+        "/stats", "Hello", "/stats", "/set temperature 0.3", "/set nonsense 1", "/system Answer in one word",
         "What colour is the sky?", "/reset", "/help", "/exit", "never sent",
     ]) + "\n"
     done = run_cli("chat", *GREEDY, "-o", "max_tokens=8", home=shared_home, stdin=script)
     assert done.returncode == 0, done.stderr_text
     err = done.stderr_text
     assert "1 turn(s)" in err and "temperature = 0.3" in err and "error: unknown option 'nonsense'" in err
+    assert "no answer yet" in err.split("1 turn(s)")[0] and "last answer: stopped" not in err  # /stats before any
     assert "system prompt set" in err and "conversation cleared" in err and "/reset" in err
     assert len([line for line in done.stdout_text.splitlines() if line.strip()]) >= 2
 

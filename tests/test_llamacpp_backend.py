@@ -96,6 +96,22 @@ def test_a_window_that_is_not_a_multiple_of_256_is_the_size_asked_for(bundled_mo
             list(loaded.backend.chat([Message("user", long_text)], preset("precise").with_overrides(max_tokens=4)))
 
 
+def test_a_prompt_longer_than_a_batch_is_read_in_pieces_each_reported_and_answered_the_same(loaded):
+    """What the summarize pane's bar moves by: llama.cpp reads the prompt a batch (512 tokens) at a time and says
+    how far it got after each, and the answer is the one it gives a prompt read whole."""
+    prompt = [Message("user", "Summarize this: " + "The river flows past the old mill. " * 70)]
+    whole = Response(loaded.backend.chat(prompt, greedy(max_tokens=6)))
+    assert whole.text()
+    Response(loaded.backend.chat(QUESTION, greedy(max_tokens=2))).text()  # the cache now holds another prompt
+    reports: list[tuple[int, int]] = []
+    with loaded.backend.prompt_progress(lambda read, to_read: reports.append((read, to_read))):
+        pieces = Response(loaded.backend.chat(prompt, greedy(max_tokens=6)))
+        assert pieces.text() == whole.text()
+    to_read = pieces.final.usage.prompt_tokens - pieces.final.usage.cached_tokens
+    assert to_read > 512 and reports == [(0, to_read), (512, to_read), (to_read - 1, to_read)]
+    assert pieces.final.usage.prompt_tokens == whole.final.usage.prompt_tokens
+
+
 def test_interrupt_stops_while_the_prompt_is_read_and_the_model_answers_after(loaded):
     import threading
     import time

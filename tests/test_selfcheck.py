@@ -245,6 +245,26 @@ def test_hw_story_a_build_for_a_newer_cpu_may_die(tmp_path: Path) -> None:
     assert "SIGILL" in (story.rebuild_why or "") and story.rebuild
 
 
+def test_hws_simd_line_says_what_matters_in_a_line(tmp_path: Path) -> None:
+    """The widest extension and whether the build uses it, not the dozen names of a recent CPU and its build
+    twice over (those are in `hw --json`)."""
+    from localllm.tasks.llama_build import simd_text
+
+    amx_build = ("AVX", "AVX_VNNI", "AVX2", "F16C", "FMA", "BMI2", "AVX512", "AVX512_VBMI", "AVX512_VNNI",
+                 "AVX512_BF16", "AMX_INT8")
+    matched = simd_text((), story_for(tmp_path, amx_build, AMX_XEON_FLAGS))
+    assert matched == "AVX-512 (VBMI, VNNI, BF16), AMX; the llama.cpp build uses all of it"
+    generic = story_for(tmp_path, ("AVX", "AVX2", "FMA", "F16C", "BMI2"),
+                        tuple(f for f in AMX_XEON_FLAGS if not f.startswith("amx")))
+    assert simd_text((), generic) == "AVX-512 (VBMI, VNNI, BF16); the llama.cpp build leaves AVX-512 (VBMI, VNNI, " \
+                                     "BF16) unused"
+    newer = story_for(tmp_path, ("AVX", "AVX2", "AVX512"), ("avx", "avx2", "fma", "f16c"))
+    assert simd_text((), newer) == "AVX2; the llama.cpp build uses AVX-512, which this CPU lacks"
+    arm = story_for(tmp_path, ("NEON", "DOTPROD"), ("asimd", "asimddp", "i8mm"))
+    assert simd_text((), arm) == "NEON (DOTPROD, I8MM); the llama.cpp build leaves I8MM unused"
+    assert simd_text(("AVX", "AVX2"), None) == "AVX, AVX2"  # no build's story: the CPU's own list
+
+
 def test_hw_story_a_cpu_build_beside_a_gpu(tmp_path: Path) -> None:
     from localllm.hardware.report import GPUInfo
 

@@ -4,6 +4,7 @@ anything is generated, progress call by call, the summary shown, saved to a new 
 import asyncio
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from helpers.tui_helpers import PaneApp, one_thread, wait_until
 from textual.widgets import Input, ProgressBar, Select, TextArea
 
 from localllm.core.options import preset
+from localllm.core.settings import Tuned
 from localllm.tasks.summarize import STYLES, words_to_tokens
 from localllm.tui.activity import SPINNER
 from localllm.tui.answer import StreamingAnswer
@@ -38,7 +40,7 @@ def text_of(pane: SummarizePane, widget_id: str) -> str:
 
 
 @pytest.mark.usefixtures("bundled_model")
-def test_two_files_are_planned_as_one_call_summarized_saved_and_copied(tmp_path):
+def test_two_files_are_planned_as_one_call_summarized_saved_copied_and_cleared(tmp_path):
     options = preset("precise").with_overrides(max_tokens=48)
     saved = tmp_path / "out" / "summary.md"
     taken = tmp_path / "taken.md"
@@ -71,6 +73,13 @@ def test_two_files_are_planned_as_one_call_summarized_saved_and_copied(tmp_path)
 
             await pilot.press("ctrl+l")
             assert app.clipboard == pane.summary and app.notes[-1][1].startswith("copied")
+
+            await pilot.click("#sum-clear")  # a fresh start: the files and their summary go
+            assert pane.files == [] and pane.summary == ""
+            assert pane.query_one("#sum-result", StreamingAnswer).text == "*The summary appears here.*"
+            assert "no files" in text_of(pane, "#sum-files") and not text_of(pane, "#sum-status").startswith("done")
+            await pilot.press("ctrl+s")
+            assert "there is no summary to save yet" in app.notes[-1][1]
 
     asyncio.run(session())
 
@@ -115,16 +124,29 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
 
 
 @pytest.mark.usefixtures("bundled_model")
-def test_escape_stops_a_summary_within_its_call(tmp_path):
+def test_the_bar_moves_while_a_long_prompt_is_read_and_escape_stops_it_there(tmp_path):
+    bar_values: list[float] = []
+
     async def session():
-        # One call over the whole text: ~1,900 tokens of prompt, seconds of reading before the first token.
-        app = SummarizeApp(one_thread(tmp_path), preset("precise").with_overrides(max_tokens=32), ctx=4096)
+        # One call over the whole text: ~1,900 tokens of prompt, seconds of reading before the first token, read in
+        # pieces of 128 tokens (the batch size `bench --tune` would save), each moving the bar.
+        settings = replace(one_thread(tmp_path), tuned=Tuned(batch=128))
+        app = SummarizeApp(settings, preset("precise").with_overrides(max_tokens=32), ctx=4096)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.pane
             pane.query_one("#sum-text", TextArea).load_text("\n\n".join([long_text()] * 3))
             await pilot.click("#sum-run")
-            await wait_until(pilot, lambda: "reading" in text_of(pane, "#sum-progress-text"))
-            await pilot.pause(0.3)
+            bar = pane.query_one("#sum-progress", ProgressBar)
+
+            def moved_twice() -> bool:
+                if bar.progress not in bar_values:
+                    bar_values.append(bar.progress)
+                return len([value for value in bar_values if value > 0]) >= 2
+
+            await wait_until(pilot, moved_twice)
+            assert bar.total == 1 and 0 < bar.progress < 1 and pane.calls_done == 0  # the one call is still reading
+            assert re.fullmatch(f"[{SPINNER}] reading ([0-9,]+) tokens, ([0-9,]+) read… \\d+ s \\(Esc stops\\)",
+                                text_of(pane, "#sum-progress-text"))
             started = time.monotonic()
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.running, timeout=30)
@@ -135,6 +157,7 @@ def test_escape_stops_a_summary_within_its_call(tmp_path):
             assert pane.query_one("#sum-result", StreamingAnswer).text == "*The summary appears here.*"
 
     asyncio.run(session())
+    assert bar_values == sorted(bar_values)  # it only moves forward
 
 
 def test_bad_inputs_are_notifications(tmp_path):

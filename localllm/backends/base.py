@@ -6,7 +6,8 @@ A front end reads ``capabilities`` to decide what to offer (a stop button, a pul
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
@@ -174,6 +175,13 @@ class Backend:
         """From any thread: stop the generation running now, before its next chunk. Closing the stream does that
         between chunks; a backend that can also stop while it reads a long prompt (before the first chunk) does it
         here. The default waits for the next chunk."""
+
+    @contextlib.contextmanager
+    def prompt_progress(self, report: Callable[[int, int], None]) -> Iterator[None]:
+        """While the block runs, a call that reads a long prompt calls ``report(read, to_read)`` (tokens) as it
+        goes, where the backend can tell (llama.cpp, in ``n_batch`` pieces); a backend that cannot says nothing,
+        and the caller sees the answer's first chunk as the sign that the prompt was read."""
+        yield
 
     def count_prompt_tokens(self, messages: Sequence[Message]) -> int:
         """Tokens the rendered chat prompt takes, counted exactly where ``capabilities.tokenize``."""

@@ -13,7 +13,7 @@ import io
 import itertools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +100,8 @@ class LlamaCppBackend(Backend):
         self._scorer: Any = None
         """Log-probabilities (localllm.backends.llamacpp_logprobs), made at the first request for them."""
         self._interrupted = threading.Event()
+        self._prompt_read: Callable[[int, int], None] | None = None
+        """Where a long prompt's reading is reported (``prompt_progress``)."""
         self.cache_dir: Path | None = None
         """Where the self-check's verdict is kept; None: the default cache folder."""
         self.chat_format: str | None = None
@@ -475,12 +477,28 @@ class LlamaCppBackend(Backend):
             grammar=grammar,
             stream=True,
         )
+        reader = None
+        report = self._prompt_read
+        if report is not None and len(prompt) - cached > llm.n_batch:  # more than one piece: worth reporting
+            from localllm.backends.llamacpp_prompt import read_prompt
+
+            def reader() -> None:
+                read_prompt(llm, prompt, cached, report, self._interrupted.is_set)
+
         # After its loop ends, llama-cpp-python calls the criteria once more: a stream left early gets no such call.
         return self._stream(stream, watch, len(prompt), lambda early: generated if early else max(generated - 1, 0),
-                            prefix, cached, tuple(options.stop), recorder)
+                            prefix, cached, tuple(options.stop), recorder, reader)
 
     def interrupt(self) -> None:
         self._interrupted.set()
+
+    @contextlib.contextmanager
+    def prompt_progress(self, report: Callable[[int, int], None]) -> Iterator[None]:
+        previous, self._prompt_read = self._prompt_read, report
+        try:
+            yield
+        finally:
+            self._prompt_read = previous
 
     @contextlib.contextmanager
     def _abortable(self):
@@ -535,10 +553,12 @@ class LlamaCppBackend(Backend):
         return self._gate
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
-                cached: int = 0, user_stops: tuple[str, ...] = (), recorder: Any = None) -> Iterator[Chunk]:
+                cached: int = 0, user_stops: tuple[str, ...] = (), recorder: Any = None,
+                reader: Callable[[], None] | None = None) -> Iterator[Chunk]:
         """The answer's chunks. The request's stop strings are applied here rather than by llama-cpp-python, which
         leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it).
-        ``recorder``: each text chunk carries its tokens' log-probabilities (llamacpp_logprobs.Recorder)."""
+        ``recorder``: each text chunk carries its tokens' log-probabilities (llamacpp_logprobs.Recorder).
+        ``reader``: reads the prompt ahead of the stream, reporting as it goes (``prompt_progress``)."""
         from localllm.backends.streaming import StopScanner
 
         def text(shown: str) -> TextChunk:
@@ -551,7 +571,9 @@ class LlamaCppBackend(Backend):
         with contextlib.closing(stream), recorder.attached() if recorder is not None else contextlib.nullcontext():
             try:
                 with self._abortable():
-                    first = next(stream, None)
+                    if reader is not None:
+                        reader()
+                    first = None if self._interrupted.is_set() else next(stream, None)
             except RuntimeError:  # llama_decode returned 2: aborted by the callback
                 if not self._interrupted.is_set():
                     raise

@@ -376,8 +376,11 @@ def _chat_command(text: str, session) -> bool:
         from localllm.tasks.answer_stats import stats_line
 
         stats = session.stats
-        note(f"{stats.turns:,} turn(s), {stats.prompt_tokens:,} prompt tokens, {stats.completion_tokens:,} generated; "
-             f"last answer: {stats_line(stats.last)}")
+        if not stats.turns:
+            note("no answer yet: /stats says what each answer cost once there is one")
+        else:
+            note(f"{stats.turns:,} turn(s), {stats.prompt_tokens:,} prompt tokens, {stats.completion_tokens:,} "
+                 f"generated; last answer: {stats_line(stats.last)}")
     elif name == "/help":
         note(CHAT_HELP)
     else:

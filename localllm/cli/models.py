@@ -11,7 +11,7 @@ from localllm.cli.arguments import Commands, server_args
 from localllm.cli.output import console, note, print_json
 from localllm.core.errors import UsageError, WontFit
 from localllm.core.settings import Settings
-from localllm.core.units import human_size
+from localllm.core.units import human_size, parameter_count
 
 
 def parse_rate(text: str | None) -> int | None:
@@ -60,7 +60,8 @@ def catalog_command(args: argparse.Namespace, settings: Settings) -> int:
         table.add_column(column)
     for row in rows:
         plan = row.plan
-        table.add_row(row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B", ",".join(row.model.uses),
+        table.add_row(row.model.name, row.quant.quant.lower(), parameter_count(row.model.parameters * 1e9),
+                      ",".join(row.model.uses),
                       ("~" if row.quant.approximate else "") + human_size(row.quant.size),
                       human_size(plan.memory.total) if plan else "?", f"{plan.n_ctx:,}" if plan else "?",
                       row.verdict, (plan.speed if plan else None) or "-",

@@ -50,12 +50,6 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def human_count(count: int) -> str:
-    from localllm.core.units import parameter_count
-
-    return parameter_count(count)
-
-
 def inert(value: object):
     """Text from a model file, a server or a file name, made safe to print: control characters (escape sequences,
     bells, bidi overrides) are shown as escapes, and Rich markup in it is printed as typed."""

@@ -6,10 +6,10 @@ import argparse
 import sys
 
 from localllm.cli.arguments import Commands, backend_names, model_args, server_args
-from localllm.cli.output import console, human_count, inert, print_json
+from localllm.cli.output import console, inert, print_json
 from localllm.core.errors import UsageError
 from localllm.core.settings import Settings
-from localllm.core.units import human_size
+from localllm.core.units import human_size, parameter_count
 
 
 def _table(*columns: str):
@@ -69,7 +69,7 @@ def show_command(args: argparse.Namespace, settings: Settings) -> int:
         ("file", f"{info.path} [{result.ref.source}]"),
         ("size", human_size(info.file_size)),
         ("architecture", info.architecture),
-        ("parameters", human_count(info.parameters) + (f" ({info.size_label})" if info.size_label else "")),
+        ("parameters", parameter_count(info.parameters, info.size_label)),
         ("quant", info.quant or "-"),
         ("context", f"{info.context_length:,} tokens (trained)"),
         ("layers", str(info.block_count)),
@@ -148,6 +148,7 @@ def _show_served(result) -> int:
 
 def hw_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.tasks import reports
+    from localllm.tasks.llama_build import simd_text
 
     result = reports.machine_report(settings, check=True, recheck=args.recheck)
     if args.json:
@@ -161,7 +162,7 @@ def hw_command(args: argparse.Namespace, settings: Settings) -> int:
     table.add_row("system", hardware.os)
     table.add_row("CPU", f"{cpu.model} ({cpu.arch})")
     table.add_row("cores", f"{cpu.physical_cores} physical, {cpu.logical_cores} logical")
-    table.add_row("SIMD", ", ".join(cpu.simd) or "none detected")
+    table.add_row("SIMD", simd_text(cpu.simd, result.build))
     table.add_row("RAM", f"{human_size(hardware.ram_available)} available of {human_size(hardware.ram_total)}")
     for gpu in hardware.gpus:
         details = [f"{human_size(gpu.free_bytes)} free of {human_size(gpu.total_bytes)}"]
@@ -216,13 +217,8 @@ def _tuned_text(settings: Settings) -> str:
 
 
 def _build_rows(table, build) -> None:
-    table.add_row("compiled for", ", ".join(build.compiled) or "no CPU features reported")
-    cpu = ", ".join(build.cpu) or "none detected"
-    if build.unused:
-        cpu += f" (unused by the build: {', '.join(build.unused)})"
-    if build.missing_on_cpu:
-        cpu += f" (the build uses {', '.join(build.missing_on_cpu)}, which this CPU lacks)"
-    table.add_row("this CPU has", cpu)
+    # What the build was compiled for against what this CPU has is said in the SIMD row (simd_text); the whole
+    # lists, a dozen names each on a recent CPU, are in --json.
     verdict = build.verdict
     if verdict is not None:
         table.add_row("self-check", f"{verdict.summary()}; checked {verdict.checked_at} in {verdict.seconds:.1f} s")

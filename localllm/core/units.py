@@ -81,9 +81,15 @@ def duration_text(seconds: float) -> str:
         f"{minutes // 60}h" if minutes >= 60 else f"{minutes}m"
 
 
-def parameter_count(count: int) -> str:
-    """``134.5M``, ``7.2B``: a model's parameters as its listings write them."""
-    for threshold, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if count >= threshold:
-            return f"{count / threshold:.1f}{suffix}"
-    return str(count)
+def parameter_count(count: float, label: str | None = None) -> str:
+    """A model's parameters, written one way everywhere (the CLI, the app, the catalog): ``135M``, ``1.5B``,
+    ``7.62B``, ``70.6B``: three significant digits at most, trailing zeros dropped. ``label``: the size the model
+    file names itself (GGUF ``general.size_label``, such as ``8x7B``), added in brackets where it says something
+    the count does not."""
+    rounded = float(f"{count:.3g}")  # 999.6M is 1B, not 1000M
+    text = f"{rounded:g}"
+    for threshold, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if rounded >= threshold:
+            text = f"{rounded / threshold:g}{suffix}"
+            break
+    return f"{text} ({label})" if label and label.strip() and label.strip().upper() != text.upper() else text

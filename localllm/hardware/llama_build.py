@@ -57,6 +57,46 @@ def cpu_features(flags: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(name for flag, (name, _) in table.items() if flag in flags)
 
 
+# For simd_summary: each feature's short name beside the extension it extends (None: unsaid beside it, as every
+# CPU with that extension has it), that extension, and its name alone.
+SIMD_PARTS: dict[str, tuple[str, str | None, str]] = {
+    "AVX": ("AVX2", None, "AVX"),
+    "FMA": ("AVX2", None, "FMA"),
+    "F16C": ("AVX2", None, "F16C"),
+    "BMI2": ("AVX2", None, "BMI2"),
+    "AVX2": ("AVX512", None, "AVX2"),
+    "AVX_VNNI": ("AVX512_VNNI", None, "AVX-VNNI"),
+    "AVX512_VBMI": ("AVX512", "VBMI", "AVX-512 VBMI"),
+    "AVX512_VNNI": ("AVX512", "VNNI", "AVX-512 VNNI"),
+    "AVX512_BF16": ("AVX512", "BF16", "AVX-512 BF16"),
+    "AMX_INT8": ("", None, "AMX"),
+    "AVX512": ("", None, "AVX-512"),
+    "DOTPROD": ("NEON", "DOTPROD", "DOTPROD"),
+    "MATMUL_INT8": ("NEON", "I8MM", "I8MM"),
+}
+
+SIMD_ORDER = ("AVX-512", "AVX2", "AVX", "AVX-VNNI", "AVX-512 VBMI", "AVX-512 VNNI", "AVX-512 BF16", "FMA", "F16C",
+              "BMI2", "AMX", "NEON", "DOTPROD", "I8MM", "SVE", "SME")
+"""The widest first; names it does not know come last, in their own order."""
+
+
+def simd_summary(features: tuple[str, ...]) -> str:
+    """What matters of a list of features (llama.cpp's names) for llama.cpp's speed, in a few words: each widest
+    extension with its additions in brackets, and what comes with it left out (AVX and FMA with AVX2, AVX2 with
+    AVX-512): ``AVX2``, ``AVX-512 (VBMI, VNNI, BF16), AMX``, ``NEON (DOTPROD, I8MM)``."""
+    have = set(features)
+    shown: dict[str, list[str]] = {}  # a feature named on its own → the additions in its brackets
+    for name in features:
+        extends, short, alone = SIMD_PARTS.get(name, ("", None, name))
+        if extends in have:
+            if short is not None:
+                shown.setdefault(SIMD_PARTS.get(extends, ("", None, extends))[2], []).append(short)
+        else:
+            shown.setdefault(alone, [])
+    names = sorted(shown, key=lambda alone: SIMD_ORDER.index(alone) if alone in SIMD_ORDER else len(SIMD_ORDER))
+    return ", ".join(f"{name} ({', '.join(shown[name])})" if shown[name] else name for name in names)
+
+
 def compiled_features(system_info: str) -> tuple[str, ...]:
     """The CPU features a build reports as compiled in: the ``NAME = 1`` pairs of llama_print_system_info()."""
     names = [name for name, value in re.findall(r"([A-Z][A-Z0-9_]*) = (\d+)", system_info) if value != "0"]

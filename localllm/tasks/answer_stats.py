@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from localllm.core.chunks import FinalChunk
 
+READ_RATE_MIN_TOKENS = 32
+"""Fewer prompt tokens read than this (the rest came from the cache) give no reading speed: the time to the first
+token is then mostly the first token's own decoding, and one token read in 0.08 s read as "12/s"."""
+
+
+def read_rate(final: FinalChunk) -> float | None:
+    """Prompt tokens read per second, where enough were read to tell."""
+    read = final.usage.prompt_tokens - final.usage.cached_tokens
+    first = final.timings.first_token_s
+    return read / first if first and read >= READ_RATE_MIN_TOKENS else None
+
 
 def stats_line(final: FinalChunk | None, load_s: float | None = None) -> str:
     """What one answer cost, as Ollama's --verbose says it and more: the load, the prompt (what was read again and
@@ -19,9 +30,8 @@ def stats_line(final: FinalChunk | None, load_s: float | None = None) -> str:
     prompt = f"{usage.prompt_tokens:,} prompt tokens"
     if usage.cached_tokens:
         prompt += f" ({usage.cached_tokens:,} reused from the cache)"
-    read = usage.prompt_tokens - usage.cached_tokens
-    if first and read > 0:
-        prompt += f" read at {read / first:,.0f} tokens/s"
+    if (reading := read_rate(final)) is not None:
+        prompt += f" read at {reading:,.0f} tokens/s"
     parts = ([f"load {load_s:.2f} s"] if load_s is not None else []) + [prompt, generated]
     if rate is not None:
         parts.append(f"{rate:.1f} tokens/s")
@@ -48,9 +58,8 @@ def compact_stats(final: FinalChunk | None, load_s: float | None = None, *, fini
     prompt = f"prompt {usage.prompt_tokens:,}"
     if usage.cached_tokens:
         prompt += f" ({usage.cached_tokens:,} cached)"
-    read = usage.prompt_tokens - usage.cached_tokens
-    if first and read > 0:
-        prompt += f" {read / first:,.0f}/s"
+    if (reading := read_rate(final)) is not None:
+        prompt += f" {reading:,.0f}/s"
     parts.append(prompt)
     if load_s is not None:
         parts.append(f"load {load_s:.2f} s")

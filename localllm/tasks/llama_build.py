@@ -18,6 +18,7 @@ from localllm.hardware.llama_build import (
     cpu_features,
     read_cpu_flags,
     rebuild_command,
+    simd_summary,
 )
 from localllm.hardware.report import HardwareReport
 
@@ -49,6 +50,20 @@ class BuildStory:
                 "cpu": list(self.cpu), "unused": list(self.unused), "missing_on_cpu": list(self.missing_on_cpu),
                 "self_check": self.verdict.to_dict() if self.verdict else {"status": None, "note": self.verdict_note},
                 "setting": self.setting, "rebuild": self.rebuild, "rebuild_why": self.rebuild_why}
+
+
+def simd_text(cpu_simd: tuple[str, ...], build: BuildStory | None) -> str:
+    """`hw`'s SIMD line: what matters of this CPU's vector extensions for llama.cpp and whether the build uses them,
+    in a line (``AVX2; the llama.cpp build uses all of it``); the full lists are in `hw --json`. ``cpu_simd``: the
+    CPU's extensions as detected (the line where the build's story is unknown: no build, no /proc/cpuinfo)."""
+    if build is None or not build.installed or not build.cpu:
+        return ", ".join(cpu_simd) or "none detected"
+    text = simd_summary(build.cpu)
+    if build.missing_on_cpu:
+        return f"{text}; the llama.cpp build uses {simd_summary(build.missing_on_cpu)}, which this CPU lacks"
+    if build.unused:
+        return f"{text}; the llama.cpp build leaves {simd_summary(build.unused)} unused"
+    return f"{text}; the llama.cpp build uses all of it" if build.compiled else text
 
 
 def build_story(settings: Settings, hardware: HardwareReport, *, check: bool = False, recheck: bool = False,

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -98,12 +100,14 @@ class Summarizer:
                  words: int | None = None, progress: ProgressCallback | None = None,
                  window: int | None = None, on_call: CallCallback | None = None,
                  on_text: Callable[[str], None] | None = None,
-                 on_call_start: Callable[[str, int], None] | None = None) -> None:
+                 on_call_start: Callable[[str, int], None] | None = None,
+                 on_prompt_read: Callable[[str, int, int], None] | None = None) -> None:
         """``window`` defaults to the loaded model's; `--plan` passes the planned one with only a tokenizer loaded.
         ``on_call`` receives each finished call's record, for a progress bar that counts calls. ``on_text``
         receives the summary itself as it is written (the text of the last call only, not the notes).
         ``on_call_start`` receives each call's label and prompt tokens as it starts, for a sign of life while a long
-        prompt is read."""
+        prompt is read. ``on_prompt_read`` receives a call's label, the prompt tokens read so far and those it
+        reads in all, as the backend reads them, where it can tell (llama.cpp: after each ``n_batch`` piece)."""
         if style not in STYLES:
             raise UsageError(f"unknown style {style!r}", hint=f"styles: {', '.join(STYLES)}")
         if words is not None and words < 10:
@@ -118,6 +122,7 @@ class Summarizer:
         self.on_call = on_call
         self.on_text = on_text
         self.on_call_start = on_call_start
+        self.on_prompt_read = on_prompt_read
         # Notes shrink with a small window, so that several of them and a merged answer still fit one combine call.
         self.note_tokens = min(PART_NOTE_TOKENS, max(32, self.window // 8))
 
@@ -226,11 +231,14 @@ class Summarizer:
         options = self.options.with_overrides(max_tokens=max_tokens)
         if self.on_call_start is not None:
             self.on_call_start(label, prompt_tokens)
-        response = Response(self.backend.chat(messages, options))
-        if final and self.on_text is not None:
-            for piece in response.text_chunks():
-                self.on_text(piece)
-        text = response.text().strip()
+        reading = contextlib.nullcontext() if self.on_prompt_read is None else \
+            self.backend.prompt_progress(functools.partial(self.on_prompt_read, label))
+        with reading:
+            response = Response(self.backend.chat(messages, options))
+            if final and self.on_text is not None:
+                for piece in response.text_chunks():
+                    self.on_text(piece)
+            text = response.text().strip()
         end = response.final
         if end is None:  # the stream was closed before the backend's report: nothing to record as finished
             raise GenerationError(f"{label}: the answer ended without the backend's report",

@@ -47,6 +47,17 @@ WRITES_WAIT_S = 30.0
 T = TypeVar("T")
 
 
+class AppFooter(Footer):
+    """The footer with Help's key first, as htop has it: the focused widget's keys come before the app's, and at 80
+    columns the last of them ran off the edge (while an answer is written, or with the chat's messages focused),
+    Help with them; Help is the way to every other key."""
+
+    def compose(self) -> ComposeResult:
+        keys = list(super().compose())
+        keys.sort(key=lambda widget: getattr(widget, "action", None) != "help")  # stable: the rest keep their order
+        yield from keys
+
+
 class WorkerThreads(ThreadPoolExecutor):
     """The pool the app's thread workers run in, which knows the jobs of those that write files."""
 
@@ -99,6 +110,9 @@ class LocalLLMApp(App):
         *[Binding(key, f"show_tab('{tab}')", title, id=binding_id, show=False)
           for tab, title, key, binding_id, _ in PANES],
         Binding("f9", "help", "Help", id="app.help"),
+        # Textual's own palette key, declared here so that the help screen lists it and [keys] can remap it.
+        Binding("ctrl+p", "command_palette", "palette", id="app.palette", show=False, priority=True,
+                tooltip="Command palette: every action by name"),
     ]
 
     def __init__(self, settings: Settings, options: GenerationOptions, model: str | None = None, *,
@@ -160,7 +174,7 @@ class LocalLLMApp(App):
                 with TabPane(title, id=tab):
                     if tab in self.panes:
                         yield self.panes[tab]
-        yield Footer()
+        yield AppFooter()
 
     def on_resize(self, event: events.Resize) -> None:
         # Below 100 columns the footer's keys are drawn without padding, so every key of the chat pane still fits.
@@ -234,7 +248,7 @@ class LocalLLMApp(App):
             groups.append((title, [b for b in pane_class(where).BINDINGS if isinstance(b, Binding) and b.id]))
 
         groups.append(("The chat's messages (Shift+Tab from the prompt box)",
-                       [b for b in MessageLog.BINDINGS if isinstance(b, Binding)]))
+                       [b for b in MessageLog.BINDINGS if isinstance(b, Binding) and b.id]))
         return groups
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

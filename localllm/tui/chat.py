@@ -509,7 +509,7 @@ class ChatPane(Vertical):
 
         from localllm.tui.dialogs import AskText
 
-        self.app.push_screen(AskText("New title:", self.store.get(target).title), answered)
+        self.app.push_screen(AskText("New title:", self.store.get(target).title, accept="Rename"), answered)
 
     def action_edit_system(self) -> None:
         current = self.session.system if self.session else None
@@ -550,7 +550,7 @@ class ChatPane(Vertical):
             if target.exists():  # never over a file: the dialog comes back with the next free name
                 free = free_name(target)
                 self.app.notify(f"{target.name} exists and was left as it was", severity="warning", markup=False)
-                self.app.push_screen(AskText("Export to Markdown file:", str(free)), answered)
+                self.app.push_screen(AskText("Export to Markdown file:", str(free), accept="Export"), answered)
                 return
             try:
                 write_text_atomically(target, self.store.export_markdown(conversation_id))
@@ -559,8 +559,8 @@ class ChatPane(Vertical):
                 return
             self.app.notify(f"exported to {target}", title="exported", markup=False, timeout=10)
 
-        self.app.push_screen(AskText("Export to Markdown file (Enter writes it; change the path to put it "
-                                     "elsewhere):", str(default)), answered)
+        self.app.push_screen(AskText("Export to Markdown file (change the path to put it elsewhere):", str(default),
+                                     accept="Export"), answered)
 
     def action_toggle_one_shots(self) -> None:
         from localllm.tui.help import key_label
@@ -702,6 +702,7 @@ class ChatPane(Vertical):
         self._exchange, self._last_finish = None, None
         for widget in self._messages_in_log()[-2:]:
             await widget.remove()
+        self._status(self._status_text())  # the meter without the exchange; its answer's cost went with it
         return prompt
 
     async def action_regenerate(self) -> None:

@@ -7,9 +7,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, OptionList, TextArea
+from textual.widgets import Button, Footer, Input, Label, OptionList, TextArea
 from textual.widgets.option_list import Option
 
+# Each dialog has its own footer: the one of the screen under it went on showing that screen's keys, which do
+# nothing while the dialog is open.
 # A label is as wide as its text by default, so a long question ran past the box and was cut: here it takes the
 # box's width and wraps. The box keeps inside the terminal (an 80-column box cut its own border at 80 columns).
 DIALOG_CSS = """
@@ -23,24 +25,38 @@ DIALOG_CSS = """
 
 
 class AskText(ModalScreen[str | None]):
-    """One line of text (a title, a file name); Enter accepts, Esc cancels."""
+    """One line of text (a title, a file name); Enter accepts, Esc cancels, as its buttons say (a key inside the
+    text box shows in no footer)."""
 
     DEFAULT_CSS = DIALOG_CSS.format(name="AskText")
     AUTO_FOCUS = "#answer"
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel", id="dialog.cancel")]
 
-    def __init__(self, question: str, value: str = "", placeholder: str = "") -> None:
+    def __init__(self, question: str, value: str = "", placeholder: str = "", accept: str = "OK") -> None:
+        """``accept``: what Enter does, on its button (Rename, Export)."""
         super().__init__()
-        self.question, self.value, self.placeholder = question, value, placeholder
+        self.question, self.value, self.placeholder, self.accept_label = question, value, placeholder, accept
 
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(self.question)
             yield Input(self.value, placeholder=self.placeholder, id="answer")
+            with Horizontal():
+                yield Button("Cancel (Esc)", id="cancel")
+                yield Button(f"{self.accept_label} (Enter)", id="accept", variant="primary")
+        yield Footer()  # the dialog's keys, not those of the screen under it
 
     @on(Input.Submitted)
     def accept(self, event: Input.Submitted) -> None:
         self.dismiss(event.value)
+
+    @on(Button.Pressed, "#accept")
+    def accept_pressed(self) -> None:
+        self.dismiss(self.query_one("#answer", Input).value)
+
+    @on(Button.Pressed, "#cancel")
+    def cancel(self) -> None:
+        self.dismiss(None)
 
 
 class AskLongText(ModalScreen[str | None]):
@@ -62,6 +78,7 @@ class AskLongText(ModalScreen[str | None]):
             with Horizontal():
                 yield Button("Cancel", id="cancel")
                 yield Button("Save (Ctrl+S)", id="save", variant="primary")
+        yield Footer()  # the dialog's keys, not those of the screen under it
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:
@@ -91,6 +108,7 @@ class Confirm(ModalScreen[bool]):
             with Horizontal():
                 yield Button(f"{self.no} (n)", id="confirm-no", variant="primary")
                 yield Button(f"{self.yes} (y)", id="confirm-yes", variant="error")
+        yield Footer()  # the dialog's keys, not those of the screen under it
 
     @on(Button.Pressed)
     def answer(self, event: Button.Pressed) -> None:
@@ -114,6 +132,7 @@ class PickOne(ModalScreen[str | None]):
             yield Label(self.title_text)
             yield OptionList(*[Option(text, id=choice_id, disabled=not enabled)
                                for choice_id, text, enabled in self.choices], id="choices")
+        yield Footer()  # the dialog's keys, not those of the screen under it
 
     @on(OptionList.OptionSelected)
     def picked(self, event: OptionList.OptionSelected) -> None:

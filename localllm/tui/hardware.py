@@ -33,11 +33,12 @@ class HardwarePane(VerticalScroll):
 
 def render_report(report) -> str:
     from localllm.core.units import human_size
+    from localllm.tasks.llama_build import simd_text
 
     hw = report.hardware
     lines = ["# Hardware", "", f"- **System**: {hw.os}", f"- **CPU**: {hw.cpu.model} ({hw.cpu.arch}), "
              f"{hw.cpu.physical_cores} physical / {hw.cpu.logical_cores} logical cores",
-             f"- **SIMD**: {', '.join(hw.cpu.simd) or 'none detected'}",
+             f"- **SIMD**: {simd_text(hw.cpu.simd, report.build)}",
              f"- **RAM**: {human_size(hw.ram_available)} available of {human_size(hw.ram_total)}"]
     for gpu in hw.gpus:
         lines.append(f"- **GPU {gpu.index}**: {gpu.name}, {human_size(gpu.free_bytes)} free of "

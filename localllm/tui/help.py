@@ -44,7 +44,8 @@ def help_markdown(groups: list[tuple[str, list[Binding]]], keymap: dict[str, str
         if not bindings:
             continue
         lines += [f"## {title}", "", "| Key | Does | Id |", "|---|---|---|"]
-        lines += [f"| {key_label(b, keymap)} | {b.description or b.action} | `{b.id or ''}` |" for b in bindings]
+        lines += [f"| {key_label(b, keymap)} | {b.tooltip or b.description or b.action} | `{b.id}` |"
+                  for b in bindings]
         lines.append("")
     lines.append(OUTRO)
     return "\n".join(lines)

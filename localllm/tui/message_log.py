@@ -17,8 +17,8 @@ class MessageLog(VerticalScroll):
     left edge), c copies it, k its first code block, t opens or folds its thinking; PgUp/PgDn scroll."""
 
     BINDINGS = [
-        Binding("up", "pick(-1)", "Previous message", show=False),
-        Binding("down", "pick(1)", "Next message", show=False),
+        Binding("up", "pick(-1)", "Previous message", id="message.previous", show=False),
+        Binding("down", "pick(1)", "Next message", id="message.next", show=False),
         Binding("c", "copy", "Copy message", id="message.copy"),
         Binding("k", "copy_code", "Copy code block", id="message.copy_code"),
         Binding("t", "toggle_thinking", "Show/fold thinking", id="message.thinking"),

@@ -19,7 +19,7 @@ from textual.widgets import DataTable, Input, Label, ProgressBar, Static
 
 from localllm.core.errors import LocalLLMError
 from localllm.core.settings import Settings
-from localllm.core.units import human_size
+from localllm.core.units import human_size, parameter_count
 from localllm.hardware.report import HardwareReport
 from localllm.tui.activity import FooterFlag
 from localllm.tui.inert import plain
@@ -207,7 +207,7 @@ class ModelsPane(Vertical):
         rows = []
         for index in matching:
             row = self.catalog[index]
-            cells = (row.model.name, row.quant.quant.lower(), f"{row.model.parameters:g}B",
+            cells = (row.model.name, row.quant.quant.lower(), parameter_count(row.model.parameters * 1e9),
                      ("~" if row.quant.approximate else "") + human_size(row.quant.size), row.verdict,
                      speed_cell(row.plan), "installed" if row.installed else "")
             rows.append((cells, str(index)))
@@ -508,9 +508,8 @@ def installed_metadata(row) -> tuple[str, list[tuple[str, str]]]:
                    ("parameters", describe_parameters(ref.named.parameters) or "-")]
     if info is None:
         return ref.name, fields + [("problem", row.problem or "unknown")]
-    params = f"{info.parameters / 1e9:.2f} B" if info.parameters >= 1e8 else f"{info.parameters / 1e6:.0f} M"
     fields += [("size", human_size(info.file_size)), ("architecture", info.architecture),
-               ("parameters", params + (f" ({info.size_label})" if info.size_label else "")),
+               ("parameters", parameter_count(info.parameters, info.size_label)),
                ("quant", info.quant or "-"), ("context", f"{info.context_length:,} tokens (trained)"),
                ("tokenizer", info.tokenizer_kind),
                ("chat template", "yes" if info.chat_template else
@@ -525,7 +524,7 @@ def catalog_metadata(row) -> tuple[str, list[tuple[str, str]]]:
     model, quant, plan = row.model, row.quant, row.plan
     source = f"hf://{quant.repo}/{quant.file}" if quant.repo else f"pip package {quant.package}"
     fields = [("name", f"{model.name}:{quant.quant.lower()}"), ("uses", ", ".join(model.uses)),
-              ("parameters", f"{model.parameters:g} B"), ("quant", quant.quant),
+              ("parameters", parameter_count(model.parameters * 1e9)), ("quant", quant.quant),
               ("download", human_size(quant.size)), ("context", f"{model.context_length:,} tokens (trained)"),
               ("licence", model.licence), ("source", source), ("verdict", row.verdict)]
     if plan is not None:

@@ -52,6 +52,8 @@ class ConversationList(Vertical):
     ConversationItem.-one-shot Label.title { text-style: italic; }
     ConversationList #one-shots { height: auto; color: $text-muted; padding: 0 1; }
     ConversationList #one-shots.-none { display: none; }
+    ConversationList #no-match { height: auto; color: $text-muted; padding: 0 1; }
+    ConversationList #no-match.-none { display: none; }
     """
     BINDINGS = [Binding("escape", "clear_search", "Clear search", id="chat.clear_search", show=False)]
 
@@ -72,6 +74,7 @@ class ConversationList(Vertical):
 
     def compose(self):
         yield Input(placeholder="search chats (Ctrl+F)", id="search")
+        yield Static("", id="no-match", classes="-none", markup=False)
         yield ListView(id="conversations")
         yield Static("", id="one-shots", classes="-none", markup=False)
 
@@ -91,10 +94,17 @@ class ConversationList(Vertical):
         search = self.query_one("#search", Input).value.strip()
         view = self.list_view
         view.clear()
-        for conversation in self.store.list(search or None, one_shots=self.one_shots):
+        found = self.store.list(search or None, one_shots=self.one_shots)
+        for conversation in found:
             item = ConversationItem(conversation.id, conversation.title, conversation.updated, conversation.origin)
             item.set_class(conversation.id == self.current_id, "-current")
             view.append(item)
+        # An empty list after a search says so: without a word it looked like the list had not loaded.
+        no_match = self.query_one("#no-match", Static)
+        no_match.set_class(bool(found) or not search, "-none")
+        if search and not found:
+            shown = search if len(search) <= 40 else search[:39] + "…"
+            no_match.update(plain(f"no chat matches “{shown}” (Esc clears the search)"))
         self._say_one_shots()
 
     def _say_one_shots(self) -> None:

@@ -31,6 +31,10 @@ DRAIN_SECONDS = 1 / 20
 """How often the summary being written is drained into the result."""
 PLAN_DELAY = 0.6
 """Seconds of quiet typing in the paste box before the plan is counted again."""
+READING_SHARE = 0.9
+"""Of a call's step on the progress bar, the part its prompt's reading fills (the bar moves as the pieces are
+read); the rest comes when the call ends. Reading is most of a long prompt's call on a CPU, and writing a
+summary's few hundred tokens gives no finer measure of its own."""
 
 
 class Stopped(Exception):
@@ -114,6 +118,8 @@ class SummarizePane(Vertical):
         self.plan = None
         self.calls_done = 0
         self.summary = ""
+        self.part_notes: list[tuple[str, str]] = []
+        """(label, notes) of each part finished in the summary being written."""
         self._stop = threading.Event()
         self._stoppable: StoppableBackend | None = None
         self._activity = ("", 0.0)
@@ -219,8 +225,16 @@ class SummarizePane(Vertical):
         self._files_changed()
 
     @on(Button.Pressed, "#sum-clear")
-    def clear_files(self) -> None:
+    async def clear_files(self) -> None:
+        """The files and the summary made of them go (the pasted text stays: it is cleared as any text is)."""
+        if self.running:
+            self.app.notify("a summary is being written: Esc stops it, then Clear clears it", severity="warning")
+            return
         self.files.clear()
+        self.summary = ""
+        self.part_notes = []
+        await self.query_one("#sum-result", StreamingAnswer).reset(RESULT_PLACEHOLDER)
+        self._show("#sum-status", "add files or paste text, choose a style, then summarize")
         self._files_changed()
 
     def _files_changed(self) -> None:
@@ -297,7 +311,7 @@ class SummarizePane(Vertical):
         self.running = True
         self.summary = ""
         self.calls_done = 0
-        self.part_notes: list[tuple[str, str]] = []
+        self.part_notes = []
         self._stop.clear()
         if self._plan_timer is not None:
             self._plan_timer.stop()
@@ -331,6 +345,17 @@ class SummarizePane(Vertical):
         reading = f"reading {prompt_tokens:,} tokens"
         self._activity = (reading if label == "all" else f"{label}: {reading}", time.monotonic())
 
+    def _prompt_read(self, label: str, read: int, to_read: int) -> None:
+        """A piece of the call's prompt was read: the bar moves within the call's step, and the line says how far."""
+        if not self.running or to_read <= 0:
+            return
+        bar = self.query_one("#sum-progress", ProgressBar)
+        if bar.total is not None:
+            bar.update(progress=min(self.calls_done + READING_SHARE * read / to_read, bar.total))
+        reading = f"reading {to_read:,} tokens, {read:,} read"
+        self._activity = (reading if label == "all" else f"{label}: {reading}", self._activity[1])
+        self._show_activity()
+
     async def _drain(self) -> None:
         text = self._buffer.take()
         if self.running:
@@ -358,6 +383,9 @@ class SummarizePane(Vertical):
         def call_started(label: str, prompt_tokens: int) -> None:
             self.app.call_from_thread(self._call_started, label, prompt_tokens)
 
+        def prompt_read(label: str, read: int, to_read: int) -> None:
+            self.app.call_from_thread(self._prompt_read, label, read, to_read)
+
         result, error = None, None
         try:
             with self.shared.use() as loaded:
@@ -365,7 +393,7 @@ class SummarizePane(Vertical):
                 if self._stop.is_set():
                     raise Stopped
                 summarizer = self._summarizer(backend, style, words, on_call=on_call, on_call_start=call_started,
-                                              on_text=self._buffer.put)
+                                              on_prompt_read=prompt_read, on_text=self._buffer.put)
                 plan = summarizer.plan(documents)
                 self.app.call_from_thread(self._run_started, plan, documents)
                 result = summarizer.run(documents)
