@@ -53,6 +53,19 @@ def register(commands: Commands) -> None:
     choice.add_argument("--limit", type=int, metavar="N", help="the first N items only")
     choice.add_argument("--ctx", type=int, metavar="N", help="context window (default: the configured one)")
     choice.set_defaults(handler=choice_command)
+    task = kinds.add_parser("task", help="your labelled rows through classify, sentiment or extract: accuracy, "
+                                         "per-label precision/recall and the confusion table, or field matches")
+    _model_flags(task)
+    task.add_argument("--task", required=True, choices=("classify", "sentiment", "extract"), help="which task")
+    task.add_argument("data", metavar="DATA", help="JSONL or CSV rows")
+    task.add_argument("--gold", required=True, metavar="FIELD", help="the column holding the right answer")
+    task.add_argument("--field", default="text", metavar="FIELD", help="the column holding the text (default text)")
+    task.add_argument("--labels", help="classify: the labels (default: those in the gold column)")
+    task.add_argument("--schema", help="extract: the JSON schema file")
+    task.add_argument("--limit", type=int, metavar="N", help="the first N rows only")
+    task.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
+                      help="decoding option, repeatable (default: greedy, as the tasks run)")
+    task.set_defaults(handler=task_command, preset=None)
 
     quantize = commands.add_parser("quantize", help="quantize a model with llama.cpp into localllm's store "
                                                     "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0...)")
@@ -162,6 +175,35 @@ def choice_command(args: argparse.Namespace, settings: Settings) -> int:
     return _finish(result, args.json, lines)
 
 
+def task_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.cli.tasks import task_options
+    from localllm.tasks.evaluate.run import run_labelled
+    from localllm.tasks.structured import load_schema, parse_labels
+
+    _positive("--limit", args.limit)
+    labels = parse_labels(args.labels) if args.labels else None
+    schema = load_schema(args.schema) if args.schema else None
+    with _progress(f"{args.task}: rows") as progress:
+        result = run_labelled(settings, args.model, args.task, args.data, args.gold, field=args.field,
+                              options=task_options(args), labels=labels, schema=schema, backend=args.backend,
+                              limit=args.limit, progress=progress)
+    lines = [f"{result['model']} on {args.data} ({result['rows']} rows, {len(result['failed'])} failed):"]
+    if args.task == "extract":
+        lines.append(f"  exact match  {_pm(result['exact'], result['exact_stderr'], 3)}")
+        lines += [f"  {key:<12} {value:.3f}" for key, value in result["fields"].items()]
+    else:
+        lines.append(f"  accuracy  {_pm(result['accuracy'], result['accuracy_stderr'], 3)}")
+        for label, figures in result["labels"].items():
+            precision = "-" if figures["precision"] is None else f"{figures['precision']:.3f}"
+            recall = "-" if figures["recall"] is None else f"{figures['recall']:.3f}"
+            lines.append(f"  {label:<12} precision {precision}  recall {recall}  (n={figures['support']})")
+        labels_seen = list(result["confusion"])
+        lines.append("  confusion (rows: gold, columns: predicted): " + ", ".join(labels_seen))
+        lines += [f"  {gold:<12} " + " ".join(f"{result['confusion'][gold][p]:>4}" for p in labels_seen)
+                  for gold in labels_seen]
+    return _finish(result, args.json, lines)
+
+
 def quantize_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.core.units import human_size
     from localllm.tasks.quantize import plan_quantize, quantize
@@ -207,7 +249,8 @@ COMPARE_COLUMNS = (("tokens/s (gen)", "bench", "tg_tokens_per_s", "{:.1f}"),
                    ("perplexity", "perplexity", "perplexity", "{:.3f}"),
                    ("KLD", "kld", "kld", "{:.5f}"),
                    ("same top", "kld", "same_top", "{:.1%}"),
-                   ("accuracy", "choice", "acc", "{:.1%}"))
+                   ("accuracy", "choice", "acc", "{:.1%}"),
+                   ("task", "task", "accuracy", "{:.1%}"))
 
 
 def compare_command(args: argparse.Namespace, settings: Settings) -> int:

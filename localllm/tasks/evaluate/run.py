@@ -75,3 +75,24 @@ def run_choice(settings: Settings, model: str | None, data: Path, *, backend: st
         result = {"model": loaded.ref.name, "quant": loaded.info.quant, "data": str(data), **report.to_dict()}
         _keep(settings, loaded, "choice", result, {"data": str(data), "limit": limit})
     return result
+
+
+def run_labelled(settings: Settings, model: str | None, task: str, data: str, gold: str, *, field: str | None,
+                 options: Any, labels: Sequence[str] | None = None, schema: dict | None = None,
+                 backend: str = "auto", limit: int | None = None, progress: Progress | None = None
+                 ) -> dict[str, Any]:
+    from localllm.tasks.evaluate.labelled import evaluate_labelled
+    from localllm.tasks.rows import read_rows
+
+    rows = [row for row in read_rows(data, field)]
+    if limit is not None:
+        rows = rows[:limit]
+    if not rows or "file" in rows[0].record and len(rows) == 1 and rows[0].problem is None and gold not in \
+            rows[0].record:
+        raise UsageError(f"{data} holds no labelled rows", hint="JSONL or CSV rows with --field TEXT and --gold")
+    with load_model(settings, model, backend=backend, ctx=options.ctx) as loaded:
+        report = evaluate_labelled(settings, loaded.backend, task, rows, gold, options, labels=labels,
+                                   schema=schema, progress=progress)
+        result = {"model": loaded.ref.name, "quant": loaded.info.quant, "data": data, **report.to_dict()}
+        _keep(settings, loaded, "task", result, {"task": task, "data": data, "gold": gold})
+    return result

@@ -1,0 +1,122 @@
+"""`localllm eval`, `quantize` and `compare` with the real bundled model: perplexity against an independent
+computation with llama-cpp-python's logits_all, a higher-precision GGUF quantized to Q8_0 and Q4_0 and their KL
+divergence from it, multiple-choice scoring on CSV, JSONL and Parquet, and serve's log-probabilities in the
+request shape lm-evaluation-harness's local-completions model sends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, seed_verdict
+from helpers.f16_gguf import write_f16_copy
+
+WINDOW = 128
+TEXT = Path("/usr/share/common-licenses/GPL-3").read_text(encoding="utf-8")[:2600]
+"""A text the OS ships (Debian), about five 128-token windows of the bundled model."""
+
+
+def independent_perplexity(model: Path, text: str, n_ctx: int) -> float:
+    """llama-perplexity's method written out with llama-cpp-python's logits_all: every position's logits, a
+    softmax over the whole vocabulary, the second half of each window scored."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(model_path=str(model), n_ctx=n_ctx, logits_all=True, verbose=False)
+    adds_start = llm._model.add_bos_token()
+    tokens = llm.tokenize(text.encode(), add_bos=adds_start, special=False)
+    nll = []
+    for index in range(len(tokens) // n_ctx):
+        window = tokens[index * n_ctx:(index + 1) * n_ctx]
+        read = [llm.token_bos(), *window[1:]] if adds_start else window
+        llm.reset()
+        llm.eval(read)
+        scores = np.asarray(llm.scores[:n_ctx], dtype=np.float64)
+        for position in range(n_ctx // 2, n_ctx - 1):
+            row = scores[position]
+            top = row.max()
+            nll.append(top + np.log(np.exp(row - top).sum()) - row[window[position + 1]])
+    llm.close()
+    return float(np.exp(np.mean(nll)))
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path, build_verdict: Path):
+    """One home holding an F16 copy of the bundled model, its Q8_0 and Q4_0 made by `localllm quantize`, and
+    the F16's reference log-probabilities over the text: made once for the module's tests."""
+    home = seed_verdict(tmp_path_factory.mktemp("eval-home"), build_verdict)
+    f16 = write_f16_copy(bundled_model, home / "smollm2-f16.gguf")
+    text = home / "gpl3.txt"
+    text.write_text(TEXT, encoding="utf-8")
+    made = {}
+    for kind in ("Q8_0", "Q4_0"):
+        done = run_cli("quantize", str(f16), kind, "--json", home=home, timeout=600)
+        assert done.returncode == 0, done.stderr_text
+        made[kind] = json.loads(done.stdout_text)
+    base = home / "f16.logits"
+    done = run_cli("eval", "perplexity", "-m", str(f16), str(text), "-c", str(WINDOW), "--save-logits", str(base),
+                   "--json", home=home, timeout=600)
+    assert done.returncode == 0, done.stderr_text
+    return {"home": home, "f16": f16, "text": text, "base": base, "made": made,
+            "f16_result": json.loads(done.stdout_text)}
+
+
+def test_perplexity_equals_an_independent_logits_all_computation(quantized, bundled_model: Path):
+    done = run_cli("eval", "perplexity", "-m", str(bundled_model), str(quantized["text"]), "-c", str(WINDOW),
+                   "--json", home=quantized["home"], timeout=600)
+    assert done.returncode == 0, done.stderr_text
+    result = json.loads(done.stdout_text)
+    expected = independent_perplexity(bundled_model, TEXT, WINDOW)
+    assert result["perplexity"] == pytest.approx(expected, rel=1e-3)
+    assert result["windows"] == result["windows_planned"] >= 2
+    assert result["tokens_scored"] == result["windows"] * (WINDOW - 1 - WINDOW // 2)
+    assert 0 < result["error"] < result["perplexity"]
+
+
+def test_quantize_writes_into_the_store_with_its_sha256_and_never_overwrites(quantized):
+    import hashlib
+
+    home = quantized["home"]
+    for kind, made in quantized["made"].items():
+        path = Path(made["path"])
+        assert path.is_relative_to(home / "data" / "models"), path
+        assert made["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest = json.loads(path.with_name(path.name + ".manifest.json").read_text())
+        assert manifest["sha256"] == made["sha256"] and manifest["quant"] == kind
+    listed = run_cli("list", home=home)
+    assert quantized["made"]["Q4_0"]["name"] in listed.stdout_text
+    again = run_cli("quantize", str(quantized["f16"]), "Q4_0", home=home)
+    assert again.returncode == 2 and "never overwrites" in again.stderr_text
+    assert "Traceback" not in again.stderr_text
+
+
+def test_kld_of_q8_0_is_smaller_than_of_q4_0_and_perplexity_orders_the_same(quantized):
+    home, base = quantized["home"], quantized["base"]
+    results = {}
+    for kind, made in quantized["made"].items():
+        done = run_cli("eval", "kld", "-m", made["name"], "--base", str(base), "--json", home=home, timeout=600)
+        assert done.returncode == 0, done.stderr_text
+        results[kind] = json.loads(done.stdout_text)
+    q8, q4 = results["Q8_0"], results["Q4_0"]
+    assert 0 < q8["kld"] < q4["kld"]
+    assert q8["same_top"] > q4["same_top"]
+    reference = quantized["f16_result"]["perplexity"]
+    assert q8["perplexity_base"] == pytest.approx(reference, rel=1e-3)  # the 16-bit file keeps the reference's
+    assert abs(q8["delta_perplexity"]) < abs(q4["delta_perplexity"])
+    # The results are kept and shown side by side.
+    shown = run_cli("compare", quantized["made"]["Q8_0"]["name"], quantized["made"]["Q4_0"]["name"], "--json",
+                    home=home)
+    assert shown.returncode == 0, shown.stderr_text
+    kept = {row["model"]: row["results"] for row in json.loads(shown.stdout_text)}
+    assert kept[quantized["made"]["Q4_0"]["name"]]["kld"]["figures"]["kld"] == pytest.approx(q4["kld"])
+
+
+def test_kld_refuses_another_vocabulary_and_a_damaged_file(quantized, tiny_gguf: Path):
+    home = quantized["home"]
+    other = run_cli("eval", "kld", "-m", str(tiny_gguf), "--base", str(quantized["base"]), home=home)
+    assert other.returncode == 2 and "vocabulary" in other.stderr_text and "Traceback" not in other.stderr_text
+    cut = home / "cut.logits"
+    cut.write_bytes(quantized["base"].read_bytes()[:5000])
+    damaged = run_cli("eval", "kld", "-m", str(quantized["f16"]), "--base", str(cut), home=home)
+    assert damaged.returncode == 2 and "cut short" in damaged.stderr_text
