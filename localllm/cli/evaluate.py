@@ -29,6 +29,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 def register(commands: Commands) -> None:
     evaluate = commands.add_parser("eval", help="quality on your own files: perplexity, KL divergence against a "
                                                 "reference, multiple-choice accuracy")
+    # The subcommands share the parent's handler, which dispatches on the kind (as `code`'s do).
+    evaluate.set_defaults(handler=eval_command)
     kinds = evaluate.add_subparsers(dest="eval_kind", metavar="KIND", required=True)
     perplexity = kinds.add_parser("perplexity", help="perplexity of texts, by llama-perplexity's method")
     _model_flags(perplexity)
@@ -39,33 +41,31 @@ def register(commands: Commands) -> None:
     perplexity.add_argument("--save-logits", type=Path, metavar="FILE",
                             help="keep the log-probabilities (16-bit, llama.cpp's --kl-divergence-base layout) "
                                  "for `eval kld --base FILE`")
-    perplexity.set_defaults(handler=perplexity_command)
     kld = kinds.add_parser("kld", help="KL divergence, top-token agreement and Δ perplexity against a reference's "
                                        "saved log-probabilities")
     _model_flags(kld)
-    kld.add_argument("--base", type=Path, required=True, metavar="FILE", help="the file --save-logits wrote")
+    kld.add_argument("base_file", nargs="?", type=Path, metavar="FILE", help="the reference file (or --base)")
+    kld.add_argument("--base", type=Path, metavar="FILE", help="the file --save-logits wrote")
     kld.add_argument("--chunks", type=int, metavar="N", help="compare only the first N windows")
-    kld.set_defaults(handler=kld_command)
     choice = kinds.add_parser("choice", help="multiple-choice accuracy by log-likelihood (MMLU, ARC, HellaSwag "
                                              "columns, or question/choices/answer) from JSONL, CSV or Parquet")
     _model_flags(choice)
     choice.add_argument("data", type=Path, metavar="DATA", help="a .jsonl, .csv or .parquet file")
     choice.add_argument("--limit", type=int, metavar="N", help="the first N items only")
     choice.add_argument("--ctx", type=int, metavar="N", help="context window (default: the configured one)")
-    choice.set_defaults(handler=choice_command)
     task = kinds.add_parser("task", help="your labelled rows through classify, sentiment or extract: accuracy, "
                                          "per-label precision/recall and the confusion table, or field matches")
     _model_flags(task)
-    task.add_argument("--task", required=True, choices=("classify", "sentiment", "extract"), help="which task")
+    task.add_argument("--task", choices=("classify", "sentiment", "extract"), help="which task (required)")
     task.add_argument("data", metavar="DATA", help="JSONL or CSV rows")
-    task.add_argument("--gold", required=True, metavar="FIELD", help="the column holding the right answer")
+    task.add_argument("--gold", metavar="FIELD", help="the column holding the right answer (required)")
     task.add_argument("--field", default="text", metavar="FIELD", help="the column holding the text (default text)")
     task.add_argument("--labels", help="classify: the labels (default: those in the gold column)")
     task.add_argument("--schema", help="extract: the JSON schema file")
     task.add_argument("--limit", type=int, metavar="N", help="the first N rows only")
     task.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                       help="decoding option, repeatable (default: greedy, as the tasks run)")
-    task.set_defaults(handler=task_command, preset=None)
+    task.set_defaults(preset=None)
 
     quantize = commands.add_parser("quantize", help="quantize a model with llama.cpp into localllm's store "
                                                     "(Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0...)")
@@ -79,6 +79,12 @@ def register(commands: Commands) -> None:
     compare.add_argument("models", nargs="+", metavar="MODEL", help="models to compare")
     compare.add_argument("--json", action="store_true", help="the results as JSON")
     compare.set_defaults(handler=compare_command)
+
+
+def eval_command(args: argparse.Namespace, settings: Settings) -> int:
+    handlers = {"perplexity": perplexity_command, "kld": kld_command, "choice": choice_command,
+                "task": task_command}
+    return handlers[args.eval_kind](args, settings)
 
 
 def _positive(flag: str, value: int | None) -> None:
@@ -143,11 +149,17 @@ def perplexity_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def kld_command(args: argparse.Namespace, settings: Settings) -> int:
+    from localllm.core.errors import UsageError
     from localllm.tasks.evaluate.run import run_divergence
 
     _positive("--chunks", args.chunks)
+    base = args.base or args.base_file
+    if base is None or (args.base and args.base_file):
+        raise UsageError("name the reference file once: --base FILE",
+                         hint="made by: localllm eval perplexity -m BASE TEXT --save-logits FILE")
+    args.base = base
     with _progress("KL divergence: windows") as progress:
-        result = run_divergence(settings, args.model, args.base, backend=args.backend, chunks=args.chunks,
+        result = run_divergence(settings, args.model, base, backend=args.backend, chunks=args.chunks,
                                 progress=progress)
     lines = [f"{result['model']} against {args.base.name} ({result['tokens_scored']:,} tokens, "
              f"{result['windows']} windows of {result['n_ctx']}):"]
@@ -177,9 +189,13 @@ def choice_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def task_command(args: argparse.Namespace, settings: Settings) -> int:
     from localllm.cli.tasks import task_options
+    from localllm.core.errors import UsageError
     from localllm.tasks.evaluate.run import run_labelled
     from localllm.tasks.structured import load_schema, parse_labels
 
+    if not args.task or not args.gold:
+        raise UsageError("eval task needs --task and --gold",
+                         hint="localllm eval task -m MODEL --task classify rows.jsonl --gold label")
     _positive("--limit", args.limit)
     labels = parse_labels(args.labels) if args.labels else None
     schema = load_schema(args.schema) if args.schema else None
