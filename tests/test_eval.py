@@ -104,12 +104,23 @@ def test_kld_of_q8_0_is_smaller_than_of_q4_0_and_perplexity_orders_the_same(quan
     reference = quantized["f16_result"]["perplexity"]
     assert q8["perplexity_base"] == pytest.approx(reference, rel=1e-3)  # the 16-bit file keeps the reference's
     assert abs(q8["delta_perplexity"]) < abs(q4["delta_perplexity"])
-    # The results are kept and shown side by side.
+    # The results are kept, with a bench run's, and shown side by side.
+    bench = run_cli("bench", "-m", quantized["made"]["Q4_0"]["name"], "-p", "16", "-n", "4", "-r", "1", "--json",
+                    home=home, timeout=600)
+    assert bench.returncode == 0, bench.stderr_text
+    speed = json.loads(bench.stdout_text)["results"][0]
     shown = run_cli("compare", quantized["made"]["Q8_0"]["name"], quantized["made"]["Q4_0"]["name"], "--json",
                     home=home)
     assert shown.returncode == 0, shown.stderr_text
     kept = {row["model"]: row["results"] for row in json.loads(shown.stdout_text)}
     assert kept[quantized["made"]["Q4_0"]["name"]]["kld"]["figures"]["kld"] == pytest.approx(q4["kld"])
+    q4_kept = kept[quantized["made"]["Q4_0"]["name"]]
+    kept_speed = q4_kept["bench"]["figures"]["tg_tokens_per_s"]
+    assert kept_speed == pytest.approx(speed["tg_tokens_per_s"]["median"], abs=0.006)
+    assert q4_kept["bench"]["figures"]["peak_memory_bytes"] == speed["peak_memory_bytes"]
+    assert "bench" not in kept[quantized["made"]["Q8_0"]["name"]]
+    table = run_cli("compare", quantized["made"]["Q8_0"]["name"], quantized["made"]["Q4_0"]["name"], home=home)
+    assert quantized["made"]["Q4_0"]["name"] in table.stdout_text and "KLD" in table.stdout_text
 
 
 def test_kld_refuses_another_vocabulary_and_a_damaged_file(quantized, tiny_gguf: Path):
@@ -120,3 +131,21 @@ def test_kld_refuses_another_vocabulary_and_a_damaged_file(quantized, tiny_gguf:
     cut.write_bytes(quantized["base"].read_bytes()[:5000])
     damaged = run_cli("eval", "kld", "-m", str(quantized["f16"]), "--base", str(cut), home=home)
     assert damaged.returncode == 2 and "cut short" in damaged.stderr_text
+
+
+def test_ctrl_c_gives_the_windows_done_and_keeps_no_partial_logits_file(loaded, tmp_path: Path):
+    """Ctrl-C arrives as KeyboardInterrupt between windows (here raised from the progress callback after the
+    first): the result covers that window, is marked stopped, and no reference file claims windows it lacks."""
+    from localllm.tasks.evaluate.perplexity import Text, evaluate_perplexity
+
+    def interrupt(done: int, total: int) -> None:
+        if done == 1:
+            raise KeyboardInterrupt
+
+    saved = tmp_path / "partial.logits"
+    report = evaluate_perplexity(loaded.backend, [Text("gpl3", TEXT)], WINDOW, save_logits=saved,
+                                 progress=interrupt)
+    result = report.to_dict()
+    assert result["stopped"] and result["windows"] == 1 < result["windows_planned"]
+    assert result["tokens_scored"] == WINDOW - 1 - WINDOW // 2 and result["perplexity"] > 1
+    assert list(tmp_path.iterdir()) == []
