@@ -140,6 +140,7 @@ def test_serve_gives_lm_eval_local_completions_the_same_log_likelihoods(data_fil
                 assert sum(continuation) == pytest.approx(expected_logprob, abs=1e-3)
 
 
+@pytest.mark.usefixtures("bundled_model")
 def test_eval_task_scores_classify_against_the_gold_labels(choice_home, tmp_path: Path):
     rows = [{"text": "My order arrived broken and late.", "gold": "complaint"},
             {"text": "Thank you, the support was wonderful!", "gold": "praise"},
