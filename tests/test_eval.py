@@ -49,17 +49,24 @@ def quantized(tmp_path_factory: pytest.TempPathFactory, bundled_model: Path, bui
     f16 = write_f16_copy(bundled_model, home / "smollm2-f16.gguf")
     text = home / "gpl3.txt"
     text.write_text(TEXT, encoding="utf-8")
-    made = {}
-    for kind in ("Q8_0", "Q4_0"):
-        done = run_cli("quantize", str(f16), kind, "--json", home=home, timeout=600)
-        assert done.returncode == 0, done.stderr_text
-        made[kind] = json.loads(done.stdout_text)
+    done = run_cli("quantize", str(f16), "Q8_0", "--json", home=home, timeout=600)
+    assert done.returncode == 0, done.stderr_text
+    made = {"Q8_0": json.loads(done.stdout_text)}
+    # The other through the task itself, to see the progress llama.cpp's log lines give.
+    from conftest import settings_for
+
+    from localllm.tasks.quantize import plan_quantize, quantize
+
+    settings = settings_for(home)
+    seen: list[tuple[int, int, str]] = []
+    plan = plan_quantize(settings, str(f16), "q4_0")
+    made["Q4_0"] = quantize(settings, plan, progress=lambda *step: seen.append(step)).to_dict()
     base = home / "f16.logits"
     done = run_cli("eval", "perplexity", "-m", str(f16), str(text), "-c", str(WINDOW), "--save-logits", str(base),
                    "--json", home=home, timeout=600)
     assert done.returncode == 0, done.stderr_text
     return {"home": home, "f16": f16, "text": text, "base": base, "made": made,
-            "f16_result": json.loads(done.stdout_text)}
+            "f16_result": json.loads(done.stdout_text), "progress": seen}
 
 
 def test_perplexity_equals_an_independent_logits_all_computation(quantized, bundled_model: Path):
@@ -84,6 +91,11 @@ def test_quantize_writes_into_the_store_with_its_sha256_and_never_overwrites(qua
         assert made["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
         manifest = json.loads(path.with_name(path.name + ".manifest.json").read_text())
         assert manifest["sha256"] == made["sha256"] and manifest["quant"] == kind
+    # Progress came tensor by tensor, up to the last of them.
+    steps = quantized["progress"]
+    total = steps[-1][1]
+    assert total > 10 and [done for done, _, _ in steps] == list(range(1, total + 1))
+    assert any(name == "token_embd.weight" for _, _, name in steps)
     listed = run_cli("list", home=home)
     assert quantized["made"]["Q4_0"]["name"] in listed.stdout_text
     again = run_cli("quantize", str(quantized["f16"]), "Q4_0", home=home)
