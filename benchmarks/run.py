@@ -456,6 +456,37 @@ def bench_prompt_lookup() -> None:
                      "unless faster with the same output")
 
 
+def bench_eval_perplexity(rounds: int = 5, n_ctx: int = 512, chunks: int = 4) -> None:
+    """`localllm eval perplexity` against the same work done with llama-cpp-python's logits_all
+    (benchmarks/raw_logits_all.py): tokens/s of the windows, load excluded, same threads and batch."""
+    print(f"eval-perplexity: localllm eval perplexity vs a logits_all loop, {chunks} windows of {n_ctx}", flush=True)
+    import psutil
+
+    threads = str(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    home = tempfile.mkdtemp(prefix="localllm-bench-")
+    text = Path(home) / "text.txt"
+    text.write_text(_docs_text(n_ctx * (chunks + 1)), encoding="utf-8")
+    env = {**os.environ, "LOCALLLM_HOME": home, "LOCALLLM_THREADS": threads}
+    ours_cmd = [LOCALLLM, "eval", "perplexity", "-m", str(MODEL), str(text), "-c", str(n_ctx), "--chunks",
+                str(chunks), "--json"]
+    raw_cmd = [sys.executable, str(HERE / "raw_logits_all.py"), str(MODEL), str(text), str(n_ctx), threads,
+               str(chunks)]
+    subprocess.run(ours_cmd, capture_output=True, env=env, check=True)  # warm the caches
+    ours, raw = [], []
+    for _ in range(rounds):
+        raw.append(json.loads(subprocess.run(raw_cmd, capture_output=True, env=env, check=True).stdout))
+        ours.append(json.loads(subprocess.run(ours_cmd, capture_output=True, env=env, check=True).stdout))
+    assert abs(ours[0]["perplexity"] / raw[0]["perplexity"] - 1) < 1e-3, (ours[0], raw[0])
+    ours_speed = statistics.median(o["tokens_per_s"] for o in ours)
+    raw_speed = statistics.median(r["tokens_per_s"] for r in raw)
+    RESULTS.note(f"perplexity {ours[0]['perplexity']:.4f} (logits_all loop {raw[0]['perplexity']:.4f}); tokens/s "
+                 f"medians: localllm {ours_speed:.1f}, logits_all loop {raw_speed:.1f}")
+    record("eval perplexity tokens/s localllm / logits_all loop", ours_speed / raw_speed, ">= 0.95",
+           ours_speed / raw_speed >= 0.95,
+           spread_of(o["tokens_per_s"] / r["tokens_per_s"] for o, r in zip(ours, raw, strict=True)))
+    shutil.rmtree(home, ignore_errors=True)
+
+
 GROUPS: dict[str, Callable[[], None]] = {
     "startup": bench_startup, "list": bench_list, "app-startup": _tui("startup"), "decode": bench_decode,
     "chat-turns": bench_chat_turns, "openai-stream": bench_openai_stream, "serve": bench_serve,
@@ -463,6 +494,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     "summarize": bench_summarize,
     "plan-memory": bench_plan_memory, "app-stream": _tui("stream"), "app-keys": _tui("keys"),
     "app-stop": _tui("stop"), "memory": bench_memory, "tune": bench_tune, "prompt-lookup": bench_prompt_lookup,
+    "eval-perplexity": bench_eval_perplexity,
     "pull-curl": bench_pull}
 """Each group of bars, by the name that runs it alone. pull-curl is the old pull bar (against curl, which neither
 verifies nor syncs): kept to run by hand, left out of a whole run."""

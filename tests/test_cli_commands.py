@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from localllm.cli.evaluate import eval_command
 from localllm.cli.main import build_parser
 from localllm.cli.tasks import code_command
 
@@ -42,7 +43,8 @@ def test_a_nested_command_gets_its_parents_handler():
     assert ("code", "gen") in nested
     for path in nested:
         argv = [*path, "a description" if path[-1] == "gen" else "x.py"] + (["--to", "go"] if "convert" in path else [])
-        assert parser.parse_args(argv).handler is code_command
+        expected = eval_command if path[0] == "eval" else code_command
+        assert parser.parse_args(argv).handler is expected
 
 
 def _runs_at_import(body: list[ast.stmt]):

@@ -166,6 +166,19 @@ class Backend:
         raise BackendUnavailable(f"backend {self.name} cannot compute log-probabilities",
                                  hint="use --backend llama.cpp")
 
+    def window_logits(self, tokens: Sequence[int], first: int) -> Iterator[Any]:
+        """The raw logits over the whole vocabulary at positions ``first`` onwards of ``tokens`` evaluated from an
+        empty context, as numpy arrays of rows a batch at a time, each valid until the next is asked for (perplexity
+        and KL divergence read them); where ``capabilities.logprobs``. A stop (``interrupt``) ends it early."""
+        raise BackendUnavailable(f"backend {self.name} gives no log-probabilities over the whole vocabulary",
+                                 hint="use --backend llama.cpp with a local GGUF")
+
+    def evaluation_tokens(self, text: str) -> tuple[list[int], int | None]:
+        """``text`` as the model reads a document (its start token added where it adds one, control tokens'
+        spellings read as text), and the start token each evaluation window begins with (None: the model adds
+        none); where ``capabilities.logprobs``."""
+        raise BackendUnavailable(f"backend {self.name} cannot tokenize locally", hint="use --backend llama.cpp")
+
     @property
     def vocab_size(self) -> int | None:
         """Token ids run from 0 to this, exclusive; None where the backend does not know its model's vocabulary."""

@@ -387,6 +387,25 @@ class LlamaCppBackend(Backend):
             raise GenerationError("scoring was stopped before it was done")
         return scored
 
+    def window_logits(self, tokens: Sequence[int], first: int) -> Iterator[Any]:
+        from localllm.backends.llamacpp_windows import window_logits
+
+        llm = self._require_loaded()
+        ids = checked_ids(tokens, llm.n_vocab(), "the tokens to evaluate")
+        if len(ids) > llm.n_ctx():
+            raise ContextOverflow(f"a window of {len(ids)} tokens does not fit the {llm.n_ctx()}-token context",
+                                  hint="load the model with a context as large as the window",
+                                  prompt_tokens=len(ids), window=llm.n_ctx())
+        self._interrupted.clear()
+        with self._abortable():
+            yield from window_logits(llm, ids, first, self._interrupted.is_set)
+
+    def evaluation_tokens(self, text: str) -> tuple[list[int], int | None]:
+        llm = self._require_loaded()
+        adds_start = bool(llm._model.add_bos_token())  # type: ignore[attr-defined]
+        ids = llm.tokenize(text.encode("utf-8"), add_bos=adds_start, special=False)
+        return ids, (llm.token_bos() if adds_start else None)
+
     def _scoring(self) -> Any:
         from localllm.backends.llamacpp_logprobs import Scorer
 

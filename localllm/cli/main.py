@@ -19,6 +19,7 @@ from localllm.cli import (
     bench,
     completions,
     conversations,
+    evaluate,
     generate,
     install,
     models,
@@ -53,7 +54,7 @@ examples:
 
 # In the order `localllm --help` lists the commands.
 REGISTER = (generate.register, completions.register, install.register, web.register, serve.register, tools.register,
-            conversations.register, reports.register_installed, bench.register, reports.register_hw,
+            conversations.register, reports.register_installed, bench.register, evaluate.register, reports.register_hw,
             backends.register, models.register, tasks.register, app.register, reports.register_tokenize)
 
 

@@ -86,6 +86,7 @@ PROCESS_STARTERS = {
     "localllm/backends/chat_templates.py": "the bounded template renderer: this package's own module",
     "localllm/backends/llamacpp_check.py": "the llama.cpp self-check: this package's own module",
     "localllm/hardware/detect.py": "nvidia-smi, rocm-smi and sysctl with fixed arguments",
+    "localllm/tasks/quantize.py": "llama.cpp's quantizer: this package's own module, paths as arguments",
 }
 CODE_RUNNERS = ("subprocess", "os.system", "os.popen", "os.exec", "os.spawn", "eval(", "exec(", "pickle",
                 "shell=True", "__import__(", "runpy")

@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from localllm.core.errors import LocalLLMError, UsageError
@@ -117,6 +118,9 @@ class BenchResult:
     bound: Bound | None = None
     bound_depth: Bound | None = None
     error: str | None = None
+    path: str | None = None
+    """The model's file (None for a model a server runs), by which the result is kept for `localllm compare`."""
+    quant: str | None = None
     hint: str | None = None
 
     def bytes_per_token(self, depth: int) -> int | None:
@@ -196,7 +200,24 @@ def run_bench(settings: Settings, request: BenchRequest, *, progress: Progress =
         bandwidth = memory_bandwidth(report)
     for result in results:
         _bound(result, report, bandwidth)
+    _keep(settings, results, report)
     return BenchReport(request, report, results, bandwidth, started_at)
+
+
+def _keep(settings: Settings, results: list[BenchResult], report: HardwareReport) -> None:
+    """Each measured result is kept for `localllm compare` (store/results.py)."""
+    from localllm.tasks.results import keep_result, machine_description
+
+    measured = [result for result in results if result.error is None and (result.tg or result.pp)]
+    machine = machine_description(report)
+    for result in measured:
+        figures = {"pp_tokens_per_s": result.pp.median if result.pp else None,
+                   "tg_tokens_per_s": result.tg.median if result.tg else None,
+                   "ttft_s": result.ttft.median if result.ttft else None, "load_s": result.load_s,
+                   "peak_memory_bytes": result.peak_memory}
+        keep_result(settings, result.model, Path(result.path) if result.path else None, result.quant, "bench",
+                    figures, {"backend": result.backend, "n_ctx": result.n_ctx, "threads": result.threads,
+                              "prompt_tokens": result.prompt_tokens, "gen_tokens": result.gen_tokens}, machine)
 
 
 def bench_one(settings: Settings, model: str | None, backend: str, request: BenchRequest, report: HardwareReport,
@@ -213,7 +234,9 @@ def bench_one(settings: Settings, model: str | None, backend: str, request: Benc
         with loaded:
             result = BenchResult(loaded.ref.name or name, loaded.choice.name, prompt_tokens=request.prompt_tokens,
                                  gen_tokens=request.gen_tokens, depth=request.depth, n_ctx=loaded.plan.n_ctx,
-                                 placement=loaded.plan.placement, load_s=loaded.load_s)
+                                 placement=loaded.plan.placement, load_s=loaded.load_s,
+                                 path=str(loaded.ref.path) if loaded.served is None else None,
+                                 quant=loaded.info.quant)
             label = f"{result.model} on {result.backend}"
             runner = LlamaRunner.of(loaded.backend)
             if runner is not None:
