@@ -133,7 +133,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
         scheduler = Scheduler(source, make_engine, keep_alive=keep_alive, max_loaded=args.max_loaded)
         key = served_key(loaded.ref) if loaded.served is None else loaded.ref.name
-        scheduler.adopt(key, make_engine(loaded), loaded, default=True)
+        engine = make_engine(loaded)
+        scheduler.adopt(key, engine, loaded, default=True)
     except BaseException:
         loaded.close()
         raise
@@ -141,7 +142,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         app = build_app(scheduler, options, api_key, access=access)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
-        note(f"serving {loaded.ref.name} (and every model `localllm list` shows, by name, loaded at its first "
+        slots = f"{engine.slots} answers at once, " if engine.slots > 1 else ""
+        note(f"serving {loaded.ref.name} ({slots}and every model `localllm list` shows, by name, loaded at its first "
              f"request and unloaded after {duration_text(keep_alive)} unused) on http://{host}:{args.port}: "
              f"OpenAI /v1 (chat/completions, responses, completions, embeddings), Anthropic /v1/messages, Ollama "
              f"/api (chat, generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")
