@@ -308,6 +308,12 @@ def test_another_address_without_a_key_is_refused(tmp_path):
     assert done.stderr_text.startswith("error: serving on 0.0.0.0 without an API key would let anyone")
 
 
+def test_a_parallel_count_out_of_range_is_a_usage_error(tmp_path):
+    done = run_cli("serve", "--parallel", "0", "--port", str(free_port()), home=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr_text
+    assert done.stderr_text.startswith("error: --parallel 0 is out of range") and "--parallel 4" in done.stderr_text
+
+
 def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):
     """The stop string that ended an answer is reported (Anthropic's stop_reason and stop_sequence), streamed or not."""
     import anthropic
