@@ -206,8 +206,26 @@ class BatchDecoder:
         self.ctx = None
 
     # -- the decode thread ---------------------------------------------------------------------------------------
+    def _warm(self) -> None:
+        """llama.cpp's first decodes on a new context are several times slower than the next (its buffers are
+        allocated, the weights' pages touched): one step over every slot is paid here, as the model loads, rather
+        than by the first requests."""
+        llama_cpp = self._llama_cpp
+        start = llama_cpp.llama_vocab_bos(self.vocab)
+        batch = self.batch
+        for index, slot in enumerate(self.slots):
+            batch.token[index] = start if start >= 0 else 0
+            batch.pos[index] = 0
+            batch.n_seq_id[index] = 1
+            batch.seq_id[index][0] = slot.seq_id
+            batch.logits[index] = True
+        batch.n_tokens = len(self.slots)
+        llama_cpp.llama_decode(self.ctx, batch)
+        llama_cpp.llama_memory_clear(self.memory, True)
+
     def _run(self) -> None:
         try:
+            self._warm()
             while True:
                 with self._wake:
                     while not self._closing and not self._pending and not self._active():
