@@ -388,6 +388,35 @@ def bench_serve(rounds: int = 7, tokens: int = 128) -> None:
            rounds)
 
 
+def bench_serve_parallel(rounds: int = 5, tokens: int = 128) -> None:
+    """Four clients at once: `localllm serve --parallel 4` against llama.cpp's server engine (xllamacpp, 4 slots),
+    and against one client alone; and the batch decode thread alone against llama-cpp-python's own decoding."""
+    from serve_parallel import SLOTS, measure, medians, single_sequence
+
+    print(f"serve-parallel: {SLOTS} streaming clients at once, localllm serve vs xllamacpp's server (same model, 2 "
+          f"threads, {SLOTS} slots of 2048 tokens), {tokens} tokens each, {rounds} interleaved rounds", flush=True)
+    rates = measure(MODEL, rounds=rounds, tokens=tokens)
+    m = medians(rates)
+    RESULTS.note("medians, aggregate tokens/s: " + ", ".join(f"{name} {value:.1f}" for name, value in m.items()))
+    ratio = m["localllm serve x4"] / m["xllamacpp x4"]
+    record(f"serve {SLOTS} clients aggregate tokens/s / xllamacpp's", ratio, ">= 0.9", ratio >= 0.9,
+           spread_of(a / b for a, b in zip(rates["localllm serve x4"], rates["xllamacpp x4"], strict=True)))
+    gain = m["localllm serve x4"] / m["localllm serve x1"]
+    RESULTS.note(f"serve {SLOTS} clients aggregate / one client alone: {gain:.2f}x (each round: "
+                 + ", ".join(f"{a / b:.2f}" for a, b in zip(rates["localllm serve x4"], rates["localllm serve x1"],
+                                                           strict=True)) + ")")
+    print("serve-parallel: the batch decode thread with one request vs llama-cpp-python's create_completion, same "
+          "loaded model, empty cache each time, interleaved", flush=True)
+    single = single_sequence(MODEL, rounds=7, tokens=tokens)
+    s = medians(single)
+    rate = s["batch rate"] / s["raw rate"]
+    record("batch decode thread tokens/s / llama-cpp-python's (one sequence)", rate, ">= 0.97", rate >= 0.97,
+           spread_of(a / b for a, b in zip(single["batch rate"], single["raw rate"], strict=True)))
+    first = s["batch first"] / s["raw first"]
+    record("batch decode thread first token / llama-cpp-python's (one sequence)", first, "<= 1.05", first <= 1.05,
+           spread_of(a / b for a, b in zip(single["batch first"], single["raw first"], strict=True)))
+
+
 def bench_serve_models() -> None:
     """`localllm serve` loads a second model beside the first and unloads it: its memory comes back."""
     from serve_models import measure
@@ -490,7 +519,8 @@ def bench_eval_perplexity(rounds: int = 5, n_ctx: int = 512, chunks: int = 4) ->
 GROUPS: dict[str, Callable[[], None]] = {
     "startup": bench_startup, "list": bench_list, "app-startup": _tui("startup"), "decode": bench_decode,
     "chat-turns": bench_chat_turns, "openai-stream": bench_openai_stream, "serve": bench_serve,
-    "serve-run": bench_serve_run, "serve-models": bench_serve_models, "pull": bench_pull_parallel,
+    "serve-run": bench_serve_run, "serve-parallel": bench_serve_parallel, "serve-models": bench_serve_models,
+    "pull": bench_pull_parallel,
     "summarize": bench_summarize,
     "plan-memory": bench_plan_memory, "app-stream": _tui("stream"), "app-keys": _tui("keys"),
     "app-stop": _tui("stop"), "memory": bench_memory, "tune": bench_tune, "prompt-lookup": bench_prompt_lookup,

@@ -259,3 +259,18 @@ def test_the_starter_model_is_introduced_once_with_the_model_to_pull(tmp_path, b
     assert starter_note(settings, starter, machine(24 * GIB, 23 * GIB, cores=2)) is None  # once
     other = ModelRef("mine", bundled_model, "localllm", "Q4_1")
     assert starter_note(settings_for(tmp_path / "other"), other) is None
+
+
+def test_serve_slots_are_as_many_caches_as_the_memory_left_holds_up_to_four():
+    from localllm.hardware.planner import parallel_slots
+
+    roomy = plan_load(machine(64 * GIB, 60 * GIB), LLAMA_8B, PlanRequest(ctx=8192))
+    assert parallel_slots(roomy) == 4 and parallel_slots(roomy, most=2) == 2
+    kv = roomy.memory.kv_cache
+    # Room for two more windows' caches beside the model: two slots; for one: answers take turns.
+    two = replace(roomy, ram_available=roomy.memory.cpu + 2 * kv + kv // 2)
+    assert parallel_slots(two) == 2
+    assert parallel_slots(replace(roomy, ram_available=roomy.memory.cpu + kv)) == 1
+    on_gpu = plan_load(RTX_4090, LLAMA_8B, PlanRequest(ctx=8192))
+    assert on_gpu.placement == "gpu"
+    assert parallel_slots(replace(on_gpu, gpu_available=on_gpu.memory.gpu + 3 * kv)) == 3

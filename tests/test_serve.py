@@ -29,7 +29,8 @@ ADD = {"name": "add", "description": "Add two integers",
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, build_verdict):
     home = seed_verdict(tmp_path_factory.mktemp("serve"), build_verdict)  # no self-check of its own
-    with serving(home, "--api-key", KEY, "--queue", "0", "--preset", "precise") as url:
+    # Two answers decoded together and no waiting room: a third request at once is refused (503).
+    with serving(home, "--api-key", KEY, "--parallel", "2", "--queue", "0", "--preset", "precise") as url:
         yield url, home / "serve.log"
 
 
@@ -134,18 +135,15 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
     headers = {"Authorization": f"Bearer {KEY}"}
     body = {"model": MODEL, "stream": True, "max_tokens": 2000, "messages": [
         {"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
-    busy = threading.Event()
     with httpx.Client(timeout=60) as client, client.stream("POST", f"{url}/v1/chat/completions", headers=headers,
-                                                           json=body) as long_answer:
-        lines = long_answer.iter_lines()
-        for line in lines:
-            if '"content"' in line and '""' not in line:
-                busy.set()
-                break
-        assert busy.is_set()
+                                                           json=body) as long_answer, \
+            client.stream("POST", f"{url}/v1/chat/completions", headers=headers, json=body) as other_answer:
+        streams = [answer.iter_lines() for answer in (long_answer, other_answer)]  # kept: a dropped one closes
+        for lines in streams:  # both slots busy
+            assert any('"content"' in line and '""' not in line for line in lines)
         crowded = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=30,
                              json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
-    # The stream is closed here, long before its 2,000 tokens: the server stops that answer.
+    # The streams are closed here, long before their 2,000 tokens: the server stops those answers.
     assert crowded.status_code == 503 and crowded.headers["retry-after"] == "5"
     started = time.monotonic()
     after = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60,
@@ -308,6 +306,12 @@ def test_another_address_without_a_key_is_refused(tmp_path):
     done = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), home=tmp_path)
     assert done.returncode == 2
     assert done.stderr_text.startswith("error: serving on 0.0.0.0 without an API key would let anyone")
+
+
+def test_a_parallel_count_out_of_range_is_a_usage_error(tmp_path):
+    done = run_cli("serve", "--parallel", "0", "--port", str(free_port()), home=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr_text
+    assert done.stderr_text.startswith("error: --parallel 0 is out of range") and "--parallel 4" in done.stderr_text
 
 
 def test_a_stop_sequence_is_named_by_anthropic_and_openai_says_stop(server):

@@ -443,10 +443,16 @@ class GrammarGate:
         self._cached_bytes = 0
         self._cache_bytes = cache_bytes
         self._said: set[str] = set()
+        self._lock = threading.RLock()
+        """serve's requests build grammars from threads of their own, at once: one at a time through the cache."""
 
     def for_schema(self, schema: Any) -> Any:
         """A grammar (llama-cpp-python's LlamaGrammar) for answers to ``schema``: translated, else narrowed, else
         generic JSON, as the module says."""
+        with self._lock:
+            return self._for_schema(schema)
+
+    def _for_schema(self, schema: Any) -> Any:
         try:
             key = "schema:" + json.dumps(schema, ensure_ascii=False)
         except (TypeError, ValueError, RecursionError):
@@ -475,6 +481,10 @@ class GrammarGate:
     def for_text(self, text: str) -> Any:
         """A grammar written here (e.g. a tool call's around schema rules), once llama.cpp has parsed it. Raises
         GrammarRefused when it does not parse."""
+        with self._lock:
+            return self._for_text(text)
+
+    def _for_text(self, text: str) -> Any:
         key = "text:" + text
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -112,6 +112,12 @@ class LlamaCppBackend(Backend):
         self._folds_system = False
         self._model_name = "the model"
         self.tool_format: ToolFormat | None = None
+        self._batcher: Any = None
+        """The decode thread that answers many requests together (llamacpp_batch), once ``batch`` started it."""
+        self._single = threading.Lock()
+        """While answers are batched: the Llama's own context (prompt scoring) serves one caller at a time."""
+        self._stops = threading.local()
+        """The stop event of the request the calling thread makes, given by ``stopped_by``."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LlamaCppBackend:
@@ -233,6 +239,34 @@ class LlamaCppBackend(Backend):
         if self._llm is None:
             raise GenerationError("no model is loaded", hint="load a model first")
         return self._llm
+
+    # -- many answers at once --------------------------------------------------------------------------------------
+    def batch(self, slots: int) -> int:
+        """From now on answers are decoded together, up to ``slots`` at once, each with the whole window (a context
+        of their own beside the Llama's, which keeps prompt scoring). Returns the slots; below 2, nothing changes
+        and answers stay on the single-sequence path."""
+        llm = self._require_loaded()
+        if slots < 2 or self._batcher is not None:
+            return self._batcher.slot_count if self._batcher is not None else 1
+        from localllm.backends.llamacpp_batch import BatchDecoder
+
+        self._batcher = BatchDecoder(llm, slots, usable_window(llm), int(llm.n_batch))
+        return slots
+
+    @property
+    def batched(self) -> bool:
+        return self._batcher is not None
+
+    @contextlib.contextmanager
+    def stopped_by(self, stop: threading.Event) -> Iterator[None]:
+        """The answers this thread asks for while in here end (cancelled) once ``stop`` is set, a prompt still
+        being read included: ``interrupt`` would stop every batched answer, this one alone."""
+        previous = getattr(self._stops, "event", None)
+        self._stops.event = stop
+        try:
+            yield
+        finally:
+            self._stops.event = previous
 
     # -- tokens ----------------------------------------------------------------------------------------------------
     @property
@@ -356,10 +390,8 @@ class LlamaCppBackend(Backend):
                        ) -> Iterator[Chunk]:
         """complete_text with the prompt's PromptChunk first, or with no answer (max_tokens 0)."""
         if options.prompt_logprobs is not None:
-            self._interrupted.clear()
-            with self._abortable():
-                scored = self._scoring().score(tokens, top_count(options.prompt_logprobs), silent,
-                                               self._interrupted.is_set)
+            with self._single_sequence() as stopped:
+                scored = self._scoring().score(tokens, top_count(options.prompt_logprobs), silent, stopped)
             if scored is None:
                 yield FinalChunk("cancelled", Usage(len(tokens), 0), watch.timings())
                 return
@@ -380,12 +412,27 @@ class LlamaCppBackend(Backend):
             raise ContextOverflow(f"{len(ids)} tokens do not fit the {window}-token context window",
                                   hint="score them in parts, or raise -o ctx=N", prompt_tokens=len(ids),
                                   window=window)
-        self._interrupted.clear()
-        with self._abortable():
-            scored = self._scoring().score(ids, top_count(top), 0, self._interrupted.is_set)
+        with self._single_sequence() as stopped:
+            scored = self._scoring().score(ids, top_count(top), 0, stopped)
         if scored is None:
             raise GenerationError("scoring was stopped before it was done")
         return scored
+
+    @contextlib.contextmanager
+    def _single_sequence(self) -> Iterator[Callable[[], bool]]:
+        """Around a use of the Llama's own context: one at a time while answers are batched (whose threads may
+        score prompts at once). Yields whether to stop: ``interrupt`` (which also aborts a batch being evaluated),
+        or the thread's ``stopped_by`` event (asked between batches)."""
+        with self._single if self._batcher is not None else contextlib.nullcontext():
+            self._interrupted.clear()
+            stop = getattr(self._stops, "event", None)
+            interrupted = self._interrupted
+
+            def stopped() -> bool:
+                return interrupted.is_set() or (stop is not None and stop.is_set())
+
+            with self._abortable():
+                yield stopped
 
     def window_logits(self, tokens: Sequence[int], first: int) -> Iterator[Any]:
         from localllm.backends.llamacpp_windows import window_logits
@@ -396,9 +443,8 @@ class LlamaCppBackend(Backend):
             raise ContextOverflow(f"a window of {len(ids)} tokens does not fit the {llm.n_ctx()}-token context",
                                   hint="load the model with a context as large as the window",
                                   prompt_tokens=len(ids), window=llm.n_ctx())
-        self._interrupted.clear()
-        with self._abortable():
-            yield from window_logits(llm, ids, first, self._interrupted.is_set)
+        with self._single_sequence() as stopped:
+            yield from window_logits(llm, ids, first, stopped)
 
     def evaluation_tokens(self, text: str) -> tuple[list[int], int | None]:
         llm = self._require_loaded()
@@ -449,6 +495,8 @@ class LlamaCppBackend(Backend):
         import llama_cpp
 
         llm = self._require_loaded()
+        if self._batcher is not None:
+            return self._batched(prompt, options, watch, stop, grammar, prefix)
         generated = 0
         self._interrupted.clear()
         # What llama-cpp-python will not read again: the prompt's start still in the context from the last call.
@@ -506,7 +554,38 @@ class LlamaCppBackend(Backend):
 
         # After its loop ends, llama-cpp-python calls the criteria once more: a stream left early gets no such call.
         return self._stream(stream, watch, len(prompt), lambda early: generated if early else max(generated - 1, 0),
-                            prefix, cached, tuple(options.stop), recorder, reader)
+                            prefix, lambda: cached, tuple(options.stop), recorder, reader)
+
+    def _batched(self, prompt: list[int], options: GenerationOptions, watch: Stopwatch, stop: list[str],
+                 grammar: Any = None, prefix: str | None = None) -> Iterator[Chunk]:
+        """``_decode`` in the batch decoder's turn: the same chunks, its sequence decoded beside the others."""
+        from localllm.backends.llamacpp_batch import AnswerParts, Job, Sampling
+        from localllm.backends.llamacpp_logprobs import BatchRecorder
+
+        llm = self._require_loaded()
+        decoder = self._batcher
+        biases = dict(zip(checked_ids([token for token, _ in options.logit_bias], llm.n_vocab(), "logit_bias"),
+                          (bias for _, bias in options.logit_bias), strict=True))
+        sampling = Sampling(temperature=options.temperature, top_k=options.top_k, top_p=options.top_p,
+                            min_p=options.min_p, repeat_penalty=options.repeat_penalty,
+                            presence_penalty=options.presence_penalty,
+                            frequency_penalty=options.frequency_penalty, logit_bias=biases, seed=options.seed,
+                            constraint=grammar)
+        top = top_count(options.logprobs) if options.logprobs is not None else None
+        job = Job(prompt, decoder.sampler(sampling), options.max_tokens or 0, top)
+        job.outside_stop = getattr(self._stops, "event", None)
+        recorder = BatchRecorder(llm, self._scoring().pieces, top) if top is not None else None
+        decoder.submit(job)
+        parts = AnswerParts(decoder, job, self._scoring().pieces, stop, recorder)
+
+        def timings() -> EngineTimings:
+            spent = job.timings
+            return EngineTimings(prompt_evaluated=spent.prompt_evaluated, prompt_eval_s=spent.prompt_eval_s,
+                                 decoded=spent.decoded, eval_s=spent.eval_s)
+
+        return self._stream(parts, watch, len(prompt), lambda _early: parts.generated, prefix,
+                            lambda: job.cached, tuple(options.stop), recorder, interrupted=lambda: job.cancelled,
+                            engine=timings)
 
     def interrupt(self) -> None:
         self._interrupted.set()
@@ -572,12 +651,14 @@ class LlamaCppBackend(Backend):
         return self._gate
 
     def _stream(self, stream, watch: Stopwatch, prompt_tokens: int, generated, prefix: str | None = None,
-                cached: int = 0, user_stops: tuple[str, ...] = (), recorder: Any = None,
-                reader: Callable[[], None] | None = None) -> Iterator[Chunk]:
+                cached: Callable[[], int] = lambda: 0, user_stops: tuple[str, ...] = (), recorder: Any = None,
+                reader: Callable[[], None] | None = None, *, interrupted: Callable[[], bool] | None = None,
+                engine: Callable[[], EngineTimings | None] | None = None) -> Iterator[Chunk]:
         """The answer's chunks. The request's stop strings are applied here rather than by llama-cpp-python, which
         leaves a stop string out without saying which one ended the answer (the app, the CLI and serve say it).
         ``recorder``: each text chunk carries its tokens' log-probabilities (llamacpp_logprobs.Recorder).
-        ``reader``: reads the prompt ahead of the stream, reporting as it goes (``prompt_progress``)."""
+        ``reader``: reads the prompt ahead of the stream, reporting as it goes (``prompt_progress``).
+        ``interrupted`` and ``engine``: a batched answer's own stop and timings, in place of the backend's."""
         from localllm.backends.streaming import StopScanner
 
         def text(shown: str) -> TextChunk:
@@ -585,24 +666,25 @@ class LlamaCppBackend(Backend):
 
         finish: FinishReason = "stop"
         scan = StopScanner(user_stops)
+        halted = interrupted or self._interrupted.is_set
         if prefix:
             yield TextChunk(prefix)  # the answer's given start, prefilled into the prompt
         with contextlib.closing(stream), recorder.attached() if recorder is not None else contextlib.nullcontext():
             try:
-                with self._abortable():
+                with self._abortable() if interrupted is None else contextlib.nullcontext():
                     if reader is not None:
                         reader()
-                    first = None if self._interrupted.is_set() else next(stream, None)
+                    first = None if halted() else next(stream, None)
             except RuntimeError:  # llama_decode returned 2: aborted by the callback
-                if not self._interrupted.is_set():
+                if not halted():
                     raise
                 first = None
-            if self._interrupted.is_set():
-                yield FinalChunk("cancelled", Usage(prompt_tokens, 0, cached_tokens=cached), watch.timings())
+            if halted():
+                yield FinalChunk("cancelled", Usage(prompt_tokens, 0, cached_tokens=cached()), watch.timings())
                 return
             early = False
             for part in itertools.chain([first] if first is not None else [], stream):
-                if self._interrupted.is_set():
+                if halted():
                     finish, early = "cancelled", True
                     break
                 choice = part["choices"][0]
@@ -619,11 +701,15 @@ class LlamaCppBackend(Backend):
         rest = scan.flush()
         if rest:
             yield text(rest)
-        yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached),
-                         replace(watch.timings(), engine=engine_timings(self._llm)), scan.matched)
+        yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached()),
+                         replace(watch.timings(), engine=engine() if engine is not None else engine_timings(self._llm)),
+                         scan.matched)
 
     def close(self) -> None:
         self._scorer = None
+        if self._batcher is not None:
+            batcher, self._batcher = self._batcher, None
+            batcher.close()
         if self._llm is not None:
             llm, self._llm = self._llm, None
             llm.close()

@@ -215,3 +215,16 @@ class Recorder:
             yield
         finally:
             del llm._init_sampler
+
+
+class BatchRecorder(Recorder):
+    """A Recorder for a batched answer (llamacpp_batch): the decode thread reads each token's entry while its
+    logits are there, and the answer's thread adds them here in order; no sampler is wrapped."""
+
+    def add(self, entry: TokenLogprob) -> None:
+        self._pending.append((self._made, entry))
+        self._made += len(entry.piece)
+
+    @contextlib.contextmanager
+    def attached(self) -> Iterator[None]:
+        yield

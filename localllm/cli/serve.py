@@ -15,6 +15,9 @@ from localllm.core.settings import Settings
 if TYPE_CHECKING:
     from localllm.core.access import AccessPolicy
 
+DEFAULT_PARALLEL = 4
+"""The most answers a model decodes at once unless --parallel says otherwise (LM Studio's default too)."""
+MAX_PARALLEL = 64
 EMBEDDING_CTX = 2048
 """The default window of the model instance serve loads for embeddings. A text is embedded in one batch, so its
 buffers grow with the text's length (a chat model's also hold its logits: vocabulary x tokens); 2048 takes the
@@ -30,8 +33,12 @@ def register(commands: Commands) -> None:
                        help="clients must send KEY (Authorization: Bearer KEY, or x-api-key); better: "
                             "LOCALLLM_SERVE_KEY")
     add_access_args(serve)
+    serve.add_argument("--parallel", type=int, default=None, metavar="N",
+                       help="answers each model decodes at once, each with the whole window (default: up to "
+                            f"{DEFAULT_PARALLEL} where memory holds their caches; 1: one at a time); llama.cpp only")
     serve.add_argument("--queue", type=int, default=8, metavar="N",
-                       help="requests that may wait for the model (default 8); more get 503 with Retry-After")
+                       help="requests that may wait for a model beyond those it answers (default 8); more get 503 "
+                            "with Retry-After")
     serve.add_argument("--stream-interval", type=float, default=50.0, metavar="MS",
                        help="a streamed answer's events at most this often (default 50 ms): the first piece at once, "
                             "the next ones gathered meanwhile; 0: an event per token")
@@ -87,6 +94,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--port {args.port} is not a port", hint="use 1 to 65535, e.g. --port 8000")
     if args.max_loaded < 0:
         raise UsageError("--max-loaded must be 0 (no limit) or more", hint="e.g. --max-loaded 2")
+    if args.parallel is not None and not 1 <= args.parallel <= MAX_PARALLEL:
+        raise UsageError(f"--parallel {args.parallel} is out of range",
+                         hint=f"use 1 (one answer at a time) to {MAX_PARALLEL}, e.g. --parallel 4")
     if args.queue < 0:
         raise UsageError("--queue must be 0 or more", hint="e.g. --queue 8")
     if not 0 <= args.stream_interval <= 10_000:
@@ -115,12 +125,16 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
             if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
 
         def make_engine(model: Any) -> Engine:
+            from localllm.hardware.planner import parallel_slots
+
+            parallel = args.parallel if args.parallel is not None else parallel_slots(model.plan, DEFAULT_PARALLEL)
             return Engine(model, max_queue=args.queue, embedder=embedder_for(settings, model, args.embedding_ctx),
-                          stream_interval=args.stream_interval / 1000)
+                          stream_interval=args.stream_interval / 1000, parallel=parallel)
 
         scheduler = Scheduler(source, make_engine, keep_alive=keep_alive, max_loaded=args.max_loaded)
         key = served_key(loaded.ref) if loaded.served is None else loaded.ref.name
-        scheduler.adopt(key, make_engine(loaded), loaded, default=True)
+        engine = make_engine(loaded)
+        scheduler.adopt(key, engine, loaded, default=True)
     except BaseException:
         loaded.close()
         raise
@@ -128,7 +142,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         app = build_app(scheduler, options, api_key, access=access)
         host = f"[{args.bind}]" if ":" in args.bind else args.bind
         note(describe_plan(loaded))
-        note(f"serving {loaded.ref.name} (and every model `localllm list` shows, by name, loaded at its first "
+        slots = f"{engine.slots} answers at once, " if engine.slots > 1 else ""
+        note(f"serving {loaded.ref.name} ({slots}and every model `localllm list` shows, by name, loaded at its first "
              f"request and unloaded after {duration_text(keep_alive)} unused) on http://{host}:{args.port}: "
              f"OpenAI /v1 (chat/completions, responses, completions, embeddings), Anthropic /v1/messages, Ollama "
              f"/api (chat, generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")

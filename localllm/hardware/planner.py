@@ -201,3 +201,15 @@ def _halvings(n_ctx: int):
     while value > MIN_CTX:
         value = max(value // 2, MIN_CTX)
         yield value
+
+
+def parallel_slots(plan: LoadPlan, most: int = 4) -> int:
+    """Answers a loaded model can decode at once (serve's slots, each with the whole window): up to ``most`` whose
+    KV caches fit in the memory the plan leaves free, where its cache lives (the GPU's with every layer there,
+    else the RAM). 1: answers take turns, as they do with no room for a second cache."""
+    kv = plan.memory.kv_cache
+    if kv <= 0 or plan.placement in ("none", "server") or not plan.fits:
+        return 1
+    room = plan.gpu_available - plan.memory.gpu if plan.placement == "gpu" else plan.ram_available - plan.memory.cpu
+    fitting = int(room // kv)
+    return max(1, min(most, fitting)) if fitting >= 2 else 1

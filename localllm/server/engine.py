@@ -1,7 +1,11 @@
-"""One model, one generation at a time: requests wait their turn in a bounded queue, each answer is generated in
-a thread of its own and handed to the event loop chunk by chunk, and a client that goes away stops its generation
-(the backend's stream is closed, which stops decoding). Embeddings take the same turns: the model loaded for them
-(a second, small-window instance, loaded at the first request and kept) never loads or runs beside a generation."""
+"""One model, up to ``slots`` generations at once: requests beyond them wait their turn in a bounded queue, each
+answer is generated in a thread of its own and handed to the event loop chunk by chunk, and a client that goes
+away stops its generation (the backend's stream is closed, which stops decoding, and its slot is free).
+
+With one slot (a backend that cannot batch, or ``parallel`` 1) answers take turns on the model. With more, the
+backend decodes the answers together (llama.cpp: localllm.backends.llamacpp_batch): each request's thread reads
+its own sequence's tokens, a request joins the running batch at its next step. Embeddings take a slot like an
+answer; the model loaded for them is a second, small-window instance, loaded at the first request and kept."""
 
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from localllm.core.tools import ToolSpec
 
 logger = logging.getLogger("localllm.serve")
 DEFAULT_QUEUE = 8
-"""Requests that may wait for the model beyond the one it is answering; more get 503 with Retry-After."""
+"""Requests that may wait for the model beyond those it is answering; more get 503 with Retry-After."""
 STREAM_INTERVAL = 0.05
 """Seconds between a streamed answer's events at most: the first piece goes at once, the pieces generated while
 one event is sent and this time runs go together in the next. Per-token events cost the server and the client a
@@ -142,18 +146,23 @@ class Request:
 
 class Engine:
     def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE,
-                 embedder: Callable[[], Any] | None = None, stream_interval: float = STREAM_INTERVAL) -> None:
+                 embedder: Callable[[], Any] | None = None, stream_interval: float = STREAM_INTERVAL,
+                 parallel: int = 1) -> None:
         """``embedder`` loads the backend that computes embeddings (called once, at the first request for them);
-        None: this server computes none."""
+        None: this server computes none. ``parallel``: answers generated at once where the backend can batch
+        them (its decoding is then started here, and ends when the model is closed)."""
         self.loaded = loaded
         self.max_queue = max_queue
         self.stream_interval = stream_interval
         self._load_embedder = embedder
         self._embedder: Any = None
-        self._turn = asyncio.Lock()
+        batch = getattr(loaded.backend, "batch", None)
+        self.slots = batch(parallel) if parallel > 1 and batch is not None else 1
+        self._batched = self.slots > 1
+        self._turns = asyncio.Semaphore(self.slots)
         self._model = threading.Lock()
-        """Held by the thread that generates: a generation whose client went away finishes closing before the
-        next one starts, even if the event loop has moved on."""
+        """Held by the thread that generates when answers take turns: a generation whose client went away
+        finishes closing before the next one starts, even if the event loop has moved on."""
         self._waiting = 0
 
     @property
@@ -180,12 +189,12 @@ class Engine:
                                 "--backend llama.cpp for them", "not_implemented")
 
     async def _wait_turn(self) -> None:
-        if self._turn.locked() and self._waiting >= self.max_queue:
+        if self._turns.locked() and self._waiting >= self.max_queue:
             raise ApiError(503, f"the server is busy: {self._waiting} requests are waiting for the model",
                            "overloaded_error", {"Retry-After": "5"})
         self._waiting += 1
         try:
-            await self._turn.acquire()
+            await self._turns.acquire()
         finally:
             self._waiting -= 1
 
@@ -199,7 +208,7 @@ class Engine:
             async for chunk in self._generate(request):
                 yield chunk
         finally:
-            self._turn.release()
+            self._turns.release()
 
     async def _generate(self, request: Request) -> AsyncIterator[Chunk]:
         loop = asyncio.get_running_loop()
@@ -209,7 +218,8 @@ class Engine:
 
         def produce() -> None:
             try:
-                with self._model:
+                # Batched: the backend's decode thread takes the turns; this request's stop is its own.
+                with self.loaded.backend.stopped_by(stop) if self._batched else self._model:
                     self._produce(request, handover, stop)
             except BaseException as exc:  # noqa: BLE001 - handed to the event loop, which turns it into an answer
                 handover.put(exc, last=True)
@@ -232,7 +242,7 @@ class Engine:
                 next_event = loop.time() + self.stream_interval if self.stream_interval > 0 else None
         finally:
             stop.set()  # the client went away, or the answer ended: either way the thread ends at its next chunk
-            if thread.is_alive():
+            if thread.is_alive() and not self._batched:  # batched, ``stop`` ends its sequence alone
                 self.loaded.backend.interrupt()  # a prompt still being read is given up within a step
             await asyncio.to_thread(thread.join, 30)
 
@@ -318,7 +328,7 @@ class Engine:
         except Exception as error:
             raise api_error(error) from None
         finally:
-            self._turn.release()
+            self._turns.release()
 
     def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         with self._model:  # a generation whose client left may still be closing in its thread

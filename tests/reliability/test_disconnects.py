@@ -1,9 +1,10 @@
-"""Clients that leave `localllm serve` (a real process on loopback with the bundled model, one answer at a time and
-no waiting room, so a busy model answers 503) before their answer is whole: a plain (non-streamed) chat through
-each of the three APIs, a raw text completion of several prompts, a streamed answer, and a client that leaves while
-still sending its body. The model stops decoding within about a second of the client leaving: the next client is
-answered at once rather than told the server is busy; the log says the client went away, in one line per request
-with its time to the last byte, and never holds a traceback."""
+"""Clients that leave `localllm serve` (a real process on loopback with the bundled model, two answers at a time
+and no waiting room, so a model busy with two answers refuses a third with 503) before their answer is whole: a
+plain (non-streamed) chat through each of the three APIs, a raw text completion of several prompts, a streamed
+answer, and a client that leaves while still sending its body. The model stops decoding within about a second of
+the client leaving: while another answer holds the other slot, the next client is answered at once rather than
+told the server is busy; the log says the client went away, in one line per request with its time to the last
+byte, and never holds a traceback."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,8 +66,8 @@ def leave_after(url: str, route: str, body: dict[str, Any], seconds: float, stre
 
 
 def free_after(url: str, left: float) -> float:
-    """Seconds from ``left`` until the model takes another client's request (with no waiting room, a busy model
-    refuses it at once with a 503; a free one answers it)."""
+    """Seconds from ``left`` until the model takes another client's request (with no waiting room, a model with
+    no free slot refuses it at once with a 503; a free one answers it)."""
     while True:
         sent = time.monotonic()
         response = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=PROMPT,
@@ -74,6 +77,18 @@ def free_after(url: str, left: float) -> float:
         assert response.status_code == 503, response.text  # busy: the one it answers is still being generated
         assert time.monotonic() - left < 30, "the answer of the client that left was never stopped"
         time.sleep(0.05)
+
+
+@contextmanager
+def other_slot_taken(url: str) -> Iterator[None]:
+    """While in here a long streamed answer holds one of the server's two slots, so that the one a leaving client
+    frees is the only one free_after can get."""
+    with httpx.Client(base_url=url, timeout=60) as client, client.stream(
+            "POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
+            json={**LONG["/v1/chat/completions"], "stream": True}) as answer:
+        lines = answer.iter_lines()  # kept: a dropped iterator closes the stream
+        assert any('"content"' in line for line in lines)
+        yield
 
 
 def log_since(log: Path, offset: int, wanted: str, timeout: float = 10) -> str:
@@ -98,8 +113,9 @@ def test_a_client_that_leaves_a_plain_answer_stops_it_within_a_second(server, ro
     about a second."""
     url, log = server
     offset = Path(log).stat().st_size
-    left = leave_after(url, route, LONG[route], 1.0)
-    assert free_after(url, left) < 1.0
+    with other_slot_taken(url):
+        left = leave_after(url, route, LONG[route], 1.0)
+        assert free_after(url, left) < 1.0
     text = log_since(log, offset, f"POST {route} 499")
     took = re.search(rf"POST {re.escape(route)} 499 ([\d.]+) s \(the client went away\)", text)
     assert took and 1.0 <= float(took[1]) < 2.5, text  # the second the client waited, and the stopping
@@ -115,8 +131,9 @@ def test_a_client_that_leaves_a_stream_stops_it_within_a_second(server, route: s
     line says so."""
     url, log = server
     offset = Path(log).stat().st_size
-    left = leave_after(url, route, {**LONG[route], "stream": True}, 1.0, streamed=True)
-    assert free_after(url, left) < 1.0
+    with other_slot_taken(url):
+        left = leave_after(url, route, {**LONG[route], "stream": True}, 1.0, streamed=True)
+        assert free_after(url, left) < 1.0
     text = log_since(log, offset, "(streamed; the client went away)")
     assert re.search(rf"POST {re.escape(route)} 200 [\d.]+ s \(streamed; the client went away\)", text), text
     assert "the client went away: its answer was stopped after" in text
