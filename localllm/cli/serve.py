@@ -70,12 +70,14 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
     from localllm.backends import backend_class
+    from localllm.backends.choice import choose_backend
     from localllm.cli.generate import describe_plan, options_from
-    from localllm.core.errors import UsageError
+    from localllm.core.errors import ModelNotFound, UsageError
     from localllm.core.units import duration_text
     from localllm.hardware.detect import detect_hardware
     from localllm.server.app import build_app, check_bind
     from localllm.server.engine import Engine
+    from localllm.server.runner_engine import RunnerModels, make_runner_engine
     from localllm.server.scheduler import Scheduler
     from localllm.tasks.loading import load_model
     from localllm.tasks.serving import LocalModels, ServerModels, served_key
@@ -108,13 +110,33 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     served_log.setLevel(logging.INFO)
     served_log.propagate = False
     report = detect_hardware()
-    loaded = load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx, report=report)
+    choice = choose_backend(args.backend or "auto", settings.backend, report, model=args.model or settings.model,
+                            settings=settings)
+    runners: RunnerModels | None = None
+    if backend_class(choice.name).local_files:  # each model in a runner process of its own
+        runners = RunnerModels(LocalModels(settings, report, backend=choice.name, ctx=options.ctx),
+                               max_queue=args.queue, stream_interval=args.stream_interval / 1000,
+                               embedding_ctx=args.embedding_ctx)
+    loaded: Any = None
     try:
+        if runners is not None:
+            try:
+                loaded = runners.load(args.model, [])
+            except ModelNotFound:
+                runners.close()
+                runners = None  # a name no local store knows may be a model Ollama has (load_model asks it)
+        if loaded is None:
+            loaded = load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx,
+                                report=report)
         backend = loaded.choice.name
-        source = LocalModels(settings, report, backend=backend, ctx=options.ctx) \
-            if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
+        source: Any = runners
+        if runners is None:  # a server backend's models (or a model Ollama has): nothing loads here
+            source = LocalModels(settings, report, backend=backend, ctx=options.ctx) \
+                if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
 
-        def make_engine(model: Any) -> Engine:
+        def make_engine(model: Any) -> Any:
+            if runners is not None:
+                return make_runner_engine(model)
             return Engine(model, max_queue=args.queue, embedder=embedder_for(settings, model, args.embedding_ctx),
                           stream_interval=args.stream_interval / 1000)
 
@@ -122,7 +144,10 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         key = served_key(loaded.ref) if loaded.served is None else loaded.ref.name
         scheduler.adopt(key, make_engine(loaded), loaded, default=True)
     except BaseException:
-        loaded.close()
+        if loaded is not None:
+            loaded.close()
+        if runners is not None:
+            runners.close()
         raise
     try:
         app = build_app(scheduler, options, api_key, access=access)
