@@ -121,9 +121,9 @@ def test_a_damaged_model_file_is_a_clean_error_and_leaves_no_runner(server):
 
 def test_a_client_that_leaves_stops_its_generation_in_the_runner(server):
     url, log = server
-    with http.stream("POST", f"{url}/v1/chat/completions", json={"model": FIRST, "stream": True, "max_tokens": 2000,
-                                                                   "messages": [{"role": "user", "content":
-                                                                                 "Tell a very long story."}]}) as stream:
+    long_story = {"model": FIRST, "stream": True, "max_tokens": 2000,
+                  "messages": [{"role": "user", "content": "Tell a very long story."}]}
+    with http.stream("POST", f"{url}/v1/chat/completions", json=long_story) as stream:
         for line in stream.iter_lines():
             if line.startswith("data:"):
                 break

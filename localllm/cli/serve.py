@@ -114,9 +114,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
                             settings=settings)
     runners: RunnerModels | None = None
     if backend_class(choice.name).local_files:  # each model in a runner process of its own
-        runners = RunnerModels(LocalModels(settings, report, backend=choice.name, ctx=options.ctx),
-                               max_queue=args.queue, stream_interval=args.stream_interval / 1000,
-                               embedding_ctx=args.embedding_ctx)
+        runners = RunnerModels(settings, report, backend=choice.name, ctx=options.ctx, max_queue=args.queue,
+                               stream_interval=args.stream_interval / 1000, embedding_ctx=args.embedding_ctx)
     loaded: Any = None
     try:
         if runners is not None:

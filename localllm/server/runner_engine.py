@@ -27,6 +27,7 @@ from typing import Any
 from localllm.core.chunks import Chunk, FinalChunk
 from localllm.server.engine import ApiError, Request
 from localllm.server.runner import HEADER, error_from, frame
+from localllm.tasks.serving import LocalModels
 
 logger = logging.getLogger("localllm.serve")
 CLOSE_WAIT_S = 10.0
@@ -337,33 +338,20 @@ class RunnerEngine:
         """Nothing here: closing the model (RunnerModel.close) ends the runner, and its embedding model with it."""
 
 
-class RunnerModels:
-    """A ModelSource (tasks/serving.py) whose models load in runners: LocalModels' names and plans, each load in a
-    new child process. A load refused as too big (WontFit) keeps its runner for the scheduler's next try, after it
-    has made room, so making room costs no second process start."""
+class RunnerModels(LocalModels):
+    """LocalModels (tasks/serving.py) whose models load in runners: the same names, listing and plans, each load in
+    a new child process. A load refused as too big (WontFit) keeps its runner for the scheduler's next try, after
+    it has made room, so making room costs no second process start."""
 
-    def __init__(self, local: Any, *, max_queue: int, stream_interval: float, embedding_ctx: int,
-                 slots: int = 1) -> None:
-        self.local = local
+    def __init__(self, settings: Any, report: Any, *, backend: str, ctx: int | None, max_queue: int,
+                 stream_interval: float, embedding_ctx: int, slots: int = 1) -> None:
+        super().__init__(settings, report, backend=backend, ctx=ctx, slots=slots)
         self.engine_options = {"max_queue": max_queue, "stream_interval": stream_interval,
                                "embedding_ctx": embedding_ctx}
-        self.slots = slots
         self._spare: RunnerProcess | None = None
         self._spare_lock = threading.Lock()
 
-    def names(self) -> Any:
-        return self.local.names()
-
-    def key_of(self, name: str) -> str | None:
-        return self.local.key_of(name)
-
-    def describe(self, served: Any) -> Any:
-        return self.local.describe(served)
-
-    def defaults(self, name: str | None) -> Any:
-        return self.local.defaults(name)
-
-    def load(self, name: str | None, beside: list[Any]) -> RunnerModel:
+    def load(self, name: str | None, beside: list[Any]) -> RunnerModel:  # type: ignore[override]
         from localllm.core.errors import WontFit
         from localllm.tasks.serving import footprint
 
@@ -371,8 +359,8 @@ class RunnerModels:
             runner, self._spare = self._spare, None
         if runner is None or runner.process.poll() is not None:
             runner = RunnerProcess()
-        spec = {"settings": self.local.settings, "report": self.local.report, "backend": self.local.backend,
-                "ctx": self.local.ctx, "slots": self.slots, "name": name,
+        spec = {"settings": self.settings, "report": self.report, "backend": self.backend, "ctx": self.ctx,
+                "slots": self.slots, "name": name,
                 "beside": [footprint(model) for model in beside], **self.engine_options}
         started = time.monotonic()
         try:
