@@ -355,6 +355,7 @@ class RunnerModels(LocalModels):
         from localllm.core.errors import WontFit
         from localllm.tasks.serving import footprint
 
+        started = time.monotonic()
         with self._spare_lock:
             runner, self._spare = self._spare, None
         if runner is None or runner.process.poll() is not None:
@@ -362,7 +363,6 @@ class RunnerModels(LocalModels):
         spec = {"settings": self.settings, "report": self.report, "backend": self.backend, "ctx": self.ctx,
                 "slots": self.slots, "name": name,
                 "beside": [footprint(model) for model in beside], **self.engine_options}
-        started = time.monotonic()
         try:
             facts = runner.load(spec)
         except WontFit:
@@ -374,7 +374,8 @@ class RunnerModels(LocalModels):
         except BaseException:
             runner.close()
             raise
-        logger.debug("runner %d loaded %s in %.1f s", runner.pid, name, time.monotonic() - started)
+        logger.info("runner %d: %s ready in %.2f s (its weights took %.2f s)", runner.pid, facts["ref"].name,
+                    time.monotonic() - started, facts["load_s"] or 0.0)
         return RunnerModel(runner, facts)
 
     def close(self) -> None:
