@@ -131,3 +131,77 @@ def test_a_client_that_leaves_stops_its_generation_in_the_runner(server):
     started = time.monotonic()
     assert ask(url, FIRST).status_code == 200  # the runner is free for the next request
     assert time.monotonic() - started < 60
+
+
+def test_the_memory_left_counts_what_each_runner_holds_beyond_its_plan():
+    """The room a model gets beside runners: each one's planned memory and its process's overhead taken off."""
+    from localllm.core.plan import MemoryEstimate
+    from localllm.hardware.report import CPUInfo, HardwareReport
+    from localllm.tasks.serving import Footprint, memory_left
+
+    machine = HardwareReport(os="Linux", cpu=CPUInfo("cpu", "x86_64", 2, 2, ()), ram_total=8 << 30,
+                             ram_available=4 << 30)
+    model = MemoryEstimate(weights=300 << 20, kv_cache=100 << 20, compute=50 << 20, gpu=0)
+    left = memory_left(machine, [Footprint(model, overhead=80 << 20), Footprint(model)])
+    assert left.ram_available == (4 << 30) - 2 * (450 << 20) - (80 << 20)
+    assert memory_left(machine, [Footprint(model, overhead=8 << 30)]).ram_available == 0
+
+
+def test_errors_cross_the_runner_s_socket_as_the_client_would_have_been_told():
+    """An ApiError (its constructor takes more than its message) crosses as its fields; a LocalLLMError as itself,
+    hint and counts kept; an exception that does not pickle as the 500 the engine would have made of it."""
+    import pickle
+
+    from localllm.core.errors import ContextOverflow
+    from localllm.server.engine import ApiError
+    from localllm.server.runner import error_from, error_payload
+
+    def across(error: BaseException) -> BaseException:
+        return error_from(pickle.loads(pickle.dumps(error_payload(error))))
+
+    busy = across(ApiError(503, "the server is busy", "overloaded_error", {"Retry-After": "5"}))
+    assert isinstance(busy, ApiError) and (busy.status, busy.message, busy.kind, busy.headers) == (
+        503, "the server is busy", "overloaded_error", {"Retry-After": "5"})
+    long = across(ContextOverflow("the prompt is 9,000 tokens", hint="shorten it", prompt_tokens=9000, window=8192))
+    assert isinstance(long, ContextOverflow) and (long.hint, long.prompt_tokens, long.window) == (
+        "shorten it", 9000, 8192)
+
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("no")
+
+    odd = across(Unpicklable("native failure"))
+    assert isinstance(odd, ApiError) and odd.status == 500 and "native failure" in odd.message
+
+
+def test_a_model_with_more_slots_is_planned_with_each_slot_s_cache(tmp_path, bundled_model, build_verdict):
+    """The plan of a model decoding several answers at once holds a KV cache of the whole window per slot: what
+    the next model is planned beside and what /api/ps shows."""
+    from conftest import settings_for
+
+    from localllm.hardware.detect import detect_hardware
+    from localllm.tasks.serving import LocalModels
+
+    home = seed_verdict(tmp_path, build_verdict)
+    settings = settings_for(home)
+    machine = detect_hardware()
+    plans = {}
+    for slots in (1, 3):
+        with LocalModels(settings, machine, backend="llama.cpp", ctx=512, slots=slots).load(
+                str(bundled_model), []) as loaded:
+            plans[slots] = loaded.plan
+    assert plans[3].n_ctx == plans[1].n_ctx == 512
+    assert plans[3].memory.kv_cache == 3 * plans[1].memory.kv_cache > 0
+
+
+def test_the_runners_end_with_serve_however_serve_ends(tmp_path, build_verdict):
+    """SIGKILL leaves serve no clean-up to run: its runner goes too (the kernel's parent-death signal, and the EOF
+    on its socket)."""
+    home = seed_verdict(tmp_path, build_verdict)
+    with serving(home) as url:
+        assert ask(url, FIRST).status_code == 200
+        [runner] = runners_of(url)
+        serve_pid = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        os.kill(serve_pid, signal.SIGKILL)
+        assert until(lambda: not Path(f"/proc/{runner}").exists() or
+                     Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 20)

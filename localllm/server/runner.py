@@ -164,10 +164,24 @@ def load_from_spec(spec: dict[str, Any]) -> Any:
     from localllm.core.plan import MemoryEstimate
     from localllm.tasks.serving import Footprint, LocalModels
 
+    if spec.get("build_verdict") is not None:
+        remember_build_verdict(spec["build_verdict"])
     source = LocalModels(spec["settings"], spec["report"], backend=spec["backend"], ctx=spec["ctx"],
                          slots=spec["slots"])
     itself = Footprint(MemoryEstimate(0, 0, 0, 0), own_resident_bytes())
     return source.load(spec["name"], [*spec["beside"], itself])
+
+
+def remember_build_verdict(verdict: Any) -> None:
+    """A llama.cpp self-check an earlier runner of this serve ran and could not finish in time (a busy machine) is
+    not run again by each new runner: llamacpp_check keeps such a verdict for its own process only (the user
+    already waited once), and serve's models were in one process before runners. (Its memo is private: there is
+    no public way to hand a verdict over.)"""
+    from localllm.backends import llamacpp_check
+
+    if getattr(verdict, "timed_out", False):
+        with llamacpp_check._memo_lock:
+            llamacpp_check._memo.setdefault(verdict.digest, verdict)
 
 
 def own_resident_bytes() -> int:

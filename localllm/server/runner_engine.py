@@ -55,7 +55,7 @@ class RunnerBackend:
     vocab_size: int | None
     fills: bool
     chat_format: str | None = None
-    build_verdict: str | None = None
+    build_verdict: Any = None
 
     def fills_in_middle(self) -> bool:
         return self.fills
@@ -350,6 +350,8 @@ class RunnerModels(LocalModels):
                                "embedding_ctx": embedding_ctx}
         self._spare: RunnerProcess | None = None
         self._spare_lock = threading.Lock()
+        self._build_verdict: Any = None
+        """The llama.cpp self-check's verdict a runner got, for the next runners (see runner.py)."""
 
     def load(self, name: str | None, beside: list[Any]) -> RunnerModel:  # type: ignore[override]
         from localllm.core.errors import WontFit
@@ -361,7 +363,7 @@ class RunnerModels(LocalModels):
         if runner is None or runner.process.poll() is not None:
             runner = RunnerProcess()
         spec = {"settings": self.settings, "report": self.report, "backend": self.backend, "ctx": self.ctx,
-                "slots": self.slots, "name": name,
+                "slots": self.slots, "name": name, "build_verdict": self._build_verdict,
                 "beside": [footprint(model) for model in beside], **self.engine_options}
         try:
             facts = runner.load(spec)
@@ -374,6 +376,7 @@ class RunnerModels(LocalModels):
         except BaseException:
             runner.close()
             raise
+        self._build_verdict = facts["build_verdict"] or self._build_verdict
         logger.info("runner %d: %s ready in %.2f s (its weights took %.2f s)", runner.pid, facts["ref"].name,
                     time.monotonic() - started, facts["load_s"] or 0.0)
         return RunnerModel(runner, facts)
