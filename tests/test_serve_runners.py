@@ -194,6 +194,7 @@ def test_a_model_with_more_slots_is_planned_with_each_slot_s_cache(tmp_path, bun
     assert plans[3].memory.kv_cache == 3 * plans[1].memory.kv_cache > 0
 
 
+@pytest.mark.model  # serve loads the bundled model
 def test_the_runners_end_with_serve_however_serve_ends(tmp_path, build_verdict):
     """SIGKILL leaves serve no clean-up to run: its runner goes too (the kernel's parent-death signal, and the EOF
     on its socket)."""
