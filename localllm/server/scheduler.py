@@ -1,7 +1,9 @@
 """Many models behind one server, each by its name: loaded at its first request, kept while it is used and for its
 keep-alive after, and unloaded, least recently used first, when a model about to load needs the memory. A request
 naming no model gets the default one (serve's -m). A model in use is never unloaded under its request: a request
-holds a lease on its model from before its answer starts until its last byte is sent."""
+holds a lease on its model from before its answer starts until its last byte is sent. `serve` makes each local
+model's engine a RunnerEngine (runner_engine.py: the model in a process of its own); a model whose runner ended is
+dropped at its next lease and loaded again."""
 
 from __future__ import annotations
 
