@@ -77,12 +77,14 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
     from localllm.backends import backend_class
+    from localllm.backends.choice import choose_backend
     from localllm.cli.generate import describe_plan, options_from
-    from localllm.core.errors import UsageError
+    from localllm.core.errors import ModelNotFound, UsageError
     from localllm.core.units import duration_text
     from localllm.hardware.detect import detect_hardware
     from localllm.server.app import build_app, check_bind
     from localllm.server.engine import Engine
+    from localllm.server.runner_engine import RunnerModels, make_runner_engine
     from localllm.server.scheduler import Scheduler
     from localllm.tasks.loading import load_model
     from localllm.tasks.serving import LocalModels, ServerModels, served_key
@@ -118,13 +120,35 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     served_log.setLevel(logging.INFO)
     served_log.propagate = False
     report = detect_hardware()
-    loaded = load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx, report=report)
+    choice = choose_backend(args.backend or "auto", settings.backend, report, model=args.model or settings.model,
+                            settings=settings)
+    runners: RunnerModels | None = None
+    if backend_class(choice.name).local_files:  # each model in a runner process of its own
+        # --parallel N plans each model with N slots' caches; without it a runner takes the slots that fit beside
+        # its model once loaded (up to DEFAULT_PARALLEL), and its process's size is counted as it is.
+        runners = RunnerModels(settings, report, backend=choice.name, ctx=options.ctx, max_queue=args.queue,
+                               stream_interval=args.stream_interval / 1000, embedding_ctx=args.embedding_ctx,
+                               slots=args.parallel or 1, parallel=args.parallel, most_parallel=DEFAULT_PARALLEL)
+    loaded: Any = None
     try:
+        if runners is not None:
+            try:
+                loaded = runners.load(args.model, [])
+            except ModelNotFound:
+                runners.close()
+                runners = None  # a name no local store knows may be a model Ollama has (load_model asks it)
+        if loaded is None:
+            loaded = load_model(settings, args.model, backend=args.backend or "auto", ctx=options.ctx,
+                                report=report)
         backend = loaded.choice.name
-        source = LocalModels(settings, report, backend=backend, ctx=options.ctx) \
-            if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
+        source: Any = runners
+        if runners is None:  # a server backend's models (or a model Ollama has): nothing loads here
+            source = LocalModels(settings, report, backend=backend, ctx=options.ctx) \
+                if backend_class(backend).local_files else ServerModels(settings, backend=backend, ctx=options.ctx)
 
-        def make_engine(model: Any) -> Engine:
+        def make_engine(model: Any) -> Any:
+            if runners is not None:
+                return make_runner_engine(model)
             from localllm.hardware.planner import parallel_slots
 
             parallel = args.parallel if args.parallel is not None else parallel_slots(model.plan, DEFAULT_PARALLEL)
@@ -136,7 +160,10 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         engine = make_engine(loaded)
         scheduler.adopt(key, engine, loaded, default=True)
     except BaseException:
-        loaded.close()
+        if loaded is not None:
+            loaded.close()
+        if runners is not None:
+            runners.close()
         raise
     try:
         app = build_app(scheduler, options, api_key, access=access)

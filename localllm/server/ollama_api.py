@@ -116,7 +116,8 @@ def tags(described: list[Described]) -> dict[str, Any]:
 
 def ps(slots: list[Slot]) -> dict[str, Any]:
     """The models loaded now (oterm asks after each answer, for the window it fits a long chat into): sizes are
-    the load plan's, weights, cache and compute together, and the part of them on the GPU; a model in use expires
+    the load plan's, weights, cache and compute together (a runner's: all its slots' caches, and what its process
+    holds beyond the plan, read from its resident set), and the part of them on the GPU; a model in use expires
     its keep-alive after its last request ends."""
     models = []
     for slot in slots:
@@ -127,7 +128,8 @@ def ps(slots: list[Slot]) -> dict[str, Any]:
         else:
             moment = slot.expires_at if slot.expires_at is not None else time.time() + slot.keep_alive
             expires = iso(datetime.fromtimestamp(moment, UTC))
-        models.append({"name": engine.name, "model": engine.name, "size": memory.total, "size_vram": memory.gpu,
+        size = memory.total + int(getattr(engine.loaded, "overhead", 0))
+        models.append({"name": engine.name, "model": engine.name, "size": size, "size_vram": memory.gpu,
                        "digest": "", "details": details(engine.loaded.info), "expires_at": expires,
                        "context_length": engine.window})
     return {"models": models}

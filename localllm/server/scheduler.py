@@ -1,7 +1,9 @@
 """Many models behind one server, each by its name: loaded at its first request, kept while it is used and for its
 keep-alive after, and unloaded, least recently used first, when a model about to load needs the memory. A request
 naming no model gets the default one (serve's -m). A model in use is never unloaded under its request: a request
-holds a lease on its model from before its answer starts until its last byte is sent."""
+holds a lease on its model from before its answer starts until its last byte is sent. `serve` makes each local
+model's engine a RunnerEngine (runner_engine.py: the model in a process of its own); a model whose runner ended is
+dropped at its next lease and loaded again."""
 
 from __future__ import annotations
 
@@ -138,6 +140,9 @@ class Scheduler:
         keep = self.keep_alive if keep_alive is None else keep_alive
         key = self.resolve(name)
         slot = self.slots.get(key) if key is not None else None
+        if slot is not None and ended(slot):
+            self._drop_ended(slot)
+            slot = None
         load_s = 0.0
         if slot is None:
             started = time.monotonic()
@@ -150,7 +155,9 @@ class Scheduler:
     async def _load_slot(self, name: str | None, key: str | None) -> Slot:
         async with self._loading:
             slot = self.slots.get(key) if key is not None else None
-            if slot is not None:  # loaded by another request meanwhile
+            if slot is not None and ended(slot):
+                self._drop_ended(slot)
+            elif slot is not None:  # loaded by another request meanwhile
                 return slot
             while True:
                 if self.max_loaded and len(self.slots) >= self.max_loaded:
@@ -180,6 +187,14 @@ class Scheduler:
             logger.info("loaded %s (%s beside %d other%s)", engine.name, _memory(loaded),
                         len(self.slots) - 1, "" if len(self.slots) == 2 else "s")
             return slot
+
+    def _drop_ended(self, slot: Slot) -> None:
+        """A model whose runner ended (killed, crashed): forgotten, its requests failed by the runner's end; the
+        next request for it loads it again in a new runner."""
+        if self.slots.get(slot.key) is slot:
+            del self.slots[slot.key]
+            logger.info("%s's runner ended (%s): it will be loaded again", slot.engine.name, ended(slot))
+            slot.loaded.close()  # reaps the process; its requests were failed when it ended
 
     async def _make_room(self, why: str) -> bool:
         """Unload the least recently used idle model, waiting for one to become idle if all are in use; False
@@ -277,8 +292,9 @@ class Scheduler:
         await asyncio.to_thread(give_back_freed_memory)
 
     def loaded(self) -> list[Slot]:
-        """The loaded models, most recently used first."""
-        return sorted(self.slots.values(), key=lambda slot: (slot.leases == 0, -slot.last_used))
+        """The loaded models, most recently used first (a model whose runner ended is no longer loaded)."""
+        return sorted((slot for slot in self.slots.values() if not ended(slot)),
+                      key=lambda slot: (slot.leases == 0, -slot.last_used))
 
     def close(self) -> None:
         """At the server's end: every model unloaded."""
@@ -289,6 +305,15 @@ class Scheduler:
                 slot.loaded.close()
         self.slots.clear()
         self._retired.clear()
+        close_source = getattr(self.source, "close", None)
+        if close_source is not None:  # a runner kept for a retried load
+            close_source()
+
+
+def ended(slot: Slot) -> str | None:
+    """Why the runner of ``slot``'s model ended (its signal, its exit status); None while it runs, and for a model
+    loaded in this process."""
+    return getattr(slot.loaded, "ended", None)
 
 
 def _memory(loaded: Any) -> str:

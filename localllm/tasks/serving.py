@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from localllm.backends import backend_class
 from localllm.core.model import ModelInfo, ModelRef, NamedDefaults
+from localllm.core.plan import MemoryEstimate
 from localllm.core.settings import Settings
 from localllm.hardware.report import HardwareReport
 from localllm.tasks.loading import LoadedModel, load_model
@@ -84,8 +85,11 @@ class LocalModels:
     """The models `localllm list` shows, by name and NAME:QUANT (first found first, as -m finds them). Paths are
     not names here: a client of the server does not choose files on this machine."""
 
-    def __init__(self, settings: Settings, report: HardwareReport, *, backend: str, ctx: int | None) -> None:
+    def __init__(self, settings: Settings, report: HardwareReport, *, backend: str, ctx: int | None,
+                 slots: int = 1) -> None:
+        """``slots``: answers the model decodes at once, each with a KV cache of the model's whole window."""
         self.settings, self.report, self.backend, self.ctx = settings, report, backend, ctx
+        self.slots = slots
 
     def names(self) -> list[ServedName]:
         from localllm.store.locate import installed_models
@@ -113,7 +117,7 @@ class LocalModels:
             key = served_key(pulled) if pulled is not None else None
         return key
 
-    def load(self, name: str | None, beside: list[LoadedModel]) -> LoadedModel:
+    def load(self, name: str | None, beside: list[LoadedModel | Footprint]) -> LoadedModel:
         """``name`` is a served name, or the path serve's -m gave (the default model loaded again)."""
         from localllm.store.locate import looks_like_path
 
@@ -122,8 +126,26 @@ class LocalModels:
         named = self.defaults(name)
         # A named model's window is its own, over serve's -o ctx (which is for every model)
         ctx = named.value("ctx") if named is not None and named.value("ctx") else self.ctx
-        return load_model(self.settings, name or None, backend=self.backend, ctx=ctx,
-                          report=memory_left(self.report, beside))
+        report = memory_left(self.report, beside)
+        if self.slots > 1:
+            report = self._less_extra_slots(name, ctx, report)
+        loaded = load_model(self.settings, name or None, backend=self.backend, ctx=ctx, report=report)
+        if self.slots > 1:  # what the model takes, as the next model's plan and /api/ps count it
+            memory = loaded.plan.memory
+            loaded.plan = replace(loaded.plan, memory=replace(memory, kv_cache=memory.kv_cache * self.slots))
+        return loaded
+
+    def _less_extra_slots(self, name: str | None, ctx: int | None, report: HardwareReport) -> HardwareReport:
+        """``report`` less the KV cache of the slots beyond the first (the planner plans one), at the window the
+        model would get: the model is planned, and refused, with all its slots. (Counted in RAM: the planner puts
+        one cache on the GPU where it has room; the others are planned where there surely is.)"""
+        from localllm.hardware.planner import kv_cache_bytes
+        from localllm.tasks.loading import describe_model, plan_for
+
+        _, info = describe_model(self.settings, name or self.settings.model)
+        plan = plan_for(self.settings, info, report, ctx=ctx, backend=self.backend)
+        extra = kv_cache_bytes(info, plan.n_ctx) * (self.slots - 1)
+        return replace(report, ram_available=max(0, report.ram_available - extra))
 
     def defaults(self, name: str | None) -> NamedDefaults | None:
         from localllm.store.named import read_named
@@ -236,14 +258,32 @@ class ServerModels:
         return None  # the server's models are its own: named models are local ones
 
 
-def memory_left(report: HardwareReport, loaded: Iterable[LoadedModel]) -> HardwareReport:
-    """``report`` less what the loaded models were planned to take: the room a model loaded beside them has. (The
-    free memory the system reports would count a loaded model's weights, mapped from its file, as reclaimable
-    cache.)"""
+@dataclass(frozen=True)
+class Footprint:
+    """What a loaded model takes, as the plan of the next model counts it: its plan's memory, and what its
+    process holds beyond that (a runner's interpreter and libraries, read from its resident set)."""
+
+    memory: MemoryEstimate
+    overhead: int = 0
+
+
+def footprint(model: LoadedModel | Footprint) -> Footprint:
+    """``model``'s Footprint; a model in a runner tells its ``overhead`` (0 for one in this process, whose
+    interpreter is there whatever is loaded)."""
+    if isinstance(model, Footprint):
+        return model
+    return Footprint(model.plan.memory, int(getattr(model, "overhead", 0)))
+
+
+def memory_left(report: HardwareReport, loaded: Iterable[LoadedModel | Footprint]) -> HardwareReport:
+    """``report`` less what the loaded models were planned to take, and what their runners hold beyond that: the
+    room a model loaded beside them has. (The free memory the system reports would count a loaded model's weights,
+    mapped from its file, as reclaimable cache.)"""
     ram, gpu = report.ram_available, [g.free_bytes for g in report.gpus]
     for model in loaded:
-        memory = model.plan.memory
-        ram -= memory.total if report.unified_memory else memory.cpu
+        held = footprint(model)
+        memory = held.memory
+        ram -= (memory.total if report.unified_memory else memory.cpu) + held.overhead
         left = memory.gpu
         for index, free in enumerate(gpu):
             taken = min(free, left)

@@ -87,7 +87,13 @@ PROCESS_STARTERS = {
     "localllm/backends/llamacpp_check.py": "the llama.cpp self-check: this package's own module",
     "localllm/hardware/detect.py": "nvidia-smi, rocm-smi and sysctl with fixed arguments",
     "localllm/tasks/quantize.py": "llama.cpp's quantizer: this package's own module, paths as arguments",
+    "localllm/server/runner.py": "serve's runner: pickles to and from its parent only, over their socket pair",
+    "localllm/server/runner_engine.py": "serve's runners: this package's own module, its messages pickled over "
+                                        "a socket pair nobody else holds",
 }
+PICKLES = {"localllm/server/runner.py", "localllm/server/runner_engine.py"}
+"""Requests and answers cross between serve and its runners as pickles: both ends are this package, the socket
+pair is theirs alone, and what a client sent is in them as our own types' fields, never as code."""
 CODE_RUNNERS = ("subprocess", "os.system", "os.popen", "os.exec", "os.spawn", "eval(", "exec(", "pickle",
                 "shell=True", "__import__(", "runpy")
 # Python's own eval and exec, not a method of that name (llama-cpp-python's Llama.eval reads tokens).
@@ -104,4 +110,5 @@ def test_no_task_runs_code_from_its_input() -> None:
         if used:
             found[str(path.relative_to(root))] = used
     assert set(found) == set(PROCESS_STARTERS), found
-    assert all(set(used) <= {"subprocess"} for used in found.values()), found
+    assert all(set(used) <= {"subprocess"} | ({"pickle"} if path in PICKLES else set())
+               for path, used in found.items()), found
