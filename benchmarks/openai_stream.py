@@ -1,12 +1,13 @@
 """Streaming overhead of the OpenAI-compatible backend: tokens/s through localllm against the raw HTTP SSE stream
 of the same llama_cpp.server, interleaved runs, medians.
 
-Both sides send the same request body, byte for byte the one the backend builds (greedy, the same prompt, token
-budget and sampling fields: the backend speaks to the server through its llama-cpp-python profile, as a user
-pointing it at that server would), and both are timed the same way in this process: from the first text token to
-the last one received. A request that differs in its sampling fields is different work for the server: a raw body
-with repeat_penalty 1.0 against the backend's generic body, which left the server's default of 1.1, read as a 25 %
-"loss" of the backend's.
+Both sides send the same request body, the one the backend builds (greedy, the same prompt, token budget and
+sampling fields: the backend speaks to the server through its llama-cpp-python profile, as a user pointing it at
+that server would). A body that differs in its sampling fields is different work for the server: the raw side once
+asked for top_k 1 and repeat_penalty 1.0 while the backend's generic body left the server's defaults (top_k 40,
+repeat_penalty 1.1). Both are timed the same way in this process, from the first text token to the last one
+received, and both count the tokens the server says it generated (its usage report), not the pieces received: the
+backend's pieces need not be one per token.
 """
 
 from __future__ import annotations
@@ -59,31 +60,35 @@ def raw_sse(url: str, body: dict) -> tuple[int, float]:
     """(tokens, seconds from the first to the last) reading the SSE stream with httpx and json alone."""
     import httpx
 
-    count, first, last = 0, None, None
+    count, first, last, usage = 0, None, None, None
     with httpx.Client(timeout=120) as client, client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
         for line in reply.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            delta = json.loads(line[6:])["choices"][0]["delta"]
+            event = json.loads(line[6:])
+            usage = event.get("usage") or usage
+            delta = (event.get("choices") or [{}])[0].get("delta") or {}
             if delta.get("content"):
                 last = time.perf_counter()
                 first = first or last
                 count += 1
-    return count, (last - first) if first and last else 0.0
+    return (usage or {}).get("completion_tokens") or count, (last - first) if first and last else 0.0
 
 
 def through_backend(backend, tokens: int) -> tuple[int, float]:
-    from localllm.core.chunks import TextChunk
+    from localllm.core.chunks import FinalChunk, TextChunk
     from localllm.core.messages import Message
     from localllm.core.options import preset
 
-    count, first, last = 0, None, None
+    count, first, last, generated = 0, None, None, 0
     for chunk in backend.chat([Message("user", PROMPT)], preset("precise").with_overrides(max_tokens=tokens)):
         if isinstance(chunk, TextChunk) and chunk.text:
             last = time.perf_counter()
             first = first or last
             count += 1
-    return count, (last - first) if first and last else 0.0
+        elif isinstance(chunk, FinalChunk):
+            generated = chunk.usage.completion_tokens
+    return generated or count, (last - first) if first and last else 0.0
 
 
 def measure(model: Path, rounds: int = 7, tokens: int = 128) -> dict[str, list[float]]:
