@@ -435,11 +435,11 @@ def bench_serve_models() -> None:
     machine = [after / before for before, after in zip(m["machine"]["before"], m["machine"]["after"], strict=True)]
     ratio = statistics.median(machine)
     record("machine memory in use after a runner's model is unloaded / before its load", ratio, "<= 1.10",
-           ratio <= 1.10, spread_of(machine))
+           ratio <= 1.10, spread_of(machine), len(machine))
     tree = [after / before for before, after in zip(m["tree"]["before"], m["tree"]["after"], strict=True)]
     ratio = statistics.median(tree)
     record("serve and its runners' RSS after unloading a second model / before loading it", ratio, "<= 1.10",
-           ratio <= 1.10, spread_of(tree))
+           ratio <= 1.10, spread_of(tree), len(tree))
 
 
 def bench_serve_run(rounds: int = 15, tokens: int = 128) -> None:
@@ -525,7 +525,7 @@ def bench_eval_perplexity(rounds: int = 5, n_ctx: int = 512, chunks: int = 4) ->
                  f"medians: localllm {ours_speed:.1f}, logits_all loop {raw_speed:.1f}")
     record("eval perplexity tokens/s localllm / logits_all loop", ours_speed / raw_speed, ">= 0.95",
            ours_speed / raw_speed >= 0.95,
-           spread_of(o["tokens_per_s"] / r["tokens_per_s"] for o, r in zip(ours, raw, strict=True)))
+           spread_of(o["tokens_per_s"] / r["tokens_per_s"] for o, r in zip(ours, raw, strict=True)), len(ours))
     shutil.rmtree(home, ignore_errors=True)
 
 
