@@ -128,6 +128,23 @@ def merged(items: list[Any]) -> list[Any]:
     return out
 
 
+async def whole_answer(chunks: AsyncIterator[Chunk]) -> tuple[str, str, list, FinalChunk | None]:
+    """An answer's chunks gathered: (text, thinking, tool calls, final chunk)."""
+    from localllm.core.chunks import ToolCallChunk
+
+    text, thinking, calls, final = [], [], [], None
+    async for chunk in chunks:
+        if isinstance(chunk, TextChunk):
+            text.append(chunk.text)
+        elif isinstance(chunk, ThinkingChunk):
+            thinking.append(chunk.text)
+        elif isinstance(chunk, ToolCallChunk):
+            calls.append(chunk.call)
+        elif isinstance(chunk, FinalChunk):
+            final = chunk
+    return "".join(text), "".join(thinking), calls, final
+
+
 @dataclass
 class Request:
     messages: list[Message]
@@ -291,19 +308,7 @@ class Engine:
 
     async def complete(self, request: Request) -> tuple[str, str, list, FinalChunk | None]:
         """The whole answer: (text, thinking, tool calls, final chunk)."""
-        from localllm.core.chunks import TextChunk, ThinkingChunk, ToolCallChunk
-
-        text, thinking, calls, final = [], [], [], None
-        async for chunk in self.stream(request):
-            if isinstance(chunk, TextChunk):
-                text.append(chunk.text)
-            elif isinstance(chunk, ThinkingChunk):
-                thinking.append(chunk.text)
-            elif isinstance(chunk, ToolCallChunk):
-                calls.append(chunk.call)
-            elif isinstance(chunk, FinalChunk):
-                final = chunk
-        return "".join(text), "".join(thinking), calls, final
+        return await whole_answer(self.stream(request))
 
     async def count_prompt_tokens(self, request: Request) -> int:
         """Tokens the request's prompt would take (its messages through the chat template, its tools as they would

@@ -317,19 +317,9 @@ class RunnerEngine:
 
     async def complete(self, request: Request) -> tuple[str, str, list, FinalChunk | None]:
         """The whole answer: (text, thinking, tool calls, final chunk)."""
-        from localllm.core.chunks import TextChunk, ThinkingChunk, ToolCallChunk
+        from localllm.server.engine import whole_answer
 
-        text, thinking, calls, final = [], [], [], None
-        async for chunk in self.stream(request):
-            if isinstance(chunk, TextChunk):
-                text.append(chunk.text)
-            elif isinstance(chunk, ThinkingChunk):
-                thinking.append(chunk.text)
-            elif isinstance(chunk, ToolCallChunk):
-                calls.append(chunk.call)
-            elif isinstance(chunk, FinalChunk):
-                final = chunk
-        return "".join(text), "".join(thinking), calls, final
+        return await whole_answer(self.stream(request))
 
     async def count_prompt_tokens(self, request: Request) -> int:
         return int(await self._ask("count", request))

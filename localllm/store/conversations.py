@@ -17,6 +17,7 @@ from typing import TypeVar
 from localllm.core.errors import LocalLLMError
 from localllm.core.finish import NOTES
 from localllm.core.messages import Role
+from localllm.store.migrations import apply_migrations
 
 T = TypeVar("T")
 
@@ -414,18 +415,7 @@ def _connect(where: str) -> sqlite3.Connection:
         if _migrated(db):
             _check(db, where)
             return db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
-            done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
-            for name, sql in MIGRATIONS:
-                if name not in done:
-                    db.execute(sql)
-                    db.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, _now()))
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        apply_migrations(db, MIGRATIONS, _now)
         _check(db, where)
     except BaseException:
         db.close()

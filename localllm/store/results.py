@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from localllm.store.migrations import apply_migrations
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("001_results", """
         CREATE TABLE results (
@@ -70,19 +72,11 @@ class ResultStore:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         db.row_factory = sqlite3.Row
         db.execute("PRAGMA journal_mode=WAL")
-        db.execute("BEGIN IMMEDIATE")
         try:
-            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied TEXT NOT NULL)")
-            done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
-            for name, sql in MIGRATIONS:
-                if name not in done:
-                    db.execute(sql)
-                    db.execute("INSERT INTO migrations (name, applied) VALUES (?, ?)", (name, now()))
+            apply_migrations(db, MIGRATIONS, now)
         except BaseException:
-            db.execute("ROLLBACK")
             db.close()
             raise
-        db.execute("COMMIT")
         return db
 
     def add(self, result: Result) -> None:
