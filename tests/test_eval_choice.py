@@ -118,26 +118,30 @@ def test_serve_gives_lm_eval_local_completions_the_same_log_likelihoods(data_fil
     """lm-evaluation-harness (0.4.x, models/openai_completions.py) sends each context + continuation as token ids
     to /v1/completions with echo, logprobs 1, max_tokens 1 and temperature 0, and sums
     ``token_logprobs[ctxlen:-1]``, counting on the last entry being the one generated token. The same request
-    here, against serve; the continuation's entries are summed by position, because serve lists no entry for a
-    generated end token (the model may end at once after a choice), where the harness's -1 would drop the
-    continuation's last token."""
+    here, against serve, read as the harness reads it: a generated end token (the model may end at once after a
+    choice) is an entry too, or the harness's -1 would drop the continuation's last token."""
     _, files, _ = data_files
     done = run_cli("eval", "choice", "-m", "smollm2-135m", str(files["jsonl"]), "--json", home=choice_home,
                    timeout=600)
     assert done.returncode == 0, done.stderr_text
     scored = json.loads(done.stdout_text)["scored"]
-    with serving(choice_home) as url:
-        for item in scored:
-            context = item["context_tokens"]
-            for tokens, expected_logprob in zip(item["choice_tokens"], item["logprobs"], strict=True):
-                reply = httpx.post(f"{url}/v1/completions", timeout=120, json={
-                    "model": "smollm2-135m", "prompt": [*context, *tokens], "temperature": 0, "max_tokens": 1,
-                    "logprobs": 1, "seed": 1234, "echo": True})
-                assert reply.status_code == 200, reply.text
-                logprobs = reply.json()["choices"][0]["logprobs"]
-                assert len(logprobs["token_logprobs"]) >= len(context) + len(tokens)
-                continuation = logprobs["token_logprobs"][len(context):len(context) + len(tokens)]
-                assert sum(continuation) == pytest.approx(expected_logprob, abs=1e-3)
+    for parallel in ("1", "2"):  # one answer at a time (llama-cpp-python's own loop) and the batch decoder
+        with serving(choice_home, "--parallel", parallel) as url:
+            _check_lm_eval_requests(url, scored)
+
+
+def _check_lm_eval_requests(url: str, scored: list) -> None:
+    for item in scored:
+        context = item["context_tokens"]
+        for tokens, expected_logprob in zip(item["choice_tokens"], item["logprobs"], strict=True):
+            reply = httpx.post(f"{url}/v1/completions", timeout=120, json={
+                "model": "smollm2-135m", "prompt": [*context, *tokens], "temperature": 0, "max_tokens": 1,
+                "logprobs": 1, "seed": 1234, "echo": True})
+            assert reply.status_code == 200, reply.text
+            logprobs = reply.json()["choices"][0]["logprobs"]
+            assert len(logprobs["token_logprobs"]) == len(context) + len(tokens) + 1  # and the one generated
+            continuation = logprobs["token_logprobs"][len(context):-1]
+            assert sum(continuation) == pytest.approx(expected_logprob, abs=1e-3)
 
 
 @pytest.mark.usefixtures("bundled_model")

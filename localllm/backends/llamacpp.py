@@ -703,7 +703,7 @@ class LlamaCppBackend(Backend):
             yield text(rest)
         yield FinalChunk(finish, Usage(prompt_tokens, generated(early), cached_tokens=cached()),
                          replace(watch.timings(), engine=engine() if engine is not None else engine_timings(self._llm)),
-                         scan.matched)
+                         scan.matched, recorder.end if recorder is not None else None)
 
     def close(self) -> None:
         self._scorer = None

@@ -86,6 +86,8 @@ class Job:
         """Prompt tokens in the cache so far."""
         self.next_token: int | None = None
         """The token sampled last, to be decoded at the next step."""
+        self.end_entry: Any = None
+        """The end token's log-probability entry, where the answer ended with one and they were asked for."""
         self.generated = 0
         self.timings = Timings()
         self.started = time.perf_counter()
@@ -355,6 +357,7 @@ class BatchDecoder:
             job.timings.decoded += 1
         job.generated += 1
         if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+            job.end_entry = entry
             job.out.put((token, None))
             self._finish(slot, "stop")
             return
@@ -430,6 +433,8 @@ class AnswerParts:
                 if stopped:
                     yield _part("", "stop")
                     return
+            if recorder is not None:
+                recorder.end = job.end_entry
             rest = scan.flush() + text.decode(b"", final=True)
             if reason == "cancelled":
                 if rest:

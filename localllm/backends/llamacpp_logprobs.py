@@ -173,10 +173,13 @@ class Recorder:
         self._made = 0
         """Bytes of text the tokens sampled so far make."""
         self._shown = 0
+        self.end: TokenLogprob | None = None
+        """The end token's entry, where the answer ended with one (FinalChunk.end_logprob)."""
 
     def _sampled(self, context: Any, index: int, token: int) -> None:
-        if self._is_end(self._vocab, token):
-            return  # an end token is no part of the answer
+        if self._is_end(self._vocab, token):  # no part of the answer's text, but a token it generated
+            self.end = self.rows.entry(self.rows.row(context.ctx, index), token, False)
+            return
         entry = self.rows.entry(self.rows.row(context.ctx, index), token, False)
         self._pending.append((self._made, entry))
         self._made += len(entry.piece)

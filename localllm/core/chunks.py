@@ -120,6 +120,9 @@ class FinalChunk:
     timings: Timings
     stop_sequence: str | None = None
     """The stop string (of the request's) that ended the answer, where the backend can tell which."""
+    end_logprob: TokenLogprob | None = None
+    """The end token the model ended with, where log-probabilities were asked for: no part of the text, but a token
+    generated (OpenAI's legacy completions list it, and lm-evaluation-harness counts on the entry being there)."""
 
     @property
     def tokens_per_second(self) -> float | None:

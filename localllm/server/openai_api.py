@@ -455,7 +455,10 @@ def text_choice(request: Request, answer: Answer, scored: Sequence[TokenLogprob]
     logprobs = None
     if request.options.logprobs is not None:
         legacy = LegacyLogprobs(0 if echo else len(before))
-        logprobs = legacy.part([*(scored or ()), *answer.logprobs] if echo else answer.logprobs)
+        # A generated end token is listed too, as OpenAI's legacy completions list theirs: lm-evaluation-harness
+        # reads token_logprobs[ctxlen:-1], counting on the last entry being the token generated.
+        end = [answer.final.end_logprob] if answer.final is not None and answer.final.end_logprob is not None else []
+        logprobs = legacy.part([*(scored or ()), *answer.logprobs, *end] if echo else [*answer.logprobs, *end])
     text = "".join(answer.text)
     return {"text": before + text if echo else text, "index": index, "logprobs": logprobs,
             "finish_reason": finish_of(answer.final).reason}
