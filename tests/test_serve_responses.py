@@ -77,11 +77,14 @@ def test_anthropic_count_tokens_is_the_prompt_the_answer_reads(server):
     counted = client.messages.count_tokens(**with_tools).input_tokens
     assert counted > plain  # the tool's schema is in the prompt
     assert counted == client.messages.create(max_tokens=1, **with_tools).usage.input_tokens
-    # Counting does not wait for the answer being generated (the server has no waiting room: a request that waited
-    # for the model would be a 503), and reading the vocabulary beside the decoding thread changes neither.
+    # Counting does not wait for the answers being generated (the server's two slots busy and no waiting room: a
+    # request that waited for the model would be a 503), and reading the vocabulary beside the decoding changes
+    # neither.
     story = [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]
-    with client.messages.stream(model=MODEL, max_tokens=3000, messages=story) as stream:
-        next(text for text in stream.text_stream if text)
+    with client.messages.stream(model=MODEL, max_tokens=3000, messages=story) as stream, \
+            client.messages.stream(model=MODEL, max_tokens=3000, messages=story) as other:
+        for each in (stream, other):
+            next(text for text in each.text_stream if text)
         assert client.messages.count_tokens(**with_tools).input_tokens == counted
         assert httpx.post(f"{url}/v1/messages", headers=HEADERS, json={
             "model": MODEL, "max_tokens": 1, "messages": story}).status_code == 503  # the model is busy indeed
