@@ -161,7 +161,26 @@ class Request:
     With a seed, answer i samples with seed + i: the same request gives the same answers, not n copies of one."""
 
 
-class Engine:
+class LoadedModelNames:
+    """What the routes read of an engine's model, the same whether it runs here or in a runner: ``loaded`` is a
+    LoadedModel or a runner's account of one."""
+
+    loaded: Any
+
+    @property
+    def name(self) -> str:
+        return str(self.loaded.ref.name)
+
+    @property
+    def window(self) -> int:
+        return int(self.loaded.plan.n_ctx)
+
+    @property
+    def backend_name(self) -> str:
+        return str(self.loaded.backend.name)
+
+
+class Engine(LoadedModelNames):
     def __init__(self, loaded: Any, *, max_queue: int = DEFAULT_QUEUE,
                  embedder: Callable[[], Any] | None = None, stream_interval: float = STREAM_INTERVAL,
                  parallel: int = 1) -> None:
@@ -182,17 +201,6 @@ class Engine:
         finishes closing before the next one starts, even if the event loop has moved on."""
         self._waiting = 0
 
-    @property
-    def name(self) -> str:
-        return str(self.loaded.ref.name)
-
-    @property
-    def window(self) -> int:
-        return int(self.loaded.plan.n_ctx)
-
-    @property
-    def backend_name(self) -> str:
-        return str(self.loaded.backend.name)
 
     def check_text_completion(self) -> None:
         if not self.loaded.backend.capabilities.text_completion:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localllm.core.chunks import Chunk, FinalChunk
-from localllm.server.engine import ApiError, Request
+from localllm.server.engine import ApiError, LoadedModelNames, Request
 from localllm.server.runner import HEADER, error_from, frame
 from localllm.tasks.serving import LocalModels
 
@@ -237,7 +237,7 @@ class RunnerModel:
         self.runner.close()
 
 
-class RunnerEngine:
+class RunnerEngine(LoadedModelNames):
     """Engine's public interface for a model in a runner."""
 
     def __init__(self, loaded: RunnerModel) -> None:
@@ -246,17 +246,6 @@ class RunnerEngine:
         self._facts = loaded.facts
         self._runner.start_reading()
 
-    @property
-    def name(self) -> str:
-        return str(self.loaded.ref.name)
-
-    @property
-    def window(self) -> int:
-        return int(self.loaded.plan.n_ctx)
-
-    @property
-    def backend_name(self) -> str:
-        return self.loaded.backend.name
 
     @property
     def slots(self) -> int:
