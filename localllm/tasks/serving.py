@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,7 +117,7 @@ class LocalModels:
             key = served_key(pulled) if pulled is not None else None
         return key
 
-    def load(self, name: str | None, beside: list[LoadedModel | Footprint]) -> LoadedModel:
+    def load(self, name: str | None, beside: Sequence[LoadedModel | Footprint]) -> LoadedModel:
         """``name`` is a served name, or the path serve's -m gave (the default model loaded again)."""
         from localllm.store.locate import looks_like_path
 
