@@ -11,7 +11,6 @@ from an empty cache, interleaved, in one process.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -20,7 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from serve_stream import _free_port, start_localllm
+from serve_stream import _free_port, start_localllm, stream
 
 PROMPTS = ("Write a short story about a lighthouse keeper.", "Explain how a bicycle works.",
            "Describe a walk through a forest in autumn.", "Write a letter to a friend about a trip to the sea.")
@@ -67,25 +66,8 @@ def start_xllamacpp(model: Path, threads: int = 2) -> tuple[subprocess.Popen, st
 
 
 def answer(url: str, prompt: str, tokens: int) -> int:
-    """One streamed greedy answer read to its end: the tokens it took (the usage event's count where the server
-    sends one, else its events with text: llama-server sends one per token)."""
-    import httpx
-
-    # No "model": each server's default (localllm serve refuses a name it does not serve)
-    body = {"messages": [{"role": "user", "content": prompt}], "stream": True,
-            "max_tokens": tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0,
-            "stream_options": {"include_usage": True}}
-    count, usage = 0, None
-    with httpx.Client(timeout=300) as client, client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
-        for line in reply.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            choices = event.get("choices") or [{}]
-            if (choices[0].get("delta") or {}).get("content"):
-                count += 1
-            usage = event.get("usage") or usage
-    return int(usage["completion_tokens"]) if usage else count
+    """One streamed greedy answer read to its end: the tokens it took (serve_stream's reading of a stream)."""
+    return int(stream(url, tokens, prompt, timeout=300)[0])
 
 
 def aggregate(url: str, clients: int, tokens: int, pool: ThreadPoolExecutor) -> float:

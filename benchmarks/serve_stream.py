@@ -52,19 +52,20 @@ def start_localllm(model: Path, threads: int = 2, preset: str | None = None,
     raise RuntimeError("localllm serve did not start")
 
 
-def stream(url: str, tokens: int) -> tuple[int, float, float]:
+def stream(url: str, tokens: int, prompt: str = PROMPT, timeout: float = 120) -> tuple[int, float, float]:
     """(tokens, seconds from the first to the last, seconds to the first) for one streamed answer. The tokens are
     the usage event's count where the server sends one (localllm serve: an event may carry several tokens), else
     the events with text (llama_cpp.server sends an event per token and no usage)."""
     import httpx
 
     # No "model": each server's default (localllm serve refuses a name it does not serve)
-    body = {"messages": [{"role": "user", "content": PROMPT}], "stream": True,
+    body = {"messages": [{"role": "user", "content": prompt}], "stream": True,
             "max_tokens": tokens, "temperature": 0.0, "top_p": 1.0, "top_k": 1, "min_p": 0.0, "repeat_penalty": 1.0,
             "stream_options": {"include_usage": True}}
     count, first, last, usage = 0, None, None, None
     started = time.perf_counter()
-    with httpx.Client(timeout=120) as client, client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
+    with httpx.Client(timeout=timeout) as client, \
+            client.stream("POST", f"{url}/v1/chat/completions", json=body) as reply:
         for line in reply.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue

@@ -29,10 +29,6 @@ from localllm.core.errors import GenerationError
 
 logger = logging.getLogger("localllm")
 
-DEFAULT_SLOTS = 4
-"""Sequences decoded together per model where memory allows (as LM Studio's default; Ollama picks 1 to 4)."""
-
-
 @dataclass(frozen=True)
 class Sampling:
     """How one request picks its tokens (what llama-cpp-python's create_completion takes, in its chain's order)."""
