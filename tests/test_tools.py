@@ -85,26 +85,31 @@ def test_server_faults_are_statuses_and_results_never_exceptions(tmp_path):
         entry_for_test_server(tmp_path),
         ServerEntry("missing", "no-such-mcp-server-command"),
         ServerEntry("exits", sys.executable, ("-c", "import sys; print('bad token', file=sys.stderr); sys.exit(3)")),
-        ServerEntry("silent", sys.executable, ("-c", "import time; time.sleep(60)")),
     ]
-    started = time.monotonic()
-    with McpServers(entries, start_timeout=3) as servers:
+    # Room for the test server to import the MCP SDK on a loaded machine; the others end long before.
+    with McpServers(entries, start_timeout=60) as servers:
         statuses = {status.name: status for status in servers.start()}
         failed = servers.call(ToolCall("fail", {"reason": "test"}, "t"))
         crashed = servers.call(ToolCall("crash", {}, "t"))
         after = servers.call(ToolCall("echo", {"text": "hello"}, "t"))
         to_missing = servers.call(ToolCall("anything", {}, "missing"))
-    elapsed = time.monotonic() - started
 
-    assert statuses["t"].started
+    assert statuses["t"].started, statuses["t"].error
     assert "not found" in statuses["missing"].error
     assert "bad token" in statuses["exits"].error  # the end of its stderr says why
-    assert "did not answer within 3 s" in statuses["silent"].error
     assert failed.is_error and "fail" in failed.content
     assert crashed.is_error and "closed the connection during the call" in crashed.content
     assert after.is_error and "cannot take calls" in after.content
     assert to_missing.is_error and "not found" in to_missing.content
-    assert elapsed < 20
+
+
+def test_a_server_that_never_answers_is_given_up_on_after_the_start_timeout():
+    started = time.monotonic()
+    with McpServers([ServerEntry("silent", sys.executable, ("-c", "import time; time.sleep(60)"))],
+                    start_timeout=2) as servers:
+        (status,) = servers.start()
+    assert not status.started and "did not answer within 2 s (is it an MCP server?)" in status.error
+    assert time.monotonic() - started < 20  # not the minute the server would sleep
 
 
 def test_a_stdio_server_gets_only_its_declared_environment_and_path(tmp_path, monkeypatch):
