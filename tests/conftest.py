@@ -51,7 +51,14 @@ def fast_loop(config: pytest.Config) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     """In the fast loop a model load, in this process or in any Python process a test starts, is written down with
-    the test that made it (helpers/model_guard/sitecustomize.py), and that test fails (model_loads_refused)."""
+    the test that made it (helpers/model_guard/sitecustomize.py), and that test fails (model_loads_refused).
+
+    Ctrl-C is caught again where the suite was started with it ignored (as a shell does for `pytest &`): the
+    processes the tests start inherit an ignored SIGINT, and the tests that send them one would fail."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not fast_loop(config):
         return
     loads = Path(tempfile.mkdtemp(prefix="localllm-model-loads-")) / "loads.txt"

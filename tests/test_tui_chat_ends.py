@@ -156,7 +156,7 @@ def test_esc_while_a_long_prompt_is_read_stops_at_once(tmp_path):
 
 def test_a_reasoning_models_thinking_is_shown_apart_and_never_sent_back(tmp_path):
     # The scripted backend: text as a reasoning model writes it, through the same thinking split as every backend.
-    from helpers.scripted_backend import scripted_model
+    from helpers.scripted_backend import ScriptedBackend, scripted_model
 
     from localllm.tui.shared_model import SharedModel
 
@@ -164,7 +164,8 @@ def test_a_reasoning_models_thinking_is_shown_apart_and_never_sent_back(tmp_path
     settings = settings_for(tmp_path)
 
     async def session():
-        shared = SharedModel(settings, loaded=scripted_model(tokens, delay_s=0.15))
+        loaded = scripted_model(tokens, delay_s=0.05, hold_before=tokens.index("</think>"))
+        shared = SharedModel(settings, loaded=loaded)
         app = LocalLLMApp(settings, preset("precise"), shared=shared)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
@@ -176,6 +177,8 @@ def test_a_reasoning_models_thinking_is_shown_apart_and_never_sent_back(tmp_path
             await wait_until(pilot, lambda: "colour" in answer.thinking)
             block = answer.query_one("Collapsible")
             open_while_thinking = not block.collapsed
+            assert isinstance(loaded.backend, ScriptedBackend)
+            loaded.backend.released.set()  # the thinking ends
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
             await pilot.pause()
             return (open_while_thinking, block.collapsed, answer.text, answer.thinking,

@@ -12,7 +12,7 @@ import shutil
 import pytest
 from conftest import BUNDLED_MODEL, settings_for
 from helpers.hub_fixture import start_hub
-from helpers.tui_helpers import TEST_MACHINE, on_screen, wait_until
+from helpers.tui_helpers import TEST_MACHINE, on_screen, record_notifications, wait_until
 from rich.console import Console
 from textual.app import App
 from textual.widgets import DataTable, Input, ProgressBar
@@ -171,6 +171,7 @@ def test_pull_shows_progress_cancels_part_way_then_resumes_and_installs(tmp_path
 def test_a_hub_error_becomes_a_notification_not_a_crash(tmp_path, hub):
     async def session():
         app = ModelsApp(settings_for(tmp_path, discover=False))
+        notes = record_notifications(app)
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ModelsPane)
             await wait_until(pilot, lambda: pane.query_one("#catalog", DataTable).row_count > 0)
@@ -179,7 +180,7 @@ def test_a_hub_error_becomes_a_notification_not_a_crash(tmp_path, hub):
             await pilot.press("enter")
             await wait_until(pilot, lambda: pane.pulling is None and "error" in status(pane))
             assert "has no file 'absent.gguf'" in status(pane)
-            assert any(n.severity == "error" for n in app._notifications)
+            assert any(severity == "error" for severity, _ in notes)
             assert not pane.query_one("#pull-row").has_class("active")
 
     asyncio.run(session())
