@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import jsonschema
 import pytest
-from conftest import run_cli, seed_verdict
+from conftest import BUNDLED_MODEL, run_cli, seed_verdict
 from helpers.backend_servers import free_port
 from helpers.serve_process import serving
 
@@ -39,7 +39,9 @@ def test_the_openai_client_chats_streams_follows_a_schema_and_gets_tool_calls(se
 
     url, _ = server
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY)
-    assert [m.id for m in client.models.list().data] == ["smollm2-135m"]
+    (listed,) = client.models.list().data
+    assert listed.id == "smollm2-135m"
+    assert listed.created == int(BUNDLED_MODEL.stat().st_mtime) == client.models.retrieve(MODEL).created  # its file's
     plain = client.chat.completions.create(model=MODEL, max_tokens=8,
                                            messages=[{"role": "user", "content": "Name a colour."}])
     assert plain.choices[0].message.content and plain.usage.completion_tokens == 8

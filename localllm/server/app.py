@@ -298,7 +298,7 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
     async def openai_models(request: HttpRequest) -> Response:
         if ANTHROPIC_CLIENT in request.headers:
             return JSONResponse(anthropic_api.models(await described(listed()), request.query_params))
-        return JSONResponse(openai_api.models([served.name for served in listed()]))
+        return JSONResponse(openai_api.models(await described(listed())))
 
     async def openai_model(request: HttpRequest) -> Response:
         wanted = request.path_params["name"]
@@ -306,7 +306,10 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         served = next((served for served in listed() if served.key == key), None)
         if ANTHROPIC_CLIENT in request.headers and served is not None:
             return JSONResponse(anthropic_api.model_info((await described([served]))[0]))
-        return JSONResponse(openai_api.model(served.name if served else wanted))
+        if served is None:
+            return JSONResponse(openai_api.model(wanted))
+        (known,) = await described([served])
+        return JSONResponse(openai_api.model(served.name, known.modified))
 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from localllm.backends.base import unsupported
@@ -60,18 +61,21 @@ from localllm.server.wire import (
     token_ids,
     where,
 )
+from localllm.tasks.serving import Described
 
 COMPLETION_MAX_TOKENS = 16
 """/v1/completions' default answer length when a request names none: OpenAI's own (and llama.cpp's server's)."""
 
 
-def models(names: list[str]) -> dict[str, Any]:
-    return {"object": "list", "data": [model(name) for name in names]}
+def models(described: list[Described]) -> dict[str, Any]:
+    return {"object": "list", "data": [model(entry.name, entry.modified) for entry in described]}
 
 
-def model(name: str) -> dict[str, Any]:
-    """One served model (the SDKs' models.retrieve)."""
-    return {"id": name, "object": "model", "created": 0, "owned_by": "localllm"}
+def model(name: str, modified: datetime | None = None) -> dict[str, Any]:
+    """One served model (the SDKs' models.retrieve); ``created`` is its file's time, where it has a file here (a
+    client that shows it would otherwise say 1970)."""
+    return {"id": name, "object": "model", "created": int(modified.timestamp()) if modified else 0,
+            "owned_by": "localllm"}
 
 
 def parse(body: dict[str, Any], base: GenerationOptions) -> Request:
