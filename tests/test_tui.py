@@ -76,8 +76,10 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
             await wait_until(pilot, lambda: pane._answer is not None and len(pane._answer.text) > 40)
             started = time.monotonic()
             await pilot.press("escape")
-            await wait_until(pilot, lambda: not pane.generating, timeout=10)
-            assert time.monotonic() - started < 2  # the bar is 0.5 s; a busy 2-core machine needs slack
+            await wait_until(pilot, lambda: not pane.generating, timeout=30)
+            # The bar is 0.5 s quiet; a loaded 2-core machine needs room. An answer not stopped would go on to its
+            # 3,000 tokens, far past this bound.
+            assert time.monotonic() - started < 8
             assert "stopped" in str(pane.query_one("#status").render())
 
     run(session())
