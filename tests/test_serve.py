@@ -146,15 +146,18 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
     # The streams are closed here, long before their 2,000 tokens: the server stops those answers.
     assert crowded.status_code == 503 and crowded.headers["retry-after"] == "5"
     started = time.monotonic()
-    after = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60,
-                       json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    # The server frees a slot once it has noticed the client left and ended that answer's decode step: on a busy
+    # machine that can come after this request, which is then told to retry, as a client would.
+    while (after := httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})).status_code == 503:
+        assert time.monotonic() - started < 30, "the answers of the clients that left were never stopped"
+        time.sleep(0.1)
     assert after.status_code == 200, after.text
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "the client went away" not in Path(log).read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     stopped = [line for line in Path(log).read_text().splitlines() if "the client went away" in line]
     assert stopped and int(stopped[-1].split("after ")[1].split()[0]) < 1000
-    assert time.monotonic() - started < 30
 
 
 def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(server):
