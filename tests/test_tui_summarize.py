@@ -109,7 +109,9 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
             assert f"{plan.calls} calls" in text_of(pane, "#sum-plan")
 
             await pilot.click("#sum-run")
+            deadline = time.monotonic() + 180  # a failed summary (never a summary) fails here instead of hanging
             while pane.running or not pane.summary:
+                assert time.monotonic() < deadline, text_of(pane, "#sum-status")
                 seen_progress.add(pane.calls_done)
                 messages.add(text_of(pane, "#sum-progress-text"))
                 await pilot.pause(0.05)

@@ -95,7 +95,7 @@ def other_slot_taken(url: str) -> Iterator[None]:
         yield
 
 
-def log_since(log: Path, offset: int, wanted: str, timeout: float = 10) -> str:
+def log_since(log: Path, offset: int, wanted: str, timeout: float = 30) -> str:
     """The log written after ``offset``, once it holds ``wanted`` (or ``timeout`` has passed)."""
     deadline = time.monotonic() + timeout
     while True:
