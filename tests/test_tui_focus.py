@@ -87,9 +87,13 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
             await wait_until(pilot, lambda: len(pane._messages_in_log()[-1].text) > 10)
             await pilot.press("escape")
             await pilot.press("ctrl+n")
-            await wait_until(pilot, lambda: not pane.generating and not pane._messages_in_log(), timeout=20)
+            await wait_until(pilot, lambda: not pane.generating and not pane._messages_in_log(), timeout=60)
             # Long enough that reading it spans several frames of the status bar.
+            before = len(statuses)
             turns = await ask(pilot, pane, "Summarize this: " + "The river flows past the old mill. " * 120)
+            # Stopped once this prompt's count is shown: an Esc that landed first (a loaded machine can start the
+            # generating thread late) would stop it before it counted.
+            await wait_until(pilot, lambda: any("tokens)" in text for text in statuses[before:]))
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
             box = pane.query_one("#prompt", PromptArea)
