@@ -182,7 +182,8 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
             opened = pane.conversation_id
             await wait_until(pilot, lambda: pane.session is not None)
             log = pane.query_one("#log")
-            await pilot.pause(0.3)
+            # Laid out, then scrolled to its end: waited for, as a loaded machine lays out later than a fixed pause.
+            await wait_until(pilot, lambda: 0 < log.max_scroll_y == log.scroll_y, timeout=30)
             at_end = (log.max_scroll_y, log.scroll_y)
             # Opened before the model was ready or after: the answer will see the whole conversation.
             assert [m.content for m in pane.session.history][-2:] == ["Question 3?", messages_stored[-1]]
