@@ -187,9 +187,9 @@ def test_the_app_says_what_the_check_did_and_answers(tmp_path: Path, unchecked_p
     async def session():
         async with app.run_test(size=(120, 40)) as pilot:
             pane = app.query_one(ChatPane)
-            await wait_until(pilot, lambda: any("died with SIGILL" in message for _, message in notes), 120)
+            await wait_until(pilot, lambda: any("died with SIGILL" in message for _, message in notes))
             before = await ask(pilot, pane, "Name a river in Europe.")
-            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before, 120)
+            await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > before)
             assert pane.session.history[-1].content.strip()
 
     run(session())

@@ -225,12 +225,12 @@ def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
             pane = app.query_one(ChatPane)
             log = pane.query_one("#log")
             await ask(pilot, pane, "Write a long story about a lighthouse keeper, in ten paragraphs.")
-            await wait_until(pilot, lambda: log.max_scroll_y > 5 or not pane.generating, timeout=60)
+            await wait_until(pilot, lambda: log.max_scroll_y > 5 or not pane.generating)
             following = (log.max_scroll_y, log.scroll_y)
             log.scroll_home(animate=False)  # the user scrolls up to read
             grown_from = log.max_scroll_y
-            await wait_until(pilot, lambda: log.max_scroll_y > grown_from + 3 or not pane.generating, timeout=60)
-            await wait_until(pilot, lambda: not pane.generating, timeout=120)
+            await wait_until(pilot, lambda: log.max_scroll_y > grown_from + 3 or not pane.generating)
+            await wait_until(pilot, lambda: not pane.generating)
             await pilot.pause(0.2)
             return following, grown_from, log.max_scroll_y, log.scroll_y
 
