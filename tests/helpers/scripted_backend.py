@@ -7,6 +7,7 @@ that checks what the app does with a model uses the real bundled model.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,10 +28,14 @@ class ScriptedBackend(Backend):
     name = "scripted"
     capabilities = Capabilities(stream=True, cancel=True)
 
-    def __init__(self, tokens: Sequence[str], delay_s: float = 0.0) -> None:
+    def __init__(self, tokens: Sequence[str], delay_s: float = 0.0,
+                 hold: tuple[int, threading.Event] | None = None) -> None:
         super().__init__()
         self.tokens = list(tokens)
         self.delay_s = delay_s
+        self.hold = hold
+        """(index, event): the token at that index waits for the event (a test looks at the screen there, however
+        slowly a loaded machine gets to it)."""
         self.calls = 0
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
@@ -43,12 +48,14 @@ class ScriptedBackend(Backend):
         watch = Stopwatch()
         sent = 0
         reason: FinishReason = "stop"
-        for token in self.tokens:
+        for index, token in enumerate(self.tokens):
             if options.max_tokens and sent >= options.max_tokens:
                 reason = "length"
                 break
             if self.delay_s:
                 time.sleep(self.delay_s)
+            if self.hold is not None and index == self.hold[0]:
+                self.hold[1].wait(60)
             watch.mark_token()
             sent += 1
             yield TextChunk(token)
@@ -81,7 +88,8 @@ def markdown_tokens(count: int) -> list[str]:
     return tokens[:count]
 
 
-def scripted_model(tokens: Sequence[str], delay_s: float = 0.0) -> LoadedModel:
+def scripted_model(tokens: Sequence[str], delay_s: float = 0.0,
+                   hold: tuple[int, threading.Event] | None = None) -> LoadedModel:
     info = ModelInfo(path="scripted", file_size=0, architecture="scripted", name="scripted", quant=None,
                      context_length=WINDOW, block_count=1, embedding_length=1, feed_forward_length=1, head_count=1,
                      head_count_kv=1, key_length=1, value_length=1, vocab_size=1, layer_bytes=0, non_layer_bytes=0,
@@ -90,4 +98,4 @@ def scripted_model(tokens: Sequence[str], delay_s: float = 0.0) -> LoadedModel:
                     memory=MemoryEstimate(0, 0, 0, 0), placement="cpu", fits=True, ram_available=0, gpu_available=0)
     return LoadedModel(ModelRef("scripted", Path("scripted"), "scripted"), info, plan,
                        BackendChoice("scripted", ("a scripted backend for UI tests",)),
-                       ScriptedBackend(tokens, delay_s))
+                       ScriptedBackend(tokens, delay_s, hold))
