@@ -49,7 +49,7 @@ def test_a_cut_answer_is_marked_stored_and_continued(tmp_path):
             await pilot.press("f8")
             try:
                 await wait_until(pilot, lambda: not pane.generating and len(pane.session.history[-1].content) > len(
-                    cut[2]), timeout=30)
+                    cut[2]))
             except AssertionError:
                 raise AssertionError(f"not continued; the app said {notes}; focus on {app.focused!r}") from None
             await pilot.pause()
