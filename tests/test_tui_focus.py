@@ -239,3 +239,37 @@ def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
     assert most > 5 and scrolled == most, "while the user has not scrolled, the end of the answer is in view"
     assert grown_to > grown_from, "the answer went on growing after the user scrolled up"
     assert kept == 0, "the user, scrolled up, is not pulled back down as the answer grows or ends"
+
+
+def test_a_chat_opened_while_another_is_still_shown_shows_only_its_own_messages(tmp_path):
+    """Opening a conversation takes awaits (the old messages removed, the new ones mounted): one opened while the
+    app still shows another (the one it opens at start, on a slow machine) must not interleave with it and leave
+    both conversations' messages in the log. On the scripted backend: what is checked is the log, not the model."""
+    import asyncio
+
+    from helpers.scripted_backend import scripted_model
+
+    from localllm.store.conversations import ConversationStore
+    from localllm.tui.shared_model import SharedModel
+
+    settings = settings_for(tmp_path, discover=False)
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    chats = []
+    for name in ("Rivers", "Mountains"):
+        chat = store.create(name)
+        store.add_message(chat.id, "user", f"About {name.lower()}?")
+        store.add_message(chat.id, "assistant", f"{name} are long." if name == "Rivers" else f"{name} are high.")
+        chats.append(chat)
+    store.close()
+
+    async def session():
+        app = LocalLLMApp(settings, SHORT, shared=SharedModel(settings, loaded=scripted_model(["Hi."])))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None and len(pane._messages_in_log()) == 2)
+            await asyncio.gather(*(pane._show_conversation(chat.id) for chat in chats))  # one after the other
+            await pilot.pause()
+            return pane.conversation_id, [message.text for message in pane._messages_in_log()]
+
+    shown, texts = run(session())
+    assert shown == chats[-1].id and texts == ["About mountains?", "Mountains are high."]
