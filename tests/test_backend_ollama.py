@@ -160,10 +160,12 @@ def test_garbage_instead_of_json_is_a_clear_error(standin):
 
 
 def test_server_that_stops_answering_times_out(own_standin):
-    with connected(own_standin.url, timeout=1.5) as backend:
+    # 5 s: the connection's own requests answered by a loaded machine's server stay well inside it; the paused
+    # server's silence still ends in this timeout.
+    with connected(own_standin.url, timeout=5) as backend:
         own_standin.pause()
         try:
-            with pytest.raises(GenerationError, match="no answer within 1.5 s"):
+            with pytest.raises(GenerationError, match="no answer within 5 s"):
                 Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=5))).text()
         finally:
             own_standin.resume()

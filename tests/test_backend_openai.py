@@ -119,10 +119,12 @@ def test_server_killed_mid_stream_keeps_the_partial_answer(own_server):
 
 
 def test_server_that_stops_answering_times_out(own_server):
-    with connected(own_server.url, timeout=1.5) as backend:
+    # 5 s: the connection's own requests answered by a loaded machine's server stay well inside it; the paused
+    # server's silence still ends in this timeout.
+    with connected(own_server.url, timeout=5) as backend:
         own_server.pause()
         try:
-            with pytest.raises(GenerationError, match="no answer within 1.5 s"):
+            with pytest.raises(GenerationError, match="no answer within 5 s"):
                 Response(backend.chat(QUESTION, preset("precise").with_overrides(max_tokens=3))).text()
         finally:
             own_server.resume()

@@ -107,7 +107,7 @@ def test_a_locked_database_is_waited_for_said_and_then_an_error_naming_the_lock(
     assert waiting.startswith("waiting for conversations.db, locked by another process")
     one_line_error(type(done)(done.args, done.returncode, done.stdout, "\n".join(rest).encode()),
                    "is locked by another process", f"waited {LOCK_WAIT_S:g} s")
-    assert LOCK_WAIT_S <= took < LOCK_WAIT_S + 15
+    assert LOCK_WAIT_S <= took < LOCK_WAIT_S + 30  # the wait, then one CLI start, however busy the machine
     assert run_cli("logs", home=home).returncode == 0  # the lock gone, all is as it was
 
 
@@ -120,7 +120,9 @@ def test_a_writer_holding_the_lock_does_not_stop_logs_from_reading(home: Path) -
     try:
         started = time.monotonic()
         listed = run_cli("logs", "--json", home=home)
-        assert time.monotonic() - started < 5
+        # Not waited for: a reader the lock held would say so and wait its LOCK_WAIT_S (a loaded machine can take
+        # seconds just to start the CLI, so the time alone is no proof).
+        assert "waiting for" not in listed.stderr_text and time.monotonic() - started < LOCK_WAIT_S
     finally:
         release(holder)
     assert listed.returncode == 0 and [c["title"] for c in json.loads(listed.stdout_text)] == ["Rivers"]

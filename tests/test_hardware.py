@@ -90,13 +90,19 @@ def test_stand_in_nvidia_smi_is_parsed_and_a_slow_tool_is_bounded(tmp_path, monk
     fake_tool(tmp_path, "nvidia-smi", f"cat {FIXTURES / 'nvidia-smi-rtx4090.csv'}\n")
     fake_tool(tmp_path, "rocm-smi", "sleep 30\n")
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    # The tool's own limit is a little under its probe's, so that the fact names the tool; a loaded machine can
+    # take longer than that little to end the tool and say so. Here a third of the probe's time is left for it (the
+    # probe's limit is bound when detect is imported; the tool's is read at each run).
+    from localllm.hardware import detect
+
+    monkeypatch.setattr(detect, "PROBE_TIMEOUT_S", PROBE_TIMEOUT_S * 0.75)
     started = time.monotonic()
     report = detect_hardware()
     elapsed = time.monotonic() - started
     assert [g.name for g in report.gpus] == ["NVIDIA GeForce RTX 4090"]
     assert report.gpus[0].source == "nvidia-smi"
-    assert any("rocm-smi did not answer" in fact for fact in report.facts)
-    assert elapsed < PROBE_TIMEOUT_S + 3
+    assert any("rocm-smi did not answer" in fact for fact in report.facts), report.facts
+    assert elapsed < 15  # not the 30 s the tool would take (room for a loaded machine's llama-cpp-python import)
 
 
 def report_with(vendor: Vendor, offload: bool) -> HardwareReport:

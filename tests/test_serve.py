@@ -148,15 +148,18 @@ def test_a_full_queue_is_503_and_a_client_that_leaves_stops_its_answer(server):
     # The streams are closed here, long before their 2,000 tokens: the server stops those answers.
     assert crowded.status_code == 503 and crowded.headers["retry-after"] == "5"
     started = time.monotonic()
-    after = httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60,
-                       json={"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
+    # The server frees a slot once it has noticed the client left and ended that answer's decode step: on a busy
+    # machine that can come after this request, which is then told to retry, as a client would.
+    while (after := httpx.post(f"{url}/v1/chat/completions", headers=headers, timeout=60, json={
+            "model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})).status_code == 503:
+        assert time.monotonic() - started < 30, "the answers of the clients that left were never stopped"
+        time.sleep(0.1)
     assert after.status_code == 200, after.text
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while "the client went away" not in Path(log).read_text() and time.monotonic() < deadline:
         time.sleep(0.1)
     stopped = [line for line in Path(log).read_text().splitlines() if "the client went away" in line]
     assert stopped and int(stopped[-1].split("after ")[1].split()[0]) < 1000
-    assert time.monotonic() - started < 30
 
 
 def test_the_openai_client_completes_raw_text_plainly_streamed_and_with_stops(server):
@@ -300,8 +303,10 @@ def test_a_stream_gathers_the_tokens_made_while_it_waits_and_ends_without_waitin
     assert "".join(texts) == "".join(f"{index} " for index in range(40))
     assert len(batches) <= producing / 0.05 + 3  # an event an interval, not one a token
     assert all(len([item for item in batch if isinstance(item, TextChunk)]) <= 1 for batch in batches)
-    _, _, lag = asyncio.run(consume(5, 0.0, 0.5))
-    assert lag < 0.25  # the end did not wait out the interval
+    # The end did not wait out the interval: a 5 s interval, so that a loaded machine's late wake-up (a fraction of
+    # a second) stays far from it.
+    _, _, lag = asyncio.run(consume(5, 0.0, 5.0))
+    assert lag < 2.5
 
 
 def test_another_address_without_a_key_is_refused(tmp_path):

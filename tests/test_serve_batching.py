@@ -91,7 +91,9 @@ def test_a_client_that_leaves_mid_batch_frees_its_slot_at_once(server) -> None:
                 assert late.status_code == 200
                 first = next(line for line in late.iter_lines() if '"content"' in line)
                 started = time.monotonic() - left
-            assert first and started < 2.0, started
+            # About a second quiet; a loaded machine reads the late prompt beside three answers more slowly. A slot
+            # kept until its answer ended would wait for 3,000 tokens, minutes beyond this bound.
+            assert first and started < 15, started
             for each in lines[1:]:  # the others were answering all along
                 assert any('"content"' in line for line in each)
         finally:

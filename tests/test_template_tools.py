@@ -99,7 +99,8 @@ def test_a_forced_call_in_the_templates_own_format_fits_the_schema(family, famil
 
 def test_the_real_time_server_is_called_through_the_template_and_its_result_reaches_the_next_prompt(
         family_models, tmp_path):
-    with McpServers([TIME]) as servers, \
+    # A minute to start: a loaded machine can take many seconds to import the MCP SDK.
+    with McpServers([TIME], start_timeout=60) as servers, \
             load_model(settings_for(tmp_path), str(family_models["tool-call-tags"])) as loaded:
         (status,) = servers.start()
         assert status.started, status.error

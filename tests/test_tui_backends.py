@@ -43,8 +43,7 @@ def test_an_answer_streams_through_a_server_and_the_switcher_offers_its_models(s
             assert server in status and "context" in status, status
             await pilot.press("ctrl+l")
             # The dialog's list is there once the screen is composed, a moment after it is pushed.
-            await wait_until(pilot, lambda: isinstance(app.screen, PickOne) and bool(app.screen.query("#choices")),
-                             timeout=30)
+            await wait_until(pilot, lambda: isinstance(app.screen, PickOne) and bool(app.screen.query("#choices")))
             labels = choices_of(app)
             assert any("smollm2-135m" in label and "package" in label for label in labels), labels
             if server == "ollama":

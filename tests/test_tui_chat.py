@@ -179,8 +179,7 @@ def test_the_model_switcher_lists_models_with_their_verdict_and_loads_the_choice
             await wait_until(pilot, lambda: pane.session is not None)
             first = pane.session.model
             await pilot.press("ctrl+l")
-            await wait_until(pilot, lambda: isinstance(app.screen, PickOne) and bool(app.screen.query("#choices")),
-                             timeout=30)
+            await wait_until(pilot, lambda: isinstance(app.screen, PickOne) and bool(app.screen.query("#choices")))
             options = app.screen.query_one("#choices")
             labels = [str(options.get_option_at_index(i).prompt) for i in range(options.option_count)]
             assert any("smollm2-135m" in label and "CPU only" in label for label in labels), labels

@@ -206,8 +206,8 @@ def test_escape_stops_a_long_answer_and_keeps_it(tmp_path):
             await wait_until(pilot, lambda: pane.generating and len(result.text) > 40)
             await pilot.press("escape")
             started = time.monotonic()
-            await wait_until(pilot, lambda: not pane.generating, timeout=10)
-            assert time.monotonic() - started < 5
+            await wait_until(pilot, lambda: not pane.generating, timeout=30)
+            assert time.monotonic() - started < 8  # room for a loaded machine; unstopped, ~1,950 tokens were left
             assert "stopped" in str(pane.query_one("#code-status").render())
             assert pane.answer.startswith("```python\n") and result.text == pane.answer
             await pilot.pause()
@@ -325,7 +325,7 @@ def test_one_escape_in_the_editor_stops_the_answer(tmp_path):
             await wait_until(pilot, lambda: pane.generating)
             pane.query_one("#code-editor", TextArea).focus()  # running moved the focus to the answer
             await pilot.press("escape")
-            await wait_until(pilot, lambda: not pane.generating, timeout=10)
+            await wait_until(pilot, lambda: not pane.generating, timeout=30)  # unstopped, 2,000 tokens on one thread
             stopped = "stopped" in str(pane.query_one("#code-status").render())
             pane.query_one("#code-editor", TextArea).focus()
             await pilot.press("escape")

@@ -87,9 +87,13 @@ def test_status_draft_and_new_chat_while_an_answer_ends(tmp_path):
             await wait_until(pilot, lambda: len(pane._messages_in_log()[-1].text) > 10)
             await pilot.press("escape")
             await pilot.press("ctrl+n")
-            await wait_until(pilot, lambda: not pane.generating and not pane._messages_in_log(), timeout=20)
+            await wait_until(pilot, lambda: not pane.generating and not pane._messages_in_log(), timeout=60)
             # Long enough that reading it spans several frames of the status bar.
+            before = len(statuses)
             turns = await ask(pilot, pane, "Summarize this: " + "The river flows past the old mill. " * 120)
+            # Stopped once this prompt's count is shown: an Esc that landed first (a loaded machine can start the
+            # generating thread late) would stop it before it counted.
+            await wait_until(pilot, lambda: any("tokens)" in text for text in statuses[before:]))
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.generating and pane.session.stats.turns > turns)
             box = pane.query_one("#prompt", PromptArea)
@@ -178,7 +182,8 @@ def test_the_app_opens_the_last_chat_and_tab_passes_its_messages_in_one_stop(tmp
             opened = pane.conversation_id
             await wait_until(pilot, lambda: pane.session is not None)
             log = pane.query_one("#log")
-            await pilot.pause(0.3)
+            # Laid out, then scrolled to its end: waited for, as a loaded machine lays out later than a fixed pause.
+            await wait_until(pilot, lambda: 0 < log.max_scroll_y == log.scroll_y, timeout=30)
             at_end = (log.max_scroll_y, log.scroll_y)
             # Opened before the model was ready or after: the answer will see the whole conversation.
             assert [m.content for m in pane.session.history][-2:] == ["Question 3?", messages_stored[-1]]
@@ -220,12 +225,12 @@ def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
             pane = app.query_one(ChatPane)
             log = pane.query_one("#log")
             await ask(pilot, pane, "Write a long story about a lighthouse keeper, in ten paragraphs.")
-            await wait_until(pilot, lambda: log.max_scroll_y > 5 or not pane.generating, timeout=60)
+            await wait_until(pilot, lambda: log.max_scroll_y > 5 or not pane.generating)
             following = (log.max_scroll_y, log.scroll_y)
             log.scroll_home(animate=False)  # the user scrolls up to read
             grown_from = log.max_scroll_y
-            await wait_until(pilot, lambda: log.max_scroll_y > grown_from + 3 or not pane.generating, timeout=60)
-            await wait_until(pilot, lambda: not pane.generating, timeout=120)
+            await wait_until(pilot, lambda: log.max_scroll_y > grown_from + 3 or not pane.generating)
+            await wait_until(pilot, lambda: not pane.generating)
             await pilot.pause(0.2)
             return following, grown_from, log.max_scroll_y, log.scroll_y
 
@@ -234,3 +239,37 @@ def test_the_log_follows_a_growing_answer_until_the_user_scrolls_up(tmp_path):
     assert most > 5 and scrolled == most, "while the user has not scrolled, the end of the answer is in view"
     assert grown_to > grown_from, "the answer went on growing after the user scrolled up"
     assert kept == 0, "the user, scrolled up, is not pulled back down as the answer grows or ends"
+
+
+def test_a_chat_opened_while_another_is_still_shown_shows_only_its_own_messages(tmp_path):
+    """Opening a conversation takes awaits (the old messages removed, the new ones mounted): one opened while the
+    app still shows another (the one it opens at start, on a slow machine) must not interleave with it and leave
+    both conversations' messages in the log. On the scripted backend: what is checked is the log, not the model."""
+    import asyncio
+
+    from helpers.scripted_backend import scripted_model
+
+    from localllm.store.conversations import ConversationStore
+    from localllm.tui.shared_model import SharedModel
+
+    settings = settings_for(tmp_path, discover=False)
+    store = ConversationStore.in_data_dir(settings.paths.data_dir)
+    chats = []
+    for name in ("Rivers", "Mountains"):
+        chat = store.create(name)
+        store.add_message(chat.id, "user", f"About {name.lower()}?")
+        store.add_message(chat.id, "assistant", f"{name} are long." if name == "Rivers" else f"{name} are high.")
+        chats.append(chat)
+    store.close()
+
+    async def session():
+        app = LocalLLMApp(settings, SHORT, shared=SharedModel(settings, loaded=scripted_model(["Hi."])))
+        async with app.run_test(size=(120, 40)) as pilot:
+            pane = app.query_one(ChatPane)
+            await wait_until(pilot, lambda: pane.session is not None and len(pane._messages_in_log()) == 2)
+            await asyncio.gather(*(pane._show_conversation(chat.id) for chat in chats))  # one after the other
+            await pilot.pause()
+            return pane.conversation_id, [message.text for message in pane._messages_in_log()]
+
+    shown, texts = run(session())
+    assert shown == chats[-1].id and texts == ["About mountains?", "Mountains are high."]

@@ -4,6 +4,8 @@ on the help screen with its id and Ctrl+P among those that work everywhere, the 
 and in its own footer, a chat search that finds nothing saying so, and Ctrl+G leaving a status bar without the
 answer it took back."""
 
+import threading
+
 from conftest import settings_for
 from helpers.scripted_backend import scripted_model
 from helpers.tui_helpers import ask, on_screen, run, wait_until
@@ -21,10 +23,10 @@ from localllm.tui.prompt import PromptArea
 ANSWER = ["The", " sky", " is", " blue", " because", " of", " scattering", "."]
 
 
-def scripted_app(settings, delay_s: float = 0.0) -> LocalLLMApp:
+def scripted_app(settings, delay_s: float = 0.0, hold=None) -> LocalLLMApp:
     from localllm.tui.shared_model import SharedModel
 
-    shared = SharedModel(settings, loaded=scripted_model(ANSWER, delay_s=delay_s))
+    shared = SharedModel(settings, loaded=scripted_model(ANSWER, delay_s=delay_s, hold=hold))
     return LocalLLMApp(settings, preset("precise"), shared=shared)
 
 
@@ -52,9 +54,12 @@ async def footer_settled(pilot, screen, condition=lambda texts: True) -> list[tu
 
 def test_help_leads_the_footer_at_80_columns_and_the_help_screen_lists_every_key_with_its_id(tmp_path):
     settings = settings_for(tmp_path)
+    footer_seen = threading.Event()
 
     async def session():
-        app = scripted_app(settings, delay_s=0.3)
+        # The answer's last token waits until the footer has been seen while it is written: a pace alone could end
+        # the answer before a loaded machine's footer caught up.
+        app = scripted_app(settings, delay_s=0.05, hold=(len(ANSWER) - 1, footer_seen))
         seen = {}
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(ChatPane)
@@ -63,7 +68,10 @@ def test_help_leads_the_footer_at_80_columns_and_the_help_screen_lists_every_key
             await ask(pilot, pane, "Why is the sky blue?")
             await wait_until(pilot, lambda: pane.generating)
             # Esc (stop) joins the pane's keys while the answer is written.
-            seen["chat, writing"] = await footer_settled(pilot, app.screen, lambda texts: "esc Stop" in texts)
+            try:
+                seen["chat, writing"] = await footer_settled(pilot, app.screen, lambda texts: "esc Stop" in texts)
+            finally:
+                footer_seen.set()
             await wait_until(pilot, lambda: not pane.generating)
             await pilot.press("shift+tab")  # the messages: their keys come first
             assert app.focused is pane.query_one("#log")

@@ -136,7 +136,7 @@ def test_closing_the_panel_applies_what_was_typed_and_a_cleared_context_goes_bac
             await pilot.pause(0.1)
             by_escape = (panel.display, app.focused.id if app.focused else None, pane.options.ctx)
             await wait_until(pilot, lambda: pane.session is not None
-                             and pane.session.model.backend.context_window != first_window, timeout=60)
+                             and pane.session.model.backend.context_window != first_window)
             second_window = pane.session.model.backend.context_window
 
             await pilot.press("ctrl+o")

@@ -5,7 +5,7 @@ picture does not depend on where the tests run) and the help screen. Update them
 
 import pytest
 from conftest import settings_for
-from helpers.tui_helpers import TEST_MACHINE, starter_introduced, wait_until
+from helpers.tui_helpers import TEST_MACHINE, on_screen, starter_introduced, wait_until
 from textual.app import App
 
 from localllm.core.options import preset
@@ -13,6 +13,7 @@ from localllm.store.conversations import ConversationStore
 from localllm.tui.app import LocalLLMApp
 from localllm.tui.chat import ChatPane
 from localllm.tui.hardware import HardwarePane
+from localllm.tui.help import HelpScreen
 from localllm.tui.prompt import PromptArea
 
 
@@ -121,7 +122,13 @@ def test_snapshot_of_the_help_screen(tmp_path, snap_compare):
     app = LocalLLMApp(starter_introduced(settings_for(tmp_path, discover=False)), preset("precise"))
 
     async def help_open(pilot):
+        # The status bar shows under the help: it says "context 0/…" once the model has loaded, which a loaded
+        # machine takes longer to do than drawing the help.
+        pane = app.query_one(ChatPane)
+        await wait_until(pilot, lambda: pane.session is not None)
+        app.clear_notifications()  # a self-check announcement (an AMX CPU) would differ from machine to machine
         await pilot.press("f9")
+        await wait_until(pilot, lambda: on_screen(app, HelpScreen))
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=help_open)

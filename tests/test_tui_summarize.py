@@ -109,7 +109,9 @@ def test_a_long_input_is_chunked_and_each_call_reports_progress(tmp_path):
             assert f"{plan.calls} calls" in text_of(pane, "#sum-plan")
 
             await pilot.click("#sum-run")
+            deadline = time.monotonic() + 180  # a failed summary (never a summary) fails here instead of hanging
             while pane.running or not pane.summary:
+                assert time.monotonic() < deadline, text_of(pane, "#sum-status")
                 seen_progress.add(pane.calls_done)
                 messages.add(text_of(pane, "#sum-progress-text"))
                 await pilot.pause(0.05)
@@ -150,8 +152,9 @@ def test_the_bar_moves_while_a_long_prompt_is_read_and_escape_stops_it_there(tmp
             started = time.monotonic()
             await pilot.press("escape")
             await wait_until(pilot, lambda: not pane.running, timeout=30)
-            # The read is cut short: generous, reading the whole prompt takes several seconds here.
-            assert time.monotonic() - started < 2
+            # The read is cut short. Generous for a loaded machine: the rest of the prompt (over 1,600 tokens on one
+            # thread) takes far longer to read, and unstopped, the call would then finish (see below).
+            assert time.monotonic() - started < 8
             assert pane.calls_done == 0 and pane.summary == ""  # unstopped, the first call would have finished
             assert text_of(pane, "#sum-status") == "stopped; nothing was summarized (0 call(s) had finished)"
             assert pane.query_one("#sum-result", StreamingAnswer).text == "*The summary appears here.*"

@@ -43,8 +43,7 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
             await wait_until(pilot, lambda: pane.session is not None)
             await pilot.press("f6")
             # Its last widget: the dialog is composed whole (the list alone can be there a moment before the rest).
-            await wait_until(pilot, lambda: isinstance(app.screen, ToolsScreen) and app.screen.query("#tools-use"),
-                             timeout=30)
+            await wait_until(pilot, lambda: isinstance(app.screen, ToolsScreen) and app.screen.query("#tools-use"))
             screen = app.screen
             states = [str(line.render()) for line in screen.query(".servers")]
             listed = [str(option.value) for option in screen.query_one(SelectionList)._options]
@@ -58,11 +57,10 @@ def test_a_conversation_chooses_tools_and_each_call_asks_first(tmp_path):
             for key in ("n", "y"):
                 turns = await ask(pilot, pane, "Please record the word river.")
                 await wait_until(pilot, lambda: on_screen(app, ApproveCall) and
-                                 bool(app.screen.query("#call-tool")), timeout=60)  # pushed, then composed
+                                 bool(app.screen.query("#call-tool")))  # pushed, then composed
                 question = str(app.screen.query_one("#call-tool").render())
                 await pilot.press(key)
-                await wait_until(pilot, lambda turns=turns: not pane.generating and pane.session.stats.turns > turns,
-                                 timeout=90)
+                await wait_until(pilot, lambda turns=turns: not pane.generating and pane.session.stats.turns > turns)
                 await pilot.pause(0.2)
                 lines = [str(line.render()) for line in pane._messages_in_log()[-1].query(".tool")]
                 answers.append((question, lines, record.exists()))

@@ -126,7 +126,7 @@ def test_a_question_typed_in_the_browser_gets_the_models_answer(home, tmp_path):
             assert box is not None
             browser_page.mouse.click(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * (rows - 1.5) / rows)
             browser_page.keyboard.type(question)
-            wait_for(lambda: question in screen(), 30, "the question typed did not show in the prompt box")
+            wait_for(lambda: question in screen(), 60, "the question typed did not show in the prompt box")
             words_before = set(re.findall(r"[A-Za-z]{4,}", screen()))
             browser_page.keyboard.press("Enter")
             wait_for(lambda: any(m.role == "assistant" and m.content.strip() and not m.stopped for m in stored(home)),
@@ -137,7 +137,7 @@ def test_a_question_typed_in_the_browser_gets_the_models_answer(home, tmp_path):
             # markdown or not, so these survive its rendering).
             new_words = [word for word in re.findall(r"[A-Za-z]{4,}", answer) if word not in words_before][:4]
             assert new_words, f"the answer {answer!r} has no word to look for"
-            wait_for(lambda: all(word in screen() for word in new_words), 30, f"the answer {answer!r} was not shown")
+            wait_for(lambda: all(word in screen() for word in new_words), 60, f"the answer {answer!r} was not shown")
         finally:  # the page as it is, answered or not (a failure's screenshot shows where it stopped)
             browser_page.screenshot(path=str(picture))
             browser.close()

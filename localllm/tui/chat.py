@@ -111,6 +111,9 @@ class ChatPane(Vertical):
         self.conversation_id: int | None = None
         self._stop = threading.Event()
         self._generation_done = threading.Event()
+        self._showing = asyncio.Lock()
+        """Held while a conversation is put on screen: its awaits (the old messages removed, the new mounted) let
+        another open run in between, which left both conversations' messages in the log."""
         self._outcome: tuple[str, Response | None, LocalLLMError | None] | None = None
         self._closing = False
         self._buffer: TextBuffer | None = None
@@ -421,7 +424,12 @@ class ChatPane(Vertical):
         await self._show_conversation(event.conversation_id)
 
     async def _show_conversation(self, conversation_id: int, focus: bool = True) -> None:
-        """Show a stored conversation and make it the one continued; ``focus``: typing goes to the prompt box."""
+        """Show a stored conversation and make it the one continued; ``focus``: typing goes to the prompt box. One
+        at a time: a second waits for the first, then replaces it."""
+        async with self._showing:
+            await self._show_conversation_now(conversation_id, focus)
+
+    async def _show_conversation_now(self, conversation_id: int, focus: bool) -> None:
         if self.generating:
             return
         self.conversation_id = conversation_id

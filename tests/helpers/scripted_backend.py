@@ -28,14 +28,14 @@ class ScriptedBackend(Backend):
     name = "scripted"
     capabilities = Capabilities(stream=True, cancel=True)
 
-    def __init__(self, tokens: Sequence[str], delay_s: float = 0.0, hold_before: int | None = None) -> None:
+    def __init__(self, tokens: Sequence[str], delay_s: float = 0.0,
+                 hold: tuple[int, threading.Event] | None = None) -> None:
         super().__init__()
         self.tokens = list(tokens)
         self.delay_s = delay_s
-        self.hold_before = hold_before
-        self.released = threading.Event()
-        """Set by a test to let the stream go on past token ``hold_before``: what the app shows mid-answer is then
-        looked at while the answer is there, however slow the machine."""
+        self.hold = hold
+        """(index, event): the token at that index waits for the event (a test looks at the screen there, however
+        slowly a loaded machine gets to it)."""
         self.calls = 0
 
     def chat(self, messages: Sequence[Message], options: GenerationOptions) -> Iterator[Chunk]:
@@ -52,10 +52,10 @@ class ScriptedBackend(Backend):
             if options.max_tokens and sent >= options.max_tokens:
                 reason = "length"
                 break
-            if index == self.hold_before:
-                self.released.wait(120)
             if self.delay_s:
                 time.sleep(self.delay_s)
+            if self.hold is not None and index == self.hold[0]:
+                self.hold[1].wait(60)
             watch.mark_token()
             sent += 1
             yield TextChunk(token)
@@ -88,7 +88,8 @@ def markdown_tokens(count: int) -> list[str]:
     return tokens[:count]
 
 
-def scripted_model(tokens: Sequence[str], delay_s: float = 0.0, hold_before: int | None = None) -> LoadedModel:
+def scripted_model(tokens: Sequence[str], delay_s: float = 0.0,
+                   hold: tuple[int, threading.Event] | None = None) -> LoadedModel:
     info = ModelInfo(path="scripted", file_size=0, architecture="scripted", name="scripted", quant=None,
                      context_length=WINDOW, block_count=1, embedding_length=1, feed_forward_length=1, head_count=1,
                      head_count_kv=1, key_length=1, value_length=1, vocab_size=1, layer_bytes=0, non_layer_bytes=0,
@@ -97,4 +98,4 @@ def scripted_model(tokens: Sequence[str], delay_s: float = 0.0, hold_before: int
                     memory=MemoryEstimate(0, 0, 0, 0), placement="cpu", fits=True, ram_available=0, gpu_available=0)
     return LoadedModel(ModelRef("scripted", Path("scripted"), "scripted"), info, plan,
                        BackendChoice("scripted", ("a scripted backend for UI tests",)),
-                       ScriptedBackend(tokens, delay_s, hold_before))
+                       ScriptedBackend(tokens, delay_s, hold))

@@ -20,7 +20,9 @@ TEST_MACHINE = HardwareReport(os="Linux (test machine)", cpu=CPUInfo("Test CPU",
                               llama_cpp=LlamaCppBuild(installed=True, version="0.3.0", gpu_offload=False))
 
 
-async def wait_until(pilot, condition, timeout=60.0):
+async def wait_until(pilot, condition, timeout=180.0):
+    """Until ``condition()``, or a failure after ``timeout`` seconds: long enough for a model's work on a loaded
+    machine (several summary calls on one thread took over a minute in CI), short of a hang."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"

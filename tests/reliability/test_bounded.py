@@ -135,7 +135,7 @@ def test_an_mcp_server_flooding_its_stderr_costs_a_bounded_buffer(tmp_path: Path
         return total
 
     before = open_file_bytes()
-    with McpServers(read_servers(mcp_config(tmp_path, flood="stderr-flood"))) as servers:
+    with McpServers(read_servers(mcp_config(tmp_path, flood="stderr-flood")), start_timeout=60) as servers:
         [status] = servers.start()
         assert status.started, status.error
         time.sleep(1.5)

@@ -38,6 +38,10 @@ LONG: dict[str, dict[str, Any]] = {
 """Answers that take the model far longer than a second (thousands of tokens, or 8 prompts in turn): the bundled
 model, greedy, tells this story to the token limit."""
 PROMPT = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+STOPPED_WITHIN_S = 8.0
+"""How soon after a client leaves its slot must be free: about a second on a quiet machine, several on one whose
+cores are all busy (the server has to be scheduled to notice and to end the decode step under way). The answers
+left behind take minutes (LONG), so a stop that waited for them, or for the next prompt, is still far beyond it."""
 
 
 def request_bytes(url: str, route: str, body: bytes, length: int | None = None) -> bytes:
@@ -91,7 +95,7 @@ def other_slot_taken(url: str) -> Iterator[None]:
         yield
 
 
-def log_since(log: Path, offset: int, wanted: str, timeout: float = 10) -> str:
+def log_since(log: Path, offset: int, wanted: str, timeout: float = 30) -> str:
     """The log written after ``offset``, once it holds ``wanted`` (or ``timeout`` has passed)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -115,10 +119,10 @@ def test_a_client_that_leaves_a_plain_answer_stops_it_within_a_second(server, ro
     offset = Path(log).stat().st_size
     with other_slot_taken(url):
         left = leave_after(url, route, LONG[route], 1.0)
-        assert free_after(url, left) < 1.0
+        assert free_after(url, left) < STOPPED_WITHIN_S
     text = log_since(log, offset, f"POST {route} 499")
     took = re.search(rf"POST {re.escape(route)} 499 ([\d.]+) s \(the client went away\)", text)
-    assert took and 1.0 <= float(took[1]) < 2.5, text  # the second the client waited, and the stopping
+    assert took and 1.0 <= float(took[1]) < 1.0 + STOPPED_WITHIN_S, text  # the second it waited, then the stop
     stopped = re.search(r"the client went away: its answer was stopped after (\d+) chunks", text)
     assert stopped and int(stopped[1]) < 1000, text
     no_traceback(text)
@@ -133,7 +137,7 @@ def test_a_client_that_leaves_a_stream_stops_it_within_a_second(server, route: s
     offset = Path(log).stat().st_size
     with other_slot_taken(url):
         left = leave_after(url, route, {**LONG[route], "stream": True}, 1.0, streamed=True)
-        assert free_after(url, left) < 1.0
+        assert free_after(url, left) < STOPPED_WITHIN_S
     text = log_since(log, offset, "(streamed; the client went away)")
     assert re.search(rf"POST {re.escape(route)} 200 [\d.]+ s \(streamed; the client went away\)", text), text
     assert "the client went away: its answer was stopped after" in text
@@ -153,7 +157,7 @@ def test_a_client_that_leaves_while_sending_its_body_is_one_log_line(server) -> 
     assert len([line for line in text.splitlines() if "POST /v1/chat/completions" in line]) == 1, text
     assert "499" in text and "(the client went away)" in text
     no_traceback(text)
-    assert free_after(url, time.monotonic()) < 1.0
+    assert free_after(url, time.monotonic()) < STOPPED_WITHIN_S
 
 
 @pytest.mark.model
@@ -162,10 +166,15 @@ def test_each_request_is_one_log_line_with_its_time_to_the_last_byte(server) -> 
     url, log = server
     offset = Path(log).stat().st_size
     started = time.monotonic()
+    first_line = None
     with httpx.stream("POST", f"{url}/api/chat", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
                       json={"model": MODEL, "options": {"num_predict": 60}, "messages": STORY}) as response:
         assert response.status_code == 200, response.read()
-        lines = [json.loads(line) for line in response.iter_lines() if line]
+        lines = []
+        for line in response.iter_lines():
+            if line:
+                lines.append(json.loads(line))
+                first_line = first_line or time.monotonic() - started
     took = time.monotonic() - started
     assert lines[-1]["done"] and lines[-1]["eval_count"] == 60 and len(lines) > 2
     plain = httpx.post(f"{url}/api/generate", headers={"Authorization": f"Bearer {KEY}"}, timeout=60,
@@ -174,6 +183,9 @@ def test_each_request_is_one_log_line_with_its_time_to_the_last_byte(server) -> 
     text = log_since(log, offset, "POST /api/generate")
     (streamed,) = [line for line in text.splitlines() if "POST /api/chat" in line]
     logged = float(re.search(r"POST /api/chat 200 ([\d.]+) s \(streamed\)", streamed)[1])  # type: ignore[index]
-    assert took - 0.3 < logged <= took + 0.05  # to the last byte, not to the first
+    # To the last byte, not to the first: the server's time is within the client's, and longer than the client
+    # waited for the first line (the 59 tokens between them take as long as the machine is slow; a fixed margin
+    # under the client's time did not hold on a loaded machine).
+    assert first_line is not None and first_line < logged <= took + 0.05
     assert len([line for line in text.splitlines() if "POST /api/generate 200" in line]) == 1
     no_traceback(text)

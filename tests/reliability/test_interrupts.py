@@ -52,13 +52,17 @@ def test_sigint_at_any_moment_ends_with_130_and_no_traceback(shared_home: Path, 
 
 
 def test_sigint_while_the_answer_streams_keeps_it(shared_home: Path) -> None:
-    process = start(shared_home, *STORY)
+    # An answer the bundled model writes to its 3,000-token limit (greedy): one that went on after the signal would
+    # take a minute, far past the bound below.
+    process = start(shared_home, "run", "--preset", "precise", "-o", "max_tokens=3000", "-v",
+                    "Write a very long story about a lighthouse keeper.")
     assert process.stdout is not None
     first = process.stdout.read(20)  # the answer has started
     started = time.monotonic()
     process.send_signal(signal.SIGINT)
     rest, err = process.communicate(timeout=60)
-    assert time.monotonic() - started < 0.5 + 0.5  # within half a second, and a margin for a busy machine
+    # Within half a second on a quiet machine; a loaded one can take seconds to schedule the process and let it end.
+    assert time.monotonic() - started < 5
     assert process.returncode == 130 and (first + rest).strip()
     assert b"[stopped]" in err and b"Traceback" not in err
 

@@ -257,9 +257,9 @@ def web(homes: Path) -> Iterator[tuple[str, Path]]:
         yield served
 
 
-def log_lines(log: Path, *words: str, within: float = 5.0) -> list[str]:
+def log_lines(log: Path, *words: str, within: float = 30.0) -> list[str]:
     """The log's lines with all these words, waited for up to ``within`` seconds: a request's line is written
-    once its answer has gone, which the client may see first."""
+    once its answer has gone, which the client may see first (and a loaded machine's server some time later)."""
     deadline = time.monotonic() + within
     while True:
         found = [line for line in log.read_text(errors="replace").splitlines() if all(word in line for word in words)]

@@ -65,9 +65,13 @@ def test_a_model_removed_while_it_answers_finishes_the_answer(home: Path, hub) -
     answering = subprocess.Popen([cli_executable(), "run", "-m", NAME, "--preset", "precise", "-o", "max_tokens=200",
                                   "Write a long story about a dragon."], env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
+    assert answering.stdout is not None
+    # Removed once it answers (the model loaded and reading): a fixed sleep could end before a loaded machine had
+    # even loaded the model, and the run would then find none.
+    first = answering.stdout.read(20)
     removed = run_cli("rm", NAME, "-y", home=home)
-    answer, errors = answering.communicate(timeout=120)
+    rest, errors = answering.communicate(timeout=120)
+    answer = first + rest
     assert answering.returncode == 0 and len(answer.split()) > 20, errors
     assert removed.returncode == 0, removed.stderr_text
     assert NAME not in run_cli("list", home=home).stdout_text
