@@ -20,7 +20,7 @@ def test_scan_lines_finds_breaks_outside_fences_only():
 
 
 def test_a_long_streamed_answer_is_split_into_parts_that_never_cut_a_code_block():
-    text = "".join(markdown_tokens(1800))
+    text = "".join(markdown_tokens(1000))
     rng = random.Random(7)
     chunks, at = [], 0
     while at < len(text):  # uneven batches, as a drain timer takes them
@@ -43,7 +43,7 @@ def test_a_long_streamed_answer_is_split_into_parts_that_never_cut_a_code_block(
             parts = [*answer._parts, answer._live_text]
             assert answer.text == text
             assert len(parts) > 3 and len(answer.children) == len(parts)
-            for part in answer._parts:  # the last part may end inside a fence: the answer was cut at 1,800 tokens
+            for part in answer._parts:  # the last part may end inside a fence: the answer was cut at 1,000 tokens
                 assert part.count("```") % 2 == 0, part[-200:]
             code_blocks = answer.query("MarkdownFence")
             assert len(code_blocks) == text.count("```python")
