@@ -197,7 +197,11 @@ def test_every_pane_opens_from_its_key_and_the_palette_lists_their_actions(tmp_p
                     return app.query_one("TabbedContent").active == tab and app.focused is not None and (
                         app.focused is app.panes[tab] or app.panes[tab] in app.focused.ancestors)
 
-                await wait_until(pilot, shown_and_focused, timeout=30)
+                try:
+                    await wait_until(pilot, shown_and_focused, timeout=30)
+                except AssertionError:
+                    shown = app.query_one("TabbedContent").active
+                    raise AssertionError(f"{key}: {shown} shown, {app.focused!r} focused") from None
             titles = {command.title for command in app.get_system_commands(app.screen)}
             for wanted in ("Code: Run action", "Summarize: Summarize", "Models: Pull", "Go to Code", "Help"):
                 assert wanted in titles, sorted(titles)

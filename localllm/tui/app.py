@@ -216,11 +216,15 @@ class LocalLLMApp(App):
         await self.ensure_pane(tab)
         self.query_one(TabbedContent).active = tab
         self._focus_pane(tab)
+        # Again once the switch is drawn: on a busy machine the focus could be moved while the old pane was hidden
+        # (left on a widget no longer shown, the keys typed next went nowhere visible).
+        self.call_after_refresh(self._focus_pane, tab)
 
     def _focus_pane(self, tab: str) -> None:
         """The pane's input takes the focus, unless something in the pane has it."""
         pane = self.panes.get(tab)
-        if pane is None or (self.focused is not None and pane in self.focused.ancestors):
+        if pane is None or self.query_one(TabbedContent).active != tab or (
+                self.focused is not None and (self.focused is pane or pane in self.focused.ancestors)):
             return
         first = pane.query("#prompt") if tab == "chat" else [pane, *pane.query("*")]
         target = next((widget for widget in first if widget.focusable), None)
