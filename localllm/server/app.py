@@ -304,12 +304,12 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         wanted = request.path_params["name"]
         key = scheduler.resolve(wanted)
         served = next((served for served in listed() if served.key == key), None)
-        if ANTHROPIC_CLIENT in request.headers and served is not None:
-            return JSONResponse(anthropic_api.model_info((await described([served]))[0]))
         if served is None:
             return JSONResponse(openai_api.model(wanted))
         (known,) = await described([served])
-        return JSONResponse(openai_api.model(served.name, known.modified))
+        if ANTHROPIC_CLIENT in request.headers:
+            return JSONResponse(anthropic_api.model_info(known))
+        return JSONResponse(openai_api.model(known.name, known.modified))
 
     async def openai_chat(request: HttpRequest) -> Response:
         body = await body_of(request)
