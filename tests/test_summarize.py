@@ -9,10 +9,10 @@ import pytest
 from conftest import run_cli, settings_for
 
 from localllm.core.options import preset
-from localllm.tasks.chunking import chunk_document, code_pieces
+from localllm.tasks.chunking import Chunk, chunk_document, code_pieces
 from localllm.tasks.documents import Document, InputError, read_document
 from localllm.tasks.loading import load_model
-from localllm.tasks.summarize import Summarizer
+from localllm.tasks.summarize import Summarizer, SummaryPlan
 
 DATA = Path(__file__).parent / "data"
 
@@ -204,6 +204,55 @@ def test_prompts_can_be_overridden_from_the_config_folder(tmp_path):
     override.write_text("Sum up in pirate speech: $document")
     assert render("summarize", settings, document="DOC", style="s", length="l", source="x") == \
         "Sum up in pirate speech: DOC"
+
+
+def test_every_planned_part_fits_its_window_once_its_pieces_are_joined(loaded, shared_home):
+    """A blank line between two pieces is two of this tokenizer's tokens, though "\\n\\n" alone is one: counted as
+    one, a 1,024-token window's part 13 of this document came out 21 tokens over its plan and the summary failed."""
+    document = Document("stdlib-docs.md", "markdown", long_document())
+    for window in (512, 1024, 2048):
+        summarizer = Summarizer(settings_for(shared_home), loaded.backend, preset("precise"), style="bullets",
+                                words=30, window=window)
+        plan = summarizer.plan([document])
+        for number, chunk in enumerate(plan.chunks, start=1):
+            messages = summarizer.part_messages(document.text[chunk.start:chunk.end].strip(), document.name, number,
+                                                len(plan.chunks))
+            prompt = loaded.backend.count_prompt_tokens(messages)
+            assert prompt + summarizer.note_tokens <= window, (window, number, prompt, chunk.tokens)
+
+
+def test_a_part_longer_than_planned_is_noted_in_the_room_left(loaded, shared_home):
+    """Joined pieces can tokenize longer than their counts added, whatever the planner allows for: such a part is
+    given the room its window has left (at least half a note) instead of ending the summary with an error."""
+    summarizer = Summarizer(settings_for(shared_home), loaded.backend, preset("precise").with_overrides(max_tokens=24),
+                            style="tldr", window=512)
+    words = (DATA / "meeting-notes.md").read_text().split()
+    over = 8  # tokens past the room a full note needs
+    target = 512 - summarizer.note_tokens + over
+
+    def prompt_tokens(count: int) -> int:
+        return loaded.backend.count_prompt_tokens(summarizer.part_messages(" ".join(words[:count]), "notes.md", 1, 1))
+
+    low, high = 1, len(words)
+    while low < high:  # the fewest words whose part prompt reaches the target
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if prompt_tokens(middle) < target else (low, middle)
+    text = " ".join(words[:low])
+    prompt = prompt_tokens(low)
+    assert target <= prompt < 512 - summarizer.note_tokens // 2
+
+    class OnePart(Summarizer):
+        def plan(self, documents):  # the planner's count, short of what the joined text tokenizes to
+            return SummaryPlan(512, prompt - over, 24, prompt - over, False, (Chunk(0, 0, len(text), prompt - over),),
+                               2)
+
+    one_part = OnePart(settings_for(shared_home), loaded.backend, preset("precise").with_overrides(max_tokens=24),
+                       style="tldr", window=512)
+    result = one_part.run([Document("notes.md", "markdown", text)])
+    part = result.calls[0]
+    assert part.kind == "part" and part.prompt_tokens == prompt
+    assert part.completion_tokens <= 512 - prompt < summarizer.note_tokens
+    assert result.summary.strip() and result.calls[-1].kind == "combine"
 
 
 def test_a_512_token_window_still_summarizes_with_smaller_notes(loaded, shared_home):

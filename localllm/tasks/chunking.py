@@ -148,6 +148,13 @@ def _counted_pieces(document: Document, budget: int, count: TokenCounter) -> lis
     return counted
 
 
+def separator_tokens(count: TokenCounter) -> int:
+    """What a blank line between two pieces adds once they are joined. Counted alone, "\n\n" is one token; between
+    words, some tokenizers (SmolLM2's) spell it as two, and a chunk of many short pieces then comes out longer than
+    its pieces' counts added."""
+    return max(count("\n\n"), count("Word.\n\nWord.") - 2 * count("Word."))
+
+
 def chunk_document(document: Document, index: int, budget: int, count: TokenCounter) -> list[Chunk]:
     """Pack whole pieces into chunks of at most ``budget`` tokens, balanced: as few chunks as the budget allows,
     each near the same size (a greedy fill would leave a tiny last chunk). Counts are the tokenizer's count of each
@@ -155,7 +162,7 @@ def chunk_document(document: Document, index: int, budget: int, count: TokenCoun
     counted = _counted_pieces(document, budget, count)
     if not counted:
         return []
-    separator = count("\n\n")
+    separator = separator_tokens(count)
     total = sum(tokens for _, tokens in counted) + separator * (len(counted) - 1)
     target = min(budget, -(-total // -(-total // budget)))
     chunks: list[Chunk] = []

@@ -16,7 +16,7 @@ from localllm.core.messages import Message
 from localllm.core.options import GenerationOptions
 from localllm.core.settings import Settings
 from localllm.tasks import prompts
-from localllm.tasks.chunking import Chunk, chunk_document
+from localllm.tasks.chunking import Chunk, chunk_document, separator_tokens
 from localllm.tasks.documents import Document
 
 STYLES = {
@@ -148,7 +148,7 @@ class Summarizer:
         source = _sources(documents)
         answer = self.options.max_tokens or words_to_tokens(self.words)
         count = self.backend.count_tokens
-        separator = count("\n\n")
+        separator = separator_tokens(count)
         single_overhead = self.backend.count_prompt_tokens(self.single_messages("", source))
         room = self.window - single_overhead - answer - MARGIN_TOKENS
         # A text can hold more tokens than bytes only in odd cases; below ~6 bytes a token per window it is worth
@@ -194,7 +194,8 @@ class Summarizer:
             text = documents[chunk.document].text[chunk.start:chunk.end].strip()
             messages = self.part_messages(text, documents[chunk.document].name, number, len(plan.chunks))
             label = f"part {number} of {len(plan.chunks)}"
-            notes.append(self._call(messages, self.note_tokens, "part", label, result))
+            notes.append(self._call(messages, self.note_tokens, "part", label, result,
+                                    least=max(16, self.note_tokens // 2)))
         result.part_notes = list(notes)
         result.summary = self._combine(notes, source, plan.answer_tokens, result, level=1)
         return result
@@ -222,8 +223,12 @@ class Summarizer:
         return self._combine(merged, source, answer, result, level + 1)
 
     def _call(self, messages: list[Message], max_tokens: int, kind: str, label: str, result: SummaryResult, *,
-              final: bool = False) -> str:
+              final: bool = False, least: int | None = None) -> str:
+        """``least``: the fewest answer tokens the call may be given when its prompt came out longer than planned
+        (a chunk's pieces, counted one by one, can tokenize a few tokens longer once joined)."""
         prompt_tokens = self.backend.count_prompt_tokens(messages)
+        if least is not None and prompt_tokens + max_tokens > self.window:
+            max_tokens = max(least, self.window - prompt_tokens)
         if prompt_tokens + max_tokens > self.window:
             raise ContextOverflow(f"{label}: the prompt has {prompt_tokens} tokens, over the {self.window}-token "
                                   "window with the answer's room", hint="raise -o ctx=N",
