@@ -25,7 +25,7 @@ from localllm.hardware.planner import PlanRequest, plan_load
 from localllm.hardware.report import HardwareReport
 from localllm.store.catalog import find_model, load_catalog
 from localllm.store.gguf_info import ModelInfoCache
-from localllm.store.locate import resolve_model
+from localllm.store.locate import looks_like_path, resolve_model
 
 logger = logging.getLogger("localllm")
 
@@ -183,8 +183,8 @@ def connect_model(settings: Settings, choice: BackendChoice, name: str | None, *
 def _on_ollama(settings: Settings, name: str | None, backend: str, ctx: int | None, needed_ctx: int | None,
                embeddings: bool) -> LoadedModel | None:
     """``auto`` with a name no local store knows: the model may be one the Ollama server has pulled."""
-    if not name or backend != "auto" or settings.backend != "auto" or embeddings:
-        return None
+    if not name or backend != "auto" or settings.backend != "auto" or embeddings or looks_like_path(name):
+        return None  # a file path is never an Ollama name: its error is the file's, said without asking a server
     version, where = ollama_version(settings)
     if version is None:
         return None
