@@ -24,6 +24,38 @@ def test_impossible_model_paths_are_one_clear_error(tmp_path: Path, home: Path) 
         assert len(lines[0]) < 400  # a 10,000-character name is cut short
 
 
+def test_a_missing_model_file_is_said_without_asking_ollama(tmp_path: Path, home: Path) -> None:
+    """A name no local store knows may be one Ollama has pulled, so the server is asked; a file path never is an
+    Ollama name, so its error comes without that round trip (and the client's import)."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    asked: list[bytes] = []
+
+    def answer() -> None:  # what an Ollama that is not one answers: the request read, the connection closed
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                asked.append(connection.recv(4096))
+
+    threading.Thread(target=answer, daemon=True).start()
+    env = {"OLLAMA_HOST": f"127.0.0.1:{listener.getsockname()[1]}"}
+    try:
+        for path in (str(tmp_path / "missing.gguf"), "./missing.gguf", "~/missing.gguf"):
+            done = run_cli("run", "-m", path, "Hello", home=home, env=env)
+            assert done.returncode == 1 and done.stderr_text.startswith("error: "), done.stderr_text
+        assert asked == []
+        done = run_cli("run", "-m", "missing-model", "Hello", home=home, env=env)
+        assert done.returncode == 1 and done.stderr_text.startswith("error: "), done.stderr_text
+        assert asked and asked[0].startswith(b"GET /api/version")
+    finally:
+        listener.close()
+
+
 def test_an_empty_stop_string_is_refused(home: Path) -> None:
     done = run_cli("run", "-o", "stop=", "Hello", home=home)
     assert done.returncode == 2 and "empty stop string" in done.stderr_text
