@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from localllm.backends import backend_class
+from localllm.backends import backend_class, canonical_name
 from localllm.backends.base import Backend, ServedModel
 from localllm.backends.choice import BackendChoice, choose_backend, ollama_version
 from localllm.core.errors import BackendUnavailable, ModelNotFound, WontFit
@@ -57,6 +57,18 @@ class LoadedModel:
 def describe_model(settings: Settings, name: str) -> tuple[ModelRef, ModelInfo]:
     ref = resolve_model(name, settings)
     return ref, ModelInfoCache(settings.paths.cache_dir).get(ref.path)
+
+
+def described_file(settings: Settings, name: str | None, backend: str) -> tuple[ModelRef, ModelInfo] | None:
+    """A model given by its file path, described before the hardware is probed where a backend that runs files
+    will take it: a missing or damaged file is then said at once, without the probe's import of llama.cpp (a third
+    of a second). A server backend's model names can look like paths on the server, so those are left to it."""
+    if not name or not looks_like_path(name):
+        return None
+    wanted = canonical_name(backend if backend != "auto" else settings.backend)
+    if (wanted == "auto" and settings.base_url) or (wanted != "auto" and not backend_class(wanted).local_files):
+        return None
+    return describe_model(settings, name)
 
 
 def plan_for(settings: Settings, info: ModelInfo, report: HardwareReport, *, ctx: int | None = None,
@@ -110,12 +122,13 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     was asked for, the window grows (by powers of two, up to what the model was trained on) instead of failing.
     The backend is ``backend``, else ``settings.backend``, else the rules of ``choose_backend``.
     """
+    described = described_file(settings, name, backend)
     report = report or detect_hardware()
     choice = choose_backend(backend, settings.backend, report, model=name or settings.model, settings=settings)
     if not backend_class(choice.name).local_files:
         return connect_model(settings, choice, name, ctx=ctx, needed_ctx=needed_ctx, embeddings=embeddings)
     try:
-        ref, info = describe_model(settings, name or settings.model)
+        ref, info = described or describe_model(settings, name or settings.model)
     except ModelNotFound:
         served_by_ollama = _on_ollama(settings, name, backend, ctx, needed_ctx, embeddings)
         if served_by_ollama is None:

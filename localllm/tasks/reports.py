@@ -17,7 +17,7 @@ from localllm.hardware.report import HardwareReport
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import installed_models
 from localllm.tasks.llama_build import BuildStory, build_story
-from localllm.tasks.loading import describe_model, load_model, plan_for
+from localllm.tasks.loading import describe_model, described_file, load_model, plan_for
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,14 @@ class ServedModelReport:
 
 def model_report(settings: Settings, name: str, *, ctx: int | None = None, backend: str = "auto",
                  report: HardwareReport | None = None) -> ModelReport | ServedModelReport:
+    described = described_file(settings, name, backend)
     report = report or detect_hardware()
     choice = choose_backend(backend, settings.backend, report, model=name, settings=settings)
     if not backend_class(choice.name).local_files:
         with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
             assert loaded.served is not None, "a server backend's model is served"
             return ServedModelReport(loaded.served, loaded.choice)
-    ref, info = describe_model(settings, name)
+    ref, info = described or describe_model(settings, name)
     if ctx is None and ref.named is not None:  # a named model loads with its own window
         ctx = ref.named.value("ctx")
     formats, suggested = _chat_formats(info)

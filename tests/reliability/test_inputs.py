@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from helpers.backend_servers import free_port
 
 
 def test_impossible_model_paths_are_one_clear_error(tmp_path: Path, home: Path) -> None:
@@ -26,7 +27,8 @@ def test_impossible_model_paths_are_one_clear_error(tmp_path: Path, home: Path) 
 
 def test_a_missing_model_file_is_said_without_asking_ollama(tmp_path: Path, home: Path) -> None:
     """A name no local store knows may be one Ollama has pulled, so the server is asked; a file path never is an
-    Ollama name, so its error comes without that round trip (and the client's import)."""
+    Ollama name, so its error comes without that round trip (and the client's import), and before the hardware is
+    probed."""
     import socket
     import threading
 
@@ -45,10 +47,14 @@ def test_a_missing_model_file_is_said_without_asking_ollama(tmp_path: Path, home
     threading.Thread(target=answer, daemon=True).start()
     env = {"OLLAMA_HOST": f"127.0.0.1:{listener.getsockname()[1]}"}
     try:
-        for path in (str(tmp_path / "missing.gguf"), "./missing.gguf", "~/missing.gguf"):
-            done = run_cli("run", "-m", path, "Hello", home=home, env=env)
-            assert done.returncode == 1 and done.stderr_text.startswith("error: "), done.stderr_text
+        for command in (("run", "-m", str(tmp_path / "missing.gguf"), "Hello"), ("show", "./models/missing")):
+            done = run_cli(*command, home=home, env=env)
+            assert done.returncode == 1 and done.stderr_text.startswith("error: no such model file"), done.stderr_text
         assert asked == []
+        # On an OpenAI-compatible server a model's name can be a path on the server's machine: it is the server's.
+        done = run_cli("show", "--base-url", f"http://127.0.0.1:{free_port()}/v1", "/models/missing.gguf", home=home)
+        assert done.returncode == 1 and "cannot reach an OpenAI-compatible server" in done.stderr_text, \
+            done.stderr_text
         done = run_cli("run", "-m", "missing-model", "Hello", home=home, env=env)
         assert done.returncode == 1 and done.stderr_text.startswith("error: "), done.stderr_text
         assert asked and asked[0].startswith(b"GET /api/version")
