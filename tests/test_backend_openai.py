@@ -176,6 +176,27 @@ def test_unreachable_server_names_the_profile_command():
     assert "vllm serve" in err.value.hint and "vLLM" in err.value.message
 
 
+def test_a_refused_connection_is_said_before_the_client_is_imported(monkeypatch):
+    """No server at the address: said from a refused connection, without the client's second of imports. Anything
+    else (a listener, a proxy in the way, a name that does not resolve) is left to the client to judge."""
+    import socket
+
+    from localllm.backends.openai_compat import nothing_listens
+
+    for variable in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    assert nothing_listens(closed)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert not nothing_listens(f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+    assert not nothing_listens("http://no-such-host.invalid:8000/v1")
+    assert not nothing_listens("http://127.0.0.1:port/v1")
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    assert not nothing_listens(closed)  # the proxy reaches the server, not this machine
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert nothing_listens(closed)
+
+
 def test_auto_picks_the_configured_server_and_the_tasks_run_through_it(llama_server, tmp_path):
     from localllm.tasks.structured import ask_json
 

@@ -51,6 +51,33 @@ def _http_modules(client) -> tuple:
     return (httpx,) if name == "httpx" else (httpx, importlib.import_module(name))
 
 
+def nothing_listens(url: str) -> bool:
+    """Whether a direct connection to the URL's host and port is refused: no server runs there. Checked before
+    the first request because the client's import costs over a second of processor time, which a user who has
+    not started the server (or `localllm backends` looking at the default address) would wait for in vain. False
+    whenever it cannot tell: a proxy in the way, a name that does not resolve, a connection that times out."""
+    import socket
+    import urllib.request
+
+    parts = urlsplit(url)
+    try:
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:  # a port that is not a number: the client says so
+        return False
+    if not host or parts.scheme not in ("http", "https"):
+        return False
+    proxies = urllib.request.getproxies_environment()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass_environment(host):
+        return False
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _import_openai():
     try:
         import openai
@@ -154,6 +181,9 @@ class OpenAICompatBackend(Backend):
         return GenerationError(f"{where}: {type(exc).__name__}: {exc}", hint="see the server's log")
 
     def list_models(self) -> list[dict[str, Any]]:
+        if self._client is None and nothing_listens(self.base_url):
+            raise BackendUnavailable(f"cannot reach {self.where} (listing models)",
+                                     hint=f"start it ({self.profile.start}) or pass --base-url URL")
         openai = _import_openai()
         try:
             page = self.client.models.list()
