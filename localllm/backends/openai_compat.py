@@ -66,8 +66,8 @@ def nothing_listens(url: str) -> bool:
         return False
     if not host or parts.scheme not in ("http", "https"):
         return False
-    proxies = urllib.request.getproxies_environment()
-    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass_environment(host):
+    proxies = urllib.request.getproxies()
+    if (proxies.get(parts.scheme) or proxies.get("all")) and not urllib.request.proxy_bypass(host):
         return False
     try:
         socket.create_connection((host, port), timeout=0.5).close()
