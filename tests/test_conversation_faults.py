@@ -247,7 +247,10 @@ def test_the_app_hides_one_shots_until_asked_and_an_opened_one_goes_on_as_a_chat
     reopened.close()
 
 
-def test_the_app_names_the_lock_not_the_disk(tmp_path: Path) -> None:
+def test_the_app_names_the_lock_not_the_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from localllm.store import conversations
+
+    monkeypatch.setattr(conversations, "LOCK_WAIT_S", 2.0)  # the wait's length is the CLI test's; here, the words
     database = tmp_path / "conversations.db"
     ConversationStore(database).close()
     holder = hold_lock(database, "DELETE")
