@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localllm.backends import backend_class, canonical_name
 from localllm.backends.base import Backend, ServedModel
-from localllm.backends.choice import BackendChoice, choose_backend, ollama_version
+from localllm.backends.choice import BackendChoice, choose_backend, is_ollama_name, ollama_version
 from localllm.core.errors import BackendUnavailable, ModelNotFound, WontFit
 from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.plan import LoadPlan, MemoryEstimate
@@ -62,9 +62,10 @@ def describe_model(settings: Settings, name: str) -> tuple[ModelRef, ModelInfo]:
 def described_file(settings: Settings, name: str | None, backend: str) -> tuple[ModelRef, ModelInfo] | None:
     """A model given by its file path, described before the hardware is probed where a backend that runs files
     will take it: a missing or damaged file is then said at once, without the probe's import of llama.cpp (a third
-    of a second). A server backend's model names can look like paths on the server, so those are left to it."""
-    if not name or not looks_like_path(name):
-        return None
+    of a second), and a path is never sent to ask Ollama whether it has such a model. A server backend's model names
+    can look like paths on the server, so those are left to it."""
+    if not name or not looks_like_path(name) or is_ollama_name(name):
+        return None  # an ollama/NAME model is the Ollama server's to name first
     wanted = canonical_name(backend if backend != "auto" else settings.backend)
     if (wanted == "auto" and settings.base_url) or (wanted != "auto" and not backend_class(wanted).local_files):
         return None
@@ -196,8 +197,8 @@ def connect_model(settings: Settings, choice: BackendChoice, name: str | None, *
 def _on_ollama(settings: Settings, name: str | None, backend: str, ctx: int | None, needed_ctx: int | None,
                embeddings: bool) -> LoadedModel | None:
     """``auto`` with a name no local store knows: the model may be one the Ollama server has pulled."""
-    if not name or backend != "auto" or settings.backend != "auto" or embeddings or looks_like_path(name):
-        return None  # a file path is never an Ollama name: its error is the file's, said without asking a server
+    if not name or backend != "auto" or settings.backend != "auto" or embeddings:
+        return None
     version, where = ollama_version(settings)
     if version is None:
         return None
