@@ -50,6 +50,30 @@ def test_ollama_name_without_a_server_runs_its_file_in_place(tmp_path):
     assert choice.name == "llama.cpp" and "Ollama does not answer" in choice.reasons[0]
 
 
+def test_a_server_named_or_configured_is_used_without_probing_this_machine(tmp_path, monkeypatch):
+    """The hardware probe imports llama.cpp to ask about GPUs; a model a server runs does not need it. The server
+    here is not running, so each load ends with its one error, and the probe counts who asked."""
+    import localllm.tasks.loading as loading
+    from localllm.tasks.loading import load_model
+    from localllm.tasks.reports import model_report
+
+    probed: list[str] = []
+    monkeypatch.setattr(loading, "detect_hardware", lambda **_: probed.append("probe") or machine(True))
+    server = f"http://127.0.0.1:{free_port()}/v1"
+    for settings, backend in ((settings_for(tmp_path, base_url=server), "openai"),
+                              (settings_for(tmp_path, base_url=server), "auto"),
+                              (settings_for(tmp_path, backend="openai", base_url=server), "auto"),
+                              (settings_for(tmp_path, ollama_host=server.removesuffix("/v1")), "ollama")):
+        with pytest.raises(BackendUnavailable, match="cannot reach|not running|does not answer"):
+            load_model(settings, "some-model", backend=backend)
+        with pytest.raises(BackendUnavailable):
+            model_report(settings, "some-model", backend=backend)
+    assert probed == []
+    with pytest.raises(BackendUnavailable):  # an Ollama name may still run its file here: this machine is asked
+        load_model(settings_for(tmp_path, base_url=server), "ollama/none:1b")
+    assert probed == ["probe"]
+
+
 def test_standard_variables_come_after_localllms_own(tmp_path):
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.toml").write_text('base_url = "http://config:8000/v1"\nrequest_timeout = 30\n')

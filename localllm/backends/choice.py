@@ -45,6 +45,27 @@ def is_ollama_name(name: str | None) -> bool:
     return name is not None and name.lower().startswith("ollama/")
 
 
+def settled_choice(requested: str, configured: str, *, model: str | None = None,
+                   settings: Settings | None = None) -> BackendChoice | None:
+    """The choice where nothing about this machine or its servers needs asking: a backend asked for or
+    configured, or a configured base URL for a model that is not an Ollama name. None where ``auto`` must look."""
+    requested, configured = canonical_name(requested), canonical_name(configured)
+    if requested != "auto":
+        return BackendChoice(requested, (f"{requested} was asked for on the command line",))
+    if configured != "auto":
+        return BackendChoice(configured, (f"{configured} is set as backend in the config",))
+    if settings is not None and settings.base_url and not is_ollama_name(model):
+        return _base_url_choice(settings, [])
+    return None
+
+
+def _base_url_choice(settings: Settings, why: list[str]) -> BackendChoice:
+    from localllm.backends.openai_compat import display_url
+
+    return BackendChoice("openai", (*why, f"a base URL is configured ({display_url(settings.base_url)}): "
+                                          "the OpenAI-compatible server runs the model",))
+
+
 def choose_backend(requested: str, configured: str, report: HardwareReport, *, model: str | None = None,
                    settings: Settings | None = None) -> BackendChoice:
     """An explicit choice wins over the config file, which wins over the rules for this hardware.
@@ -52,11 +73,9 @@ def choose_backend(requested: str, configured: str, report: HardwareReport, *, m
     With ``settings`` the rules also consider servers: Ollama for an ``ollama/NAME`` model when its server answers,
     and an OpenAI-compatible server when a base URL is configured. Without, only what runs in this process.
     """
-    requested, configured = canonical_name(requested), canonical_name(configured)
-    if requested != "auto":
-        return BackendChoice(requested, (f"{requested} was asked for on the command line",))
-    if configured != "auto":
-        return BackendChoice(configured, (f"{configured} is set as backend in the config",))
+    settled = settled_choice(requested, configured, model=model, settings=settings)
+    if settled is not None:
+        return settled
     why: list[str] = []
     if settings is not None and is_ollama_name(model):
         version, where = ollama_version(settings)
@@ -65,10 +84,7 @@ def choose_backend(requested: str, configured: str, report: HardwareReport, *, m
                                             f"{where.removeprefix('Ollama at ')}",))
         why.append(f"{model} is an Ollama model but Ollama does not answer ({where}); its file runs in place")
     if settings is not None and settings.base_url:
-        from localllm.backends.openai_compat import display_url
-
-        return BackendChoice("openai", (*why, f"a base URL is configured ({display_url(settings.base_url)}): "
-                                              "the OpenAI-compatible server runs the model",))
+        return _base_url_choice(settings, why)
     llama = report.llama_cpp
     if llama.installed:
         gpu = "with GPU offload" if llama.gpu_offload else "CPU build"

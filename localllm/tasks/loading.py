@@ -14,7 +14,7 @@ from pathlib import Path
 
 from localllm.backends import backend_class, canonical_name
 from localllm.backends.base import Backend, ServedModel
-from localllm.backends.choice import BackendChoice, choose_backend, is_ollama_name, ollama_version
+from localllm.backends.choice import BackendChoice, choose_backend, is_ollama_name, ollama_version, settled_choice
 from localllm.core.errors import BackendUnavailable, ModelNotFound, WontFit
 from localllm.core.model import ModelInfo, ModelRef
 from localllm.core.plan import LoadPlan, MemoryEstimate
@@ -114,6 +114,20 @@ def refusal(plan: LoadPlan, name: str, smaller_quant: str | None = None) -> Wont
     )
 
 
+def choice_and_hardware(settings: Settings, name: str | None, backend: str, report: HardwareReport | None
+                        ) -> tuple[BackendChoice, HardwareReport | None]:
+    """The backend for this model, and this machine's report where that backend runs the model here (None where
+    a server runs it). A server asked for by name is not made to wait for the probe: importing llama.cpp to ask
+    about its GPUs costs 0.4 s of processor time, which a model on another machine does not need."""
+    model = name or settings.model
+    choice = settled_choice(backend, settings.backend, model=model, settings=settings)
+    if choice is not None and not backend_class(choice.name).local_files:
+        return choice, None
+    report = report or detect_hardware()
+    choice = choice or choose_backend(backend, settings.backend, report, model=model, settings=settings)
+    return choice, report if backend_class(choice.name).local_files else None
+
+
 def load_model(settings: Settings, name: str | None = None, *, backend: str = "auto", ctx: int | None = None,
                needed_ctx: int | None = None, report: HardwareReport | None = None,
                embeddings: bool = False) -> LoadedModel:
@@ -124,9 +138,8 @@ def load_model(settings: Settings, name: str | None = None, *, backend: str = "a
     The backend is ``backend``, else ``settings.backend``, else the rules of ``choose_backend``.
     """
     described = described_file(settings, name, backend)
-    report = report or detect_hardware()
-    choice = choose_backend(backend, settings.backend, report, model=name or settings.model, settings=settings)
-    if not backend_class(choice.name).local_files:
+    choice, report = choice_and_hardware(settings, name, backend, report)
+    if report is None:
         return connect_model(settings, choice, name, ctx=ctx, needed_ctx=needed_ctx, embeddings=embeddings)
     try:
         ref, info = described or describe_model(settings, name or settings.model)

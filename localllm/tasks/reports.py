@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from localllm.backends import backend_class
 from localllm.backends.base import ServedModel
 from localllm.backends.choice import BackendChoice, choose_backend
 from localllm.core.errors import LocalLLMError
@@ -17,7 +16,7 @@ from localllm.hardware.report import HardwareReport
 from localllm.store.gguf_info import ModelInfoCache
 from localllm.store.locate import installed_models
 from localllm.tasks.llama_build import BuildStory, build_story
-from localllm.tasks.loading import describe_model, described_file, load_model, plan_for
+from localllm.tasks.loading import choice_and_hardware, describe_model, described_file, load_model, plan_for
 
 
 @dataclass(frozen=True)
@@ -95,10 +94,9 @@ class ServedModelReport:
 def model_report(settings: Settings, name: str, *, ctx: int | None = None, backend: str = "auto",
                  report: HardwareReport | None = None) -> ModelReport | ServedModelReport:
     described = described_file(settings, name, backend)
-    report = report or detect_hardware()
-    choice = choose_backend(backend, settings.backend, report, model=name, settings=settings)
-    if not backend_class(choice.name).local_files:
-        with load_model(settings, name, backend=choice.name, ctx=ctx, report=report) as loaded:
+    choice, report = choice_and_hardware(settings, name, backend, report)
+    if report is None:
+        with load_model(settings, name, backend=choice.name, ctx=ctx) as loaded:
             assert loaded.served is not None, "a server backend's model is served"
             return ServedModelReport(loaded.served, loaded.choice)
     ref, info = described or describe_model(settings, name)

@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import sys
 
-import anyio
-import mcp_types as types
-from mcp.server.lowlevel import Server
-from mcp.server.stdio import stdio_server
-
 SHIP_SCHEMA = {
     "type": "object",
     "properties": {
@@ -30,21 +25,28 @@ SHIP_SCHEMA = {
 TOOL_NAME = "ship"
 
 
-async def list_tools(_context, _params) -> types.ListToolsResult:
-    return types.ListToolsResult(tools=[types.Tool(name=TOOL_NAME, description="Ship a parcel to a ZIP code",
-                                                   input_schema=SHIP_SCHEMA)])
+def serve() -> None:
+    """The SDK is imported here, not at the top: it costs over a second of processor time, which the servers that
+    misbehave before they serve (`garbage`, `crash`) never need."""
+    import anyio
+    import mcp_types as types
+    from mcp.server.lowlevel import Server
+    from mcp.server.stdio import stdio_server
 
+    async def list_tools(_context, _params) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[types.Tool(name=TOOL_NAME, description="Ship a parcel to a ZIP code",
+                                                       input_schema=SHIP_SCHEMA)])
 
-async def call_tool(_context, params) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text="shipped")])
+    async def call_tool(_context, params) -> types.CallToolResult:
+        return types.CallToolResult(content=[types.TextContent(type="text", text="shipped")])
 
+    server = Server("hostile-schemas", on_list_tools=list_tools, on_call_tool=call_tool)
 
-server = Server("hostile-schemas", on_list_tools=list_tools, on_call_tool=call_tool)
+    async def main() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
 
-
-async def main() -> None:
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+    anyio.run(main)
 
 
 def misbehave(how: str) -> None:
@@ -75,4 +77,4 @@ def misbehave(how: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1:
         misbehave(sys.argv[1])
-    anyio.run(main)
+    serve()
