@@ -14,6 +14,13 @@ def greedy(**changes):
     return preset("precise").with_overrides(**changes)
 
 
+def test_texts_are_embedded_in_groups_of_a_few_hundred_tokens_a_long_one_alone():
+    from localllm.backends.llamacpp import token_groups
+
+    assert token_groups([100, 100, 50, 300, 10, 10], 256) == [range(0, 3), range(3, 4), range(4, 6)]
+    assert token_groups([], 256) == [] and token_groups([900], 256) == [range(0, 1)]
+
+
 def test_stream_is_text_chunks_then_one_final_chunk(loaded):
     chunks = list(loaded.backend.chat(QUESTION, greedy(max_tokens=12)))
     assert all(isinstance(c, TextChunk) for c in chunks[:-1]) and len(chunks) > 2

@@ -19,6 +19,8 @@ from localllm.core.options import GenerationOptions
 from localllm.core.plan import LoadPlan
 
 if TYPE_CHECKING:
+    import threading
+
     from localllm.core.settings import Settings
 
 
@@ -203,8 +205,9 @@ class Backend:
     def load_for_embeddings(self, model: ModelRef, plan: LoadPlan) -> None:
         raise BackendUnavailable(f"backend {self.name} cannot compute embeddings", hint="use --backend llama.cpp")
 
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        """One normalised vector per text; a text longer than the window is an error, never cut."""
+    def embed(self, texts: Sequence[str], stop: threading.Event | None = None) -> list[list[float]]:
+        """One normalised vector per text; a text longer than the window is an error, never cut. Once ``stop`` is
+        set (nobody waits for them any more) the texts not yet begun are left: fewer vectors come back."""
         raise BackendUnavailable(f"backend {self.name} cannot compute embeddings", hint="use --backend llama.cpp")
 
     def count_tokens(self, text: str) -> int:

@@ -346,14 +346,14 @@ def build_app(models: Scheduler | Engine, options: GenerationOptions, api_key: s
         body = await body_of(request)
         parsed = openai_api.parse_embeddings(body)
         engine = await engine_for(request, body)
-        return JSONResponse(await openai_api.embeddings(engine, *parsed))
+        return JSONResponse(await unless_gone(request.receive, openai_api.embeddings(engine, *parsed)))
 
     def ollama_embed(legacy: bool):
         async def handle(request: HttpRequest) -> Response:
             body = await body_of(request)
             engine = await engine_for(request, body, keep_alive_of(body))
             clock = ollama_api.Clock(request.state.started, request.state.leases[-1].load_s)
-            return JSONResponse(await ollama_api.embed(engine, body, legacy, clock))
+            return JSONResponse(await unless_gone(request.receive, ollama_api.embed(engine, body, legacy, clock)))
         return handle
 
     async def anthropic_messages(request: HttpRequest) -> Response:

@@ -336,26 +336,34 @@ class Engine(LoadedModelNames):
         embedding model; a text over its window is refused (400), never cut."""
         self.check_embeddings()
         await self._wait_turn()
+        stop = threading.Event()
+        work = asyncio.ensure_future(asyncio.to_thread(self._embed, list(texts), stop))
         try:
-            return await asyncio.to_thread(self._embed, list(texts))
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:  # the client went away: the texts not yet begun are left
+            stop.set()
+            (result,) = await asyncio.gather(work, return_exceptions=True)  # the model is free when this returns
+            done = len(result[0]) if isinstance(result, tuple) else 0
+            logger.info("the client went away: its embeddings were stopped after %d of %d texts", done, len(texts))
+            raise
         except Exception as error:
             raise api_error(error) from None
         finally:
             self._turns.release()
 
-    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+    def _embed(self, texts: list[str], stop: threading.Event) -> tuple[list[list[float]], int]:
         with self._model:  # a generation whose client left may still be closing in its thread
             if self._embedder is None:
                 assert self._load_embedder is not None
                 logger.info("loading %s for embeddings", self.name)
                 self._embedder = self._load_embedder()
             try:
-                vectors = self._embedder.embed(texts)
+                vectors = self._embedder.embed(texts, stop)
             except ContextOverflow as error:
                 raise ContextOverflow(f"{error.message} of the model loaded for embeddings",
                                       hint="split it, or serve with a larger --embedding-ctx N",
                                       prompt_tokens=error.prompt_tokens, window=error.window) from None
-            return vectors, sum(self._embedder.count_tokens(text) for text in texts)
+            return vectors, sum(self._embedder.count_tokens(text) for text in texts[:len(vectors)])
 
     @property
     def embedding_window(self) -> int | None:

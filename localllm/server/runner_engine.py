@@ -294,12 +294,19 @@ class RunnerEngine(LoadedModelNames):
                     pass
 
     async def _ask(self, kind: str, payload: Any) -> Any:
+        """The runner's one answer. Cancelled (a client gone), the runner is told to stop the work too."""
         ident, pending = self._runner.open()
+        message: Any = None
         try:
             self._send((kind, ident, payload))
             message = await pending.queue.get()
         finally:
             self._runner.done(ident)
+            if message is None and self._runner.process.poll() is None:
+                try:
+                    self._runner.send(("cancel", ident))
+                except OSError:
+                    pass
         if message[0] == "result":
             return message[2]
         raise error_from(message[2])
