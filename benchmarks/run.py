@@ -1,7 +1,7 @@
 """Every benchmark localllm's issues set a bar for, as ratios measured side by side in one run, written to
 docs/performance.md (bar, measured median and spread, pass or fail, the command, the date, the machine).
 
-    python benchmarks/run.py                 # all of them (about 40 minutes on two cores)
+    python benchmarks/run.py                 # all of them (about 45 minutes on two cores)
     python benchmarks/run.py decode serve    # some: see GROUPS below; the page keeps the other groups' rows
     python benchmarks/run.py --no-page ...   # print only
 
@@ -529,6 +529,38 @@ def bench_eval_perplexity(rounds: int = 5, n_ctx: int = 512, chunks: int = 4) ->
     shutil.rmtree(home, ignore_errors=True)
 
 
+def bench_embed(rounds: int = 3, texts: int = 16) -> None:
+    """`localllm embed` of texts of about 220 tokens (in groups of at most 256 tokens) against llama-cpp-python
+    embedding them all in one call (benchmarks/raw_embed.py): the whole process's wall time, same window and
+    threads."""
+    print(f"embed: localllm embed vs one llama-cpp-python embed call, {texts} texts", flush=True)
+    import psutil
+
+    threads = str(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    home = tempfile.mkdtemp(prefix="localllm-bench-")
+    rows = Path(home) / "rows.jsonl"
+    paragraph = _docs_text(220)[:900]
+    rows.write_text("".join(json.dumps({"text": f"{number}. {paragraph}"}) + "\n" for number in range(texts)),
+                    encoding="utf-8")
+    env = {**os.environ, "LOCALLLM_HOME": home, "LOCALLLM_THREADS": threads}
+    ours_cmd = [LOCALLLM, "embed", "-m", str(MODEL), str(rows), "--field", "text", "--json", "-o", "ctx=2048"]
+    raw_cmd = [sys.executable, str(HERE / "raw_embed.py"), str(MODEL), str(rows), threads]
+    ours_vector = json.loads(subprocess.run(ours_cmd, capture_output=True, env=env, check=True).stdout)
+    raw_vector = json.loads(subprocess.run(raw_cmd, capture_output=True, env=env, check=True).stdout)["start"]
+    assert max(abs(a - b) for a, b in zip(ours_vector["vectors"][0]["embedding"][:4], raw_vector, strict=True)) \
+        < 1e-3, (ours_vector["vectors"][0]["embedding"][:4], raw_vector)
+    ours, raw = [], []
+    for _ in range(rounds):
+        raw.append(wall(raw_cmd, env))
+        ours.append(wall(ours_cmd, env))
+    RESULTS.note(f"seconds, medians: localllm embed {statistics.median(ours):.1f}, one embed call "
+                 f"{statistics.median(raw):.1f} (each process whole, load included)")
+    ratio = statistics.median(raw) / statistics.median(ours)
+    record("embed speed localllm / one llama-cpp-python call", ratio, ">= 1.0", ratio >= 1.0,
+           spread_of(r / o for o, r in zip(ours, raw, strict=True)), rounds)
+    shutil.rmtree(home, ignore_errors=True)
+
+
 GROUPS: dict[str, Callable[[], None]] = {
     "startup": bench_startup, "list": bench_list, "app-startup": _tui("startup"), "decode": bench_decode,
     "chat-turns": bench_chat_turns, "openai-stream": bench_openai_stream, "serve": bench_serve,
@@ -537,7 +569,7 @@ GROUPS: dict[str, Callable[[], None]] = {
     "summarize": bench_summarize,
     "plan-memory": bench_plan_memory, "app-stream": _tui("stream"), "app-keys": _tui("keys"),
     "app-stop": _tui("stop"), "memory": bench_memory, "tune": bench_tune, "prompt-lookup": bench_prompt_lookup,
-    "eval-perplexity": bench_eval_perplexity,
+    "eval-perplexity": bench_eval_perplexity, "embed": bench_embed,
     "pull-curl": bench_pull}
 """Each group of bars, by the name that runs it alone. pull-curl is the old pull bar (against curl, which neither
 verifies nor syncs): kept to run by hand, left out of a whole run."""
