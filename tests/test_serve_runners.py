@@ -196,13 +196,22 @@ def test_a_model_with_more_slots_is_planned_with_each_slot_s_cache(tmp_path, bun
 
 @pytest.mark.model  # serve loads the bundled model
 def test_the_runners_end_with_serve_however_serve_ends(tmp_path, build_verdict):
-    """SIGKILL leaves serve no clean-up to run: its runner goes too (the kernel's parent-death signal, and the EOF
-    on its socket)."""
+    """SIGTERM (what a service manager sends) ends serve as Ctrl-C does: each model is closed and the log says so.
+    SIGKILL leaves serve no clean-up to run: its runner goes too (the kernel's parent-death signal, and the EOF on
+    its socket)."""
     home = seed_verdict(tmp_path, build_verdict)
-    with serving(home) as url:
-        assert ask(url, FIRST).status_code == 200
-        [runner] = runners_of(url)
-        serve_pid = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        os.kill(serve_pid, signal.SIGKILL)
-        assert until(lambda: not Path(f"/proc/{runner}").exists() or
-                     Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z")
+
+    def gone(pid: int) -> bool:
+        return not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    for ending in (signal.SIGTERM, signal.SIGKILL):
+        log = home / f"serve-{ending.name}.log"
+        with serving(home, log_path=log) as url:
+            assert ask(url, FIRST).status_code == 200
+            [runner] = runners_of(url)
+            serve_pid = int(Path(f"/proc/{runner}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            os.kill(serve_pid, ending)
+            assert until(lambda pids=(runner, serve_pid): all(gone(pid) for pid in pids))
+        said = "unloading smollm2-135m: the server stops" in log.read_text()
+        assert said == (ending == signal.SIGTERM), log.read_text()

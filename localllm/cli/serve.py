@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -174,10 +175,34 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
              f"request and unloaded after {duration_text(keep_alive)} unused) on http://{host}:{args.port}: "
              f"OpenAI /v1 (chat/completions, responses, completions, embeddings), Anthropic /v1/messages, Ollama "
              f"/api (chat, generate, embed){' (API key required)' if api_key else ''}; Ctrl-C stops")
-        uvicorn.run(app, host=args.bind, port=args.port, log_level="warning", access_log=False)
+        terminated = serve_until_stopped(uvicorn, app, args.bind, args.port)
     finally:
         scheduler.close()
+    if terminated:  # ended as SIGTERM ends a process, now that the models are closed
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
     return 0
+
+
+class Terminated(Exception):
+    """SIGTERM, raised where uvicorn hands the signal back once it has shut down."""
+
+
+def serve_until_stopped(uvicorn: Any, app: Any, bind: str, port: int) -> bool:
+    """Runs the server until Ctrl-C or SIGTERM; True for SIGTERM. uvicorn shuts down gracefully on either, then
+    raises the signal again for its default action: SIGTERM's would end the process before the models are closed
+    (runners end with it anyway, but unannounced and killed)."""
+    def terminated(_signum: int, _frame: Any) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        uvicorn.run(app, host=bind, port=port, log_level="warning", access_log=False)
+    except Terminated:
+        return True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return False
 
 
 def keep_alive_from(text: str) -> float:
