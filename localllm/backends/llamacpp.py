@@ -61,12 +61,12 @@ logger = logging.getLogger("localllm")
 BASE_MODEL_NOTE = ("no chat template: this looks like a base model, so the prompt is sent as plain text for it to "
                    "continue (-o template=NAME picks a chat format; `localllm show` lists them)")
 PLAIN = "plain"
+"""The template name that sends plain text even to a model that has a chat template."""
 EMBED_GROUP_TOKENS = 256
 """Texts are embedded in groups of at most this many tokens (a longer text alone). llama.cpp attends across a whole
 batch, masked per text, so many texts in one batch cost more than the same texts in small groups (24 texts of 222
 tokens with the bundled model: 95-97 CPU-s in one call, 57-70 one at a time; `python benchmarks/run.py embed`); and
 a stop (serve's client gone) is seen between two groups, a few seconds apart at most on a CPU."""
-"""The template name that sends plain text even to a model that has a chat template."""
 # Architectures whose models share one conventional chat format among llama-cpp-python's registered ones; offered
 # by `show` for a GGUF without a template. (llama has two, llama-2 and llama-3, so none is suggested for it.)
 CONVENTIONAL_FORMATS = {"gemma": "gemma", "gemma2": "gemma", "qwen": "qwen", "qwen2": "qwen",
