@@ -335,7 +335,11 @@ class Engine(LoadedModelNames):
         """(one vector per text, the tokens they took), in the model's turn. The first request loads the
         embedding model; a text over its window is refused (400), never cut."""
         self.check_embeddings()
-        await self._wait_turn()
+        try:
+            await self._wait_turn()
+        except asyncio.CancelledError:
+            logger.info("the client went away before its embeddings began (%d texts)", len(texts))
+            raise
         stop = threading.Event()
         work = asyncio.ensure_future(asyncio.to_thread(self._embed, list(texts), stop))
         try:
@@ -344,7 +348,11 @@ class Engine(LoadedModelNames):
             stop.set()
             (result,) = await asyncio.gather(work, return_exceptions=True)  # the model is free when this returns
             done = len(result[0]) if isinstance(result, tuple) else 0
-            logger.info("the client went away: its embeddings were stopped after %d of %d texts", done, len(texts))
+            if done < len(texts):
+                logger.info("the client went away: its embeddings were stopped after %d of %d texts", done,
+                            len(texts))
+            else:  # the last group was under way: nothing was left to stop
+                logger.info("the client went away when its embeddings were all done: none was sent")
             raise
         except Exception as error:
             raise api_error(error) from None
