@@ -184,7 +184,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class Terminated(Exception):
+class _Terminated(Exception):
     """SIGTERM, raised where uvicorn hands the signal back once it has shut down."""
 
 
@@ -193,12 +193,12 @@ def serve_until_stopped(uvicorn: Any, app: Any, bind: str, port: int) -> bool:
     raises the signal again for its default action: SIGTERM's would end the process before the models are closed
     (runners end with it anyway, but unannounced and killed)."""
     def terminated(_signum: int, _frame: Any) -> None:
-        raise Terminated
+        raise _Terminated
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
         uvicorn.run(app, host=bind, port=port, log_level="warning", access_log=False)
-    except Terminated:
+    except _Terminated:
         return True
     finally:
         signal.signal(signal.SIGTERM, previous)

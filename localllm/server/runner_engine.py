@@ -286,30 +286,29 @@ class RunnerEngine(LoadedModelNames):
                     finished = True
                     raise error_from(message[2])
         finally:
-            self._runner.done(ident)
-            if not finished and self._runner.process.poll() is None:
-                try:
-                    self._runner.send(("cancel", ident))
-                except OSError:
-                    pass
+            self._end(ident, answered=finished)
 
     async def _ask(self, kind: str, payload: Any) -> Any:
-        """The runner's one answer. Cancelled (a client gone), the runner is told to stop the work too."""
+        """The runner's one answer; cancelled (a client gone), the runner stops the work too."""
         ident, pending = self._runner.open()
         message: Any = None
         try:
             self._send((kind, ident, payload))
             message = await pending.queue.get()
         finally:
-            self._runner.done(ident)
-            if message is None and self._runner.process.poll() is None:
-                try:
-                    self._runner.send(("cancel", ident))
-                except OSError:
-                    pass
+            self._end(ident, answered=message is not None)
         if message[0] == "result":
             return message[2]
         raise error_from(message[2])
+
+    def _end(self, ident: int, *, answered: bool) -> None:
+        """The request is over here; one left before its answer (a client gone) is stopped in the runner too."""
+        self._runner.done(ident)
+        if not answered and self._runner.process.poll() is None:
+            try:
+                self._runner.send(("cancel", ident))
+            except OSError:
+                pass
 
     async def complete(self, request: Request) -> tuple[str, str, list, FinalChunk | None]:
         """The whole answer: (text, thinking, tool calls, final chunk)."""
