@@ -1,6 +1,6 @@
 """The same embeddings as `localllm embed FILE --field text`, done the plain way with llama-cpp-python: the model
 loaded for embeddings (mean pooling, the window and batch of 2,048 tokens localllm gives it), every text in one
-`embed` call. Prints the seconds the vectors took (load excluded) and the first vector's start as JSON.
+`embed` call. Prints the first vector's start as JSON (run.py times the whole process, as it times localllm's).
 
     python benchmarks/raw_embed.py MODEL TEXTS_JSONL THREADS
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import llama_cpp
@@ -20,9 +19,8 @@ def main(model: str, rows_file: str, threads: int) -> None:
     llm = llama_cpp.Llama(model_path=model, n_ctx=2048, n_batch=2048, n_ubatch=2048, n_threads=threads,
                           n_threads_batch=threads, embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
                           verbose=False)
-    started = time.perf_counter()
     vectors = llm.embed(texts, normalize=True, truncate=False)
-    print(json.dumps({"seconds": time.perf_counter() - started, "start": [round(v, 4) for v in vectors[0][:4]]}))
+    print(json.dumps({"start": [round(v, 4) for v in vectors[0][:4]]}))
 
 
 if __name__ == "__main__":
